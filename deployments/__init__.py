@@ -1,0 +1,1 @@
+"""Example model deployments served by raytask."""

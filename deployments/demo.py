@@ -1,0 +1,80 @@
+"""A small CPU-only demo deployment: one of each kind of endpoint raytask serves.
+
+``serve run configs/app.yaml`` serves it; the end-to-end tests and benchmarks use it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+import raytask
+
+
+@serve.deployment(max_ongoing_requests=16, ray_actor_options={"num_cpus": 0.5})
+class Demo:
+    """Text utilities standing in for a model, plus a few knobs for tests."""
+
+    @raytask.api
+    def describe(self, prompt: str) -> str:
+        """Synchronous endpoint: describe a prompt in one line."""
+        return f"{len(prompt.split())} words, {len(prompt)} characters: {prompt!r}"
+
+    @raytask.task
+    def wordcount(self, text: str, top: int = 3) -> dict[str, Any]:
+        """Count words and return the most frequent ones."""
+        counts: dict[str, int] = {}
+        for word in text.lower().split():
+            counts[word] = counts.get(word, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return {"words": sum(counts.values()), "top": [w for w, _ in ranked]}
+
+    @raytask.task
+    def noop(self) -> None:
+        """Do nothing (benchmarks measure the queue's own cost with it)."""
+
+    @raytask.task
+    async def sleep(self, seconds: float = 0.05) -> float:
+        """Wait ``seconds`` without blocking the replica; return the time waited."""
+        start = time.monotonic()
+        await asyncio.sleep(seconds)
+        return time.monotonic() - start
+
+    @raytask.task
+    def block(self, seconds: float = 1.0) -> float:
+        """Wait ``seconds`` in a sync method (a thread): shows cancelling sync code."""
+        start = time.monotonic()
+        deadline = start + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return time.monotonic() - start
+
+    @raytask.task
+    def fail(self, message: str = "boom") -> str:
+        """Always raise ``ValueError(message)``."""
+        raise ValueError(message)
+
+    @raytask.task(ttl_s=3600)
+    def blob(self, size_mb: float = 1.0) -> bytes:
+        """Return ``size_mb`` MB of a repeating byte pattern (large-result tests)."""
+        size = int(size_mb * 1024 * 1024)
+        pattern = bytes(range(256))
+        return (pattern * (size // 256 + 1))[:size]
+
+    @raytask.api
+    def pid(self) -> int:
+        """The replica's process id (tests kill it)."""
+        return os.getpid()
+
+
+def build(args: dict[str, Any] | None = None) -> Application:
+    """Application builder for YAML: ``args`` are raytask :class:`~raytask.AppConfig` fields."""
+    return raytask.app(Demo.bind(), config=args or {})
+
+
+app = build()

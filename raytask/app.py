@@ -1,0 +1,78 @@
+"""``raytask.app``: turn bound model deployments into a Serve application with task routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from .config import AppConfig
+from .endpoint import discover
+from .errors import ConfigError
+from .ingress import Ingress
+from .runner import with_runner
+
+INGRESS_NAME = "RaytaskIngress"
+
+
+def app(
+    *models: Application,
+    config: AppConfig | dict[str, Any] | None = None,
+    **settings: Any,
+) -> Application:
+    """Build a Serve application serving the raytask routes of ``models``.
+
+    The application's ingress deployment (named ``RaytaskIngress``) serves the HTTP routes
+    and creates the app's detached task manager actor on start; each model deployment
+    keeps its own options (``num_gpus``, autoscaling, ...) and is what runs the tasks.
+
+    Args:
+        models: bound deployments (``MyModel.bind(...)``) whose class has
+            ``@raytask.task`` / ``@raytask.api`` methods.
+        config: an :class:`AppConfig`, or a dict of its fields (YAML ``args``).
+        settings: single :class:`AppConfig` fields, overriding ``config``.
+
+    Returns:
+        An application for ``serve.run(...)`` or a YAML ``import_path``.
+
+    Raises:
+        ConfigError: no models, a model without marked methods, a function deployment,
+            two endpoints with one name, or an invalid setting.
+
+    Example::
+
+        app = raytask.app(ImageGeneration.bind(), max_queue_size=1000)
+    """
+    cfg = AppConfig.parse(config, **settings)
+    if not models:
+        raise ConfigError("raytask.app needs at least one bound deployment")
+    wrapped, described, max_ongoing, names = [], [], {}, set()
+    for model in models:
+        if not isinstance(model, Application):
+            raise ConfigError(f"expected a bound deployment (Model.bind()), got {model!r}")
+        deployment = model._bound_deployment
+        cls = deployment.func_or_class
+        if not isinstance(cls, type):
+            raise ConfigError(f"deployment {deployment.name} must be a class to have task methods")
+        endpoints = discover(cls, deployment.name, cfg.task_defaults)
+        if not endpoints:
+            raise ConfigError(
+                f"{cls.__name__} has no method marked with @raytask.task or @raytask.api"
+            )
+        for endpoint in endpoints:
+            if endpoint.name in names:
+                raise ConfigError(f"two endpoints are named {endpoint.name!r}")
+            names.add(endpoint.name)
+        runnable = deployment.options(func_or_class=with_runner(cls))
+        wrapped.append(runnable.bind(*deployment.init_args, **deployment.init_kwargs))
+        described.append((deployment.name, cls))
+        max_ongoing[deployment.name] = deployment.max_ongoing_requests
+    ingress = serve.deployment(
+        Ingress,
+        name=INGRESS_NAME,
+        num_replicas=cfg.ingress_num_replicas,
+        max_ongoing_requests=cfg.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
+    )
+    return ingress.bind(described, max_ongoing, cfg, *wrapped)

@@ -1,0 +1,112 @@
+"""Typed settings: per-task options and the app-wide configuration.
+
+Task options are resolved in three layers, each overriding the one before: the app-wide
+``task_defaults``, the ``@raytask.task(...)`` decorator, and (for the options a client
+may set) the per-submit overrides sent apart from the method's arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+DAY_S = 86_400.0
+
+
+class TaskOptions(BaseModel):
+    """How one task is run and how long its result is kept."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttl_s: float = Field(
+        DAY_S, gt=0, description="Seconds a finished task's result is kept; then 410."
+    )
+    timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds one attempt may run before it is cancelled and counted as failed.",
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Attempts a task gets when its replica dies or it times out.",
+    )
+    retry_exceptions: bool = Field(
+        False,
+        description="Whether an exception raised by the method also uses up an attempt and "
+        "re-queues the task (off: exceptions are final, as they are usually deterministic).",
+    )
+
+
+class SubmitOptions(BaseModel):
+    """The options a client may override per submit (query parameters over HTTP)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttl_s: float | None = Field(None, gt=0, description="Overrides the result TTL.")
+    timeout_s: float | None = Field(None, gt=0, description="Overrides the attempt timeout.")
+    max_attempts: int | None = Field(None, ge=1, le=100, description="Overrides max_attempts.")
+
+    def apply(self, base: TaskOptions) -> TaskOptions:
+        """``base`` with the fields this submit set."""
+        changes = self.model_dump(exclude_none=True)
+        return base.model_copy(update=changes) if changes else base
+
+
+class AppConfig(BaseModel):
+    """App-wide settings, from ``raytask.app(..., config=...)`` or the YAML ``args``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task_defaults: TaskOptions = Field(
+        default_factory=TaskOptions, description="Defaults for every task endpoint."
+    )
+    max_queue_size: int = Field(
+        100_000, ge=1, description="Pending tasks allowed before submit answers 429."
+    )
+    retry_after_s: float = Field(
+        1.0, gt=0, description="The Retry-After a 429 carries, in seconds."
+    )
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest request body accepted; larger is 413."
+    )
+    sweep_interval_s: float = Field(
+        5.0, gt=0, description="How often the manager drops results past their TTL."
+    )
+    ingress_max_ongoing_requests: int = Field(
+        256,
+        ge=1,
+        description="max_ongoing_requests of the ingress deployment (Serve's default of 5 "
+        "throttles a task API to a few dozen requests per second).",
+    )
+    ingress_num_replicas: int = Field(1, ge=1, description="Replicas of the ingress.")
+    ingress_num_cpus: float = Field(
+        0.0, ge=0, description="CPUs each ingress replica reserves (it mostly waits on I/O)."
+    )
+    max_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="Most tasks dispatched to one model deployment at once; by default "
+        "its running replicas times its max_ongoing_requests.",
+    )
+
+    @classmethod
+    def parse(cls, value: AppConfig | dict[str, Any] | None, **overrides: Any) -> AppConfig:
+        """Build a config from a model, a dict (YAML ``args``) or nothing.
+
+        Raises:
+            ConfigError: a setting is unknown or out of range.
+        """
+        if isinstance(value, AppConfig):
+            data = value.model_dump()
+        else:
+            data = dict(value or {})
+        data.update(overrides)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid raytask config: {exc}") from None

@@ -1,0 +1,144 @@
+"""``@raytask.task`` and ``@raytask.api``: they only mark a method.
+
+The decorators attach a small frozen :class:`EndpointSpec` to the function and return
+the function itself, so the method behaves exactly as before. Discovery happens once, when
+:func:`raytask.app` builds the application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, overload
+
+from pydantic import ValidationError
+
+from .config import TaskOptions
+from .errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SPEC_ATTR = "__raytask_spec__"
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """What a decorator recorded about one method.
+
+    Attributes:
+        kind: ``"task"`` for an async task endpoint, ``"api"`` for a synchronous one.
+        name: the route name (defaults to the method name).
+        options: task options set in the decorator (only for tasks).
+    """
+
+    kind: Literal["task", "api"]
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _mark(func: F, spec: EndpointSpec) -> F:
+    if not callable(func):
+        raise ConfigError(f"@raytask.{spec.kind} must decorate a method, got {func!r}")
+    setattr(func, SPEC_ATTR, spec)
+    return func
+
+
+@overload
+def task(func: F) -> F: ...
+@overload
+def task(
+    func: None = None,
+    *,
+    name: str | None = None,
+    ttl_s: float | None = None,
+    timeout_s: float | None = None,
+    max_attempts: int | None = None,
+    retry_exceptions: bool | None = None,
+) -> Callable[[F], F]: ...
+
+
+def task(
+    func: F | None = None,
+    *,
+    name: str | None = None,
+    ttl_s: float | None = None,
+    timeout_s: float | None = None,
+    max_attempts: int | None = None,
+    retry_exceptions: bool | None = None,
+) -> F | Callable[[F], F]:
+    """Mark a deployment method as an async task endpoint.
+
+    The method gets ``POST /NAME/submit``, ``GET /NAME/status``, ``GET /NAME/get``,
+    ``cancel`` and ``retry`` routes, plus the synchronous ``POST /NAME``.
+
+    Args:
+        func: the method (when used bare, ``@raytask.task``).
+        name: route name; defaults to the method's name.
+        ttl_s: seconds a finished result is kept (default: the app's, 24 h).
+        timeout_s: seconds one attempt may run (default: the app's, 1 h).
+        max_attempts: attempts when the replica dies or the attempt times out.
+        retry_exceptions: whether an exception from the method is retried too.
+
+    Returns:
+        The method itself, marked.
+
+    Raises:
+        ConfigError: an option is out of range.
+
+    Example::
+
+        @serve.deployment
+        class Images:
+            @raytask.task(ttl_s=3600)
+            def generate(self, prompt: str) -> bytes: ...
+    """
+    options = {
+        key: value
+        for key, value in {
+            "ttl_s": ttl_s,
+            "timeout_s": timeout_s,
+            "max_attempts": max_attempts,
+            "retry_exceptions": retry_exceptions,
+        }.items()
+        if value is not None
+    }
+    try:
+        TaskOptions(**options)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid @raytask.task options: {exc}") from None
+    spec = EndpointSpec(kind="task", name=name, options=options)
+    if func is not None:
+        return _mark(func, spec)
+    return lambda f: _mark(f, spec)
+
+
+@overload
+def api(func: F) -> F: ...
+@overload
+def api(func: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def api(func: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark a deployment method as a plain synchronous endpoint, ``POST /NAME``.
+
+    Args:
+        func: the method (when used bare, ``@raytask.api``).
+        name: route name; defaults to the method's name.
+
+    Returns:
+        The method itself, marked.
+
+    Example::
+
+        @raytask.api
+        def describe(self, prompt: str) -> str: ...
+    """
+    spec = EndpointSpec(kind="api", name=name)
+    if func is not None:
+        return _mark(func, spec)
+    return lambda f: _mark(f, spec)
+
+
+def get_spec(func: Any) -> EndpointSpec | None:
+    """The spec a raytask decorator attached to ``func``, if any."""
+    return getattr(func, SPEC_ATTR, None)

@@ -1,0 +1,112 @@
+"""The ingress deployment: the HTTP routes, backed by the task manager over Ray."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray import serve
+from ray.exceptions import ObjectFetchTimedOutError, ObjectLostError, RayTaskError
+
+from .config import AppConfig, SubmitOptions
+from .endpoint import Endpoint, discover
+from .errors import EndpointNotFoundError, HTTPError, TaskFailedError
+from .manager import EndpointRoute, get_or_create_manager
+from .routes import Routes
+
+
+def _unwrap(answer: Any) -> Any:
+    if isinstance(answer, HTTPError):
+        raise answer
+    return answer
+
+
+class RayBackend:
+    """The routes' backend: the manager actor for tasks, model handles for sync calls.
+
+    Args:
+        manager: the task manager's actor handle.
+        endpoints: the app's endpoints.
+        handles: a ``DeploymentHandle`` per model deployment name.
+    """
+
+    def __init__(self, manager: Any, endpoints: list[Endpoint], handles: dict[str, Any]) -> None:
+        self.manager = manager
+        self.endpoints = {e.name: e for e in endpoints}
+        self.handles = handles
+
+    async def submit(self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions) -> dict[str, Any]:
+        return _unwrap(await self.manager.submit.remote(endpoint, kwargs, options))
+
+    async def status(self, task_id: str) -> dict[str, Any]:
+        return _unwrap(await self.manager.status.remote(task_id))
+
+    async def result(self, task_id: str) -> Any:
+        (ref,) = _unwrap(await self.manager.result.remote(task_id))
+        try:
+            return await ref
+        except (ObjectLostError, ObjectFetchTimedOutError) as exc:
+            raise TaskFailedError(f"the result of task {task_id} was lost: {exc}") from None
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        return _unwrap(await self.manager.cancel.remote(task_id))
+
+    async def retry(self, task_id: str) -> dict[str, Any]:
+        return _unwrap(await self.manager.retry.remote(task_id))
+
+    async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any:
+        spec = self.endpoints.get(endpoint)
+        if spec is None:
+            raise EndpointNotFoundError(f"no endpoint named {endpoint!r}")
+        handle = self.handles[spec.deployment].options(method_name=spec.method)
+        try:
+            return await handle.remote(**spec.to_call_kwargs(kwargs))
+        except RayTaskError as exc:
+            cause = exc.cause if exc.cause is not None else exc
+            raise TaskFailedError(f"{endpoint} failed: {type(cause).__name__}: {cause}") from None
+
+    async def ready(self) -> bool:
+        try:
+            await self.manager.stats.remote()
+        except ray.exceptions.RayError:
+            return False
+        return True
+
+
+@serve.ingress()
+class Ingress:
+    """The HTTP front of a raytask app (deployed by :func:`raytask.app`).
+
+    Args:
+        models: ``(deployment name, deployment class)`` of each model deployment.
+        max_ongoing: each model deployment's ``max_ongoing_requests``.
+        config: app-wide settings.
+        handles: the bound model deployments, which Serve turns into handles.
+    """
+
+    async def __init__(
+        self,
+        models: list[tuple[str, type]],
+        max_ongoing: dict[str, int],
+        config: AppConfig,
+        *handles: Any,
+    ) -> None:
+        self.config = config
+        self.endpoints = [
+            e for name, cls in models for e in discover(cls, name, config.task_defaults)
+        ]
+        routes = [
+            EndpointRoute(e.name, e.method, e.deployment, e.options, max_ongoing[e.deployment])
+            for e in self.endpoints
+            if e.is_task
+        ]
+        app_name = serve.get_replica_context().app_name
+        self.manager = get_or_create_manager(app_name, routes, config)
+        # A manager left from an earlier deployment of this app takes the new settings.
+        await self.manager.configure.remote(routes, config)
+        self.backend = RayBackend(
+            self.manager, self.endpoints, {name: h for (name, _), h in zip(models, handles, strict=True)}
+        )
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return Routes(self.endpoints, self.backend, self.config).asgi_app()

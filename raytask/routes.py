@@ -1,0 +1,295 @@
+"""The HTTP routes of a raytask app, as a Starlette application over a backend.
+
+The routes parse and validate requests, call a :class:`Backend` and format the answers of
+SPEC §2; they know nothing of Ray. The ingress deployment gives them a backend that talks
+to the task manager actor; the HTTP test tier gives them an in-process one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .config import AppConfig, SubmitOptions
+from .endpoint import Endpoint, encode_result
+from .errors import (
+    EndpointNotFoundError,
+    HTTPError,
+    InvalidInputError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+    QueueFullError,
+)
+from .status import BENTOML_SPELLING, TaskStatus
+
+_TASK_ID = re.compile(r"[0-9a-f]{32}")
+_TIME_FIELDS = ("created_at", "executed_at", "completed_at", "expires_at")
+BENTOML_USER_AGENT = "BentoML HTTP Client"
+
+
+class Backend(Protocol):
+    """What the routes need from the task system.
+
+    Status answers are dicts with ``task_id``, ``status`` (a :class:`TaskStatus` value)
+    and the epoch-second times of :data:`_TIME_FIELDS` (``None`` where not yet). Errors
+    are raised as :class:`raytask.errors.HTTPError` subclasses.
+    """
+
+    async def submit(self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions) -> dict[str, Any]: ...
+    async def status(self, task_id: str) -> dict[str, Any]: ...
+    async def result(self, task_id: str) -> Any: ...
+    async def cancel(self, task_id: str) -> dict[str, Any]: ...
+    async def retry(self, task_id: str) -> dict[str, Any]: ...
+    async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any: ...
+    async def ready(self) -> bool: ...
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat()
+
+
+def error_response(error: HTTPError) -> JSONResponse:
+    """The JSON response for a raytask error (with ``Retry-After`` for 429)."""
+    headers = {}
+    if isinstance(error, QueueFullError):
+        headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
+    return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
+
+
+class Routes:
+    """The route handlers of one app.
+
+    Args:
+        endpoints: the app's endpoints.
+        backend: where tasks go.
+        config: app-wide settings (body size limit).
+    """
+
+    def __init__(self, endpoints: list[Endpoint], backend: Backend, config: AppConfig) -> None:
+        self.endpoints = {e.name: e for e in endpoints}
+        self.backend = backend
+        self.config = config
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _endpoint(self, request: Request, task_only: bool = False) -> Endpoint:
+        name = request.path_params["name"]
+        endpoint = self.endpoints.get(name)
+        if endpoint is None or (task_only and not endpoint.is_task):
+            kind = "task endpoint" if task_only and endpoint else "endpoint"
+            raise EndpointNotFoundError(f"no {kind} named {name!r}")
+        return endpoint
+
+    async def _json_body(self, request: Request) -> Any:
+        limit = self.config.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MalformedRequestError(f"request body is not valid JSON: {exc}") from None
+
+    @staticmethod
+    def _task_id(request: Request) -> str:
+        task_id = request.query_params.get("task_id")
+        if not task_id:
+            raise MalformedRequestError("missing query parameter task_id")
+        if not _TASK_ID.fullmatch(task_id):
+            raise MalformedRequestError(f"malformed task_id {task_id[:64]!r}: expected 32 hex digits")
+        return task_id
+
+    @staticmethod
+    def _submit_options(request: Request) -> SubmitOptions:
+        params = {k: v for k, v in request.query_params.items()}
+        try:
+            return SubmitOptions.model_validate(params)
+        except ValidationError as exc:
+            detail = exc.errors(include_url=False, include_context=False, include_input=False)
+            raise InvalidInputError("invalid task options in the query string", detail) from None
+
+    @staticmethod
+    def _view(request: Request, state: dict[str, Any]) -> dict[str, Any]:
+        """A status answer for the wire: ISO-8601 times, the caller's status spelling."""
+        view = dict(state)
+        for key in _TIME_FIELDS:
+            if key in view:
+                view[key] = _iso(view[key])
+        status = TaskStatus(view["status"])
+        if request.headers.get("user-agent", "").startswith(BENTOML_USER_AGENT):
+            view["status"] = BENTOML_SPELLING[status]
+        else:
+            view["status"] = status.value
+        return view
+
+    @staticmethod
+    def _result_response(value: Any) -> Response:
+        body, media_type = encode_result(value)
+        return Response(body, media_type=media_type)
+
+    # -- task routes -----------------------------------------------------------
+
+    async def submit(self, request: Request) -> Response:
+        endpoint = self._endpoint(request, task_only=True)
+        options = self._submit_options(request)
+        kwargs = endpoint.validate(await self._json_body(request))
+        state = await self.backend.submit(endpoint.name, kwargs, options)
+        return JSONResponse(self._view(request, state))
+
+    async def status(self, request: Request) -> Response:
+        self._endpoint(request, task_only=True)
+        state = await self.backend.status(self._task_id(request))
+        return JSONResponse(self._view(request, state))
+
+    async def get(self, request: Request) -> Response:
+        self._endpoint(request, task_only=True)
+        return self._result_response(await self.backend.result(self._task_id(request)))
+
+    async def cancel(self, request: Request) -> Response:
+        self._endpoint(request, task_only=True)
+        state = await self.backend.cancel(self._task_id(request))
+        return JSONResponse(self._view(request, state))
+
+    async def retry(self, request: Request) -> Response:
+        self._endpoint(request, task_only=True)
+        state = await self.backend.retry(self._task_id(request))
+        return JSONResponse(self._view(request, state))
+
+    async def call(self, request: Request) -> Response:
+        endpoint = self._endpoint(request)
+        kwargs = endpoint.validate(await self._json_body(request))
+        return self._result_response(await self.backend.call(endpoint.name, kwargs))
+
+    # -- service routes --------------------------------------------------------
+
+    def _prefix(self, request: Request) -> str:
+        return request.scope.get("root_path", "").rstrip("/")
+
+    async def schema(self, request: Request) -> Response:
+        prefix = self._prefix(request)
+        return JSONResponse(
+            {
+                "name": "raytask",
+                "type": "service",
+                "routes": [e.route_info(prefix) for e in self.endpoints.values()],
+            }
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(list(self.endpoints.values()), self._prefix(request)))
+
+    async def readyz(self, request: Request) -> Response:
+        if await self.backend.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"error": "the task manager is not ready"}, status_code=503)
+
+    async def livez(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    # -- wiring ----------------------------------------------------------------
+
+    def asgi_app(self) -> Starlette:
+        """The Starlette application serving every route of SPEC §2."""
+
+        def guarded(handler: Any) -> Any:
+            async def endpoint(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except HTTPError as exc:
+                    return error_response(exc)
+
+            return endpoint
+
+        routes = [
+            Route("/schema.json", guarded(self.schema), methods=["GET"]),
+            Route("/openapi.json", guarded(self.openapi), methods=["GET"]),
+            Route("/docs.json", guarded(self.openapi), methods=["GET"]),
+            Route("/readyz", guarded(self.readyz), methods=["GET"]),
+            Route("/livez", guarded(self.livez), methods=["GET"]),
+            Route("/healthz", guarded(self.livez), methods=["GET"]),
+            Route("/{name}/submit", guarded(self.submit), methods=["POST"]),
+            Route("/{name}/status", guarded(self.status), methods=["GET"]),
+            Route("/{name}/get", guarded(self.get), methods=["GET"]),
+            Route("/{name}/cancel", guarded(self.cancel), methods=["POST", "PUT"]),
+            Route("/{name}/retry", guarded(self.retry), methods=["POST", "PUT"]),
+            Route("/{name}", guarded(self.call), methods=["POST"]),
+        ]
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, StarletteHTTPException)
+            reason = {404: "no such route", 405: "method not allowed"}.get(
+                exc.status_code, str(exc.detail)
+            )
+            return JSONResponse(
+                {"error": f"{reason}: {request.method} {request.url.path}"},
+                status_code=exc.status_code,
+                headers=exc.headers,
+            )
+
+        return Starlette(routes=routes, exception_handlers={StarletteHTTPException: http_error})
+
+
+def openapi_document(endpoints: list[Endpoint], prefix: str = "") -> dict[str, Any]:
+    """A small OpenAPI 3.1 document of the app's routes."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    task_id_param = [{"name": "task_id", "in": "query", "required": True, "schema": {"type": "string"}}]
+    task_state = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskState"}}}}
+    paths: dict[str, Any] = {}
+    for e in endpoints:
+        body = {"required": True, "content": {"application/json": {"schema": e.input_schema()}}}
+        result = {"description": "the result", "content": {"*/*": {"schema": e.output_schema()}}}
+        base = f"{prefix}/{e.name}"
+        paths[base] = {"post": {"summary": f"call {e.name}", "requestBody": body,
+                                "responses": {"200": result, "422": error, "500": error}}}
+        if not e.is_task:
+            continue
+        paths[f"{base}/submit"] = {"post": {"summary": f"submit a {e.name} task", "requestBody": body,
+                                            "responses": {"200": task_state, "422": error, "429": error}}}
+        paths[f"{base}/status"] = {"get": {"parameters": task_id_param,
+                                           "responses": {"200": task_state, "404": error, "410": error}}}
+        paths[f"{base}/get"] = {"get": {"parameters": task_id_param,
+                                        "responses": {"200": result, "400": error, "404": error,
+                                                      "410": error, "500": error}}}
+        for verb in ("cancel", "retry"):
+            op = {"parameters": task_id_param, "responses": {"200": task_state, "404": error, "409": error}}
+            paths[f"{base}/{verb}"] = {"post": op, "put": op}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "raytask", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}, "detail": {}},
+                          "required": ["error"]},
+                "TaskState": {
+                    "type": "object",
+                    "properties": {
+                        "task_id": {"type": "string"},
+                        "status": {"enum": [s.value for s in TaskStatus]},
+                        **{f: {"type": ["string", "null"], "format": "date-time"} for f in _TIME_FIELDS},
+                    },
+                    "required": ["task_id", "status"],
+                },
+            }
+        },
+    }

@@ -1,0 +1,108 @@
+"""The replica side of a task: how a model replica runs one attempt.
+
+:func:`with_runner` subclasses the user's deployment class with one extra method,
+``__raytask_run__``, which the task manager calls through a ``DeploymentHandle``. It
+returns the method's value, or a small :class:`AttemptFailed` when the method raised.
+The value lands in Ray's object store, owned by the manager (the caller).
+
+The manager tells the two apart without deserialising a large result: a failure is always
+small (its message is capped), so an object too large to be inlined must be a value,
+and a small object is cheap to read.
+
+(A streaming call yielding a verdict and then the value would be tidier, but Ray maps
+each streamed object into the caller's memory, so the manager's RSS would grow by every
+result's size; a plain return does not touch the caller's memory.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .endpoint import Endpoint, discover
+
+RUN_METHOD = "__raytask_run__"
+MAX_ERROR_CHARS = 8_192
+
+
+@dataclass(frozen=True)
+class AttemptFailed:
+    """What ``__raytask_run__`` returns when the method raised: ``"ExcType: message"``."""
+
+    error: str
+
+
+class _Interrupted(BaseException):
+    """Raised inside a sync method's thread when its task is cancelled."""
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    # Lands at the thread's next bytecode boundary: a long C call (a forward pass,
+    # time.sleep) finishes first, then the method stops.
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(_Interrupted)
+        )
+
+
+async def call_in_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Run a sync method in its own thread; cancelling the await interrupts the thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Callable[[Any], None], value: Any) -> None:
+        if not future.done():
+            outcome(value)
+
+    def run() -> None:
+        try:
+            result = func(**kwargs)
+        except _Interrupted:
+            return
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, future.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(settle, future.set_result, result)
+
+    thread = threading.Thread(target=run, name=f"raytask-{func.__name__}", daemon=True)
+    thread.start()
+    try:
+        return await future
+    except asyncio.CancelledError:
+        _interrupt(thread)
+        raise
+
+
+_ENDPOINTS: dict[type, dict[str, Endpoint]] = {}
+
+
+def _endpoints_of(cls: type) -> dict[str, Endpoint]:
+    if cls not in _ENDPOINTS:
+        _ENDPOINTS[cls] = {e.method: e for e in discover(cls, deployment="")}
+    return _ENDPOINTS[cls]
+
+
+async def run_attempt(instance: Any, method: str, kwargs: dict[str, Any]) -> Any:
+    """Run ``instance.method(**kwargs)`` as one task attempt; failures become values."""
+    try:
+        endpoint = _endpoints_of(type(instance))[method]
+        call_kwargs = endpoint.to_call_kwargs(kwargs)
+        bound = getattr(instance, method)
+        if endpoint.is_async:
+            return await bound(**call_kwargs)
+        return await call_in_thread(bound, call_kwargs)
+    except Exception as exc:
+        return AttemptFailed(f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+
+
+def with_runner(cls: type) -> type:
+    """A subclass of the deployment class ``cls`` that also has ``__raytask_run__``."""
+
+    async def __raytask_run__(self: Any, method: str, kwargs: dict[str, Any]) -> Any:
+        return await run_attempt(self, method, kwargs)
+
+    return type(cls.__name__, (cls,), {RUN_METHOD: __raytask_run__, "__doc__": cls.__doc__})

@@ -1,0 +1,302 @@
+"""The task table: records, the pending queues, attempts and TTL bookkeeping.
+
+Plain Python with an injectable clock and no Ray or HTTP import, so every rule here is
+unit-tested in milliseconds. The task manager actor adapts it to Ray; the in-process
+test backend adapts it to a thread pool.
+
+Records are plain data (:meth:`TaskRecord.to_dict` / :meth:`TaskRecord.from_dict`) so
+that the table can be journaled to disk and reloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .config import TaskOptions
+from .errors import (
+    InvalidTransitionError,
+    QueueFullError,
+    TaskCancelledError,
+    TaskConflictError,
+    TaskExpiredError,
+    TaskFailedError,
+    TaskNotCompletedError,
+    TaskNotFoundError,
+)
+from .status import TaskStatus, can_transition
+
+Clock = Callable[[], float]
+
+
+def new_task_id() -> str:
+    """An unguessable task id: 32 lowercase hex digits (uuid4)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """Everything the manager knows about one task; times are epoch seconds."""
+
+    task_id: str
+    endpoint: str
+    kwargs: dict[str, Any]
+    options: TaskOptions
+    created_at: float
+    status: TaskStatus = TaskStatus.PENDING
+    executed_at: float | None = None
+    completed_at: float | None = None
+    expires_at: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    retry_of: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able snapshot (for a journal or a status answer)."""
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        data["options"] = self.options.model_dump()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskRecord:
+        """The inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["status"] = TaskStatus(data["status"])
+        data["options"] = TaskOptions(**data["options"])
+        return cls(**data)
+
+
+class TaskTable:
+    """Tasks by id, FIFO pending queues per endpoint, and expiry.
+
+    Args:
+        max_queue_size: pending tasks allowed across all endpoints before
+            :meth:`submit` raises :class:`QueueFullError`.
+        retry_after_s: the wait a :class:`QueueFullError` suggests.
+        clock: returns the current time in seconds (``time.time`` by default).
+        max_tombstones: how many expired ids are remembered (to answer 410, not 404).
+    """
+
+    def __init__(
+        self,
+        max_queue_size: int = 100_000,
+        retry_after_s: float = 1.0,
+        clock: Clock = time.time,
+        max_tombstones: int = 1_000_000,
+    ) -> None:
+        self.max_queue_size = max_queue_size
+        self.retry_after_s = retry_after_s
+        self.clock = clock
+        self.max_tombstones = max_tombstones
+        self._records: dict[str, TaskRecord] = {}
+        self._queues: dict[str, deque[str]] = {}
+        self._pending = 0
+        self._tombstones: OrderedDict[str, float] = OrderedDict()
+        self._expiries: list[tuple[float, str]] = []  # a heap of (expires_at, task_id)
+
+    # -- reading ---------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The record of ``task_id``.
+
+        Raises:
+            TaskExpiredError: the task's result outlived its TTL.
+            TaskNotFoundError: no task ever had this id (or it was forgotten).
+        """
+        record = self._records.get(task_id)
+        if record is not None:
+            return record
+        if task_id in self._tombstones:
+            raise TaskExpiredError(f"task {task_id} has expired: its result was deleted")
+        raise TaskNotFoundError(f"task {task_id} not found")
+
+    def check_result(self, task_id: str) -> TaskRecord:
+        """The record of a task that has a result, or the error ``get`` should answer.
+
+        Raises:
+            TaskNotCompletedError: pending or in progress.
+            TaskFailedError: the task failed (the message says why).
+            TaskCancelledError: the task was cancelled.
+        """
+        record = self.get(task_id)
+        if record.status is TaskStatus.SUCCESS:
+            return record
+        if record.status is TaskStatus.FAILURE:
+            raise TaskFailedError(f"task {task_id} failed: {record.error}")
+        if record.status is TaskStatus.CANCELLED:
+            raise TaskCancelledError(f"task {task_id} was cancelled")
+        raise TaskNotCompletedError(
+            f"task {task_id} is not completed yet (status: {record.status.value})"
+        )
+
+    @property
+    def pending_count(self) -> int:
+        """Tasks waiting in the queues."""
+        return self._pending
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        return iter(list(self._records.values()))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per endpoint, the number of tasks in each state."""
+        result: dict[str, dict[str, int]] = {}
+        for record in self._records.values():
+            per = result.setdefault(record.endpoint, {s.value: 0 for s in TaskStatus})
+            per[record.status.value] += 1
+        return result
+
+    def has_pending(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` has a task waiting (cancelled leftovers are dropped)."""
+        queue = self._queues.get(endpoint)
+        while queue:
+            if self._records.get(queue[0]) is not None and (
+                self._records[queue[0]].status is TaskStatus.PENDING
+            ):
+                return True
+            queue.popleft()
+        return False
+
+    # -- changing --------------------------------------------------------------
+
+    def _move(self, record: TaskRecord, target: TaskStatus) -> None:
+        """The one place a status changes; it rejects moves the table forbids."""
+        if not can_transition(record.status, target):
+            raise InvalidTransitionError(record.task_id, record.status.value, target.value)
+        now = self.clock()
+        if record.status is TaskStatus.PENDING:
+            self._pending -= 1
+        if target is TaskStatus.PENDING:
+            self._pending += 1
+        elif target is TaskStatus.IN_PROGRESS:
+            record.executed_at = now
+            record.attempts += 1
+        elif target.finished:
+            record.completed_at = now
+            record.expires_at = now + record.options.ttl_s
+            heapq.heappush(self._expiries, (record.expires_at, record.task_id))
+        record.status = target
+
+    def submit(
+        self,
+        endpoint: str,
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        retry_of: str | None = None,
+        task_id: str | None = None,
+    ) -> TaskRecord:
+        """Queue a new task at the back of its endpoint's queue.
+
+        Raises:
+            QueueFullError: ``max_queue_size`` tasks are already pending.
+        """
+        if self._pending >= self.max_queue_size:
+            raise QueueFullError(
+                f"the task queue is full ({self.max_queue_size} pending); retry later",
+                retry_after_s=self.retry_after_s,
+            )
+        record = TaskRecord(
+            task_id=task_id or new_task_id(),
+            endpoint=endpoint,
+            kwargs=kwargs,
+            options=options,
+            created_at=self.clock(),
+            retry_of=retry_of,
+        )
+        self._records[record.task_id] = record
+        self._queues.setdefault(endpoint, deque()).append(record.task_id)
+        self._pending += 1
+        return record
+
+    def pop_next(self, endpoint: str) -> TaskRecord | None:
+        """Start the oldest pending task of ``endpoint`` (now ``in_progress``), if any."""
+        if not self.has_pending(endpoint):
+            return None
+        record = self._records[self._queues[endpoint].popleft()]
+        self._move(record, TaskStatus.IN_PROGRESS)
+        return record
+
+    def succeed(self, task_id: str) -> TaskRecord:
+        """Record a successful run."""
+        record = self.get(task_id)
+        self._move(record, TaskStatus.SUCCESS)
+        record.error = None
+        return record
+
+    def fail(self, task_id: str, error: str, retryable: bool = False) -> TaskRecord:
+        """Record a failed attempt.
+
+        A ``retryable`` failure (a lost replica, a timeout, or an exception when the task
+        allows it) puts the task back at the *front* of its queue while it has attempts
+        left; otherwise, or when they are used up, the task ends in ``failure``.
+        """
+        record = self.get(task_id)
+        record.error = error
+        if retryable and record.attempts < record.options.max_attempts:
+            self._move(record, TaskStatus.PENDING)
+            self._queues.setdefault(record.endpoint, deque()).appendleft(task_id)
+        else:
+            if retryable:
+                record.error = f"{error} (gave up after {record.attempts} attempts)"
+            self._move(record, TaskStatus.FAILURE)
+        return record
+
+    def cancel(self, task_id: str) -> TaskStatus:
+        """Cancel a pending or running task; returns the status it had.
+
+        Raises:
+            TaskConflictError: the task already finished.
+        """
+        record = self.get(task_id)
+        if record.status.finished:
+            raise TaskConflictError(
+                f"task {task_id} already finished (status: {record.status.value})"
+            )
+        previous = record.status
+        self._move(record, TaskStatus.CANCELLED)
+        return previous
+
+    def retry(self, task_id: str) -> TaskRecord:
+        """Queue a new task with the same endpoint, inputs and options.
+
+        Raises:
+            TaskConflictError: the original has not finished yet.
+        """
+        original = self.get(task_id)
+        if not original.status.finished:
+            raise TaskConflictError(
+                f"task {task_id} has not finished yet (status: {original.status.value})"
+            )
+        return self.submit(original.endpoint, original.kwargs, original.options, retry_of=task_id)
+
+    def sweep(self) -> list[str]:
+        """Forget finished tasks past their TTL; return their ids.
+
+        Their ids become tombstones, so :meth:`get` answers "expired" rather than
+        "not found"; the oldest tombstones go once there are ``max_tombstones``.
+        """
+        now = self.clock()
+        expired = []
+        while self._expiries and self._expiries[0][0] <= now:
+            _, task_id = heapq.heappop(self._expiries)
+            if self._records.pop(task_id, None) is not None:
+                self._tombstones[task_id] = now
+                expired.append(task_id)
+        while len(self._tombstones) > self.max_tombstones:
+            self._tombstones.popitem(last=False)
+        return expired
+
+    def oldest_pending_age(self, endpoint: str) -> float | None:
+        """Seconds the oldest pending task of ``endpoint`` has waited, if any."""
+        if not self.has_pending(endpoint):
+            return None
+        return self.clock() - self._records[self._queues[endpoint][0]].created_at
