@@ -27,7 +27,8 @@ _RESERVED = {"schema.json", "openapi.json", "docs.json", "readyz", "livez", "hea
 def _is_pil_image(value_or_type: Any) -> bool:
     cls = value_or_type if isinstance(value_or_type, type) else type(value_or_type)
     return any(
-        c.__module__.startswith("PIL.") and c.__name__ == "Image" for c in getattr(cls, "__mro__", ())
+        c.__module__.startswith("PIL.") and c.__name__ == "Image"
+        for c in getattr(cls, "__mro__", ())
     )
 
 
@@ -150,7 +151,11 @@ class Endpoint:
         if rtype is str:
             return {"type": "string"}
         if rtype in (bytes, bytearray):
-            return {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+            return {
+                "type": "string",
+                "format": "binary",
+                "contentMediaType": "application/octet-stream",
+            }
         if _is_pil_image(rtype):
             return {"type": "string", "format": "binary", "contentMediaType": "image/png"}
         try:

@@ -35,7 +35,9 @@ class RayBackend:
         self.endpoints = {e.name: e for e in endpoints}
         self.handles = handles
 
-    async def submit(self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions) -> dict[str, Any]:
+    async def submit(
+        self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
+    ) -> dict[str, Any]:
         return _unwrap(await self.manager.submit.remote(endpoint, kwargs, options))
 
     async def status(self, task_id: str) -> dict[str, Any]:
@@ -105,7 +107,9 @@ class Ingress:
         # A manager left from an earlier deployment of this app takes the new settings.
         await self.manager.configure.remote(routes, config)
         self.backend = RayBackend(
-            self.manager, self.endpoints, {name: h for (name, _), h in zip(models, handles, strict=True)}
+            self.manager,
+            self.endpoints,
+            {name: h for (name, _), h in zip(models, handles, strict=True)},
         )
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -58,23 +58,9 @@ class EndpointRoute:
     max_ongoing_requests: int
 
 
-def view(record: TaskRecord) -> dict[str, Any]:
-    """A task's status answer (epoch-second times; the ingress formats them)."""
-    return {
-        "task_id": record.task_id,
-        "status": record.status.value,
-        "endpoint": record.endpoint,
-        "created_at": record.created_at,
-        "executed_at": record.executed_at,
-        "completed_at": record.completed_at,
-        "expires_at": record.expires_at,
-        "attempts": record.attempts,
-        "error": record.error,
-        "retry_of": record.retry_of,
-    }
-
-
-def _errors_as_values(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T | HTTPError]]:
+def _errors_as_values(
+    method: Callable[..., Awaitable[T]],
+) -> Callable[..., Awaitable[T | HTTPError]]:
     @functools.wraps(method)
     async def wrapper(self: TaskManager, *args: Any, **kwargs: Any) -> T | HTTPError:
         self._ensure_started()
@@ -328,19 +314,21 @@ class TaskManager:
     # -- the API the ingress and the clients call ------------------------------
 
     @_errors_as_values
-    async def submit(self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions) -> dict[str, Any]:
+    async def submit(
+        self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
+    ) -> dict[str, Any]:
         """Queue a task; returns its status answer (``pending``)."""
         route = self.routes.get(endpoint)
         if route is None:
             raise TaskFailedError(f"the task manager has no endpoint {endpoint!r}")
         record = self.table.submit(endpoint, kwargs, options.apply(route.options))
         self._kick()
-        return view(record)
+        return record.view()
 
     @_errors_as_values
     async def status(self, task_id: str) -> dict[str, Any]:
         """The status answer of a task."""
-        return view(self.table.get(task_id))
+        return self.table.get(task_id).view()
 
     @_errors_as_values
     async def result(self, task_id: str) -> list[ray.ObjectRef]:
@@ -356,14 +344,14 @@ class TaskManager:
         if previous is TaskStatus.IN_PROGRESS and attempt is not None:
             # Its slot is released when the replica confirms (the ref settles).
             attempt.response.cancel()
-        return view(self.table.get(task_id))
+        return self.table.get(task_id).view()
 
     @_errors_as_values
     async def retry(self, task_id: str) -> dict[str, Any]:
         """Queue a new task with the inputs of a finished one."""
         record = self.table.retry(task_id)
         self._kick()
-        return view(record)
+        return record.view()
 
     async def configure(self, routes: list[EndpointRoute], config: AppConfig) -> None:
         """Take new endpoints and settings (a redeployed app's ingress calls this)."""

@@ -44,7 +44,9 @@ class Backend(Protocol):
     are raised as :class:`raytask.errors.HTTPError` subclasses.
     """
 
-    async def submit(self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions) -> dict[str, Any]: ...
+    async def submit(
+        self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
+    ) -> dict[str, Any]: ...
     async def status(self, task_id: str) -> dict[str, Any]: ...
     async def result(self, task_id: str) -> Any: ...
     async def cancel(self, task_id: str) -> dict[str, Any]: ...
@@ -116,7 +118,9 @@ class Routes:
         if not task_id:
             raise MalformedRequestError("missing query parameter task_id")
         if not _TASK_ID.fullmatch(task_id):
-            raise MalformedRequestError(f"malformed task_id {task_id[:64]!r}: expected 32 hex digits")
+            raise MalformedRequestError(
+                f"malformed task_id {task_id[:64]!r}: expected 32 hex digits"
+            )
         return task_id
 
     @staticmethod
@@ -252,26 +256,56 @@ class Routes:
 def openapi_document(endpoints: list[Endpoint], prefix: str = "") -> dict[str, Any]:
     """A small OpenAPI 3.1 document of the app's routes."""
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    task_id_param = [{"name": "task_id", "in": "query", "required": True, "schema": {"type": "string"}}]
-    task_state = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskState"}}}}
+    task_id_param = [
+        {"name": "task_id", "in": "query", "required": True, "schema": {"type": "string"}}
+    ]
+    task_state = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskState"}}}
+    }
     paths: dict[str, Any] = {}
     for e in endpoints:
         body = {"required": True, "content": {"application/json": {"schema": e.input_schema()}}}
         result = {"description": "the result", "content": {"*/*": {"schema": e.output_schema()}}}
         base = f"{prefix}/{e.name}"
-        paths[base] = {"post": {"summary": f"call {e.name}", "requestBody": body,
-                                "responses": {"200": result, "422": error, "500": error}}}
+        paths[base] = {
+            "post": {
+                "summary": f"call {e.name}",
+                "requestBody": body,
+                "responses": {"200": result, "422": error, "500": error},
+            }
+        }
         if not e.is_task:
             continue
-        paths[f"{base}/submit"] = {"post": {"summary": f"submit a {e.name} task", "requestBody": body,
-                                            "responses": {"200": task_state, "422": error, "429": error}}}
-        paths[f"{base}/status"] = {"get": {"parameters": task_id_param,
-                                           "responses": {"200": task_state, "404": error, "410": error}}}
-        paths[f"{base}/get"] = {"get": {"parameters": task_id_param,
-                                        "responses": {"200": result, "400": error, "404": error,
-                                                      "410": error, "500": error}}}
+        paths[f"{base}/submit"] = {
+            "post": {
+                "summary": f"submit a {e.name} task",
+                "requestBody": body,
+                "responses": {"200": task_state, "422": error, "429": error},
+            }
+        }
+        paths[f"{base}/status"] = {
+            "get": {
+                "parameters": task_id_param,
+                "responses": {"200": task_state, "404": error, "410": error},
+            }
+        }
+        paths[f"{base}/get"] = {
+            "get": {
+                "parameters": task_id_param,
+                "responses": {
+                    "200": result,
+                    "400": error,
+                    "404": error,
+                    "410": error,
+                    "500": error,
+                },
+            }
+        }
         for verb in ("cancel", "retry"):
-            op = {"parameters": task_id_param, "responses": {"200": task_state, "404": error, "409": error}}
+            op = {
+                "parameters": task_id_param,
+                "responses": {"200": task_state, "404": error, "409": error},
+            }
             paths[f"{base}/{verb}"] = {"post": op, "put": op}
     return {
         "openapi": "3.1.0",
@@ -279,14 +313,20 @@ def openapi_document(endpoints: list[Endpoint], prefix: str = "") -> dict[str, A
         "paths": paths,
         "components": {
             "schemas": {
-                "Error": {"type": "object", "properties": {"error": {"type": "string"}, "detail": {}},
-                          "required": ["error"]},
+                "Error": {
+                    "type": "object",
+                    "properties": {"error": {"type": "string"}, "detail": {}},
+                    "required": ["error"],
+                },
                 "TaskState": {
                     "type": "object",
                     "properties": {
                         "task_id": {"type": "string"},
                         "status": {"enum": [s.value for s in TaskStatus]},
-                        **{f: {"type": ["string", "null"], "format": "date-time"} for f in _TIME_FIELDS},
+                        **{
+                            f: {"type": ["string", "null"], "format": "date-time"}
+                            for f in _TIME_FIELDS
+                        },
                     },
                     "required": ["task_id", "status"],
                 },

@@ -57,6 +57,21 @@ class TaskRecord:
     error: str | None = None
     retry_of: str | None = None
 
+    def view(self) -> dict[str, Any]:
+        """The status answer (epoch-second times; the HTTP layer formats them)."""
+        return {
+            "task_id": self.task_id,
+            "status": self.status.value,
+            "endpoint": self.endpoint,
+            "created_at": self.created_at,
+            "executed_at": self.executed_at,
+            "completed_at": self.completed_at,
+            "expires_at": self.expires_at,
+            "attempts": self.attempts,
+            "error": self.error,
+            "retry_of": self.retry_of,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot (for a journal or a status answer)."""
         data = dataclasses.asdict(self)

@@ -1,0 +1,324 @@
+"""Every route's success and error answers, in process."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from .conftest import LocalBackend
+
+HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+async def submit(
+    client: httpx.AsyncClient, name: str, body: object = None, **params: object
+) -> str:
+    response = await client.post(f"/{name}/submit", json=body or {}, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()["task_id"]
+
+
+def assert_error(response: httpx.Response, status: int, fragment: str = "") -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body["error"], str) and fragment in body["error"]
+    return body
+
+
+# -- submit -------------------------------------------------------------------
+
+
+async def test_submit_returns_an_id_and_pending(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    response = await client.post("/wordcount/submit", json={"text": "a b a"})
+    assert response.status_code == 200
+    body = response.json()
+    assert HEX32.fullmatch(body["task_id"]) and body["status"] == "pending"
+    assert backend.table.pending_count == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"text": 5}, 422, "invalid input"),
+        ({}, 422, "invalid input"),
+        ({"text": "x", "top": "many"}, 422, "invalid input"),
+        ({"text": "x", "bogus": 1}, 422, "invalid input"),
+        ([1, 2], 422, "JSON object"),
+        ("just a string", 422, "JSON object"),
+    ],
+)
+async def test_bad_input_is_4xx_and_queues_nothing(
+    client: httpx.AsyncClient, backend: LocalBackend, body: object, status: int, fragment: str
+) -> None:
+    response = await client.post("/wordcount/submit", json=body)
+    error = assert_error(response, status, fragment)
+    if isinstance(body, dict):
+        assert error["detail"][0]["loc"]
+    assert len(backend.table) == 0
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+    response = await client.post("/wordcount/submit", content=b"{not json")
+    assert_error(response, 400, "not valid JSON")
+    response = await client.post("/wordcount/submit", content=b"\xff\xfe")
+    assert_error(response, 400, "not valid JSON")
+    assert len(backend.table) == 0
+
+
+async def test_oversized_body_is_413(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+    big = {"text": "x" * 10_000}
+    assert_error(await client.post("/wordcount/submit", json=big), 413, "larger than 4096")
+
+    async def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(10):
+            yield b" " * 1000
+
+    assert_error(await client.post("/wordcount/submit", content=chunks()), 413)
+    assert len(backend.table) == 0
+
+
+async def test_unknown_endpoint_and_route(client: httpx.AsyncClient) -> None:
+    assert_error(await client.post("/nope/submit", json={}), 404, "no endpoint named 'nope'")
+    assert_error(await client.get("/nope/status", params={"task_id": "0" * 32}), 404)
+    assert_error(await client.get("/a/b/c"), 404, "no such route")
+    assert_error(await client.get("/wordcount/submit"), 405, "method not allowed")
+    # a synchronous-only endpoint has no task routes
+    assert_error(await client.post("/describe/submit", json={"prompt": "x"}), 404, "task endpoint")
+
+
+async def test_queue_full_is_429_with_retry_after(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    for _ in range(3):
+        await submit(client, "noop")
+    response = await client.post("/noop/submit", json={})
+    assert_error(response, 429, "queue is full")
+    assert response.headers["retry-after"] == "2"
+    assert len(backend.table) == 3
+
+
+async def test_submit_options_travel_apart_from_arguments(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    task_id = await submit(client, "wordcount", {"text": "hi"}, ttl_s=30, max_attempts=1)
+    record = backend.table.get(task_id)
+    assert (record.options.ttl_s, record.options.max_attempts) == (30, 1)
+    assert record.kwargs == {"text": "hi"}
+    response = await client.post("/wordcount/submit", json={"text": "x"}, params={"ttl_s": -1})
+    assert_error(response, 422, "task options")
+    response = await client.post("/wordcount/submit", json={"text": "x"}, params={"color": "red"})
+    assert_error(response, 422, "task options")
+    assert len(backend.table) == 1
+
+
+# -- status -------------------------------------------------------------------
+
+
+async def test_status_lifecycle_with_iso_times(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    task_id = await submit(client, "wordcount", {"text": "a"})
+    body = (await client.get("/wordcount/status", params={"task_id": task_id})).json()
+    assert body["status"] == "pending" and body["executed_at"] is None
+    assert body["created_at"] == "2027-01-15T08:00:00+00:00"
+    await backend.drain()
+    body = (await client.get("/wordcount/status", params={"task_id": task_id})).json()
+    assert body["status"] == "success"
+    for key in ("created_at", "executed_at", "completed_at", "expires_at"):
+        assert body[key].endswith("+00:00")
+    assert body["expires_at"] == "2027-01-16T08:00:00+00:00"  # the default TTL is 24 h
+
+
+async def test_task_ids_are_not_tied_to_an_endpoint(client: httpx.AsyncClient) -> None:
+    task_id = await submit(client, "noop")
+    response = await client.get("/wordcount/status", params={"task_id": task_id})
+    assert response.json()["task_id"] == task_id
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "fragment"),
+    [
+        ({}, 400, "missing query parameter task_id"),
+        ({"task_id": ""}, 400, "missing"),
+        ({"task_id": "xyz"}, 400, "malformed task_id"),
+        ({"task_id": "A" * 32}, 400, "malformed"),
+        ({"task_id": "0" * 33}, 400, "malformed"),
+        ({"task_id": "0" * 32}, 404, "not found"),
+    ],
+)
+@pytest.mark.parametrize("route", ["status", "get", "cancel", "retry"])
+async def test_bad_task_ids(
+    client: httpx.AsyncClient, route: str, params: dict, status: int, fragment: str
+) -> None:
+    method = "GET" if route in ("status", "get") else "POST"
+    response = await client.request(method, f"/wordcount/{route}", params=params)
+    assert_error(response, status, fragment)
+
+
+async def test_bentoml_client_gets_its_spellings(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    bento = {"User-Agent": "BentoML HTTP Client/1.4.40"}
+    ok, bad, gone = [await submit(client, n) for n in ("noop", "fail", "noop")]
+    await client.post("/noop/cancel", params={"task_id": gone})
+    await backend.drain()
+    for task_id, ours, theirs in (
+        (ok, "success", "completed"),
+        (bad, "failure", "failed"),
+        (gone, "cancelled", "canceled"),
+    ):
+        mine = await client.get("/noop/status", params={"task_id": task_id})
+        bentos = await client.get("/noop/status", params={"task_id": task_id}, headers=bento)
+        assert (mine.json()["status"], bentos.json()["status"]) == (ours, theirs)
+
+
+# -- get ----------------------------------------------------------------------
+
+
+async def test_get_results_by_type(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+    words = await submit(client, "wordcount", {"text": "b a b"})
+    blob = await submit(client, "blob", {"size_mb": 0.001})
+    await backend.drain()
+    response = await client.get("/wordcount/get", params={"task_id": words})
+    assert response.status_code == 200 and response.json() == {"words": 3, "top": ["b", "a"]}
+    response = await client.get("/blob/get", params={"task_id": blob})
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.content == (bytes(range(256)) * 5)[:1048]
+
+
+async def test_get_before_completion_is_400(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    task_id = await submit(client, "noop")
+    response = await client.get("/noop/get", params={"task_id": task_id})
+    assert_error(response, 400, f"task {task_id} is not completed yet")
+    backend.table.pop_next("noop")
+    assert_error(await client.get("/noop/get", params={"task_id": task_id}), 400, "in_progress")
+
+
+async def test_failed_task_get_is_500_with_the_error(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    task_id = await submit(client, "fail", {"message": "disk on fire"})
+    await backend.drain()
+    status = (await client.get("/fail/status", params={"task_id": task_id})).json()
+    assert status["status"] == "failure" and status["error"] == "ValueError: disk on fire"
+    body = assert_error(await client.get("/fail/get", params={"task_id": task_id}), 500)
+    assert "ValueError: disk on fire" in body["error"] and "Traceback" not in body["error"]
+
+
+# -- cancel -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_cancel_pending(
+    client: httpx.AsyncClient, backend: LocalBackend, method: str
+) -> None:
+    task_id = await submit(client, "noop")
+    response = await client.request(method, "/noop/cancel", params={"task_id": task_id})
+    assert response.status_code == 200
+    assert response.json()["task_id"] == task_id and response.json()["status"] == "cancelled"
+    await backend.drain()
+    assert (await client.get("/noop/status", params={"task_id": task_id})).json()[
+        "status"
+    ] == "cancelled"
+    assert_error(await client.get("/noop/get", params={"task_id": task_id}), 409, "cancelled")
+    assert_error(
+        await client.request(method, "/noop/cancel", params={"task_id": task_id}),
+        409,
+        "already finished",
+    )
+
+
+async def test_cancel_finished_is_409(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+    task_id = await submit(client, "noop")
+    await backend.drain()
+    assert_error(
+        await client.put("/noop/cancel", params={"task_id": task_id}), 409, "already finished"
+    )
+    assert (await client.get("/noop/status", params={"task_id": task_id})).json()[
+        "status"
+    ] == "success"
+
+
+# -- retry --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_retry_makes_a_new_task_with_the_same_inputs(
+    client: httpx.AsyncClient, backend: LocalBackend, method: str
+) -> None:
+    original = await submit(client, "fail", {"message": "once"})
+    assert_error(
+        await client.request(method, "/fail/retry", params={"task_id": original}),
+        409,
+        "not finished",
+    )
+    await backend.drain()
+    response = await client.request(method, "/fail/retry", params={"task_id": original})
+    assert response.status_code == 200 and response.json()["status"] == "pending"
+    new = response.json()["task_id"]
+    assert new != original and HEX32.fullmatch(new)
+    assert backend.table.get(new).kwargs == {"message": "once"}
+    assert (await client.get("/fail/status", params={"task_id": original})).json()[
+        "status"
+    ] == "failure"
+
+
+# -- TTL ----------------------------------------------------------------------
+
+
+async def test_expired_results_are_410(
+    client: httpx.AsyncClient, backend: LocalBackend, clock
+) -> None:
+    task_id = await submit(client, "wordcount", {"text": "x"}, ttl_s=10)
+    await backend.drain()
+    clock.advance(11)
+    backend.table.sweep()
+    for route, method in (("status", "GET"), ("get", "GET"), ("retry", "POST")):
+        response = await client.request(method, f"/wordcount/{route}", params={"task_id": task_id})
+        assert_error(response, 410, "expired")
+    # an unknown id stays 404: never a silent pending
+    assert_error(await client.get("/wordcount/status", params={"task_id": "f" * 32}), 404)
+
+
+# -- synchronous calls and service routes -------------------------------------
+
+
+async def test_sync_call(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+    response = await client.post("/describe", json={"prompt": "two words"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert response.text == "2 words, 9 characters: 'two words'"
+    response = await client.post("/wordcount", json={"text": "a"})  # task methods are callable too
+    assert response.json() == {"words": 1, "top": ["a"]}
+    assert_error(await client.post("/fail", json={"message": "sync"}), 500, "ValueError: sync")
+    assert_error(await client.post("/describe", json={"prompt": 1}), 422)
+    assert_error(await client.post("/describe", content=b"]"), 400)
+    assert len(backend.table) == 0
+
+
+async def test_schema_json_has_bentoml_discovery_shape(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/schema.json")).json()
+    assert schema["type"] == "service"
+    routes = {r["name"]: r for r in schema["routes"]}
+    assert routes["wordcount"]["route"] == "/wordcount" and routes["wordcount"]["is_task"] is True
+    assert routes["describe"]["is_task"] is False
+    assert routes["wordcount"]["input"]["required"] == ["text"]
+    assert "text" in routes["wordcount"]["input"]["properties"]
+    assert routes["describe"]["output"] == {"type": "string"}
+
+
+async def test_openapi_and_health(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    assert doc["openapi"].startswith("3.")
+    assert {"/wordcount/submit", "/wordcount/status", "/wordcount/get", "/describe"} <= set(
+        doc["paths"]
+    )
+    assert "/describe/submit" not in doc["paths"]
+    for path in ("/readyz", "/livez", "/healthz"):
+        assert (await client.get(path)).status_code == 200

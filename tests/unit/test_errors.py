@@ -1,0 +1,84 @@
+import pickle
+
+import pytest
+
+import raytask
+from raytask import errors
+
+ALL_HTTP = [
+    errors.MalformedRequestError,
+    errors.TaskNotCompletedError,
+    errors.TaskNotFoundError,
+    errors.EndpointNotFoundError,
+    errors.TaskConflictError,
+    errors.TaskCancelledError,
+    errors.TaskExpiredError,
+    errors.PayloadTooLargeError,
+    errors.InvalidInputError,
+    errors.TaskFailedError,
+]
+
+
+@pytest.mark.parametrize("cls", ALL_HTTP)
+def test_errors_pickle_and_keep_their_fields(cls: type[errors.HTTPError]) -> None:
+    error = cls("message", {"k": 1})
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is cls and copy.message == "message" and copy.detail == {"k": 1}
+    assert isinstance(copy, raytask.RaytaskError)
+
+
+def test_queue_full_pickles_with_retry_after() -> None:
+    copy = pickle.loads(pickle.dumps(errors.QueueFullError("full", retry_after_s=3)))
+    assert copy.retry_after_s == 3 and copy.status_code == 429
+
+
+def test_transition_error_pickles() -> None:
+    copy = pickle.loads(pickle.dumps(errors.InvalidTransitionError("t", "pending", "success")))
+    assert str(copy) == "task t cannot move from pending to success"
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "cls"),
+    [
+        (400, "task x is not completed yet", errors.TaskNotCompletedError),
+        (400, "malformed task_id", errors.MalformedRequestError),
+        (404, "task x not found", errors.TaskNotFoundError),
+        (404, "no endpoint named 'x'", errors.EndpointNotFoundError),
+        (409, "task x was cancelled", errors.TaskCancelledError),
+        (409, "task x already finished", errors.TaskConflictError),
+        (410, "expired", errors.TaskExpiredError),
+        (413, "too large", errors.PayloadTooLargeError),
+        (422, "invalid", errors.InvalidInputError),
+        (429, "full", errors.QueueFullError),
+        (500, "failed", errors.TaskFailedError),
+    ],
+)
+def test_error_bodies_map_back_to_classes(status: int, message: str, cls: type) -> None:
+    error = errors.error_from_body(status, {"error": message, "detail": [1]})
+    assert type(error) is cls and error.message == message and error.detail == [1]
+
+
+def test_unknown_status_keeps_its_code() -> None:
+    error = errors.error_from_body(503, "unavailable")
+    assert type(error) is errors.HTTPError and error.status_code == 503
+
+
+def test_public_surface_is_explicit() -> None:
+    assert sorted(raytask.__all__) == sorted(set(raytask.__all__))
+    for name in raytask.__all__:
+        assert hasattr(raytask, name), name
+    public = {n for n in dir(raytask) if not n.startswith("_")}
+    modules = {
+        "app",
+        "config",
+        "decorators",
+        "endpoint",
+        "errors",
+        "ingress",
+        "manager",
+        "routes",
+        "runner",
+        "status",
+        "table",
+    }
+    assert public - modules - set(raytask.__all__) == set()

@@ -1,0 +1,53 @@
+import pytest
+
+from raytask.status import BENTOML_SPELLING, TRANSITIONS, TaskStatus, can_transition
+
+S = TaskStatus
+
+
+def test_wire_values_are_the_seed_pages() -> None:
+    assert [s.value for s in S] == ["pending", "in_progress", "success", "failure", "cancelled"]
+    assert S("success") is S.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (S.PENDING, S.IN_PROGRESS),
+        (S.PENDING, S.CANCELLED),
+        (S.IN_PROGRESS, S.SUCCESS),
+        (S.IN_PROGRESS, S.FAILURE),
+        (S.IN_PROGRESS, S.CANCELLED),
+        (S.IN_PROGRESS, S.PENDING),
+    ],
+)
+def test_legal_transitions(current: TaskStatus, target: TaskStatus) -> None:
+    assert can_transition(current, target)
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (S.PENDING, S.SUCCESS),
+        (S.PENDING, S.PENDING),
+        (S.SUCCESS, S.PENDING),
+        (S.SUCCESS, S.FAILURE),
+        (S.FAILURE, S.IN_PROGRESS),
+        (S.CANCELLED, S.PENDING),
+        (S.CANCELLED, S.SUCCESS),
+    ],
+)
+def test_illegal_transitions(current: TaskStatus, target: TaskStatus) -> None:
+    assert not can_transition(current, target)
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    for status in S:
+        assert status.finished == (TRANSITIONS[status] == frozenset())
+
+
+def test_bentoml_spellings() -> None:
+    assert BENTOML_SPELLING[S.SUCCESS] == "completed"
+    assert BENTOML_SPELLING[S.FAILURE] == "failed"
+    assert BENTOML_SPELLING[S.CANCELLED] == "canceled"
+    assert set(BENTOML_SPELLING) == set(S)

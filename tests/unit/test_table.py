@@ -1,0 +1,195 @@
+import pytest
+
+from raytask.config import TaskOptions
+from raytask.errors import (
+    InvalidTransitionError,
+    QueueFullError,
+    TaskCancelledError,
+    TaskConflictError,
+    TaskExpiredError,
+    TaskFailedError,
+    TaskNotCompletedError,
+    TaskNotFoundError,
+)
+from raytask.status import TaskStatus
+from raytask.table import TaskRecord, TaskTable
+
+from .conftest import FakeClock
+
+OPTS = TaskOptions(ttl_s=60, max_attempts=2)
+
+
+@pytest.fixture
+def table(clock: FakeClock) -> TaskTable:
+    return TaskTable(max_queue_size=5, retry_after_s=2.5, clock=clock)
+
+
+def test_submit_queues_pending_with_an_unguessable_id(table: TaskTable) -> None:
+    record = table.submit("a", {"x": 1}, OPTS)
+    assert record.status is TaskStatus.PENDING
+    assert len(record.task_id) == 32 and int(record.task_id, 16) >= 0
+    assert table.submit("a", {}, OPTS).task_id != record.task_id
+    assert table.pending_count == 2
+
+
+def test_fifo_per_endpoint(table: TaskTable) -> None:
+    a1, b1, a2 = (table.submit(e, {}, OPTS) for e in ("a", "b", "a"))
+    assert table.pop_next("a") is a1
+    assert table.pop_next("a") is a2
+    assert table.pop_next("a") is None
+    assert table.pop_next("b") is b1
+
+
+def test_pop_marks_in_progress_and_counts_the_attempt(table: TaskTable, clock: FakeClock) -> None:
+    record = table.submit("a", {}, OPTS)
+    clock.advance(3)
+    table.pop_next("a")
+    assert record.status is TaskStatus.IN_PROGRESS
+    assert record.attempts == 1
+    assert record.executed_at == clock.now
+    assert table.pending_count == 0
+
+
+def test_cancelled_pending_task_is_skipped(table: TaskTable) -> None:
+    first, second = table.submit("a", {}, OPTS), table.submit("a", {}, OPTS)
+    assert table.cancel(first.task_id) is TaskStatus.PENDING
+    assert table.pending_count == 1
+    assert table.pop_next("a") is second
+
+
+def test_success_sets_times_and_expiry(table: TaskTable, clock: FakeClock) -> None:
+    record = table.submit("a", {}, OPTS)
+    table.pop_next("a")
+    clock.advance(5)
+    table.succeed(record.task_id)
+    assert record.status is TaskStatus.SUCCESS
+    assert record.completed_at == clock.now
+    assert record.expires_at == clock.now + 60
+    assert table.check_result(record.task_id) is record
+
+
+def test_lost_attempt_is_requeued_at_the_front_then_fails(table: TaskTable) -> None:
+    record = table.submit("a", {}, OPTS)
+    later = table.submit("a", {}, OPTS)
+    table.pop_next("a")
+    table.fail(record.task_id, "replica died", retryable=True)
+    assert record.status is TaskStatus.PENDING
+    assert table.pop_next("a") is record  # ahead of `later`
+    table.fail(record.task_id, "replica died", retryable=True)
+    assert record.status is TaskStatus.FAILURE
+    assert record.error == "replica died (gave up after 2 attempts)"
+    assert table.pop_next("a") is later
+
+
+def test_non_retryable_failure_is_final(table: TaskTable) -> None:
+    record = table.submit("a", {}, OPTS)
+    table.pop_next("a")
+    table.fail(record.task_id, "ValueError: boom")
+    assert record.status is TaskStatus.FAILURE
+    with pytest.raises(TaskFailedError, match="ValueError: boom"):
+        table.check_result(record.task_id)
+
+
+def test_get_errors_by_state(table: TaskTable) -> None:
+    record = table.submit("a", {}, OPTS)
+    with pytest.raises(TaskNotCompletedError, match="not completed yet"):
+        table.check_result(record.task_id)
+    table.cancel(record.task_id)
+    with pytest.raises(TaskCancelledError):
+        table.check_result(record.task_id)
+    with pytest.raises(TaskNotFoundError):
+        table.get("0" * 32)
+
+
+def test_cancel_of_a_finished_task_conflicts(table: TaskTable) -> None:
+    record = table.submit("a", {}, OPTS)
+    table.pop_next("a")
+    table.succeed(record.task_id)
+    with pytest.raises(TaskConflictError, match="already finished"):
+        table.cancel(record.task_id)
+    assert record.status is TaskStatus.SUCCESS
+
+
+def test_illegal_transition_is_rejected(table: TaskTable) -> None:
+    record = table.submit("a", {}, OPTS)
+    with pytest.raises(InvalidTransitionError, match="pending to success"):
+        table.succeed(record.task_id)
+    assert record.status is TaskStatus.PENDING
+
+
+def test_retry_makes_a_new_task_with_the_same_inputs(table: TaskTable) -> None:
+    original = table.submit("a", {"x": [1, 2]}, OPTS)
+    with pytest.raises(TaskConflictError, match="not finished"):
+        table.retry(original.task_id)
+    table.pop_next("a")
+    table.fail(original.task_id, "boom")
+    new = table.retry(original.task_id)
+    assert new.task_id != original.task_id
+    assert (new.endpoint, new.kwargs, new.options) == ("a", {"x": [1, 2]}, OPTS)
+    assert new.retry_of == original.task_id and new.status is TaskStatus.PENDING
+    assert original.status is TaskStatus.FAILURE
+
+
+def test_queue_full(table: TaskTable) -> None:
+    for _ in range(5):
+        table.submit("a", {}, OPTS)
+    with pytest.raises(QueueFullError) as info:
+        table.submit("a", {}, OPTS)
+    assert info.value.retry_after_s == 2.5
+    assert len(table) == 5
+    table.pop_next("a")  # a running task no longer counts against the queue
+    table.submit("a", {}, OPTS)
+
+
+def test_ttl_sweep_with_a_fake_clock(table: TaskTable, clock: FakeClock) -> None:
+    short = table.submit("a", {}, TaskOptions(ttl_s=10))
+    long = table.submit("a", {}, TaskOptions(ttl_s=100))
+    pending = table.submit("a", {}, OPTS)
+    for record in (short, long):
+        table.pop_next("a")
+        table.succeed(record.task_id)
+    clock.advance(9.9)
+    assert table.sweep() == []
+    clock.advance(0.1)
+    assert table.sweep() == [short.task_id]
+    with pytest.raises(TaskExpiredError, match="expired"):
+        table.get(short.task_id)
+    clock.advance(1_000)
+    assert table.sweep() == [long.task_id]
+    assert table.get(pending.task_id).status is TaskStatus.PENDING  # unfinished never expire
+
+
+def test_tombstones_are_bounded(clock: FakeClock) -> None:
+    table = TaskTable(clock=clock, max_tombstones=2)
+    ids = []
+    for _ in range(3):
+        record = table.submit("a", {}, TaskOptions(ttl_s=1))
+        table.pop_next("a")
+        table.succeed(record.task_id)
+        ids.append(record.task_id)
+        clock.advance(0.1)
+    clock.advance(2)
+    table.sweep()
+    with pytest.raises(TaskNotFoundError):
+        table.get(ids[0])
+    with pytest.raises(TaskExpiredError):
+        table.get(ids[2])
+
+
+def test_record_round_trips_through_a_dict(table: TaskTable) -> None:
+    record = table.submit("a", {"text": "hi"}, OPTS)
+    table.pop_next("a")
+    table.fail(record.task_id, "lost", retryable=True)
+    copy = TaskRecord.from_dict(record.to_dict())
+    assert copy == record
+
+
+def test_counts_and_oldest_pending_age(table: TaskTable, clock: FakeClock) -> None:
+    table.submit("a", {}, OPTS)
+    clock.advance(4)
+    table.submit("a", {}, OPTS)
+    table.pop_next("a")
+    assert table.counts()["a"]["pending"] == 1
+    assert table.counts()["a"]["in_progress"] == 1
+    assert table.oldest_pending_age("a") == 0
+    assert table.oldest_pending_age("b") is None
