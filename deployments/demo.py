@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,10 @@ import raytask
 @serve.deployment(max_ongoing_requests=16, ray_actor_options={"num_cpus": 0.5})
 class Demo:
     """Text utilities standing in for a model, plus a few knobs for tests."""
+
+    def __init__(self) -> None:
+        self._blocking = 0
+        self._lock = threading.Lock()
 
     @raytask.api
     def describe(self, prompt: str) -> str:
@@ -48,11 +53,22 @@ class Demo:
     @raytask.task
     def block(self, seconds: float = 1.0) -> float:
         """Wait ``seconds`` in a sync method (a thread): shows cancelling sync code."""
-        start = time.monotonic()
-        deadline = start + seconds
-        while time.monotonic() < deadline:
-            time.sleep(0.01)
-        return time.monotonic() - start
+        with self._lock:
+            self._blocking += 1
+        try:
+            start = time.monotonic()
+            deadline = start + seconds
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+            return time.monotonic() - start
+        finally:
+            with self._lock:
+                self._blocking -= 1
+
+    @raytask.api
+    def blocking(self) -> int:
+        """How many ``block`` calls are running now (a cancelled one must stop)."""
+        return self._blocking
 
     @raytask.task
     def fail(self, message: str = "boom") -> str:

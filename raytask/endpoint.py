@@ -58,6 +58,7 @@ class Endpoint:
         if self.name in _RESERVED or "/" in self.name:
             raise ConfigError(f"endpoint name {self.name!r} is reserved or not a path segment")
         self.is_async = inspect.iscoroutinefunction(func)
+        self._hints = self._resolve_hints()
         self._check_signature()
 
     @property
@@ -72,12 +73,15 @@ class Endpoint:
             if param.kind is inspect.Parameter.POSITIONAL_ONLY:
                 raise ConfigError(f"{self.name}: positional-only {param.name!r} unsupported")
 
-    @cached_property
-    def _hints(self) -> dict[str, Any]:
+    def _resolve_hints(self) -> dict[str, Any]:
         try:
-            return typing.get_type_hints(self.func)
-        except Exception:  # unresolvable forward references: fall back to Any
-            return {}
+            hints = typing.get_type_hints(self.func, include_extras=True)
+        except Exception as exc:
+            raise ConfigError(f"cannot resolve the type hints of {self.name}: {exc}") from None
+        # Replicas get the class by value (cloudpickle), with only the globals its code
+        # names, so string annotations could not be resolved there: ship them resolved.
+        self.func.__annotations__ = hints
+        return hints
 
     @cached_property
     def input_model(self) -> type[BaseModel]:

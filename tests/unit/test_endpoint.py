@@ -148,3 +148,27 @@ def test_unmarked_class_has_no_endpoints() -> None:
 def test_endpoint_object_exposes_method_name() -> None:
     endpoint = Endpoint(Model.compute_area, raytask.decorators.get_spec(Model.compute_area), "M")
     assert (endpoint.name, endpoint.method, endpoint.deployment) == ("area", "compute_area", "M")
+
+
+def test_unresolvable_hints_are_a_config_error_not_a_silent_any() -> None:
+    class Broken:
+        @raytask.task
+        def f(self, x: NotDefinedAnywhere) -> None: ...  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(ConfigError, match="type hints of f"):
+        discover(Broken, "Broken")
+
+
+def test_hints_survive_pickling_by_value() -> None:
+    from ray import cloudpickle
+
+    class Local:  # a local class is pickled by value, like a @serve.deployment class
+        @raytask.task
+        def f(self, x: Box) -> Box:
+            return x
+
+    discover(Local, "Local")  # resolves and ships the hints on the function
+    copy = cloudpickle.loads(cloudpickle.dumps(Local))
+    (endpoint,) = discover(copy, "Local")
+    with pytest.raises(InvalidInputError):
+        endpoint.validate({"x": {"width": "wide"}})

@@ -1,0 +1,174 @@
+"""The task lifecycle on a real local Ray + Serve, through the real HTTP proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+
+import pytest
+
+from .conftest import App, Cluster, rss_bytes, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def pattern(size_mb: float) -> bytes:
+    size = int(size_mb * 1024 * 1024)
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def test_submit_success_get(main_app: App) -> None:
+    task_id = main_app.submit("wordcount", {"text": "to be or not to be", "top": 2})
+    state = main_app.wait_status("wordcount", task_id, "success")
+    assert state["attempts"] == 1 and state["completed_at"] >= state["created_at"]
+    response = main_app.http.get("/wordcount/get", params={"task_id": task_id})
+    assert response.status_code == 200
+    assert response.json() == {"words": 6, "top": ["be", "to"]}
+
+
+def test_async_method_task(main_app: App) -> None:
+    task_id = main_app.submit("sleep", {"seconds": 0.2})
+    main_app.wait_status("sleep", task_id, "success")
+    assert main_app.http.get("/sleep/get", params={"task_id": task_id}).json() >= 0.2
+
+
+def test_exception_is_failure_and_get_500(main_app: App) -> None:
+    task_id = main_app.submit("fail", {"message": "model exploded"})
+    state = main_app.wait_status("fail", task_id, "failure")
+    assert state["error"] == "ValueError: model exploded" and state["attempts"] == 1
+    response = main_app.http.get("/fail/get", params={"task_id": task_id})
+    assert response.status_code == 500
+    assert "ValueError: model exploded" in response.json()["error"]
+
+
+def test_retry_new_id_same_inputs_original_untouched(main_app: App) -> None:
+    original = main_app.submit("fail", {"message": "again"})
+    main_app.wait_status("fail", original, "failure")
+    response = main_app.http.post("/fail/retry", params={"task_id": original})
+    assert response.status_code == 200
+    new = response.json()["task_id"]
+    assert new != original
+    state = main_app.wait_status("fail", new, "failure")
+    assert state["error"] == "ValueError: again" and state["retry_of"] == original
+    assert main_app.status("fail", original)["status"] == "failure"
+
+
+def test_short_ttl_then_410(main_app: App) -> None:
+    task_id = main_app.submit("wordcount", {"text": "brief"}, ttl_s=1)
+    main_app.wait_status("wordcount", task_id, "success")
+
+    def gone() -> bool:
+        return (
+            main_app.http.get("/wordcount/status", params={"task_id": task_id}).status_code == 410
+        )
+
+    wait_for(gone, 30, "the result to expire")
+    response = main_app.http.get("/wordcount/get", params={"task_id": task_id})
+    assert response.status_code == 410 and "expired" in response.json()["error"]
+
+
+def test_unknown_id_is_404(main_app: App) -> None:
+    response = main_app.http.get("/wordcount/status", params={"task_id": "0" * 32})
+    assert response.status_code == 404 and "not found" in response.json()["error"]
+
+
+def test_bad_input_is_422_and_nothing_is_queued(main_app: App) -> None:
+    before = main_app.stats()["counts"]
+    for body in ({"text": 12}, {"txt": "typo"}, {}):
+        response = main_app.http.post("/wordcount/submit", json=body)
+        assert response.status_code == 422 and response.json()["detail"]
+    response = main_app.http.post("/wordcount/submit", content=b"{oops")
+    assert response.status_code == 400
+    assert main_app.stats()["counts"] == before
+
+
+def test_sync_endpoint_and_schema(main_app: App) -> None:
+    response = main_app.http.post("/describe", json={"prompt": "hello world"})
+    assert response.status_code == 200 and response.text.startswith("2 words")
+    response = main_app.http.post("/fail", json={"message": "now"})
+    assert response.status_code == 500 and "ValueError: now" in response.json()["error"]
+    routes = {r["name"]: r for r in main_app.http.get("/schema.json").json()["routes"]}
+    assert routes["wordcount"]["route"] == "/main/wordcount" and routes["wordcount"]["is_task"]
+    assert main_app.http.get("/readyz").status_code == 200
+
+
+def test_cancel_queued_and_running(small_app: App) -> None:
+    running = small_app.submit("block", {"seconds": 60})
+    wait_for(lambda: small_app.http.post("/blocking", json={}).json() == 1, 30, "block to start")
+    queued = small_app.submit("noop")
+    assert small_app.status("noop", queued)["status"] == "pending"
+
+    response = small_app.http.post("/noop/cancel", params={"task_id": queued})
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    response = small_app.http.put("/block/cancel", params={"task_id": running})
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+
+    # the replica's thread really stops, long before its 60 s
+    wait_for(lambda: small_app.http.post("/blocking", json={}).json() == 0, 20, "block to stop")
+    assert small_app.status("block", running)["status"] == "cancelled"
+    assert small_app.status("noop", queued)["status"] == "cancelled"
+    assert small_app.http.get("/block/get", params={"task_id": running}).status_code == 409
+    # the slot is free again: the next task runs
+    after = small_app.submit("noop")
+    small_app.wait_status("noop", after, "success", timeout_s=30)
+
+
+def test_queue_full_is_429(small_app: App) -> None:
+    running = small_app.submit("block", {"seconds": 60})
+    small_app.wait_status("block", running, "in_progress")
+    queued = [small_app.submit("noop") for _ in range(3)]
+    response = small_app.http.post("/noop/submit", json={})
+    assert response.status_code == 429 and "queue is full" in response.json()["error"]
+    assert int(response.headers["retry-after"]) >= 1
+    assert small_app.stats()["pending"] == 3
+    for task_id in [running, *queued]:
+        assert small_app.http.post("/noop/cancel", params={"task_id": task_id}).status_code == 200
+
+
+def test_replica_killed_mid_task_is_requeued_and_completes(small_app: App) -> None:
+    pid = small_app.http.post("/pid", json={}).json()
+    task_id = small_app.submit("block", {"seconds": 3})
+    wait_for(lambda: small_app.http.post("/blocking", json={}).json() == 1, 30, "block to start")
+    os.kill(pid, signal.SIGKILL)
+    state = small_app.wait_status("block", task_id, "success", timeout_s=120)
+    assert state["attempts"] == 2, state
+    assert small_app.http.post("/pid", json={}).json() != pid
+
+
+def test_large_result_intact_and_manager_rss_flat(main_app: App) -> None:
+    manager_pid = main_app.stats()["pid"]
+    warm = main_app.submit("blob", {"size_mb": 1})
+    main_app.wait_status("blob", warm, "success")
+    before = rss_bytes(manager_pid)
+    task_id = main_app.submit("blob", {"size_mb": 50})
+    main_app.wait_status("blob", task_id, "success")
+    response = main_app.http.get("/blob/get", params={"task_id": task_id})
+    after = rss_bytes(manager_pid)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert hashlib.sha256(response.content).digest() == hashlib.sha256(pattern(50)).digest()
+    growth = after - before
+    print(
+        f"manager RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB (+{growth / 2**20:.2f})"
+    )
+    assert growth < 10 * 2**20, f"manager RSS grew by {growth / 2**20:.1f} MiB for a 50 MiB result"
+
+
+def test_results_larger_than_the_object_store_are_all_retrievable(
+    main_app: App, cluster: Cluster
+) -> None:
+    from .conftest import OBJECT_STORE_BYTES
+
+    size_mb, count = 40, 5
+    assert size_mb * count * 2**20 > OBJECT_STORE_BYTES
+    task_ids = [main_app.submit("blob", {"size_mb": size_mb}) for _ in range(count)]
+    for task_id in task_ids:
+        main_app.wait_status("blob", task_id, "success", timeout_s=120)
+    expected = hashlib.sha256(pattern(size_mb)).digest()
+    for task_id in task_ids:
+        response = main_app.http.get("/blob/get", params={"task_id": task_id})
+        assert response.status_code == 200
+        assert hashlib.sha256(response.content).digest() == expected
+    spilled = [p for p in cluster.spill_dir.rglob("*") if p.is_file()]
+    assert spilled, "nothing was spilled although the results exceed the object store"
