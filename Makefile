@@ -1,0 +1,48 @@
+# The two commands of the README:  `make run`  and  `make test`.
+# Each creates .venv on first use (and again when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Where Ray spills results when the object store is full (the `serve run` local cluster).
+SPILL_DIR ?= /tmp/raytask-spill
+
+# One auth mode for every Ray process we start (new clusters default to token auth).
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: install run test test-fast lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raytask needs Python >= 3.11, found " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip check
+	touch $@
+
+install: $(VENV)/.installed
+
+## Serve the demo task app on a local Ray (CPU): http://127.0.0.1:8000
+run: install
+	mkdir -p $(SPILL_DIR)
+	RAY_object_spilling_config='{"type":"filesystem","params":{"directory_path":"$(SPILL_DIR)"}}' \
+		$(VENV)/bin/serve run configs/app.yaml
+
+## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)
+test: install lint
+	$(PY) -m pytest
+
+## Unit and HTTP tiers only (seconds, no Ray cluster)
+test-fast: install
+	$(PY) -m pytest tests/unit tests/http
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
