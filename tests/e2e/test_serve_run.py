@@ -54,8 +54,10 @@ def test_serve_run_config_serves_tasks(tmp_path: Path) -> None:
             assert response.status_code == 200, response.text
             task_id = response.json()["task_id"]
             wait_for(
-                lambda: http.get("/wordcount/status", params={"task_id": task_id}).json()["status"]
-                == "success",
+                lambda: (
+                    http.get("/wordcount/status", params={"task_id": task_id}).json()["status"]
+                    == "success"
+                ),
                 60,
                 "the task to succeed",
             )
