@@ -69,7 +69,7 @@ class RayBackend:
 
     async def ready(self) -> bool:
         try:
-            await self.manager.stats.remote()
+            await self.manager.ping.remote()
         except ray.exceptions.RayError:
             return False
         return True

@@ -359,6 +359,11 @@ class TaskManager:
         self._apply(routes, config)
         self._kick()
 
+    async def ping(self) -> bool:
+        """Liveness for the ingress's /readyz (cheap, unlike :meth:`stats`)."""
+        self._ensure_started()
+        return True
+
     async def stats(self) -> dict[str, Any]:
         """Numbers for operators and tests: pid, RSS, queue depth, in-flight, counts."""
         self._ensure_started()

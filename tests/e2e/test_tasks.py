@@ -172,3 +172,17 @@ def test_results_larger_than_the_object_store_are_all_retrievable(
         assert hashlib.sha256(response.content).digest() == expected
     spilled = [p for p in cluster.spill_dir.rglob("*") if p.is_file()]
     assert spilled, "nothing was spilled although the results exceed the object store"
+
+
+def test_timeout_fails_the_task_and_stops_it(main_app: App) -> None:
+    task_id = main_app.submit("block", {"seconds": 60}, timeout_s=1, max_attempts=1)
+    state = main_app.wait_status("block", task_id, "failure", timeout_s=30)
+    assert "timed out after 1 s" in state["error"] and state["attempts"] == 1
+    wait_for(lambda: main_app.http.post("/blocking", json={}).json() == 0, 20, "block to stop")
+
+
+def test_timeout_is_retried_while_attempts_remain(main_app: App) -> None:
+    task_id = main_app.submit("block", {"seconds": 60}, timeout_s=1, max_attempts=2)
+    state = main_app.wait_status("block", task_id, "failure", timeout_s=30)
+    assert state["attempts"] == 2
+    assert state["error"] == "timed out after 1 s (gave up after 2 attempts)"
