@@ -10,6 +10,12 @@ SPILL_DIR ?= /tmp/raytask-spill
 # One auth mode for every Ray process we start (new clusters default to token auth).
 export RAY_AUTH_MODE ?= disabled
 
+BENTO_VENV ?= .venv-bentoml
+# The real BentoML client, in a virtualenv of its own (its pins must not move Ray's):
+# the compatibility test drives a raytask app with it.
+BENTOML_VERSION ?= 1.4.40
+export RAYTASK_BENTOML_PYTHON := $(CURDIR)/$(BENTO_VENV)/bin/python
+
 .PHONY: install run test test-fast lint format clean
 
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +24,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip check
+	touch $@
+
+$(BENTO_VENV)/.installed:
+	$(PYTHON) -m venv $(BENTO_VENV)
+	$(BENTO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENTO_VENV)/bin/python -m pip install --quiet "bentoml==$(BENTOML_VERSION)"
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,7 +41,7 @@ run: install
 		$(VENV)/bin/serve run configs/app.yaml
 
 ## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)
-test: install lint
+test: install lint $(BENTO_VENV)/.installed
 	$(PY) -m pytest
 
 ## Unit and HTTP tiers only (seconds, no Ray cluster)
@@ -45,4 +57,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(BENTO_VENV) .pytest_cache .ruff_cache *.egg-info

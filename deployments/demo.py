@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import struct
 import threading
 import time
+import zlib
 from typing import Any
 
 from ray import serve
@@ -82,10 +85,36 @@ class Demo:
         pattern = bytes(range(256))
         return (pattern * (size // 256 + 1))[:size]
 
+    @raytask.task
+    def long_running_image_generation(self, prompt: str) -> bytes:
+        """The seed page's example: a (tiny, 16x16) PNG whose colour depends on the prompt.
+
+        A prompt containing "fail" raises, so the seed's retry snippet has a failure to retry.
+        """
+        if "fail" in prompt:
+            raise RuntimeError(f"could not draw {prompt!r}")
+        rgb = hashlib.sha256(prompt.encode()).digest()[:3]
+        return _png(16, 16, rgb)
+
     @raytask.api
     def pid(self) -> int:
         """The replica's process id (tests kill it)."""
         return os.getpid()
+
+
+def _png(width: int, height: int, rgb: bytes) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + rgb * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def build(args: dict[str, Any] | None = None) -> Application:

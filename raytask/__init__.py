@@ -6,6 +6,7 @@ a detached task manager actor, and results kept in Ray's object store for a TTL.
 """
 
 from .app import app
+from .cluster_client import AsyncClusterTask, ClusterClient, ClusterTask, get_client
 from .config import AppConfig, SubmitOptions, TaskOptions
 from .decorators import api, task
 from .errors import (
@@ -25,12 +26,21 @@ from .errors import (
     TaskNotCompletedError,
     TaskNotFoundError,
 )
+from .handles import AsyncTask, Task
+from .http_client import AsyncEndpoint, AsyncHTTPClient, SyncEndpoint, SyncHTTPClient
+from .protocol import WaitTimeoutError
 from .status import TaskStatus
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AppConfig",
+    "AsyncClusterTask",
+    "AsyncEndpoint",
+    "AsyncHTTPClient",
+    "AsyncTask",
+    "ClusterClient",
+    "ClusterTask",
     "ConfigError",
     "EndpointNotFoundError",
     "HTTPError",
@@ -41,6 +51,9 @@ __all__ = [
     "QueueFullError",
     "RaytaskError",
     "SubmitOptions",
+    "SyncEndpoint",
+    "SyncHTTPClient",
+    "Task",
     "TaskCancelledError",
     "TaskConflictError",
     "TaskExpiredError",
@@ -49,8 +62,10 @@ __all__ = [
     "TaskNotFoundError",
     "TaskOptions",
     "TaskStatus",
+    "WaitTimeoutError",
     "__version__",
     "api",
     "app",
+    "get_client",
     "task",
 ]

@@ -105,7 +105,7 @@ class Ingress:
         app_name = serve.get_replica_context().app_name
         self.manager = get_or_create_manager(app_name, routes, config)
         # A manager left from an earlier deployment of this app takes the new settings.
-        await self.manager.configure.remote(routes, config)
+        await self.manager.configure.remote(routes, config, models)
         self.backend = RayBackend(
             self.manager,
             self.endpoints,

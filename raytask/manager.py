@@ -109,6 +109,7 @@ class TaskManager:
         self._wake: asyncio.Event | None = None
         self._watch_wake: asyncio.Event | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._models: list[tuple[str, type]] = []
         self._apply(routes, config)
 
     def _apply(self, routes: list[EndpointRoute], config: AppConfig) -> None:
@@ -353,11 +354,18 @@ class TaskManager:
         self._kick()
         return record.view()
 
-    async def configure(self, routes: list[EndpointRoute], config: AppConfig) -> None:
+    async def configure(
+        self, routes: list[EndpointRoute], config: AppConfig, models: list[tuple[str, type]]
+    ) -> None:
         """Take new endpoints and settings (a redeployed app's ingress calls this)."""
         self._ensure_started()
         self._apply(routes, config)
+        self._models = models
         self._kick()
+
+    async def models(self) -> list[tuple[str, type]]:
+        """``(deployment name, class)`` of each model (in-cluster clients validate with them)."""
+        return self._models
 
     async def ping(self) -> bool:
         """Liveness for the ingress's /readyz (cheap, unlike :meth:`stats`)."""

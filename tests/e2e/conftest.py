@@ -75,26 +75,28 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         ray.shutdown()
 
 
-def deploy(cluster: Cluster, name: str, **settings: Any) -> str:
-    """Deploy the demo app as ``name`` at ``/name`` and return its base URL."""
+def deploy(cluster: Cluster, name: str, prefix: str, **settings: Any) -> str:
+    """Deploy the demo app as ``name`` at ``prefix`` and return its base URL."""
     from ray import serve
 
     from deployments.demo import build
 
-    serve.run(build(settings), name=name, route_prefix=f"/{name}")
-    return f"{cluster.url}/{name}"
+    serve.run(build(settings), name=name, route_prefix=prefix)
+    return f"{cluster.url}{prefix}".rstrip("/")
 
 
 class App:
     """A deployed demo app: an HTTP client on it and its manager actor."""
 
-    def __init__(self, cluster: Cluster, name: str, **settings: Any) -> None:
+    def __init__(
+        self, cluster: Cluster, name: str, prefix: str | None = None, **settings: Any
+    ) -> None:
         import ray
 
         from raytask.manager import NAMESPACE, manager_name
 
         self.name = name
-        self.url = deploy(cluster, name, **settings)
+        self.url = deploy(cluster, name, prefix or f"/{name}", **settings)
         self.http = httpx.Client(base_url=self.url, timeout=60)
         self.manager = ray.get_actor(manager_name(name), namespace=NAMESPACE)
 
@@ -140,6 +142,14 @@ def main_app(cluster: Cluster) -> Iterator[App]:
 def small_app(cluster: Cluster) -> Iterator[App]:
     """One task at a time and a queue of three: for cancel, 429 and replica death."""
     app = App(cluster, "small", sweep_interval_s=0.5, max_in_flight=1, max_queue_size=3)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def root_app(cluster: Cluster) -> Iterator[App]:
+    """The demo app at ``/``, as the seed page's snippets and BentoML's client expect."""
+    app = App(cluster, "root", prefix="/")
     yield app
     app.close()
 

@@ -70,6 +70,10 @@ def test_public_surface_is_explicit() -> None:
     public = {n for n in dir(raytask) if not n.startswith("_")}
     modules = {
         "app",
+        "cluster_client",
+        "handles",
+        "http_client",
+        "protocol",
         "config",
         "decorators",
         "endpoint",

@@ -1,0 +1,218 @@
+"""The in-cluster client: submit and follow tasks over Ray actor calls, without HTTP.
+
+For Ray drivers and for other deployments of the cluster. It finds the app's task manager
+by name, validates inputs locally with the same models as the ingress, and ``get`` returns
+the method's Python return value straight from the object store (no HTTP encoding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ray
+
+from .config import SubmitOptions
+from .endpoint import Endpoint, discover
+from .errors import EndpointNotFoundError, HTTPError
+from .manager import NAMESPACE, manager_name
+from .protocol import RemoteEndpoint, WaitTimeoutError, backoff, refuse_inside_event_loop
+from .status import TaskStatus
+
+
+def _unwrap(answer: Any) -> Any:
+    if isinstance(answer, HTTPError):
+        raise answer
+    return answer
+
+
+class _ClusterHandle:
+    def __init__(self, manager: Any, endpoint: str, task_id: str) -> None:
+        self._manager, self._endpoint, self._id = manager, endpoint, task_id
+
+    @property
+    def id(self) -> str:
+        """The task id (32 hex digits)."""
+        return self._id
+
+    @property
+    def endpoint(self) -> str:
+        """The name of the endpoint the task was submitted to."""
+        return self._endpoint
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self._id!r}, endpoint={self._endpoint!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ClusterHandle) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+
+class ClusterTask(_ClusterHandle):
+    """A task handle over Ray (blocking), with the names of :class:`raytask.Task`."""
+
+    def get_status(self) -> TaskStatus:
+        """The task's current status."""
+        return TaskStatus(_unwrap(ray.get(self._manager.status.remote(self._id)))["status"])
+
+    def wait(self, timeout: float | None = None) -> TaskStatus:
+        """Poll until the task finishes; return its final status."""
+        refuse_inside_event_loop("ClusterTask.wait()", "get_client(..., asynchronous=True)")
+        try:
+            for delay in backoff(timeout):
+                status = self.get_status()
+                if status.finished:
+                    return status
+                time.sleep(delay)
+        except WaitTimeoutError:
+            raise WaitTimeoutError(
+                f"task {self._id} did not finish within {timeout:g} s", self._id
+            ) from None
+        raise AssertionError("unreachable")
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The method's return value; with ``timeout``, wait for it first."""
+        if timeout is not None:
+            self.wait(timeout)
+        (ref,) = _unwrap(ray.get(self._manager.result.remote(self._id)))
+        return ray.get(ref)
+
+    def cancel(self) -> TaskStatus:
+        """Cancel the task if queued, stop it if running."""
+        return TaskStatus(_unwrap(ray.get(self._manager.cancel.remote(self._id)))["status"])
+
+    def retry(self) -> ClusterTask:
+        """Run the task again with the same inputs; returns the new task."""
+        state = _unwrap(ray.get(self._manager.retry.remote(self._id)))
+        return ClusterTask(self._manager, self._endpoint, state["task_id"])
+
+
+class AsyncClusterTask(_ClusterHandle):
+    """A task handle over Ray for async code (deployments), with the names of ``AsyncTask``."""
+
+    async def get_status(self) -> TaskStatus:
+        """The task's current status."""
+        return TaskStatus(_unwrap(await self._manager.status.remote(self._id))["status"])
+
+    async def wait(self, timeout: float | None = None) -> TaskStatus:
+        """Poll until the task finishes; return its final status."""
+        try:
+            for delay in backoff(timeout):
+                status = await self.get_status()
+                if status.finished:
+                    return status
+                await asyncio.sleep(delay)
+        except WaitTimeoutError:
+            raise WaitTimeoutError(
+                f"task {self._id} did not finish within {timeout:g} s", self._id
+            ) from None
+        raise AssertionError("unreachable")
+
+    async def get(self, timeout: float | None = None) -> Any:
+        """The method's return value; with ``timeout``, wait for it first."""
+        if timeout is not None:
+            await self.wait(timeout)
+        (ref,) = _unwrap(await self._manager.result.remote(self._id))
+        return await ref
+
+    async def cancel(self) -> TaskStatus:
+        """Cancel the task if queued, stop it if running."""
+        return TaskStatus(_unwrap(await self._manager.cancel.remote(self._id))["status"])
+
+    async def retry(self) -> AsyncClusterTask:
+        """Run the task again with the same inputs; returns the new task."""
+        state = _unwrap(await self._manager.retry.remote(self._id))
+        return AsyncClusterTask(self._manager, self._endpoint, state["task_id"])
+
+
+class ClusterEndpoint:
+    """``client.NAME`` of a cluster client: ``submit`` tasks to it."""
+
+    def __init__(self, client: ClusterClient, endpoint: Endpoint) -> None:
+        self._client, self._endpoint = client, endpoint
+        self._binder = RemoteEndpoint.from_route(endpoint.route_info())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._endpoint.name!r})"
+
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        stored = self._endpoint.validate(self._binder.bind(args, kwargs))
+        return self._client._manager.submit.remote(self._endpoint.name, stored, SubmitOptions())
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit a task; returns a :class:`ClusterTask` (or, for an async client, a
+        coroutine of an :class:`AsyncClusterTask`).
+
+        Raises:
+            TypeError: the arguments do not fit the signature.
+            InvalidInputError: they fail validation (nothing is queued).
+            QueueFullError: the queue is full.
+        """
+        pending = self._prepare(args, kwargs)
+        if self._client.asynchronous:
+            return self._async_submitted(pending)
+        state = _unwrap(ray.get(pending))
+        return ClusterTask(self._client._manager, self._endpoint.name, state["task_id"])
+
+    async def _async_submitted(self, pending: Any) -> AsyncClusterTask:
+        state = _unwrap(await pending)
+        return AsyncClusterTask(self._client._manager, self._endpoint.name, state["task_id"])
+
+    def submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> Any:
+        """Submit one task per input; all submits travel at once (Ray pipelines them)."""
+        pendings = [self._prepare((), dict(kwargs)) for kwargs in inputs]
+        manager, name = self._client._manager, self._endpoint.name
+        if self._client.asynchronous:
+
+            async def gather() -> list[AsyncClusterTask]:
+                states = await asyncio.gather(*pendings)
+                return [AsyncClusterTask(manager, name, _unwrap(s)["task_id"]) for s in states]
+
+            return gather()
+        return [ClusterTask(manager, name, _unwrap(s)["task_id"]) for s in ray.get(pendings)]
+
+
+class ClusterClient:
+    """Submit tasks to a raytask app from inside its Ray cluster (see :func:`get_client`)."""
+
+    def __init__(self, app_name: str, asynchronous: bool = False) -> None:
+        self.app_name = app_name
+        self.asynchronous = asynchronous
+        try:
+            self._manager = ray.get_actor(manager_name(app_name), namespace=NAMESPACE)
+        except ValueError:
+            raise EndpointNotFoundError(f"no raytask app named {app_name!r} is running") from None
+        models = ray.get(self._manager.models.remote())
+        self._endpoints = {
+            e.name: e for name, cls in models for e in discover(cls, name) if e.is_task
+        }
+
+    def __getattr__(self, name: str) -> ClusterEndpoint:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        endpoint = self._endpoints.get(name)
+        if endpoint is None:
+            raise EndpointNotFoundError(f"no task endpoint named {name!r} in app {self.app_name!r}")
+        return ClusterEndpoint(self, endpoint)
+
+
+def get_client(app_name: str, *, asynchronous: bool = False) -> ClusterClient:
+    """A client for the raytask app ``app_name`` over Ray actor calls (no HTTP).
+
+    Use it from a Ray driver connected to the cluster, or from another deployment.
+
+    Args:
+        app_name: the Serve application name (``name:`` in the YAML, ``serve.run(name=...)``).
+        asynchronous: handles with ``async`` methods, for code running in an event loop.
+
+    Example::
+
+        client = raytask.get_client("demo")
+        task = client.wordcount.submit(text="to be or not to be")
+        task.get(timeout=30)   # {"words": 6, "top": [...]}
+    """
+    return ClusterClient(app_name, asynchronous=asynchronous)

@@ -1,0 +1,388 @@
+"""``SyncHTTPClient`` and ``AsyncHTTPClient``: the same names, one logic (:mod:`.protocol`).
+
+Endpoints are discovered from ``/schema.json`` on first use, so ``client.NAME(...)`` calls
+a synchronous endpoint and ``client.NAME.submit(...)`` returns a task handle at once.
+Batch helpers (``submit_many``, ``map``, ``as_completed``, ``wait``) bound their
+concurrency and can show a tqdm progress bar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from tqdm.auto import tqdm
+
+from . import protocol
+from .handles import AsyncTask, Task
+from .protocol import RemoteEndpoint, Request, WaitTimeoutError, backoff
+
+_USER_AGENT = "raytask-client/0.1"
+
+
+def _client_kwargs(
+    url: str, timeout: float, transport: Any, headers: Mapping[str, str] | None
+) -> dict:
+    return {
+        "base_url": url,
+        "timeout": timeout,
+        "transport": transport,
+        "headers": {"User-Agent": _USER_AGENT, **(headers or {})},
+    }
+
+
+def _build(http: httpx.Client | httpx.AsyncClient, request: Request) -> httpx.Request:
+    built = http.build_request(
+        request.method, request.path, params=request.params, json=request.json
+    )
+    if request.absolute:
+        built.url = built.url.copy_with(path=request.path)
+    return built
+
+
+def _results(tasks: list[Any], outcomes: dict[Any, Any], return_exceptions: bool) -> list[Any]:
+    results = [outcomes[t] for t in tasks]
+    if not return_exceptions:
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+    return results
+
+
+class SyncHTTPClient:
+    """A blocking client for a raytask app.
+
+    Args:
+        url: the app's base URL, e.g. ``"http://localhost:8000"``.
+        timeout: seconds for each HTTP request.
+        transport: an httpx transport (tests pass ``httpx.MockTransport``).
+        headers: extra headers for every request.
+
+    Example::
+
+        with raytask.SyncHTTPClient("http://localhost:8000") as client:
+            task = client.generate.submit(prompt="a mountain")
+            image = task.get(timeout=60)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._http = httpx.Client(**_client_kwargs(url, timeout, transport, headers))
+        self._endpoints: dict[str, RemoteEndpoint] | None = None
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _send(self, request: Request) -> httpx.Response:
+        return self._http.send(_build(self._http, request))
+
+    def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
+        if self._endpoints is None:
+            response = self._send(protocol.SCHEMA)
+            self._endpoints = protocol.parse_schema(response.status_code, response.content)
+        return protocol.lookup(self._endpoints, name, task)
+
+    def _result(self, request: Request) -> Any:
+        response = self._send(request)
+        return protocol.decode_result(
+            response.status_code, response.headers.get("content-type", ""), response.content
+        )
+
+    def _task_state(self, request: Request) -> tuple[str, Any]:
+        response = self._send(request)
+        return protocol.decode_task(response.status_code, response.content)
+
+    def __getattr__(self, name: str) -> SyncEndpoint:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return SyncEndpoint(self, name)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> SyncHTTPClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- batches ---------------------------------------------------------------
+
+    def as_completed(
+        self,
+        tasks: Iterable[Task],
+        timeout: float | None = None,
+        progress: bool = False,
+        concurrency: int = 16,
+    ) -> Iterator[Task]:
+        """Yield the tasks as they finish (any final status).
+
+        Raises:
+            WaitTimeoutError: some had not finished within ``timeout`` seconds.
+        """
+        protocol.refuse_inside_event_loop("as_completed()", "AsyncHTTPClient.as_completed")
+        pending = list(dict.fromkeys(tasks))
+        with (
+            tqdm(total=len(pending), disable=not progress, desc="tasks") as bar,
+            ThreadPoolExecutor(concurrency) as pool,
+        ):
+            delays = backoff(timeout)
+            while pending:
+                statuses = list(pool.map(lambda t: t.get_status(), pending))
+                still = []
+                for task, status in zip(pending, statuses, strict=True):
+                    if status.finished:
+                        bar.update()
+                        yield task
+                    else:
+                        still.append(task)
+                pending = still
+                if pending:
+                    try:
+                        time.sleep(next(delays))
+                    except WaitTimeoutError:
+                        raise WaitTimeoutError(
+                            f"{len(pending)} tasks did not finish within {timeout:g} s"
+                        ) from None
+
+    def wait(
+        self,
+        tasks: Iterable[Task],
+        timeout: float | None = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Wait for all ``tasks``; return their results in order.
+
+        Args:
+            return_exceptions: put a failed task's error in its place instead of raising it.
+        """
+        tasks = list(tasks)
+        outcomes: dict[Task, Any] = {}
+        for task in self.as_completed(tasks, timeout, progress):
+            try:
+                outcomes[task] = task.get()
+            except Exception as exc:
+                outcomes[task] = exc
+        return _results(tasks, outcomes, return_exceptions)
+
+
+class SyncEndpoint:
+    """``client.NAME``: call it for a synchronous result, or ``.submit`` a task."""
+
+    def __init__(self, client: SyncHTTPClient, name: str) -> None:
+        self._client, self._name = client, name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._name!r})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the endpoint synchronously (``POST /NAME``) and return the result."""
+        endpoint = self._client._endpoint(self._name)
+        return self._client._result(endpoint.call(endpoint.bind(args, kwargs)))
+
+    def submit(self, *args: Any, **kwargs: Any) -> Task:
+        """Submit a task with these arguments; returns its handle at once."""
+        endpoint = self._client._endpoint(self._name, task=True)
+        task_id, _ = self._client._task_state(endpoint.submit(endpoint.bind(args, kwargs)))
+        return Task(self._client, endpoint, task_id)
+
+    def submit_many(
+        self, inputs: Iterable[Mapping[str, Any]], concurrency: int = 16, progress: bool = False
+    ) -> list[Task]:
+        """Submit one task per input (a dict of keyword arguments), ``concurrency`` at a time."""
+        inputs = list(inputs)
+        with tqdm(total=len(inputs), disable=not progress, desc=f"submit {self._name}") as bar:
+
+            def one(kwargs: Mapping[str, Any]) -> Task:
+                task = self.submit(**kwargs)
+                bar.update()
+                return task
+
+            with ThreadPoolExecutor(concurrency) as pool:
+                return list(pool.map(one, inputs))
+
+    def map(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        concurrency: int = 16,
+        timeout: float | None = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Submit every input as a task and return all results, in input order."""
+        tasks = self.submit_many(inputs, concurrency, progress)
+        return self._client.wait(tasks, timeout, progress, return_exceptions)
+
+
+class AsyncHTTPClient:
+    """An asyncio client for a raytask app, with the names of :class:`SyncHTTPClient`.
+
+    Example::
+
+        async with raytask.AsyncHTTPClient("http://localhost:8000") as client:
+            task = await client.generate.submit(prompt="a mountain")
+            image = await task.get(timeout=60)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(**_client_kwargs(url, timeout, transport, headers))
+        self._endpoints: dict[str, RemoteEndpoint] | None = None
+
+    async def _send(self, request: Request) -> httpx.Response:
+        return await self._http.send(_build(self._http, request))
+
+    async def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
+        if self._endpoints is None:
+            response = await self._send(protocol.SCHEMA)
+            self._endpoints = protocol.parse_schema(response.status_code, response.content)
+        return protocol.lookup(self._endpoints, name, task)
+
+    async def _result(self, request: Request) -> Any:
+        response = await self._send(request)
+        return protocol.decode_result(
+            response.status_code, response.headers.get("content-type", ""), response.content
+        )
+
+    async def _task_state(self, request: Request) -> tuple[str, Any]:
+        response = await self._send(request)
+        return protocol.decode_task(response.status_code, response.content)
+
+    def __getattr__(self, name: str) -> AsyncEndpoint:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return AsyncEndpoint(self, name)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncHTTPClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def as_completed(
+        self,
+        tasks: Iterable[AsyncTask],
+        timeout: float | None = None,
+        progress: bool = False,
+        concurrency: int = 16,
+    ) -> AsyncIterator[AsyncTask]:
+        """Yield the tasks as they finish (any final status).
+
+        Raises:
+            WaitTimeoutError: some had not finished within ``timeout`` seconds.
+        """
+        pending = list(dict.fromkeys(tasks))
+        limit = asyncio.Semaphore(concurrency)
+
+        async def status(task: AsyncTask) -> Any:
+            async with limit:
+                return await task.get_status()
+
+        with tqdm(total=len(pending), disable=not progress, desc="tasks") as bar:
+            delays = backoff(timeout)
+            while pending:
+                statuses = await asyncio.gather(*(status(t) for t in pending))
+                still = []
+                for task, state in zip(pending, statuses, strict=True):
+                    if state.finished:
+                        bar.update()
+                        yield task
+                    else:
+                        still.append(task)
+                pending = still
+                if pending:
+                    try:
+                        await asyncio.sleep(next(delays))
+                    except WaitTimeoutError:
+                        raise WaitTimeoutError(
+                            f"{len(pending)} tasks did not finish within {timeout:g} s"
+                        ) from None
+
+    async def wait(
+        self,
+        tasks: Iterable[AsyncTask],
+        timeout: float | None = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Wait for all ``tasks``; return their results in order (see :meth:`SyncHTTPClient.wait`)."""
+        tasks = list(tasks)
+        outcomes: dict[AsyncTask, Any] = {}
+        async for task in self.as_completed(tasks, timeout, progress):
+            try:
+                outcomes[task] = await task.get()
+            except Exception as exc:
+                outcomes[task] = exc
+        return _results(tasks, outcomes, return_exceptions)
+
+
+class AsyncEndpoint:
+    """``client.NAME`` of an :class:`AsyncHTTPClient`: await a call, or ``.submit`` a task."""
+
+    def __init__(self, client: AsyncHTTPClient, name: str) -> None:
+        self._client, self._name = client, name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._name!r})"
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the endpoint synchronously (``POST /NAME``) and return the result."""
+        endpoint = await self._client._endpoint(self._name)
+        return await self._client._result(endpoint.call(endpoint.bind(args, kwargs)))
+
+    async def submit(self, *args: Any, **kwargs: Any) -> AsyncTask:
+        """Submit a task with these arguments; returns its handle at once."""
+        endpoint = await self._client._endpoint(self._name, task=True)
+        task_id, _ = await self._client._task_state(endpoint.submit(endpoint.bind(args, kwargs)))
+        return AsyncTask(self._client, endpoint, task_id)
+
+    async def submit_many(
+        self, inputs: Iterable[Mapping[str, Any]], concurrency: int = 16, progress: bool = False
+    ) -> list[AsyncTask]:
+        """Submit one task per input (a dict of keyword arguments), ``concurrency`` at a time."""
+        inputs = list(inputs)
+        limit = asyncio.Semaphore(concurrency)
+        with tqdm(total=len(inputs), disable=not progress, desc=f"submit {self._name}") as bar:
+
+            async def one(kwargs: Mapping[str, Any]) -> AsyncTask:
+                async with limit:
+                    task = await self.submit(**kwargs)
+                bar.update()
+                return task
+
+            return list(await asyncio.gather(*(one(kwargs) for kwargs in inputs)))
+
+    async def map(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        concurrency: int = 16,
+        timeout: float | None = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Submit every input as a task and return all results, in input order."""
+        tasks = await self.submit_many(inputs, concurrency, progress)
+        return await self._client.wait(tasks, timeout, progress, return_exceptions)

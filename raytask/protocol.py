@@ -1,0 +1,190 @@
+"""The client side of the wire protocol, without I/O.
+
+Both HTTP clients build their requests and read their responses through this module, so the
+sync and async clients share one logic and differ only in how they send a request and sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import EndpointNotFoundError, RaytaskError, error_from_body
+from .status import BENTOML_SPELLING, TaskStatus
+
+_FROM_WIRE = {v: k for k, v in BENTOML_SPELLING.items()} | {s.value: s for s in TaskStatus}
+
+
+class WaitTimeoutError(RaytaskError, TimeoutError):
+    """A client-side wait (``task.get(timeout=...)``, ``client.wait``) ran out of time."""
+
+    def __init__(self, message: str, task_id: str | None = None) -> None:
+        super().__init__(message, task_id)
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, as plain data.
+
+    ``absolute`` paths (the routes ``/schema.json`` lists already carry the app's route
+    prefix) replace the base URL's path; the others are joined to it.
+    """
+
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    absolute: bool = True
+
+
+@dataclass(frozen=True)
+class RemoteEndpoint:
+    """An endpoint as ``/schema.json`` describes it."""
+
+    name: str
+    route: str
+    is_task: bool
+    params: tuple[str, ...]
+    required: frozenset[str]
+    open_kwargs: bool
+
+    @classmethod
+    def from_route(cls, route: dict[str, Any]) -> RemoteEndpoint:
+        schema = route.get("input") or {}
+        return cls(
+            name=route["name"],
+            route=route["route"],
+            is_task=bool(route.get("is_task")),
+            params=tuple(schema.get("properties") or {}),
+            required=frozenset(schema.get("required") or ()),
+            open_kwargs=schema.get("additionalProperties", True) is not False,
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map a Python call onto the endpoint's arguments, as Python would check them.
+
+        Raises:
+            TypeError: too many positional arguments, a duplicate, an unknown or a
+                missing argument.
+        """
+        if len(args) > len(self.params):
+            raise TypeError(
+                f"{self.name}() takes {len(self.params)} positional arguments "
+                f"but {len(args)} were given"
+            )
+        bound = dict(zip(self.params, args, strict=False))
+        for key, value in kwargs.items():
+            if key in bound:
+                raise TypeError(f"{self.name}() got multiple values for argument {key!r}")
+            if key not in self.params and not self.open_kwargs:
+                raise TypeError(f"{self.name}() got an unexpected keyword argument {key!r}")
+            bound[key] = value
+        missing = sorted(self.required - bound.keys())
+        if missing:
+            raise TypeError(f"{self.name}() missing required arguments: {', '.join(missing)}")
+        return bound
+
+    # -- requests --------------------------------------------------------------
+
+    def call(self, body: dict[str, Any]) -> Request:
+        return Request("POST", self.route, json=body)
+
+    def submit(self, body: dict[str, Any]) -> Request:
+        return Request("POST", f"{self.route}/submit", json=body)
+
+    def status(self, task_id: str) -> Request:
+        return Request("GET", f"{self.route}/status", params={"task_id": task_id})
+
+    def get(self, task_id: str) -> Request:
+        return Request("GET", f"{self.route}/get", params={"task_id": task_id})
+
+    def cancel(self, task_id: str) -> Request:
+        return Request("PUT", f"{self.route}/cancel", params={"task_id": task_id})
+
+    def retry(self, task_id: str) -> Request:
+        return Request("POST", f"{self.route}/retry", params={"task_id": task_id})
+
+
+SCHEMA = Request("GET", "/schema.json", absolute=False)
+
+
+def parse_schema(status_code: int, body: bytes) -> dict[str, RemoteEndpoint]:
+    """The endpoints of a ``/schema.json`` response."""
+    check(status_code, body)
+    routes = json.loads(body)["routes"]
+    return {r["name"]: RemoteEndpoint.from_route(r) for r in routes}
+
+
+def lookup(endpoints: dict[str, RemoteEndpoint], name: str, task: bool = False) -> RemoteEndpoint:
+    """The endpoint ``name``; with ``task``, it must be a task endpoint."""
+    endpoint = endpoints.get(name)
+    if endpoint is None:
+        known = ", ".join(sorted(endpoints)) or "none"
+        raise EndpointNotFoundError(f"no endpoint named {name!r} (endpoints: {known})")
+    if task and not endpoint.is_task:
+        raise EndpointNotFoundError(f"{name!r} is not a task endpoint: call it directly")
+    return endpoint
+
+
+def check(status_code: int, body: bytes) -> None:
+    """Raise the raytask error an error response stands for."""
+    if status_code < 400:
+        return
+    try:
+        decoded: Any = json.loads(body)
+    except ValueError:
+        decoded = body.decode(errors="replace")
+    raise error_from_body(status_code, decoded)
+
+
+def decode_result(status_code: int, content_type: str, body: bytes) -> Any:
+    """A result body as JSON, text or bytes, by its content type."""
+    check(status_code, body)
+    if content_type.startswith("application/json"):
+        return json.loads(body)
+    if content_type.startswith("text/"):
+        return body.decode()
+    return body
+
+
+def decode_task(status_code: int, body: bytes) -> tuple[str, TaskStatus]:
+    """``(task_id, status)`` of a submit, status, cancel or retry answer."""
+    check(status_code, body)
+    data = json.loads(body)
+    return data["task_id"], _FROM_WIRE[data["status"]]
+
+
+def backoff(timeout_s: float | None, first_s: float = 0.05, max_s: float = 1.0) -> Iterator[float]:
+    """Delays between polls, growing by half each time up to ``max_s``, until ``timeout_s`` has passed.
+
+    Raises:
+        WaitTimeoutError: (from the generator) when the deadline passes.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    delay = first_s
+    while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeoutError(f"still not finished after {timeout_s:g} s")
+            yield min(delay, left)
+        else:
+            yield delay
+        delay = min(delay * 1.5, max_s)
+
+
+def refuse_inside_event_loop(what: str, alternative: str) -> None:
+    """Sync waits would block the loop they run in: refuse and name the async way."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{what} blocks, and this thread runs an event loop: use {alternative}")

@@ -1,0 +1,177 @@
+"""The Python clients against the real app on a real local Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import raytask
+
+from .conftest import App, wait_for
+
+pytestmark = pytest.mark.e2e
+
+# The seed page's three snippets, verbatim but for `bentoml` -> `raytask` and the URL.
+SEED_SUBMIT = """
+import raytask
+
+prompt = "a scenic mountain view that ..."
+client = raytask.SyncHTTPClient('http://localhost:3000')
+# The arguments are the same as the Service method, just call with `.submit()`
+task = client.long_running_image_generation.submit(prompt=prompt)
+print("Task submitted, ID:", task.id)
+"""
+SEED_STATUS = """
+# Use the following code at a later time
+status = task.get_status()
+if status.value == 'success':
+    print("The task runs successfully. The result is", task.get())
+elif status.value == 'failure':
+    print("The task run failed.")
+else:
+    print("The task is still running.")
+"""
+SEED_RETRY = """
+status = task.get_status()
+if status.value == 'failure':
+    print("Task failed, retrying...")
+    new_task = task.retry()
+    new_status = new_task.get_status()
+    print("New task status:", new_status.value)
+"""
+
+
+def run_snippet(code: str, namespace: dict, url: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code.replace("http://localhost:3000", url), namespace)
+    return out.getvalue()
+
+
+def test_seed_snippets_run_as_written(root_app: App) -> None:
+    namespace: dict = {}
+    try:
+        check_seed_snippets(namespace, root_app)
+    finally:
+        if "client" in namespace:
+            namespace["client"].close()  # the snippets leave it open, as a script may
+
+
+def check_seed_snippets(namespace: dict, root_app: App) -> None:
+    printed = run_snippet(SEED_SUBMIT, namespace, root_app.url)
+    assert printed.startswith("Task submitted, ID: ") and len(namespace["task"].id) == 32
+    namespace["task"].wait(timeout=60)
+    printed = run_snippet(SEED_STATUS, namespace, root_app.url)
+    assert printed.startswith("The task runs successfully. The result is b'\\x89PNG")
+
+    # the retry snippet, on a task that failed
+    namespace["task"] = namespace["client"].long_running_image_generation.submit(
+        prompt="fail please"
+    )
+    namespace["task"].wait(timeout=60)
+    assert run_snippet(SEED_STATUS, namespace, root_app.url) == "The task run failed.\n"
+    printed = run_snippet(SEED_RETRY, namespace, root_app.url)
+    assert printed.startswith("Task failed, retrying...\nNew task status: ")
+    assert printed.split(": ")[-1].strip() in {"pending", "in_progress", "failure"}
+    assert namespace["new_task"].id != namespace["task"].id
+
+
+def test_sync_client_cancel_and_wait_paths(main_app: App) -> None:
+    with raytask.SyncHTTPClient(main_app.url) as client:
+        assert client.describe("two words").startswith("2 words")
+        slow = client.block.submit(seconds=60)
+        with pytest.raises(raytask.WaitTimeoutError):
+            slow.get(timeout=0.5)
+        assert slow.cancel() is raytask.TaskStatus.CANCELLED
+        with pytest.raises(raytask.TaskCancelledError):
+            slow.get()
+        quick = client.wordcount.submit("a b b")
+        assert quick.get(timeout=60) == {"words": 3, "top": ["b", "a"]}
+        failed = client.fail.submit(message="client side")
+        with pytest.raises(raytask.TaskFailedError, match="ValueError: client side"):
+            failed.get(timeout=60)
+
+
+async def test_async_client(main_app: App) -> None:
+    async with raytask.AsyncHTTPClient(main_app.url) as client:
+        task = await client.sleep.submit(seconds=0.1)
+        assert await task.get(timeout=60) >= 0.1
+        slow = await client.block.submit(seconds=60)
+        with pytest.raises(raytask.WaitTimeoutError):
+            await slow.get(timeout=0.5)
+        assert await slow.cancel() is raytask.TaskStatus.CANCELLED
+        again = await slow.retry()
+        assert again.id != slow.id
+        await again.cancel()
+
+
+def test_batch_of_200_with_a_progress_bar(
+    main_app: App, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = [{"text": f"word{i} word{i} other"} for i in range(200)]
+    with raytask.SyncHTTPClient(main_app.url) as client:
+        results = client.wordcount.map(inputs, concurrency=16, timeout=300, progress=True)
+    assert [r["top"][0] for r in results] == [f"word{i}" for i in range(200)]
+    assert "200/200" in capsys.readouterr().err  # tqdm drew the bar
+
+
+def test_in_cluster_client_from_a_driver(main_app: App) -> None:
+    client = raytask.get_client("main")
+    task = client.wordcount.submit("in cluster in")
+    assert task.get(timeout=60) == {"words": 3, "top": ["in", "cluster"]}
+    blob = client.blob.submit(size_mb=0.5)
+    assert blob.get(timeout=60)[:3] == b"\x00\x01\x02"  # the Python value, not an HTTP body
+    with pytest.raises(raytask.InvalidInputError):
+        client.wordcount.submit(text=5)
+    with pytest.raises(TypeError, match="missing required"):
+        client.wordcount.submit()
+    slow = client.block.submit(seconds=60)
+    wait_for(lambda: slow.get_status() is raytask.TaskStatus.IN_PROGRESS, 30, "block to start")
+    assert slow.cancel() is raytask.TaskStatus.CANCELLED
+    many = client.noop.submit_many([{}] * 50)
+    assert all(t.wait(timeout=60) is raytask.TaskStatus.SUCCESS for t in many)
+    with pytest.raises(raytask.EndpointNotFoundError):
+        raytask.get_client("no-such-app")
+
+
+async def test_async_in_cluster_client(main_app: App) -> None:
+    client = raytask.get_client("main", asynchronous=True)
+    task = await client.wordcount.submit(text="x y x")
+    assert await task.get(timeout=60) == {"words": 3, "top": ["x", "y"]}
+    tasks = await client.noop.submit_many([{}] * 10)
+    for task in tasks:
+        assert await task.wait(timeout=60) is raytask.TaskStatus.SUCCESS
+
+
+def test_real_bentoml_clients(root_app: App) -> None:
+    python = os.environ.get(
+        "RAYTASK_BENTOML_PYTHON", str(Path(".venv-bentoml/bin/python").resolve())
+    )
+    assert Path(python).exists(), (
+        f"the BentoML virtualenv is missing ({python}): `make test` creates it"
+    )
+    driver = Path(__file__).with_name("bentoml_driver.py")
+    done = subprocess.run(
+        [python, str(driver), root_app.url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["version"].startswith("1.4.")
+    sync, asynchronous = seen["sync"], seen["async"]
+    assert sync["first_status"] in ("pending", "in_progress", "completed")
+    assert sync["result"] == {"words": 6, "top": ["be", "to"]}
+    assert asynchronous["result"] == {"words": 3, "top": ["a"]}
+    for observed in (sync, asynchronous):
+        assert observed["status"] == "completed" and observed["cancelled"] == "canceled"
+        assert observed["failed"] == observed["retried"] == "failed" and observed["retry_new_id"]
+    assert sync["describe"].startswith("2 words")
