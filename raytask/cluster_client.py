@@ -18,7 +18,13 @@ from .config import SubmitOptions
 from .endpoint import Endpoint, discover
 from .errors import EndpointNotFoundError, HTTPError
 from .manager import NAMESPACE, manager_name
-from .protocol import RemoteEndpoint, WaitTimeoutError, backoff, refuse_inside_event_loop
+from .protocol import (
+    RemoteEndpoint,
+    WaitTimeoutError,
+    as_type_of,
+    backoff,
+    refuse_inside_event_loop,
+)
 from .status import TaskStatus
 
 
@@ -74,12 +80,12 @@ class ClusterTask(_ClusterHandle):
             ) from None
         raise AssertionError("unreachable")
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The method's return value; with ``timeout``, wait for it first."""
         if timeout is not None:
             self.wait(timeout)
         (ref,) = _unwrap(ray.get(self._manager.result.remote(self._id)))
-        return ray.get(ref)
+        return as_type_of(ray.get(ref), as_type)
 
     def cancel(self) -> TaskStatus:
         """Cancel the task if queued, stop it if running."""
@@ -112,12 +118,12 @@ class AsyncClusterTask(_ClusterHandle):
             ) from None
         raise AssertionError("unreachable")
 
-    async def get(self, timeout: float | None = None) -> Any:
+    async def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The method's return value; with ``timeout``, wait for it first."""
         if timeout is not None:
             await self.wait(timeout)
         (ref,) = _unwrap(await self._manager.result.remote(self._id))
-        return await ref
+        return as_type_of(await ref, as_type)
 
     async def cancel(self) -> TaskStatus:
         """Cancel the task if queued, stop it if running."""

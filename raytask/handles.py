@@ -10,7 +10,13 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from .protocol import RemoteEndpoint, WaitTimeoutError, backoff, refuse_inside_event_loop
+from .protocol import (
+    RemoteEndpoint,
+    WaitTimeoutError,
+    as_type_of,
+    backoff,
+    refuse_inside_event_loop,
+)
 from .status import TaskStatus
 
 if TYPE_CHECKING:
@@ -80,8 +86,11 @@ class Task(_Handle):
             raise self._timed_out(timeout) from None
         raise AssertionError("unreachable")
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The result; with ``timeout``, wait up to that many seconds for it first.
+
+        The result is JSON, text or bytes as the server sent it; ``as_type`` (a pydantic
+        model or any type pydantic validates) turns it into that type.
 
         Raises:
             TaskNotCompletedError: not finished (and no ``timeout`` given).
@@ -92,7 +101,7 @@ class Task(_Handle):
         """
         if timeout is not None:
             self.wait(timeout)
-        return self._client._result(self._endpoint.get(self._id))
+        return as_type_of(self._client._result(self._endpoint.get(self._id)), as_type)
 
     def cancel(self) -> TaskStatus:
         """Cancel the task if queued, stop it if running; returns ``CANCELLED``."""
@@ -135,14 +144,14 @@ class AsyncTask(_Handle):
             raise self._timed_out(timeout) from None
         raise AssertionError("unreachable")
 
-    async def get(self, timeout: float | None = None) -> Any:
+    async def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The result; with ``timeout``, wait up to that many seconds for it first.
 
         Raises the same errors as :meth:`Task.get`.
         """
         if timeout is not None:
             await self.wait(timeout)
-        return await self._client._result(self._endpoint.get(self._id))
+        return as_type_of(await self._client._result(self._endpoint.get(self._id)), as_type)
 
     async def cancel(self) -> TaskStatus:
         """Cancel the task if queued, stop it if running; returns ``CANCELLED``."""

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from .errors import EndpointNotFoundError, RaytaskError, error_from_body
 from .status import BENTOML_SPELLING, TaskStatus
 
@@ -153,6 +155,13 @@ def decode_result(status_code: int, content_type: str, body: bytes) -> Any:
     if content_type.startswith("text/"):
         return body.decode()
     return body
+
+
+def as_type_of(value: Any, as_type: Any) -> Any:
+    """``value`` validated into ``as_type`` (with pydantic), or unchanged when it is None."""
+    if as_type is None:
+        return value
+    return TypeAdapter(as_type).validate_python(value)
 
 
 def decode_task(status_code: int, body: bytes) -> tuple[str, TaskStatus]:

@@ -10,12 +10,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 import raytask
 
 from .conftest import App, wait_for
 
 pytestmark = pytest.mark.e2e
+
+
+class WordCount(BaseModel):
+    words: int
+    top: list[str]
+
 
 # The seed page's three snippets, verbatim but for `bentoml` -> `raytask` and the URL.
 SEED_SUBMIT = """
@@ -93,6 +100,8 @@ def test_sync_client_cancel_and_wait_paths(main_app: App) -> None:
             slow.get()
         quick = client.wordcount.submit("a b b")
         assert quick.get(timeout=60) == {"words": 3, "top": ["b", "a"]}
+        counted = quick.get(as_type=WordCount)
+        assert isinstance(counted, WordCount) and counted.top == ["b", "a"]
         failed = client.fail.submit(message="client side")
         with pytest.raises(raytask.TaskFailedError, match="ValueError: client side"):
             failed.get(timeout=60)

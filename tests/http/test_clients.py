@@ -135,6 +135,19 @@ def test_submit_status_get(client: Any, server: FakeServer) -> None:
     assert sum(r.url.path == "/schema.json" for r in server.requests) == 1
 
 
+def test_as_type_decodes_into_a_pydantic_model(client: Any) -> None:
+    from pydantic import BaseModel
+
+    task = run(client.generate.submit(prompt="x"))
+    assert run(task.get(timeout=10, as_type=str)) == "X"
+
+    class Wrapped(BaseModel):
+        value: str
+
+    with pytest.raises(ValueError, match="validation error"):
+        run(task.get(as_type=Wrapped))
+
+
 def test_positional_and_keyword_arguments(client: Any, server: FakeServer) -> None:
     run(client.generate.submit("hill", 5))
     assert server.tasks[f"{0:032x}"]["kwargs"] == {"prompt": "hill", "steps": 5}
