@@ -1,0 +1,74 @@
+"""The embedding model behind the task endpoints, on the session's local Ray."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+import raytask
+
+from .conftest import Cluster
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def embeddings(cluster: Cluster) -> Iterator[str]:
+    from ray import serve
+
+    from deployments.embeddings import build
+
+    serve.run(
+        build({"max_batch_size": 16, "batch_wait_timeout_s": 0.05}), name="emb", route_prefix="/emb"
+    )
+    yield f"{cluster.url}/emb"
+    serve.delete("emb")
+
+
+def dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def test_100_embedding_tasks_batched(embeddings: str) -> None:
+    texts = [f"sentence number {i} about topic {i % 7}" for i in range(100)]
+    with raytask.SyncHTTPClient(embeddings) as client:
+        results: list[Any] = client.embed.map(
+            [{"texts": [t]} for t in texts], concurrency=32, timeout=600
+        )
+        info = client.info()
+    assert len(results) == 100
+    for (vector,) in results:
+        assert len(vector) == 384
+        assert math.isclose(math.sqrt(dot(vector, vector)), 1.0, abs_tol=1e-4)
+    batched = {int(size): count for size, count in info["batch_sizes"].items() if int(size) > 1}
+    assert batched, f"no batch held more than one request: {info['batch_sizes']}"
+
+
+def test_semantics_paraphrase_is_closer_than_unrelated(embeddings: str) -> None:
+    with raytask.SyncHTTPClient(embeddings) as client:
+        task = client.embed.submit(
+            texts=[
+                "A man is eating food.",
+                "Someone is having a meal.",
+                "The stock market fell sharply today.",
+            ]
+        )
+        eating, meal, stocks = task.get(timeout=120)
+        assert dot(eating, meal) > dot(eating, stocks) + 0.2
+        assert client.similarity("A cat sat on the mat.", "A cat is sitting on a mat.") > 0.8
+
+
+def test_bad_embedding_input_is_422(embeddings: str) -> None:
+    with httpx.Client(base_url=embeddings) as http:
+        for body in (
+            {"texts": []},
+            {"texts": "not a list"},
+            {"texts": [1, 2]},
+            {"texts": ["x"] * 257},
+        ):
+            response = http.post("/embed/submit", json=body)
+            assert response.status_code == 422, (body, response.text)
