@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import protocol
 from .handles import AsyncTask, Task
-from .protocol import RemoteEndpoint, Request, WaitTimeoutError, backoff
+from .protocol import RemoteEndpoint, Request
 
 _USER_AGENT = "raytask-client/0.1"
 
@@ -133,29 +133,22 @@ class SyncHTTPClient:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
         """
         protocol.refuse_inside_event_loop("as_completed()", "AsyncHTTPClient.as_completed")
-        pending = list(dict.fromkeys(tasks))
+        poller = protocol.Poller(list(tasks), timeout, window=4 * concurrency)
         with (
-            tqdm(total=len(pending), disable=not progress, desc="tasks") as bar,
+            tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar,
             ThreadPoolExecutor(concurrency) as pool,
         ):
-            delays = backoff(timeout)
-            while pending:
-                statuses = list(pool.map(lambda t: t.get_status(), pending))
-                still = []
-                for task, status in zip(pending, statuses, strict=True):
-                    if status.finished:
+            while True:
+                polled = poller.batch()
+                finished = [s.finished for s in pool.map(lambda t: t.get_status(), polled)]
+                for task, fin in zip(polled, finished, strict=True):
+                    if fin:
                         bar.update()
                         yield task
-                    else:
-                        still.append(task)
-                pending = still
-                if pending:
-                    try:
-                        time.sleep(next(delays))
-                    except WaitTimeoutError:
-                        raise WaitTimeoutError(
-                            f"{len(pending)} tasks did not finish within {timeout:g} s"
-                        ) from None
+                delay = poller.update(polled, finished)
+                if delay is None:
+                    return
+                time.sleep(delay)
 
     def wait(
         self,
@@ -294,32 +287,25 @@ class AsyncHTTPClient:
         Raises:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
         """
-        pending = list(dict.fromkeys(tasks))
+        poller = protocol.Poller(list(tasks), timeout, window=4 * concurrency)
         limit = asyncio.Semaphore(concurrency)
 
-        async def status(task: AsyncTask) -> Any:
+        async def finished(task: AsyncTask) -> bool:
             async with limit:
-                return await task.get_status()
+                return (await task.get_status()).finished
 
-        with tqdm(total=len(pending), disable=not progress, desc="tasks") as bar:
-            delays = backoff(timeout)
-            while pending:
-                statuses = await asyncio.gather(*(status(t) for t in pending))
-                still = []
-                for task, state in zip(pending, statuses, strict=True):
-                    if state.finished:
+        with tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar:
+            while True:
+                polled = poller.batch()
+                done = list(await asyncio.gather(*(finished(t) for t in polled)))
+                for task, fin in zip(polled, done, strict=True):
+                    if fin:
                         bar.update()
                         yield task
-                    else:
-                        still.append(task)
-                pending = still
-                if pending:
-                    try:
-                        await asyncio.sleep(next(delays))
-                    except WaitTimeoutError:
-                        raise WaitTimeoutError(
-                            f"{len(pending)} tasks did not finish within {timeout:g} s"
-                        ) from None
+                delay = poller.update(polled, done)
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)
 
     async def wait(
         self,

@@ -190,6 +190,51 @@ def backoff(timeout_s: float | None, first_s: float = 0.05, max_s: float = 1.0) 
         delay = min(delay * 1.5, max_s)
 
 
+class Poller:
+    """The polling plan of a batch wait, shared by both clients.
+
+    Tasks run in FIFO order, so it polls a window of the *oldest* pending tasks: a window
+    that has all finished moves straight on to the next, so a batch costs about one status
+    request per task; otherwise it backs off (and starts over from short delays whenever
+    something finished).
+    """
+
+    def __init__(self, tasks: list[Any], timeout_s: float | None, window: int) -> None:
+        self.pending = list(dict.fromkeys(tasks))
+        self.window = max(1, window)
+        self.timeout_s = timeout_s
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._first_s, self._max_s = 0.05, 1.0
+        self._delay = self._first_s
+
+    def batch(self) -> list[Any]:
+        """The tasks to poll this round."""
+        return self.pending[: self.window]
+
+    def update(self, polled: list[Any], finished: list[bool]) -> float | None:
+        """Record a round; return the seconds to sleep before the next (None: all done).
+
+        Raises:
+            WaitTimeoutError: tasks are left and the deadline has passed.
+        """
+        done = {task for task, fin in zip(polled, finished, strict=True) if fin}
+        self.pending = [task for task in self.pending if task not in done]
+        if not self.pending:
+            return None
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise WaitTimeoutError(
+                f"{len(self.pending)} tasks did not finish within {self.timeout_s:g} s"
+            )
+        if len(done) == len(polled):
+            self._delay = self._first_s
+            return 0.0
+        delay = self._first_s if done else self._delay
+        self._delay = min(delay * 1.5, self._max_s)
+        if self.deadline is not None:
+            delay = min(delay, max(0.0, self.deadline - time.monotonic()))
+        return delay
+
+
 def refuse_inside_event_loop(what: str, alternative: str) -> None:
     """Sync waits would block the loop they run in: refuse and name the async way."""
     try:
