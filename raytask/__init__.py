@@ -6,6 +6,7 @@ a detached task manager actor, and results kept in Ray's object store for a TTL.
 """
 
 from .app import app
+from .autoscaling import QueueDepthPolicy
 from .cluster_client import AsyncClusterTask, ClusterClient, ClusterTask, get_client
 from .config import AppConfig, SubmitOptions, TaskOptions
 from .decorators import api, task
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidTransitionError",
     "MalformedRequestError",
     "PayloadTooLargeError",
+    "QueueDepthPolicy",
     "QueueFullError",
     "RaytaskError",
     "SubmitOptions",

@@ -21,7 +21,16 @@ from .config import TaskOptions
 from .decorators import EndpointSpec, get_spec
 from .errors import ConfigError, InvalidInputError
 
-_RESERVED = {"schema.json", "openapi.json", "docs.json", "readyz", "livez", "healthz", "metrics"}
+_RESERVED = {
+    "schema.json",
+    "openapi.json",
+    "docs.json",
+    "readyz",
+    "livez",
+    "healthz",
+    "metrics",
+    "queue",
+}
 
 
 def _is_pil_image(value_or_type: Any) -> bool:

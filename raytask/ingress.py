@@ -67,6 +67,9 @@ class RayBackend:
             cause = exc.cause if exc.cause is not None else exc
             raise TaskFailedError(f"{endpoint} failed: {type(cause).__name__}: {cause}") from None
 
+    async def queue(self) -> dict[str, Any]:
+        return await self.manager.queue.remote()
+
     async def ready(self) -> bool:
         try:
             await self.manager.ping.remote()

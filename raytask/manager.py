@@ -110,6 +110,7 @@ class TaskManager:
         self._watch_wake: asyncio.Event | None = None
         self._background: list[asyncio.Task[None]] = []
         self._models: list[tuple[str, type]] = []
+        self._gauges: dict[str, Any] | None = None
         self._apply(routes, config)
 
     def _apply(self, routes: list[EndpointRoute], config: AppConfig) -> None:
@@ -183,7 +184,41 @@ class TaskManager:
             except Exception as exc:  # the controller may be restarting; keep the last numbers
                 logger.debug("capacity refresh failed: %s", exc)
             self._kick()
+            self._export_metrics()
             await asyncio.sleep(_CAPACITY_REFRESH_S)
+
+    def _export_metrics(self) -> None:
+        """Queue numbers as Ray metrics (Ray's Prometheus endpoint exports them)."""
+        if self._gauges is None:
+            from ray.util.metrics import Gauge
+
+            self._gauges = {
+                "tasks": Gauge(
+                    "raytask_tasks", "Tasks by state", tag_keys=("app", "endpoint", "status")
+                ),
+                "age": Gauge(
+                    "raytask_oldest_pending_age_seconds",
+                    "Age of the oldest pending task",
+                    tag_keys=("app", "endpoint"),
+                ),
+                "in_flight": Gauge(
+                    "raytask_in_flight",
+                    "Tasks dispatched to a deployment",
+                    tag_keys=("app", "deployment"),
+                ),
+            }
+        counts = self.table.counts()
+        for name in self.routes:
+            for status, count in counts.get(name, {}).items():
+                self._gauges["tasks"].set(
+                    count, {"app": self.app_name, "endpoint": name, "status": status}
+                )
+            age = self.table.oldest_pending_age(name) or 0.0
+            self._gauges["age"].set(age, {"app": self.app_name, "endpoint": name})
+        for deployment in self._capacity:
+            self._gauges["in_flight"].set(
+                self._in_flight[deployment], {"app": self.app_name, "deployment": deployment}
+            )
 
     def _refresh_capacity(self) -> None:
         app = serve.status().applications.get(self.app_name)
@@ -366,6 +401,32 @@ class TaskManager:
     async def models(self) -> list[tuple[str, type]]:
         """``(deployment name, class)`` of each model (in-cluster clients validate with them)."""
         return self._models
+
+    async def depth(self) -> dict[str, dict[str, int]]:
+        """Per model deployment: tasks pending in the queue and in flight (for autoscaling)."""
+        self._ensure_started()
+        depths: dict[str, dict[str, int]] = {}
+        for route in self.routes.values():
+            numbers = depths.setdefault(
+                route.deployment, {"pending": 0, "in_flight": self._in_flight[route.deployment]}
+            )
+            numbers["pending"] += self.table.pending_by_endpoint(route.name)
+        return depths
+
+    async def queue(self) -> dict[str, Any]:
+        """Per endpoint counts by state and the oldest pending task's age; per deployment
+        tasks in flight and the dispatch limit (the ``GET /queue`` answer)."""
+        self._ensure_started()
+        counts = self.table.counts()
+        endpoints = {}
+        for name in self.routes:
+            numbers: dict[str, Any] = dict(counts.get(name, {s.value: 0 for s in TaskStatus}))
+            numbers["oldest_pending_age_s"] = self.table.oldest_pending_age(name)
+            endpoints[name] = numbers
+        deployments = {
+            d: {"in_flight": self._in_flight[d], "limit": self._limit(d)} for d in self._capacity
+        }
+        return {"app": self.app_name, "endpoints": endpoints, "deployments": deployments}
 
     async def ping(self) -> bool:
         """Liveness for the ingress's /readyz (cheap, unlike :meth:`stats`)."""

@@ -53,6 +53,7 @@ class Backend(Protocol):
     async def retry(self, task_id: str) -> dict[str, Any]: ...
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any: ...
     async def ready(self) -> bool: ...
+    async def queue(self) -> dict[str, Any]: ...
 
 
 def _iso(epoch_s: float | None) -> str | None:
@@ -207,6 +208,14 @@ class Routes:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"error": "the task manager is not ready"}, status_code=503)
 
+    async def queue(self, request: Request) -> Response:
+        return JSONResponse(await self.backend.queue())
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(
+            prometheus_text(await self.backend.queue()), media_type="text/plain; version=0.0.4"
+        )
+
     async def livez(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
@@ -231,6 +240,8 @@ class Routes:
             Route("/readyz", guarded(self.readyz), methods=["GET"]),
             Route("/livez", guarded(self.livez), methods=["GET"]),
             Route("/healthz", guarded(self.livez), methods=["GET"]),
+            Route("/queue", guarded(self.queue), methods=["GET"]),
+            Route("/metrics", guarded(self.metrics), methods=["GET"]),
             Route("/{name}/submit", guarded(self.submit), methods=["POST"]),
             Route("/{name}/status", guarded(self.status), methods=["GET"]),
             Route("/{name}/get", guarded(self.get), methods=["GET"]),
@@ -251,6 +262,39 @@ class Routes:
             )
 
         return Starlette(routes=routes, exception_handlers={StarletteHTTPException: http_error})
+
+
+def prometheus_text(queue: dict[str, Any]) -> str:
+    """The ``GET /queue`` numbers in Prometheus' text format."""
+    app = queue.get("app", "")
+    lines = [
+        "# HELP raytask_tasks Tasks by endpoint and state.",
+        "# TYPE raytask_tasks gauge",
+    ]
+    for endpoint, numbers in queue["endpoints"].items():
+        for status in TaskStatus:
+            lines.append(
+                f'raytask_tasks{{app="{app}",endpoint="{endpoint}",status="{status.value}"}} '
+                f"{numbers.get(status.value, 0)}"
+            )
+    lines += [
+        "# HELP raytask_oldest_pending_age_seconds Age of the oldest pending task.",
+        "# TYPE raytask_oldest_pending_age_seconds gauge",
+    ]
+    for endpoint, numbers in queue["endpoints"].items():
+        age = numbers.get("oldest_pending_age_s") or 0.0
+        lines.append(
+            f'raytask_oldest_pending_age_seconds{{app="{app}",endpoint="{endpoint}"}} {age:.3f}'
+        )
+    lines += [
+        "# HELP raytask_in_flight Tasks dispatched to a model deployment.",
+        "# TYPE raytask_in_flight gauge",
+    ]
+    for deployment, numbers in queue["deployments"].items():
+        lines.append(
+            f'raytask_in_flight{{app="{app}",deployment="{deployment}"}} {numbers["in_flight"]}'
+        )
+    return "\n".join(lines) + "\n"
 
 
 def openapi_document(endpoints: list[Endpoint], prefix: str = "") -> dict[str, Any]:

@@ -14,7 +14,7 @@ import dataclasses
 import heapq
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +113,7 @@ class TaskTable:
         self._records: dict[str, TaskRecord] = {}
         self._queues: dict[str, deque[str]] = {}
         self._pending = 0
+        self._counts: dict[str, Counter[TaskStatus]] = {}
         self._tombstones: OrderedDict[str, float] = OrderedDict()
         self._expiries: list[tuple[float, str]] = []  # a heap of (expires_at, task_id)
 
@@ -163,12 +164,16 @@ class TaskTable:
         return iter(list(self._records.values()))
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per endpoint, the number of tasks in each state."""
-        result: dict[str, dict[str, int]] = {}
-        for record in self._records.values():
-            per = result.setdefault(record.endpoint, {s.value: 0 for s in TaskStatus})
-            per[record.status.value] += 1
-        return result
+        """Per endpoint, the number of tasks in each state (kept as they change)."""
+        return {
+            endpoint: {status.value: counter[status] for status in TaskStatus}
+            for endpoint, counter in self._counts.items()
+        }
+
+    def pending_by_endpoint(self, endpoint: str) -> int:
+        """Tasks of ``endpoint`` waiting in its queue."""
+        counter = self._counts.get(endpoint)
+        return counter[TaskStatus.PENDING] if counter else 0
 
     def has_pending(self, endpoint: str) -> bool:
         """Whether ``endpoint`` has a task waiting (cancelled leftovers are dropped)."""
@@ -188,6 +193,9 @@ class TaskTable:
         if not can_transition(record.status, target):
             raise InvalidTransitionError(record.task_id, record.status.value, target.value)
         now = self.clock()
+        counter = self._counts[record.endpoint]
+        counter[record.status] -= 1
+        counter[target] += 1
         if record.status is TaskStatus.PENDING:
             self._pending -= 1
         if target is TaskStatus.PENDING:
@@ -230,6 +238,7 @@ class TaskTable:
         self._records[record.task_id] = record
         self._queues.setdefault(endpoint, deque()).append(record.task_id)
         self._pending += 1
+        self._counts.setdefault(endpoint, Counter())[TaskStatus.PENDING] += 1
         return record
 
     def pop_next(self, endpoint: str) -> TaskRecord | None:
@@ -303,7 +312,9 @@ class TaskTable:
         expired = []
         while self._expiries and self._expiries[0][0] <= now:
             _, task_id = heapq.heappop(self._expiries)
-            if self._records.pop(task_id, None) is not None:
+            record = self._records.pop(task_id, None)
+            if record is not None:
+                self._counts[record.endpoint][record.status] -= 1
                 self._tombstones[task_id] = now
                 expired.append(task_id)
         while len(self._tombstones) > self.max_tombstones:

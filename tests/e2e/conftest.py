@@ -89,14 +89,24 @@ class App:
     """A deployed demo app: an HTTP client on it and its manager actor."""
 
     def __init__(
-        self, cluster: Cluster, name: str, prefix: str | None = None, **settings: Any
+        self,
+        cluster: Cluster,
+        name: str,
+        prefix: str | None = None,
+        deployed: bool = False,
+        **settings: Any,
     ) -> None:
+        """Deploy the demo app with raytask ``settings`` (or, with ``deployed``, attach
+        to an app the caller deployed itself)."""
         import ray
 
         from raytask.manager import NAMESPACE, manager_name
 
         self.name = name
-        self.url = deploy(cluster, name, prefix or f"/{name}", **settings)
+        prefix = prefix or f"/{name}"
+        self.url = (
+            f"{cluster.url}{prefix}" if deployed else deploy(cluster, name, prefix, **settings)
+        )
         self.http = httpx.Client(base_url=self.url, timeout=60)
         self.manager = ray.get_actor(manager_name(name), namespace=NAMESPACE)
 

@@ -66,6 +66,19 @@ class LocalBackend:
     async def ready(self) -> bool:
         return True
 
+    async def queue(self) -> dict[str, Any]:
+        counts = self.table.counts()
+        endpoints = {}
+        for name in self.endpoints:
+            numbers: dict[str, Any] = dict(counts.get(name, {}))
+            numbers["oldest_pending_age_s"] = self.table.oldest_pending_age(name)
+            endpoints[name] = numbers
+        return {
+            "app": "local",
+            "endpoints": endpoints,
+            "deployments": {"Demo": {"in_flight": 0, "limit": 1}},
+        }
+
     async def drain(self) -> None:
         """Run every pending task to completion."""
         for endpoint in self.endpoints.values():

@@ -322,3 +322,15 @@ async def test_openapi_and_health(client: httpx.AsyncClient) -> None:
     assert "/describe/submit" not in doc["paths"]
     for path in ("/readyz", "/livez", "/healthz"):
         assert (await client.get(path)).status_code == 200
+
+
+async def test_queue_and_metrics(client: httpx.AsyncClient, backend: LocalBackend, clock) -> None:
+    await submit(client, "noop")
+    clock.advance(7)
+    await submit(client, "noop")
+    queue = (await client.get("/queue")).json()
+    assert queue["endpoints"]["noop"]["pending"] == 2
+    assert queue["endpoints"]["noop"]["oldest_pending_age_s"] == 7
+    text = (await client.get("/metrics")).text
+    assert 'raytask_tasks{app="local",endpoint="noop",status="pending"} 2' in text
+    assert 'raytask_oldest_pending_age_seconds{app="local",endpoint="noop"} 7.000' in text

@@ -70,6 +70,7 @@ def test_public_surface_is_explicit() -> None:
     public = {n for n in dir(raytask) if not n.startswith("_")}
     modules = {
         "app",
+        "autoscaling",
         "cluster_client",
         "handles",
         "http_client",

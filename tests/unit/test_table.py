@@ -193,3 +193,28 @@ def test_counts_and_oldest_pending_age(table: TaskTable, clock: FakeClock) -> No
     assert table.counts()["a"]["in_progress"] == 1
     assert table.oldest_pending_age("a") == 0
     assert table.oldest_pending_age("b") is None
+
+
+def test_counts_are_kept_through_every_change(table: TaskTable, clock: FakeClock) -> None:
+    a, _, c = (table.submit("a", {}, TaskOptions(ttl_s=1)) for _ in range(3))
+    table.cancel(c.task_id)
+    table.pop_next("a")
+    table.succeed(a.task_id)
+    assert table.counts()["a"] == {
+        "pending": 1,
+        "in_progress": 0,
+        "success": 1,
+        "failure": 0,
+        "cancelled": 1,
+    }
+    assert table.pending_by_endpoint("a") == 1 and table.pending_by_endpoint("zzz") == 0
+    clock.advance(2)
+    table.sweep()
+    assert table.counts()["a"] == {
+        "pending": 1,
+        "in_progress": 0,
+        "success": 0,
+        "failure": 0,
+        "cancelled": 0,
+    }
+    assert sum(table.counts()["a"].values()) == len(table)

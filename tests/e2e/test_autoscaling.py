@@ -1,0 +1,85 @@
+"""Model replicas scale on the task backlog: from zero, up under load, back to zero."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import raytask
+
+from .conftest import App, Cluster, wait_for
+
+pytestmark = pytest.mark.e2e
+
+AUTOSCALING = {
+    "min_replicas": 0,
+    "max_replicas": 3,
+    "initial_replicas": 0,
+    "upscale_delay_s": 0.5,
+    "downscale_delay_s": 3,
+    "downscale_to_zero_delay_s": 3,
+    "metrics_interval_s": 0.5,
+    "look_back_period_s": 1,
+    "policy": {
+        "policy_function": "raytask.autoscaling:QueueDepthPolicy",
+        "policy_kwargs": {"target_tasks_per_replica": 2, "refresh_interval_s": 0.25},
+    },
+}
+
+
+def running_replicas(app: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    if status is None or "Demo" not in status.deployments:
+        return 0
+    return status.deployments["Demo"].replica_states.get("RUNNING", 0)
+
+
+@pytest.fixture(scope="module")
+def scaled(cluster: Cluster) -> Iterator[App]:
+    from ray import serve
+
+    from deployments.demo import Demo
+
+    model = Demo.options(max_ongoing_requests=2, autoscaling_config=AUTOSCALING).bind()
+    serve.run(raytask.app(model, sweep_interval_s=0.5), name="scaled", route_prefix="/scaled")
+    app = App(cluster, "scaled", prefix="/scaled", deployed=True)
+    yield app
+    app.close()
+
+
+def test_scale_from_zero_then_up_under_backlog_then_back_to_zero(scaled: App) -> None:
+    wait_for(lambda: running_replicas("scaled") == 0, 60, "the app to start with no replica")
+
+    start = time.monotonic()
+    first = scaled.submit("sleep", {"seconds": 0.1})
+    scaled.wait_status("sleep", first, "success", timeout_s=120)
+    from_zero_s = time.monotonic() - start
+    assert running_replicas("scaled") >= 1
+
+    # 12 slow tasks, 2 per replica wanted: the policy asks for 6, Serve caps it at 3
+    tasks = [scaled.submit("sleep", {"seconds": 3}) for _ in range(12)]
+    samples: list[tuple[float, int, int]] = []
+
+    def scaled_up() -> bool:
+        replicas, pending = running_replicas("scaled"), scaled.stats()["pending"]
+        samples.append((round(time.monotonic() - start, 1), replicas, pending))
+        return replicas > 1 and pending > 0
+
+    wait_for(scaled_up, 90, "more than one replica while tasks are queued")
+    for task_id in tasks:
+        scaled.wait_status("sleep", task_id, "success", timeout_s=180)
+    peak = max(replicas for _, replicas, _ in samples)
+
+    def back_to_zero() -> bool:
+        replicas = running_replicas("scaled")
+        samples.append((round(time.monotonic() - start, 1), replicas, 0))
+        return replicas == 0
+
+    wait_for(back_to_zero, 120, "the idle deployment to scale to zero")
+    print(f"from zero: submit -> success in {from_zero_s:.1f} s; peak {peak} replicas")
+    print("t(s), running replicas, pending tasks:", samples[:: max(1, len(samples) // 25)])
+    assert 1 < peak <= 3
