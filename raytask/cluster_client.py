@@ -8,7 +8,6 @@ the method's Python return value straight from the object store (no HTTP encodin
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,14 +16,9 @@ import ray
 from .config import SubmitOptions
 from .endpoint import Endpoint, discover
 from .errors import EndpointNotFoundError, HTTPError
+from .handles import TaskIdentity, wait_async, wait_sync
 from .manager import NAMESPACE, manager_name
-from .protocol import (
-    RemoteEndpoint,
-    WaitTimeoutError,
-    as_type_of,
-    backoff,
-    refuse_inside_event_loop,
-)
+from .protocol import RemoteEndpoint, as_type_of
 from .status import TaskStatus
 
 
@@ -34,28 +28,10 @@ def _unwrap(answer: Any) -> Any:
     return answer
 
 
-class _ClusterHandle:
+class _ClusterHandle(TaskIdentity):
     def __init__(self, manager: Any, endpoint: str, task_id: str) -> None:
-        self._manager, self._endpoint, self._id = manager, endpoint, task_id
-
-    @property
-    def id(self) -> str:
-        """The task id (32 hex digits)."""
-        return self._id
-
-    @property
-    def endpoint(self) -> str:
-        """The name of the endpoint the task was submitted to."""
-        return self._endpoint
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(id={self._id!r}, endpoint={self._endpoint!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ClusterHandle) and other._id == self._id
-
-    def __hash__(self) -> int:
-        return hash(self._id)
+        super().__init__(task_id, endpoint)
+        self._manager = manager
 
 
 class ClusterTask(_ClusterHandle):
@@ -67,18 +43,7 @@ class ClusterTask(_ClusterHandle):
 
     def wait(self, timeout: float | None = None) -> TaskStatus:
         """Poll until the task finishes; return its final status."""
-        refuse_inside_event_loop("ClusterTask.wait()", "get_client(..., asynchronous=True)")
-        try:
-            for delay in backoff(timeout):
-                status = self.get_status()
-                if status.finished:
-                    return status
-                time.sleep(delay)
-        except WaitTimeoutError:
-            raise WaitTimeoutError(
-                f"task {self._id} did not finish within {timeout:g} s", self._id
-            ) from None
-        raise AssertionError("unreachable")
+        return wait_sync(self, timeout, "get_client(..., asynchronous=True)")
 
     def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The method's return value; with ``timeout``, wait for it first."""
@@ -94,7 +59,7 @@ class ClusterTask(_ClusterHandle):
     def retry(self) -> ClusterTask:
         """Run the task again with the same inputs; returns the new task."""
         state = _unwrap(ray.get(self._manager.retry.remote(self._id)))
-        return ClusterTask(self._manager, self._endpoint, state["task_id"])
+        return ClusterTask(self._manager, self._endpoint_name, state["task_id"])
 
 
 class AsyncClusterTask(_ClusterHandle):
@@ -106,17 +71,7 @@ class AsyncClusterTask(_ClusterHandle):
 
     async def wait(self, timeout: float | None = None) -> TaskStatus:
         """Poll until the task finishes; return its final status."""
-        try:
-            for delay in backoff(timeout):
-                status = await self.get_status()
-                if status.finished:
-                    return status
-                await asyncio.sleep(delay)
-        except WaitTimeoutError:
-            raise WaitTimeoutError(
-                f"task {self._id} did not finish within {timeout:g} s", self._id
-            ) from None
-        raise AssertionError("unreachable")
+        return await wait_async(self, timeout)
 
     async def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The method's return value; with ``timeout``, wait for it first."""
@@ -132,7 +87,7 @@ class AsyncClusterTask(_ClusterHandle):
     async def retry(self) -> AsyncClusterTask:
         """Run the task again with the same inputs; returns the new task."""
         state = _unwrap(await self._manager.retry.remote(self._id))
-        return AsyncClusterTask(self._manager, self._endpoint, state["task_id"])
+        return AsyncClusterTask(self._manager, self._endpoint_name, state["task_id"])
 
 
 class ClusterEndpoint:

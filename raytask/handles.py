@@ -23,11 +23,12 @@ if TYPE_CHECKING:
     from .http_client import AsyncHTTPClient, SyncHTTPClient
 
 
-class _Handle:
-    def __init__(self, client: Any, endpoint: RemoteEndpoint, task_id: str) -> None:
-        self._client = client
-        self._endpoint = endpoint
+class TaskIdentity:
+    """What every task handle has: an id, its endpoint's name, a repr, equality by id."""
+
+    def __init__(self, task_id: str, endpoint_name: str) -> None:
         self._id = task_id
+        self._endpoint_name = endpoint_name
 
     @property
     def id(self) -> str:
@@ -37,19 +38,54 @@ class _Handle:
     @property
     def endpoint(self) -> str:
         """The name of the endpoint the task was submitted to."""
-        return self._endpoint.name
+        return self._endpoint_name
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(id={self._id!r}, endpoint={self._endpoint.name!r})"
+        return f"{type(self).__name__}(id={self._id!r}, endpoint={self._endpoint_name!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Handle) and other._id == self._id
+        return isinstance(other, TaskIdentity) and other._id == self._id
 
     def __hash__(self) -> int:
         return hash(self._id)
 
-    def _timed_out(self, timeout: float | None) -> WaitTimeoutError:
-        return WaitTimeoutError(f"task {self._id} did not finish within {timeout:g} s", self._id)
+
+def wait_sync(handle: Any, timeout: float | None, alternative: str) -> TaskStatus:
+    """Poll ``handle.get_status()`` with backoff until the task finishes (blocking)."""
+    refuse_inside_event_loop(f"{type(handle).__name__}.wait()", alternative)
+    try:
+        for delay in backoff(timeout):
+            status = handle.get_status()
+            if status.finished:
+                return status
+            time.sleep(delay)
+    except WaitTimeoutError:
+        raise _timed_out(handle.id, timeout) from None
+    raise AssertionError("unreachable")
+
+
+async def wait_async(handle: Any, timeout: float | None) -> TaskStatus:
+    """Poll ``await handle.get_status()`` with backoff until the task finishes."""
+    try:
+        for delay in backoff(timeout):
+            status = await handle.get_status()
+            if status.finished:
+                return status
+            await asyncio.sleep(delay)
+    except WaitTimeoutError:
+        raise _timed_out(handle.id, timeout) from None
+    raise AssertionError("unreachable")
+
+
+def _timed_out(task_id: str, timeout: float | None) -> WaitTimeoutError:
+    return WaitTimeoutError(f"task {task_id} did not finish within {timeout:g} s", task_id)
+
+
+class _Handle(TaskIdentity):
+    def __init__(self, client: Any, endpoint: RemoteEndpoint, task_id: str) -> None:
+        super().__init__(task_id, endpoint.name)
+        self._client = client
+        self._endpoint = endpoint
 
 
 class Task(_Handle):
@@ -75,16 +111,7 @@ class Task(_Handle):
             WaitTimeoutError: it did not finish within ``timeout`` seconds.
             RuntimeError: called from a running event loop (use :class:`AsyncTask`).
         """
-        refuse_inside_event_loop("Task.wait()", "AsyncHTTPClient and `await task.wait()`")
-        try:
-            for delay in backoff(timeout):
-                status = self.get_status()
-                if status.finished:
-                    return status
-                time.sleep(delay)
-        except WaitTimeoutError:
-            raise self._timed_out(timeout) from None
-        raise AssertionError("unreachable")
+        return wait_sync(self, timeout, "AsyncHTTPClient and `await task.wait()`")
 
     def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The result; with ``timeout``, wait up to that many seconds for it first.
@@ -134,15 +161,7 @@ class AsyncTask(_Handle):
         Raises:
             WaitTimeoutError: it did not finish within ``timeout`` seconds.
         """
-        try:
-            for delay in backoff(timeout):
-                status = await self.get_status()
-                if status.finished:
-                    return status
-                await asyncio.sleep(delay)
-        except WaitTimeoutError:
-            raise self._timed_out(timeout) from None
-        raise AssertionError("unreachable")
+        return await wait_async(self, timeout)
 
     async def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The result; with ``timeout``, wait up to that many seconds for it first.
