@@ -11,17 +11,11 @@ It stops what it started.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import time
 
+from local_serve import local_serve
+
 import raytask
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def measure(url: str, tasks: int, per_task: int, rounds: int) -> list[float]:
@@ -48,25 +42,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray import serve
+    with local_serve() as url:
+        from ray import serve
 
-    from deployments.embeddings import build
+        from deployments.embeddings import build
 
-    port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
         for label, batch in (
             ("batched (max_batch_size=32)", 32),
             ("unbatched (max_batch_size=1)", 1),
         ):
             name = f"emb{batch}"
             serve.run(build({"max_batch_size": batch}), name=name, route_prefix=f"/{name}")
-            rates = measure(
-                f"http://127.0.0.1:{port}/{name}", args.tasks, args.texts_per_task, args.rounds
-            )
+            rates = measure(f"{url}/{name}", args.tasks, args.texts_per_task, args.rounds)
             rates.sort()
             print(
                 f"{label}: {rates[len(rates) // 2]:.0f} texts/s median "
@@ -74,9 +61,6 @@ def main() -> None:
                 f"{args.texts_per_task} text, {args.rounds} rounds)"
             )
             serve.delete(name)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 if __name__ == "__main__":

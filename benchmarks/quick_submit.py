@@ -11,17 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import time
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from local_serve import local_serve
 
 
 async def submit_all(url: str, tasks: int, concurrency: int, clients: int) -> list[float]:
@@ -50,20 +43,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray import serve
+    with local_serve() as url:
+        import ray
+        from ray import serve
 
-    from deployments.demo import build
-    from raytask.manager import NAMESPACE, manager_name
+        from deployments.demo import build
+        from raytask.manager import NAMESPACE, manager_name
 
-    port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
         serve.run(build({"max_queue_size": 1_000_000}), name="bench", route_prefix="/")
         manager = ray.get_actor(manager_name("bench"), namespace=NAMESPACE)
-        url = f"http://127.0.0.1:{port}"
         asyncio.run(submit_all(url, 50, 8, 1))  # warm up
         start = time.perf_counter()
         latencies = asyncio.run(submit_all(url, args.tasks, args.concurrency, args.clients))
@@ -78,12 +66,8 @@ def main() -> None:
             f"submit {args.tasks / submitted:.0f}/s (p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms), "
             f"end-to-end {args.tasks / done:.0f} tasks/s"
         )
-        print(
-            "manager:", {k: v for k, v in ray.get(manager.stats.remote()).items() if k != "counts"}
-        )
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+        stats = ray.get(manager.stats.remote())
+        print("manager:", {k: v for k, v in stats.items() if k != "counts"})
 
 
 if __name__ == "__main__":
