@@ -207,17 +207,15 @@ class TaskManager:
                     tag_keys=("app", "deployment"),
                 ),
             }
-        counts = self.table.counts()
-        for name in self.routes:
-            for status, count in counts.get(name, {}).items():
-                self._gauges["tasks"].set(
-                    count, {"app": self.app_name, "endpoint": name, "status": status}
-                )
-            age = self.table.oldest_pending_age(name) or 0.0
-            self._gauges["age"].set(age, {"app": self.app_name, "endpoint": name})
-        for deployment in self._capacity:
+        snapshot = self._queue_snapshot()
+        for name, numbers in snapshot["endpoints"].items():
+            tags = {"app": self.app_name, "endpoint": name}
+            for status in TaskStatus:
+                self._gauges["tasks"].set(numbers[status.value], {**tags, "status": status.value})
+            self._gauges["age"].set(numbers["oldest_pending_age_s"] or 0.0, tags)
+        for deployment, numbers in snapshot["deployments"].items():
             self._gauges["in_flight"].set(
-                self._in_flight[deployment], {"app": self.app_name, "deployment": deployment}
+                numbers["in_flight"], {"app": self.app_name, "deployment": deployment}
             )
 
     def _refresh_capacity(self) -> None:
@@ -429,16 +427,17 @@ class TaskManager:
         """Per endpoint counts by state and the oldest pending task's age; per deployment
         tasks in flight and the dispatch limit (the ``GET /queue`` answer)."""
         self._ensure_started()
-        counts = self.table.counts()
-        endpoints = {}
-        for name in self.routes:
-            numbers: dict[str, Any] = dict(counts.get(name, {s.value: 0 for s in TaskStatus}))
-            numbers["oldest_pending_age_s"] = self.table.oldest_pending_age(name)
-            endpoints[name] = numbers
+        return self._queue_snapshot()
+
+    def _queue_snapshot(self) -> dict[str, Any]:
         deployments = {
             d: {"in_flight": self._in_flight[d], "limit": self._limit(d)} for d in self._capacity
         }
-        return {"app": self.app_name, "endpoints": endpoints, "deployments": deployments}
+        return {
+            "app": self.app_name,
+            "endpoints": self.table.endpoint_stats(self.routes),
+            "deployments": deployments,
+        }
 
     async def ping(self) -> bool:
         """Liveness for the ingress's /readyz (cheap, unlike :meth:`stats`)."""

@@ -15,7 +15,7 @@ import heapq
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +169,16 @@ class TaskTable:
             endpoint: {status.value: counter[status] for status in TaskStatus}
             for endpoint, counter in self._counts.items()
         }
+
+    def endpoint_stats(self, endpoints: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Per endpoint: tasks in each state and ``oldest_pending_age_s`` (None if none)."""
+        stats: dict[str, dict[str, Any]] = {}
+        for name in endpoints:
+            counter = self._counts.get(name, Counter())
+            numbers: dict[str, Any] = {status.value: counter[status] for status in TaskStatus}
+            numbers["oldest_pending_age_s"] = self.oldest_pending_age(name)
+            stats[name] = numbers
+        return stats
 
     def pending_by_endpoint(self, endpoint: str) -> int:
         """Tasks of ``endpoint`` waiting in its queue."""

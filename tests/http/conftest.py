@@ -67,15 +67,9 @@ class LocalBackend:
         return True
 
     async def queue(self) -> dict[str, Any]:
-        counts = self.table.counts()
-        endpoints = {}
-        for name in self.endpoints:
-            numbers: dict[str, Any] = dict(counts.get(name, {}))
-            numbers["oldest_pending_age_s"] = self.table.oldest_pending_age(name)
-            endpoints[name] = numbers
         return {
             "app": "local",
-            "endpoints": endpoints,
+            "endpoints": self.table.endpoint_stats(self.endpoints),
             "deployments": {"Demo": {"in_flight": 0, "limit": 1}},
         }
 

@@ -218,3 +218,26 @@ def test_counts_are_kept_through_every_change(table: TaskTable, clock: FakeClock
         "cancelled": 0,
     }
     assert sum(table.counts()["a"].values()) == len(table)
+
+
+def test_endpoint_stats(table: TaskTable, clock: FakeClock) -> None:
+    table.submit("a", {}, OPTS)
+    clock.advance(5)
+    assert table.endpoint_stats(["a", "b"]) == {
+        "a": {
+            "pending": 1,
+            "in_progress": 0,
+            "success": 0,
+            "failure": 0,
+            "cancelled": 0,
+            "oldest_pending_age_s": 5,
+        },
+        "b": {
+            "pending": 0,
+            "in_progress": 0,
+            "success": 0,
+            "failure": 0,
+            "cancelled": 0,
+            "oldest_pending_age_s": None,
+        },
+    }
