@@ -184,7 +184,10 @@ class TaskManager:
             except Exception as exc:  # the controller may be restarting; keep the last numbers
                 logger.debug("capacity refresh failed: %s", exc)
             self._kick()
-            self._export_metrics()
+            try:
+                self._export_metrics()
+            except Exception:  # metrics must never stop the capacity refresh
+                logger.exception("exporting raytask metrics failed")
             await asyncio.sleep(_CAPACITY_REFRESH_S)
 
     def _export_metrics(self) -> None:

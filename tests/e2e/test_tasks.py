@@ -188,3 +188,16 @@ def test_timeout_is_retried_while_attempts_remain(main_app: App) -> None:
     state = main_app.wait_status("block", task_id, "failure", timeout_s=30)
     assert state["attempts"] == 2
     assert state["error"] == "timed out after 1 s (gave up after 2 attempts)"
+
+
+def test_queue_and_metrics_on_a_real_cluster(main_app: App) -> None:
+    task_id = main_app.submit("wordcount", {"text": "counted"})
+    main_app.wait_status("wordcount", task_id, "success")
+    queue = main_app.http.get("/queue").json()
+    assert queue["app"] == "main" and queue["endpoints"]["wordcount"]["success"] >= 1
+    assert queue["deployments"]["Demo"]["limit"] >= 1
+    text = main_app.http.get("/metrics").text
+    assert 'raytask_tasks{app="main",endpoint="wordcount",status="success"}' in text
+    # the manager's background loops are still alive: a new task is dispatched and done
+    after = main_app.submit("noop")
+    main_app.wait_status("noop", after, "success")
