@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from .batching import Coalescer
 from .config import SubmitOptions
 from .endpoint import Endpoint, discover
 from .errors import EndpointNotFoundError, HTTPError
@@ -20,6 +21,8 @@ from .handles import TaskIdentity, wait_async, wait_sync
 from .manager import NAMESPACE, manager_name
 from .protocol import RemoteEndpoint, as_type_of
 from .status import TaskStatus
+
+SUBMIT_CHUNK = 1000  # tasks per manager call in submit_many
 
 
 def _unwrap(answer: Any) -> Any:
@@ -100,9 +103,9 @@ class ClusterEndpoint:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._endpoint.name!r})"
 
-    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _item(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         stored = self._endpoint.validate(self._binder.bind(args, kwargs))
-        return self._client._manager.submit.remote(self._endpoint.name, stored, SubmitOptions())
+        return (self._endpoint.name, stored, SubmitOptions())
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a task; returns a :class:`ClusterTask` (or, for an async client, a
@@ -113,28 +116,42 @@ class ClusterEndpoint:
             InvalidInputError: they fail validation (nothing is queued).
             QueueFullError: the queue is full.
         """
-        pending = self._prepare(args, kwargs)
+        item = self._item(args, kwargs)
         if self._client.asynchronous:
-            return self._async_submitted(pending)
-        state = _unwrap(ray.get(pending))
+            return self._async_submitted(item)
+        state = _unwrap(ray.get(self._client._manager.submit.remote(*item)))
         return ClusterTask(self._client._manager, self._endpoint.name, state["task_id"])
 
-    async def _async_submitted(self, pending: Any) -> AsyncClusterTask:
-        state = _unwrap(await pending)
+    async def _async_submitted(self, item: Any) -> AsyncClusterTask:
+        # Concurrent submits of this client share manager calls.
+        state = _unwrap(await self._client._submits(item))
         return AsyncClusterTask(self._client._manager, self._endpoint.name, state["task_id"])
 
     def submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> Any:
-        """Submit one task per input; all submits travel at once (Ray pipelines them)."""
-        pendings = [self._prepare((), dict(kwargs)) for kwargs in inputs]
-        manager, name = self._client._manager, self._endpoint.name
+        """Submit one task per input, validated first, in manager calls of up to
+        :data:`SUBMIT_CHUNK` tasks each. Returns the handles in input order.
+
+        Raises:
+            InvalidInputError: an input fails validation (nothing is queued).
+            QueueFullError: the queue filled up; the tasks before it stay queued.
+        """
+        name = self._endpoint.name
+        items = [self._item((), dict(kwargs)) for kwargs in inputs]
+        manager = self._client._manager
+        pendings = [
+            manager.submit_many.remote(items[i : i + SUBMIT_CHUNK])
+            for i in range(0, len(items), SUBMIT_CHUNK)
+        ]
         if self._client.asynchronous:
 
             async def gather() -> list[AsyncClusterTask]:
-                states = await asyncio.gather(*pendings)
-                return [AsyncClusterTask(manager, name, _unwrap(s)["task_id"]) for s in states]
+                chunks = await asyncio.gather(*pendings)
+                states = [_unwrap(s) for chunk in chunks for s in chunk]
+                return [AsyncClusterTask(manager, name, s["task_id"]) for s in states]
 
             return gather()
-        return [ClusterTask(manager, name, _unwrap(s)["task_id"]) for s in ray.get(pendings)]
+        states = [_unwrap(s) for chunk in ray.get(pendings) for s in chunk]
+        return [ClusterTask(manager, name, s["task_id"]) for s in states]
 
 
 class ClusterClient:
@@ -147,6 +164,7 @@ class ClusterClient:
             self._manager = ray.get_actor(manager_name(app_name), namespace=NAMESPACE)
         except ValueError:
             raise EndpointNotFoundError(f"no raytask app named {app_name!r} is running") from None
+        self._submits: Coalescer[Any, Any] = Coalescer(self._manager.submit_many.remote)
         models = ray.get(self._manager.models.remote())
         self._endpoints = {
             e.name: e for name, cls in models for e in discover(cls, name) if e.is_task

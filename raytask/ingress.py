@@ -8,6 +8,7 @@ import ray
 from ray import serve
 from ray.exceptions import ObjectFetchTimedOutError, ObjectLostError, RayTaskError
 
+from .batching import Coalescer
 from .config import AppConfig, SubmitOptions
 from .endpoint import Endpoint, discover
 from .errors import EndpointNotFoundError, HTTPError, TaskFailedError
@@ -34,14 +35,26 @@ class RayBackend:
         self.manager = manager
         self.endpoints = {e.name: e for e in endpoints}
         self.handles = handles
+        # Submits and status reads are most of the traffic: concurrent ones share one
+        # manager call (see raytask.batching).
+        self._submits: Coalescer[tuple[str, dict[str, Any], SubmitOptions], Any] = Coalescer(
+            self._send_submits
+        )
+        self._statuses: Coalescer[str, Any] = Coalescer(self._send_statuses)
+
+    async def _send_submits(self, items: list[tuple[str, dict[str, Any], SubmitOptions]]) -> Any:
+        return await self.manager.submit_many.remote(items)
+
+    async def _send_statuses(self, task_ids: list[str]) -> Any:
+        return await self.manager.status_many.remote(task_ids)
 
     async def submit(
         self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
     ) -> dict[str, Any]:
-        return _unwrap(await self.manager.submit.remote(endpoint, kwargs, options))
+        return _unwrap(await self._submits((endpoint, kwargs, options)))
 
     async def status(self, task_id: str) -> dict[str, Any]:
-        return _unwrap(await self.manager.status.remote(task_id))
+        return _unwrap(await self._statuses(task_id))
 
     async def result(self, task_id: str) -> Any:
         (ref,) = _unwrap(await self.manager.result.remote(task_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -13,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 import raytask
+from raytask import cluster_client
 
 from .conftest import App, wait_for
 
@@ -157,10 +159,29 @@ async def test_async_in_cluster_client(main_app: App) -> None:
     for task in tasks:
         assert await task.wait(timeout=60) is raytask.TaskStatus.SUCCESS
 
+    # Concurrent single submits share manager calls, and each gets its own task.
+    texts = [f"word{i} " * (i % 3 + 1) for i in range(200)]
+    tasks = await asyncio.gather(*(client.wordcount.submit(text=t) for t in texts))
+    assert len({t.id for t in tasks}) == 200
+    assert client._submits.batches < 100  # joined, not one call each
+    results = await asyncio.gather(*(t.get(timeout=60) for t in tasks))
+    assert [r["words"] for r in results] == [i % 3 + 1 for i in range(200)]
+
+
+def test_submit_many_travels_in_chunks_and_keeps_the_order(
+    main_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_client, "SUBMIT_CHUNK", 7)
+    client = raytask.get_client("main")
+    tasks = client.wordcount.submit_many([{"text": "w " * n} for n in range(1, 21)])
+    assert [t.get(timeout=60)["words"] for t in tasks] == list(range(1, 21))
+    with pytest.raises(raytask.InvalidInputError):  # validated before anything is queued
+        client.wordcount.submit_many([{"text": "fine"}, {"text": 5}])
+
 
 def test_real_bentoml_clients(root_app: App) -> None:
     python = os.environ.get(
-        "RAYTASK_BENTOML_PYTHON", str(Path(".venv-bentoml/bin/python").resolve())
+        "RAYTASK_BENTOML_PYTHON", str(Path(".venv-bentoml/bin/python").absolute())
     )
     assert Path(python).exists(), (
         f"the BentoML virtualenv is missing ({python}): `make test` creates it"

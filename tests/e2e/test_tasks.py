@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
 
+import httpx
 import pytest
+
+import raytask
 
 from .conftest import App, Cluster, rss_bytes, wait_for
 
@@ -117,10 +121,24 @@ def test_cancel_queued_and_running(small_app: App) -> None:
 def test_queue_full_is_429(small_app: App) -> None:
     running = small_app.submit("block", {"seconds": 60})
     small_app.wait_status("block", running, "in_progress")
-    queued = [small_app.submit("noop") for _ in range(3)]
+    queued = [small_app.submit("noop") for _ in range(2)]
+
+    # Five submits at once for the one place left: the ingress joins concurrent submits
+    # into one manager call, and each answer must still be its own.
+    async def five() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=small_app.url, timeout=30) as http:
+            return await asyncio.gather(*(http.post("/noop/submit", json={}) for _ in range(5)))
+
+    answers = asyncio.run(five())
+    assert sorted(r.status_code for r in answers) == [200, 429, 429, 429, 429]
+    queued += [r.json()["task_id"] for r in answers if r.status_code == 200]
     response = small_app.http.post("/noop/submit", json={})
     assert response.status_code == 429 and "queue is full" in response.json()["error"]
     assert int(response.headers["retry-after"]) >= 1
+    assert small_app.stats()["pending"] == 3
+    client = raytask.get_client("small")
+    with pytest.raises(raytask.QueueFullError):
+        client.noop.submit_many([{}, {}])
     assert small_app.stats()["pending"] == 3
     # queued first: cancelling the running one frees the slot for them
     for task_id in [*queued, running]:

@@ -71,6 +71,7 @@ def test_public_surface_is_explicit() -> None:
     modules = {
         "app",
         "autoscaling",
+        "batching",
         "cluster_client",
         "handles",
         "http_client",
