@@ -16,7 +16,7 @@ BENTO_VENV ?= .venv-bentoml
 BENTOML_VERSION ?= 1.4.40
 export RAYTASK_BENTOML_PYTHON := $(CURDIR)/$(BENTO_VENV)/bin/python
 
-.PHONY: install run test test-fast lint format clean
+.PHONY: install run test test-fast bench lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raytask needs Python >= 3.11, found " + sys.version'
@@ -47,6 +47,10 @@ test: install lint $(BENTO_VENV)/.installed
 ## Unit and HTTP tiers only (seconds, no Ray cluster)
 test-fast: install
 	$(PY) -m pytest tests/unit tests/http
+
+## raytask vs BentoML tasks vs Ray Serve's HTTP floor, side by side (by hand; ~20 min)
+bench: install $(BENTO_VENV)/.installed
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
