@@ -23,6 +23,7 @@ from .protocol import RemoteEndpoint, as_type_of
 from .status import TaskStatus
 
 SUBMIT_CHUNK = 1000  # tasks per manager call in submit_many
+_NO_OVERRIDES = SubmitOptions()  # frozen, so every submit can share it
 
 
 def _unwrap(answer: Any) -> Any:
@@ -105,7 +106,7 @@ class ClusterEndpoint:
 
     def _item(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         stored = self._endpoint.validate(self._binder.bind(args, kwargs))
-        return (self._endpoint.name, stored, SubmitOptions())
+        return (self._endpoint.name, stored, _NO_OVERRIDES)
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a task; returns a :class:`ClusterTask` (or, for an async client, a

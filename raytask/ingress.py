@@ -38,15 +38,9 @@ class RayBackend:
         # Submits and status reads are most of the traffic: concurrent ones share one
         # manager call (see raytask.batching).
         self._submits: Coalescer[tuple[str, dict[str, Any], SubmitOptions], Any] = Coalescer(
-            self._send_submits
+            manager.submit_many.remote
         )
-        self._statuses: Coalescer[str, Any] = Coalescer(self._send_statuses)
-
-    async def _send_submits(self, items: list[tuple[str, dict[str, Any], SubmitOptions]]) -> Any:
-        return await self.manager.submit_many.remote(items)
-
-    async def _send_statuses(self, task_ids: list[str]) -> Any:
-        return await self.manager.status_many.remote(task_ids)
+        self._statuses: Coalescer[str, Any] = Coalescer(manager.status_many.remote)
 
     async def submit(
         self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions

@@ -72,6 +72,17 @@ def _errors_as_values(
     return wrapper
 
 
+def _each(items: list[Any], answer: Callable[[Any], T]) -> list[T | HTTPError]:
+    """``answer(item)`` for each item, an :class:`HTTPError` standing in for its answer."""
+    answers: list[T | HTTPError] = []
+    for item in items:
+        try:
+            answers.append(answer(item))
+        except HTTPError as exc:
+            answers.append(exc)
+    return answers
+
+
 class _Attempt:
     """One dispatched attempt: its handle response, result ref and deadline."""
 
@@ -368,12 +379,7 @@ class TaskManager:
         refuses the items past its room, not the whole call).
         """
         self._ensure_started()
-        answers: list[dict[str, Any] | HTTPError] = []
-        for endpoint, kwargs, options in items:
-            try:
-                answers.append(self._submit_one(endpoint, kwargs, options))
-            except HTTPError as exc:
-                answers.append(exc)
+        answers = _each(items, lambda item: self._submit_one(*item))
         self._kick()
         return answers
 
@@ -391,13 +397,7 @@ class TaskManager:
     async def status_many(self, task_ids: list[str]) -> list[dict[str, Any] | HTTPError]:
         """The status answers (or errors) of several tasks, in order."""
         self._ensure_started()
-        answers: list[dict[str, Any] | HTTPError] = []
-        for task_id in task_ids:
-            try:
-                answers.append(self.table.get(task_id).view())
-            except HTTPError as exc:
-                answers.append(exc)
-        return answers
+        return _each(task_ids, lambda task_id: self.table.get(task_id).view())
 
     @_errors_as_values
     async def result(self, task_id: str) -> list[ray.ObjectRef]:
