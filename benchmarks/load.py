@@ -96,6 +96,24 @@ async def burst(
     return Burst(time.perf_counter() - start, latencies, ids, codes, errors)
 
 
+def submit_numbers(sent: Burst) -> dict[str, float]:
+    """Rate and latency of a burst of submits."""
+    return {
+        "submit_per_s": sent.ok / sent.seconds,
+        "submit_p50_ms": percentile(sent.latencies, 0.5) * 1e3,
+        "submit_p99_ms": percentile(sent.latencies, 0.99) * 1e3,
+    }
+
+
+def memory_numbers(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Each measured process's memory before and after, in MiB."""
+    numbers: dict[str, float] = {}
+    for name in before:
+        numbers[f"{name}_rss_before_mib"] = before[name] / 2**20
+        numbers[f"{name}_rss_after_mib"] = after[name] / 2**20
+    return numbers
+
+
 def submitter(endpoint: str, body: dict[str, Any]) -> Callable[[httpx.AsyncClient, int], Any]:
     return lambda client, _: client.post(f"/{endpoint}/submit", json=body)
 
@@ -145,9 +163,7 @@ async def end_to_end(
         finals = await wait_all(made, endpoint, sent.task_ids, concurrency)
         total = time.perf_counter() - start
     return {
-        "submit_per_s": sent.ok / sent.seconds,
-        "submit_p50_ms": percentile(sent.latencies, 0.5) * 1e3,
-        "submit_p99_ms": percentile(sent.latencies, 0.99) * 1e3,
+        **submit_numbers(sent),
         "end_to_end_s": total,
         "end_to_end_per_s": n / total,
         "succeeded": sum(finals[s] for s in DONE),
@@ -162,12 +178,7 @@ async def submit_only(
     """``n`` POSTs to ``path`` (the Serve floor has nothing to poll)."""
     async with pools(base_url, clients) as made:
         sent = await burst(made, n, concurrency, lambda c, _: c.post(path, json={}))
-    return {
-        "submit_per_s": sent.ok / sent.seconds,
-        "submit_p50_ms": percentile(sent.latencies, 0.5) * 1e3,
-        "submit_p99_ms": percentile(sent.latencies, 0.99) * 1e3,
-        "http_errors": n - sent.ok,
-    }
+    return {**submit_numbers(sent), "http_errors": n - sent.ok}
 
 
 async def latencies(
@@ -249,9 +260,8 @@ async def backlog(
         "other_errors": n - sent.ok - sent.codes[429],
         "submit_per_s": sent.ok / sent.seconds,
     }
+    result.update(memory_numbers(before, after))
     for name in before:
-        result[f"{name}_rss_before_mib"] = before[name] / 2**20
-        result[f"{name}_rss_after_mib"] = after[name] / 2**20
         result[f"{name}_bytes_per_task"] = (after[name] - before[name]) / max(1, sent.ok)
     return result
 
@@ -273,8 +283,4 @@ async def large_result(
         after = rss()
     if len(got.content) != int(size_mb * 2**20):
         raise RuntimeError(f"got {len(got.content)} bytes, expected {size_mb} MB")
-    result: dict[str, Any] = {"get_s": seconds, "get_mb_per_s": size_mb / seconds}
-    for name in before:
-        result[f"{name}_rss_before_mib"] = before[name] / 2**20
-        result[f"{name}_rss_after_mib"] = after[name] / 2**20
-    return result
+    return {"get_s": seconds, "get_mb_per_s": size_mb / seconds, **memory_numbers(before, after)}

@@ -15,14 +15,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_serve(num_cpus: int = 4) -> Iterator[str]:
-    """Start a local Ray with Serve on 127.0.0.1; yield its base URL; stop both after."""
+def local_serve(
+    num_cpus: int = 4, port: int | None = None, temp_dir: str | None = None
+) -> Iterator[str]:
+    """Start a local Ray with Serve on 127.0.0.1; yield its base URL; stop both after.
+
+    ``port`` defaults to a free one; ``temp_dir`` (Ray's session files) to Ray's own.
+    """
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
 
-    port = free_port()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    port = port or free_port()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield f"http://127.0.0.1:{port}"

@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from typing import Any
 import httpx
 import load
 import psutil
+from local_serve import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,12 +49,6 @@ BENTOML_VERSION = "1.4.40"
 NOOP_TASKS = 2000
 CONCURRENCY = 32
 SPLIT_CLIENTS = 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def log(message: str) -> None:

@@ -20,10 +20,11 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray  # noqa: E402
+from local_serve import local_serve  # noqa: E402
 from ray import serve  # noqa: E402
 
 import raytask  # noqa: E402
@@ -50,14 +51,7 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
 
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=temp_dir,
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve(port=port, temp_dir=temp_dir):
         demo = Demo.options(max_ongoing_requests=REPLICA_MAX_ONGOING)
         config = {"max_queue_size": 1_000_000}
         serve.run(raytask.app(demo.bind(), config=config), name=APP, route_prefix="/")
@@ -72,11 +66,6 @@ def main() -> None:
         }
         Path(ready_file).write_text(json.dumps(info))
         stop.wait()
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
 
 
 if __name__ == "__main__":
