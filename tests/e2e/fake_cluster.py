@@ -1,18 +1,20 @@
 """Cluster autoscaling on one machine, with Ray's fake multi-node provider.
 
-    .venv/bin/python -m tests.e2e.fake_cluster      (prints a JSON report; tests run it)
+    .venv/bin/python -m tests.e2e.fake_cluster      (prints a JSON report as its last line)
 
 Starts a Ray head with ``RAY_FAKE_CLUSTER=1`` and ``configs/cluster-fake.yaml`` in a temp
 dir of its own, deploys the demo with ``num_gpus: 1`` and raytask's backlog policy (min 0
 replicas), submits slow tasks, and watches: backlog -> replicas wanted -> pending GPU
-demand -> fake GPU nodes launched -> tasks done -> idle nodes removed. At the end it
-kills exactly the processes of that temp dir (never ``ray stop``).
+demand -> fake GPU nodes launched -> tasks done -> replicas to zero -> idle nodes removed.
+At the end it kills exactly the processes of that temp dir (never ``ray stop``).
+``tests/e2e/test_fake_cluster.py`` runs it and checks the report.
 
-Not run in CI: on this machine the scale-up half works every time (a fake GPU node about
-2 s after the backlog, all tasks done), but Ray's v1 autoscaler keeps the fake nodes
-"uninitialized" (they all share one IP), so it never sees them idle and never removes
-them; with autoscaler v2 the scenario did not complete. The report says how many GPU
-nodes were left at the end.
+Two settings make the removal half work (each was found by watching it fail):
+``provider.use_node_id_as_ip`` in the cluster config (the fake nodes share one IP, so the
+autoscaler must know them by node id to see them idle), and Serve's proxies on the head
+only (a proxy on a GPU node keeps it busy through its 30 s drain). A 1 s
+``look_back_period_s`` only keeps the run short: replicas reach zero that long plus the
+delay to zero after the last task (see :mod:`raytask.autoscaling`).
 """
 
 from __future__ import annotations
@@ -60,13 +62,14 @@ def gpu_nodes() -> int:
     return sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0)
 
 
-def running_replicas(app: str) -> int:
+def replica_states(app: str) -> dict[str, int]:
+    """``{"RUNNING": n, "STARTING": m, ...}`` for the app's Demo deployment."""
     from ray import serve
 
     status = serve.status().applications.get(app)
     if status is None or "Demo" not in status.deployments:
-        return 0
-    return status.deployments["Demo"].replica_states.get("RUNNING", 0)
+        return {}
+    return dict(status.deployments["Demo"].replica_states)
 
 
 def scenario(address: str, tasks: int, seconds: float) -> dict[str, Any]:
@@ -77,7 +80,8 @@ def scenario(address: str, tasks: int, seconds: float) -> dict[str, Any]:
     from deployments.demo import Demo
 
     ray.init(address=address, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    # proxies on the head only: a proxy on a GPU node keeps it busy for its 30 s drain
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": free_port()})
     model = Demo.options(
         max_ongoing_requests=1,
         ray_actor_options={"num_cpus": 0.5, "num_gpus": 1},
@@ -89,6 +93,7 @@ def scenario(address: str, tasks: int, seconds: float) -> dict[str, Any]:
             "downscale_delay_s": 2,
             "downscale_to_zero_delay_s": 2,
             "metrics_interval_s": 0.5,
+            "look_back_period_s": 1,  # zero comes this long plus the delay after the last task
             "policy": {
                 "policy_function": "raytask.autoscaling:QueueDepthPolicy",
                 "policy_kwargs": {"target_tasks_per_replica": 1, "refresh_interval_s": 0.25},
@@ -99,18 +104,19 @@ def scenario(address: str, tasks: int, seconds: float) -> dict[str, Any]:
     client = raytask.get_client("fake")
     start = time.monotonic()
     handles = client.sleep.submit_many([{"seconds": seconds}] * tasks)
-    timeline: list[tuple[float, int, int, int]] = []
+    timeline: list[tuple[float, int, int, int, int]] = []
     first_gpu_node_s = first_replica_s = None
 
     def sample() -> None:
         nonlocal first_gpu_node_s, first_replica_s
         t = round(time.monotonic() - start, 1)
-        nodes, replicas = gpu_nodes(), running_replicas("fake")
+        nodes, states = gpu_nodes(), replica_states("fake")
+        running, starting = states.get("RUNNING", 0), states.get("STARTING", 0)
         pending = ray.get(client._manager.depth.remote()).get("Demo", {}).get("pending", 0)
-        timeline.append((t, nodes, replicas, pending))
+        timeline.append((t, nodes, starting, running, pending))
         if nodes and first_gpu_node_s is None:
             first_gpu_node_s = t
-        if replicas and first_replica_s is None:
+        if running and first_replica_s is None:
             first_replica_s = t
 
     deadline = time.monotonic() + 300
@@ -120,7 +126,7 @@ def scenario(address: str, tasks: int, seconds: float) -> dict[str, Any]:
         time.sleep(0.5)
     done_s = round(time.monotonic() - start, 1)
     statuses = [h.get_status().value for h in handles]
-    peak_nodes = max((n for _, n, _, _ in timeline), default=0)
+    peak_nodes = max((point[1] for point in timeline), default=0)
     removal_deadline = time.monotonic() + 180
     while gpu_nodes() > 0 and time.monotonic() < removal_deadline:
         sample()
@@ -128,15 +134,17 @@ def scenario(address: str, tasks: int, seconds: float) -> dict[str, Any]:
     sample()
     serve.shutdown()
     ray.shutdown()
+    idle = [t for t, _, starting, running, _ in timeline if t >= done_s and not starting + running]
     return {
         "statuses": statuses,
         "first_gpu_node_s": first_gpu_node_s,
         "first_replica_s": first_replica_s,
         "all_done_s": done_s,
         "peak_gpu_nodes": peak_nodes,
+        "replicas_zero_s": idle[0] if idle else None,
         "nodes_left_at_end": timeline[-1][1],
         "ended_s": timeline[-1][0],
-        "timeline (t s, gpu nodes, replicas, pending)": timeline[:: max(1, len(timeline) // 30)],
+        "timeline (t s, gpu nodes, replicas starting, running, tasks pending)": timeline,
     }
 
 
@@ -186,6 +194,7 @@ def main() -> None:
     finally:
         report_stopped = stop_processes_under(str(tmp))
     report["processes_stopped"] = report_stopped
+    report["temp_dir"] = str(tmp)
     print(json.dumps(report))
 
 
