@@ -3,7 +3,8 @@
 Serve's default policy only sees requests that reached a deployment handle, but raytask
 keeps the backlog in its task manager, so a model deployment would never scale on it.
 :class:`QueueDepthPolicy` is a Serve custom autoscaling policy that scales on the manager's
-pending tasks plus the tasks in flight for that deployment::
+pending tasks plus the tasks in flight for that deployment (or Serve's own count of the
+deployment's ongoing requests, when direct calls make that larger)::
 
     deployments:
       - name: Embeddings
@@ -20,6 +21,13 @@ Serve applies ``min_replicas``/``max_replicas``, the delays and the scaling fact
 number the policy returns. The policy runs in the Serve controller's event loop and must
 never block there: a daemon thread fetches the depth from the manager and the policy only
 reads the cached number.
+
+Serve also has a cold-start path that skips the policy: at zero replicas, a request
+average above 0 over ``look_back_period_s`` (30 s by default) starts a replica. A policy
+that asked for zero while that average still held the last tasks would make the replicas go
+0, 1, 0, 1 until the window cleared. Counting Serve's requests (above) keeps the policy from
+asking for zero before the average is 0, so an idle deployment reaches zero
+``look_back_period_s`` plus the delay to zero after its last request, and stays there.
 """
 
 from __future__ import annotations
@@ -31,12 +39,22 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-logger = logging.getLogger("raytask.autoscaling")
+# A child of Serve's logger: the policy runs in the Serve controller, whose "ray.serve"
+# handlers write the controller log, where operators look for scaling decisions.
+logger = logging.getLogger("ray.serve.raytask.autoscaling")
 
 
-def desired_replicas(pending: int, in_flight: int, target_tasks_per_replica: float) -> int:
-    """Replicas that would hold ``target_tasks_per_replica`` tasks each (0 with no work)."""
-    load = max(0, pending) + max(0, in_flight)
+def desired_replicas(
+    pending: int, in_flight: int, target_tasks_per_replica: float, serve_requests: float = 0.0
+) -> int:
+    """Replicas that would hold ``target_tasks_per_replica`` tasks each (0 with no work).
+
+    ``serve_requests`` is Serve's own count of requests ongoing at the deployment (its
+    window average): dispatched tasks and direct calls, such as a synchronous endpoint,
+    together. It counts when it exceeds the tasks in flight, so that a deployment busy with
+    direct calls keeps its replicas while no task waits.
+    """
+    load = max(0, pending) + max(in_flight, serve_requests, 0)
     if load == 0:
         return 0
     return math.ceil(load / target_tasks_per_replica)
@@ -121,20 +139,24 @@ class QueueDepthPolicy:
             depth = self._depths.get(ctx.deployment_name)
         if depth is None or time.time() - depth.read_at > self.stale_after_s:
             return ctx.target_num_replicas, {"raytask_depth": "unknown"}
-        desired = desired_replicas(depth.pending, depth.in_flight, self.target)
+        serve_requests = float(getattr(ctx, "total_num_requests", 0.0) or 0.0)
+        desired = desired_replicas(depth.pending, depth.in_flight, self.target, serve_requests)
         if self._last_decision.get(ctx.deployment_name) != desired:
             logger.info(
-                "raytask autoscaling %s/%s: %d pending + %d in flight -> %d replicas wanted",
+                "raytask autoscaling %s/%s: %d pending + %d in flight (%.1f requests at Serve)"
+                " -> %d replicas wanted",
                 ctx.app_name,
                 ctx.deployment_name,
                 depth.pending,
                 depth.in_flight,
+                serve_requests,
                 desired,
             )
             self._last_decision[ctx.deployment_name] = desired
         state = {
             "raytask_pending": depth.pending,
             "raytask_in_flight": depth.in_flight,
+            "raytask_serve_requests": serve_requests,
             "raytask_desired": desired,
         }
         return desired, state

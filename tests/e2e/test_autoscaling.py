@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,9 @@ AUTOSCALING = {
     "downscale_delay_s": 3,
     "downscale_to_zero_delay_s": 3,
     "metrics_interval_s": 0.5,
-    "look_back_period_s": 1,
+    # Serve's default, 10x the delay to zero: without Serve's requests in the policy, the
+    # replicas flapped 0, 1, 0, 1 after the last task (Serve's cold-start path; see the policy)
+    "look_back_period_s": 30,
     "policy": {
         "policy_function": "raytask.autoscaling:QueueDepthPolicy",
         "policy_kwargs": {"target_tasks_per_replica": 2, "refresh_interval_s": 0.25},
@@ -36,6 +39,14 @@ def running_replicas(app: str) -> int:
     if status is None or "Demo" not in status.deployments:
         return 0
     return status.deployments["Demo"].replica_states.get("RUNNING", 0)
+
+
+def controller_log() -> str:
+    """The Serve controller's log of the session cluster: where the policy logs."""
+    import ray
+
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path()) / "serve"
+    return "".join(path.read_text(errors="replace") for path in logs.glob("controller_*.log"))
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +91,17 @@ def test_scale_from_zero_then_up_under_backlog_then_back_to_zero(scaled: App) ->
         return replicas == 0
 
     wait_for(back_to_zero, 120, "the idle deployment to scale to zero")
+    # and it stays there: Serve's cold-start path brings no replica back (see the policy)
+    from_zero = "Upscaling Deployment(name='Demo', app='scaled') from 0"
+    upscales_from_zero = controller_log().count(from_zero)
+    time.sleep(5)
+    assert running_replicas("scaled") == 0
+    assert controller_log().count(from_zero) == upscales_from_zero
     print(f"from zero: submit -> success in {from_zero_s:.1f} s; peak {peak} replicas")
     print("t(s), running replicas, pending tasks:", samples[:: max(1, len(samples) // 25)])
     assert 1 < peak <= 3
+    # the numbers the policy used are in the controller log
+    assert any(
+        "raytask autoscaling scaled/Demo:" in line and "replicas wanted" in line
+        for line in controller_log().splitlines()
+    )

@@ -27,6 +27,22 @@ def test_desired_replicas(pending: int, in_flight: int, target: float, want: int
     assert desired_replicas(pending, in_flight, target) == want
 
 
+@pytest.mark.parametrize(
+    ("pending", "in_flight", "serve_requests", "want"),
+    [
+        (0, 0, 0.0, 0),
+        (0, 0, 0.2, 1),  # direct calls alone keep a replica (Serve's average decays to 0)
+        (0, 0, 9.0, 3),  # a busy synchronous endpoint scales too
+        (8, 4, 4.0, 3),  # dispatched tasks are in both counts: not added twice
+        (8, 4, 7.5, 4),  # tasks in flight plus direct calls
+    ],
+)
+def test_desired_replicas_counts_serve_requests_once(
+    pending: int, in_flight: int, serve_requests: float, want: int
+) -> None:
+    assert desired_replicas(pending, in_flight, 4, serve_requests) == want
+
+
 class FakeManagerPolicy(QueueDepthPolicy):
     def __init__(self, depths: dict[str, dict[str, int]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -37,9 +53,13 @@ class FakeManagerPolicy(QueueDepthPolicy):
         return self.depths
 
 
-def ctx(target: int = 1, deployment: str = "Model") -> SimpleNamespace:
+def ctx(target: int = 1, deployment: str = "Model", requests: float = 0.0) -> SimpleNamespace:
     return SimpleNamespace(
-        app_name="app", deployment_name=deployment, target_num_replicas=target, policy_state={}
+        app_name="app",
+        deployment_name=deployment,
+        target_num_replicas=target,
+        total_num_requests=requests,
+        policy_state={},
     )
 
 
@@ -50,7 +70,14 @@ def test_policy_scales_on_pending_plus_in_flight() -> None:
     policy.refresh_once("app")
     replicas, state = policy(ctx())
     assert replicas == 3
-    assert state == {"raytask_pending": 9, "raytask_in_flight": 3, "raytask_desired": 3}
+    assert state == {
+        "raytask_pending": 9,
+        "raytask_in_flight": 3,
+        "raytask_serve_requests": 0.0,
+        "raytask_desired": 3,
+    }
+    # 6 requests at Serve (3 of them the dispatched tasks): 9 + 6 = 15 -> 4 replicas
+    assert policy(ctx(requests=6.0))[0] == 4
 
 
 def test_policy_reads_its_own_deployment() -> None:
