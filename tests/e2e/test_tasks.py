@@ -219,3 +219,30 @@ def test_queue_and_metrics_on_a_real_cluster(main_app: App) -> None:
     # the manager's background loops are still alive: a new task is dispatched and done
     after = main_app.submit("noop")
     main_app.wait_status("noop", after, "success")
+
+
+def test_queue_numbers_reach_rays_prometheus_export(main_app: App) -> None:
+    # The manager's ray.util.metrics gauges, as Ray's metrics agent exports them (prefix ray_)
+    import ray
+
+    task_id = main_app.submit("wordcount", {"text": "exported"})
+    main_app.wait_status("wordcount", task_id, "success")
+    port = ray.nodes()[0]["MetricsExportPort"]
+
+    def exported() -> list[str]:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return [
+            line
+            for line in text.splitlines()
+            if line.startswith("ray_raytask_tasks{")
+            and 'app="main"' in line
+            and 'endpoint="wordcount"' in line
+            and 'status="success"' in line
+            and float(line.rsplit(" ", 1)[1]) >= 1
+        ]
+
+    # Ray's agent exports about every 10 s
+    assert wait_for(exported, 90, "raytask_tasks in Ray's Prometheus export")
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert "ray_raytask_oldest_pending_age_seconds{" in text
+    assert "ray_raytask_in_flight{" in text
