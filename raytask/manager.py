@@ -86,7 +86,16 @@ def _each(items: list[Any], answer: Callable[[Any], T]) -> list[T | HTTPError]:
 class _Attempt:
     """One dispatched attempt: its handle response, result ref and deadline."""
 
-    __slots__ = ("assigner", "attempt_no", "deadline", "deployment", "ref", "response", "task_id")
+    __slots__ = (
+        "assigner",
+        "attempt_no",
+        "deadline",
+        "deployment",
+        "ref",
+        "response",
+        "stopping",
+        "task_id",
+    )
 
     def __init__(self, task_id: str, attempt_no: int, deployment: str) -> None:
         self.task_id = task_id
@@ -96,6 +105,25 @@ class _Attempt:
         self.ref: ray.ObjectRef | None = None
         self.deadline = float("inf")
         self.assigner: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Cancel the request, before or after Serve has given it a replica."""
+        self.stopping = True
+        self.response.cancel()
+
+    def stop_on_replica(self) -> None:
+        """Cancel the request on its replica again, now that it surely has one.
+
+        With Serve's router in this actor's event loop, ``DeploymentResponse.cancel()``
+        reaches the replica only through the response's replica result, which Serve
+        stores when the assignment is awaited. A cancel that came after the replica was
+        chosen but before that await resumed reached nothing (seen in CI: a cancelled
+        60 s task ran to its end), and a second ``cancel()`` returns at once.
+        """
+        replica_result = getattr(self.response, "_replica_result", None)
+        if replica_result is not None:
+            replica_result.cancel()
 
 
 class TaskManager:
@@ -271,6 +299,8 @@ class TaskManager:
         except Exception as exc:
             self._settle_error(attempt, exc)
             return
+        if attempt.stopping:
+            attempt.stop_on_replica()
         attempt.deadline = time.monotonic() + timeout_s
         self._watched[attempt.ref] = attempt
         assert self._watch_wake is not None
@@ -327,7 +357,7 @@ class TaskManager:
         for ref, attempt in list(self._watched.items()):
             if now >= attempt.deadline:
                 del self._watched[ref]
-                attempt.response.cancel()
+                attempt.stop()
                 record = self._record(attempt)
                 timeout_s = record.options.timeout_s if record else 0
                 self._fail(attempt, f"timed out after {timeout_s:g} s", retryable=True)
@@ -412,7 +442,7 @@ class TaskManager:
         attempt = self._attempts.get(task_id)
         if previous is TaskStatus.IN_PROGRESS and attempt is not None:
             # Its slot is released when the replica confirms (the ref settles).
-            attempt.response.cancel()
+            attempt.stop()
         return self.table.get(task_id).view()
 
     @_errors_as_values

@@ -145,6 +145,8 @@ def test_in_cluster_client_from_a_driver(main_app: App) -> None:
     slow = client.block.submit(seconds=60)
     wait_for(lambda: slow.get_status() is raytask.TaskStatus.IN_PROGRESS, 30, "block to start")
     assert slow.cancel() is raytask.TaskStatus.CANCELLED
+    # and it stops on the replica (a cancel racing the replica's assignment once did not)
+    wait_for(lambda: main_app.http.post("/blocking", json={}).json() == 0, 20, "block to stop")
     many = client.noop.submit_many([{}] * 50)
     assert all(t.wait(timeout=60) is raytask.TaskStatus.SUCCESS for t in many)
     with pytest.raises(raytask.EndpointNotFoundError):
