@@ -75,20 +75,28 @@ def test_scale_from_zero_then_up_under_backlog_then_back_to_zero(scaled: App) ->
     tasks = [scaled.submit("sleep", {"seconds": 3}) for _ in range(12)]
     samples: list[tuple[float, int, int]] = []
 
-    def scaled_up() -> bool:
+    def sample() -> tuple[int, int]:
         replicas, pending = running_replicas("scaled"), scaled.stats()["pending"]
         samples.append((round(time.monotonic() - start, 1), replicas, pending))
+        return replicas, pending
+
+    def scaled_up() -> bool:
+        replicas, pending = sample()
         return replicas > 1 and pending > 0
 
+    def drained() -> bool:
+        sample()
+        stats = scaled.stats()
+        return stats["pending"] == 0 and stats["in_flight"].get("Demo", 0) == 0
+
     wait_for(scaled_up, 90, "more than one replica while tasks are queued")
+    wait_for(drained, 180, "the backlog to drain")
     for task_id in tasks:
-        scaled.wait_status("sleep", task_id, "success", timeout_s=180)
+        scaled.wait_status("sleep", task_id, "success", timeout_s=60)
     peak = max(replicas for _, replicas, _ in samples)
 
     def back_to_zero() -> bool:
-        replicas = running_replicas("scaled")
-        samples.append((round(time.monotonic() - start, 1), replicas, 0))
-        return replicas == 0
+        return sample()[0] == 0
 
     wait_for(back_to_zero, 120, "the idle deployment to scale to zero")
     # and it stays there: Serve's cold-start path brings no replica back (see the policy)
