@@ -11,6 +11,7 @@ import pytest
 import raytask
 
 from .conftest import App, Cluster, wait_for
+from .fake_cluster import replica_states
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +34,7 @@ AUTOSCALING = {
 
 
 def running_replicas(app: str) -> int:
-    from ray import serve
-
-    status = serve.status().applications.get(app)
-    if status is None or "Demo" not in status.deployments:
-        return 0
-    return status.deployments["Demo"].replica_states.get("RUNNING", 0)
+    return replica_states(app).get("RUNNING", 0)
 
 
 def controller_log() -> str:
