@@ -10,6 +10,11 @@ SPILL_DIR ?= /tmp/raytask-spill
 # One auth mode for every Ray process we start (new clusters default to token auth).
 export RAY_AUTH_MODE ?= disabled
 
+# `pip install raytask` without extras (HTTP clients, no Ray), in a virtualenv of its own:
+# a test runs the seed's snippets from it against a running app.
+CLIENT_VENV ?= .venv-client
+export RAYTASK_CLIENT_PYTHON := $(CURDIR)/$(CLIENT_VENV)/bin/python
+
 BENTO_VENV ?= .venv-bentoml
 # The real BentoML client, in a virtualenv of its own (its pins must not move Ray's):
 # the compatibility test drives a raytask app with it.
@@ -22,8 +27,15 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raytask needs Python >= 3.11, found " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,models]"
+	$(PY) -m pip install --quiet -e ".[serve,test,models]"
 	$(PY) -m pip check
+	touch $@
+
+$(CLIENT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIENT_VENV)/bin/python -m pip install --quiet -e .
+	$(CLIENT_VENV)/bin/python -m pip check
 	touch $@
 
 $(BENTO_VENV)/.installed:
@@ -41,7 +53,7 @@ run: install
 		$(VENV)/bin/serve run configs/app.yaml
 
 ## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)
-test: install lint $(BENTO_VENV)/.installed
+test: install lint $(BENTO_VENV)/.installed $(CLIENT_VENV)/.installed
 	$(PY) -m pytest
 
 ## Unit and HTTP tiers only (seconds, no Ray cluster)
@@ -61,4 +73,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) $(BENTO_VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(BENTO_VENV) $(CLIENT_VENV) .pytest_cache .ruff_cache *.egg-info

@@ -48,7 +48,7 @@ def main() -> None:
         from ray import serve
 
         from deployments.demo import build
-        from raytask.manager import NAMESPACE, manager_name
+        from raytask.core.names import NAMESPACE, manager_name
 
         serve.run(build({"max_queue_size": 1_000_000}), name="bench", route_prefix="/")
         manager = ray.get_actor(manager_name("bench"), namespace=NAMESPACE)

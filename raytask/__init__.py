@@ -3,14 +3,31 @@
 Mark a method of a Serve deployment with ``@raytask.task`` and build the app with
 ``raytask.app(Model.bind())``: it gets ``submit / status / get / cancel / retry`` routes,
 a detached task manager actor, and results kept in Ray's object store for a TTL.
+
+The package has three layers, one per place the code runs (README, "Layout"):
+
+- :mod:`raytask.core`: the pure core (task table, dispatcher, states, errors, config);
+  no Ray and no HTTP imports.
+- :mod:`raytask.server`: what runs in the cluster (app builder, ingress, routes, task
+  manager actor, replica runner, autoscaling policy, the one Serve-compat module).
+- :mod:`raytask.client`: what runs in the user's process (the HTTP clients, task handles,
+  the in-cluster client).
+
+``pip install raytask`` installs the HTTP clients without Ray; the names that need Ray
+(``app``, ``get_client``, ``QueueDepthPolicy``...) are imported on first use and, without
+``raytask[serve]`` installed, raise an ``ImportError`` that names the extra.
 """
 
-from .app import app
-from .autoscaling import QueueDepthPolicy
-from .cluster_client import AsyncClusterTask, ClusterClient, ClusterTask, get_client
-from .config import AppConfig, SubmitOptions, TaskOptions
-from .decorators import api, task
-from .errors import (
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+from .client.endpoints import AsyncEndpoint, SyncEndpoint
+from .client.handles import AsyncTask, Task
+from .client.http import AsyncHTTPClient, SyncHTTPClient
+from .core.config import AppConfig, SubmitOptions, TaskOptions
+from .core.decorators import api, task
+from .core.errors import (
     ConfigError,
     EndpointNotFoundError,
     HTTPError,
@@ -20,22 +37,68 @@ from .errors import (
     PayloadTooLargeError,
     QueueFullError,
     RaytaskError,
+    ServiceUnavailableError,
     TaskCancelledError,
     TaskConflictError,
     TaskExpiredError,
     TaskFailedError,
     TaskNotCompletedError,
     TaskNotFoundError,
+    WaitTimeoutError,
 )
-from .handles import AsyncTask, Task
-from .http_client import AsyncEndpoint, AsyncHTTPClient, SyncEndpoint, SyncHTTPClient
-from .protocol import WaitTimeoutError
-from .status import TaskStatus
+from .core.state import TaskState
+from .core.status import TaskStatus
+
+if _TYPE_CHECKING:
+    from .client.cluster import (
+        AsyncClusterClient,
+        AsyncClusterTask,
+        ClusterClient,
+        ClusterTask,
+        get_async_client,
+        get_client,
+    )
+    from .server.app import app
+    from .server.autoscaling import QueueDepthPolicy
 
 __version__ = "0.1.0"
 
+# Names that need Ray: imported on first use, so a client-only install can `import raytask`.
+_NEEDS_RAY: dict[str, str] = {
+    "app": "raytask.server.app",
+    "QueueDepthPolicy": "raytask.server.autoscaling",
+    "AsyncClusterClient": "raytask.client.cluster",
+    "AsyncClusterTask": "raytask.client.cluster",
+    "ClusterClient": "raytask.client.cluster",
+    "ClusterTask": "raytask.client.cluster",
+    "get_async_client": "raytask.client.cluster",
+    "get_client": "raytask.client.cluster",
+}
+
+_SERVE_EXTRA_HINT = 'install the server side with: pip install "raytask[serve]"'
+
+
+def __getattr__(name: str) -> _Any:
+    module_name = _NEEDS_RAY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'raytask' has no attribute {name!r}")
+    try:
+        module = _importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in ("ray", "starlette"):
+            raise
+        raise ImportError(
+            f"raytask.{name} needs Ray Serve ({exc.name} is missing): {_SERVE_EXTRA_HINT}",
+            name=exc.name,
+        ) from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "AppConfig",
+    "AsyncClusterClient",
     "AsyncClusterTask",
     "AsyncEndpoint",
     "AsyncHTTPClient",
@@ -52,6 +115,7 @@ __all__ = [
     "QueueDepthPolicy",
     "QueueFullError",
     "RaytaskError",
+    "ServiceUnavailableError",
     "SubmitOptions",
     "SyncEndpoint",
     "SyncHTTPClient",
@@ -63,11 +127,13 @@ __all__ = [
     "TaskNotCompletedError",
     "TaskNotFoundError",
     "TaskOptions",
+    "TaskState",
     "TaskStatus",
     "WaitTimeoutError",
     "__version__",
     "api",
     "app",
+    "get_async_client",
     "get_client",
     "task",
 ]

@@ -25,7 +25,6 @@ def main() -> None:
     address, app, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     ray.init(address=address, log_to_driver=False)
     client = raytask.get_client(app)
-    aclient = raytask.get_client(app, asynchronous=True)
     client.noop.submit_many([{}] * 100)  # warm up
 
     start = time.perf_counter()
@@ -33,20 +32,23 @@ def main() -> None:
     many = time.perf_counter() - start
     assert len({t.id for t in tasks}) == n
 
-    async def singles() -> float:
+    async def singles(aclient: raytask.AsyncClusterClient) -> float:
         start = time.perf_counter()
         done = await asyncio.gather(*(aclient.noop.submit() for _ in range(n)))
         assert len(done) == n
         return time.perf_counter() - start
 
-    async def async_many() -> float:
+    async def async_many(aclient: raytask.AsyncClusterClient) -> float:
         start = time.perf_counter()
         done = await aclient.noop.submit_many([{}] * n)
         assert len(done) == n
         return time.perf_counter() - start
 
-    single = asyncio.run(singles())
-    amany = asyncio.run(async_many())
+    async def both() -> tuple[float, float]:
+        aclient = await raytask.get_async_client(app)
+        return await singles(aclient), await async_many(aclient)
+
+    single, amany = asyncio.run(both())
     print(
         json.dumps(
             {

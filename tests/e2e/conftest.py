@@ -100,7 +100,7 @@ class App:
         to an app the caller deployed itself)."""
         import ray
 
-        from raytask.manager import NAMESPACE, manager_name
+        from raytask.core.names import NAMESPACE, manager_name
 
         self.name = name
         prefix = prefix or f"/{name}"

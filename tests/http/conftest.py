@@ -14,12 +14,13 @@ import httpx
 import pytest
 
 from deployments.demo import Demo
-from raytask.config import AppConfig, SubmitOptions
-from raytask.endpoint import discover
-from raytask.errors import EndpointNotFoundError, TaskFailedError
-from raytask.routes import Routes
-from raytask.runner import AttemptFailed, run_attempt
-from raytask.table import TaskTable
+from raytask.core.config import AppConfig, SubmitOptions
+from raytask.core.endpoint import discover
+from raytask.core.errors import EndpointNotFoundError, TaskFailedError
+from raytask.core.state import TaskState
+from raytask.core.table import TaskTable
+from raytask.server.routes import Routes
+from raytask.server.runner import AttemptFailed, run_attempt
 
 from ..unit.conftest import FakeClock
 
@@ -35,25 +36,25 @@ class LocalBackend:
 
     async def submit(
         self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
-    ) -> dict[str, Any]:
+    ) -> TaskState:
         record = self.table.submit(
             endpoint, kwargs, options.apply(self.endpoints[endpoint].options)
         )
-        return record.view()
+        return record.state()
 
-    async def status(self, task_id: str) -> dict[str, Any]:
-        return self.table.get(task_id).view()
+    async def status(self, task_id: str) -> TaskState:
+        return self.table.get(task_id).state()
 
     async def result(self, task_id: str) -> Any:
         self.table.check_result(task_id)
         return self.results[task_id]
 
-    async def cancel(self, task_id: str) -> dict[str, Any]:
+    async def cancel(self, task_id: str) -> TaskState:
         self.table.cancel(task_id)
-        return self.table.get(task_id).view()
+        return self.table.get(task_id).state()
 
-    async def retry(self, task_id: str) -> dict[str, Any]:
-        return self.table.retry(task_id).view()
+    async def retry(self, task_id: str) -> TaskState:
+        return self.table.retry(task_id).state()
 
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any:
         if endpoint not in self.endpoints:

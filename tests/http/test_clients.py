@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 import raytask
-from raytask import errors
-from raytask.http_client import AsyncEndpoint, SyncEndpoint
+from raytask.client.cluster import AsyncClusterEndpoint, ClusterEndpoint
+from raytask.client.endpoints import AsyncEndpoint, SyncEndpoint
+from raytask.core import errors
 
 SCHEMA = {
     "name": "raytask",
@@ -193,11 +194,17 @@ def test_server_errors_map_to_raytask_errors(client: Any) -> None:
 
 
 def test_unknown_task_is_not_found(client: Any, kind: str) -> None:
-    endpoint = run(client._endpoint("generate", task=True))
-    handle_class = raytask.Task if kind == "sync" else raytask.AsyncTask
-    ghost = handle_class(client, endpoint, "f" * 32)
+    ghost = run(client.generate.task("f" * 32))
+    assert type(ghost) is (raytask.Task if kind == "sync" else raytask.AsyncTask)
     with pytest.raises(raytask.TaskNotFoundError):
         run(ghost.get_status())
+
+
+def test_a_handle_rebuilt_from_an_id_follows_the_same_task(client: Any) -> None:
+    task = run(client.generate.submit(prompt="later"))
+    again = run(client.generate.task(task.id))
+    assert again == task and again.endpoint == "generate"
+    assert run(again.get(timeout=10)) == "LATER"
 
 
 def test_retry_returns_a_new_handle(client: Any, server: FakeServer) -> None:
@@ -270,6 +277,7 @@ def public(cls: type) -> set[str]:
         (raytask.Task, raytask.AsyncTask),
         (SyncEndpoint, AsyncEndpoint),
         (raytask.ClusterTask, raytask.AsyncClusterTask),
+        (ClusterEndpoint, AsyncClusterEndpoint),
         (raytask.Task, raytask.ClusterTask),
     ],
 )
@@ -294,7 +302,8 @@ def test_error_mapping_for_every_code(kind: str) -> None:
         422: errors.InvalidInputError,
         429: errors.QueueFullError,
         500: errors.TaskFailedError,
-        503: errors.HTTPError,
+        503: errors.ServiceUnavailableError,
+        502: errors.HTTPError,
     }
     for code, cls in codes.items():
 
@@ -304,7 +313,7 @@ def test_error_mapping_for_every_code(kind: str) -> None:
             return httpx.Response(code, json={"error": f"code {code}"})
 
         client_class = raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient
-        client = client_class("http://x", transport=httpx.MockTransport(handler))
+        client = client_class("http://x", transport=httpx.MockTransport(handler), max_retries=0)
         with pytest.raises(cls, match=f"code {code}") as info:
             run(client.generate.submit(prompt="x"))
         assert info.value.status_code == code
@@ -324,3 +333,39 @@ def test_routes_are_absolute_under_a_route_prefix(kind: str) -> None:
     client = client_class("http://raytask/app", transport=httpx.MockTransport(handler))
     assert run(client.describe(prompt="x")) == "ok"
     assert seen == ["/app/schema.json", "/app/describe"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_busy_answers_are_retried_after_retry_after(kind: str, status: int) -> None:
+    answers = [status, status, 200]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/schema.json":
+            return httpx.Response(200, json=SCHEMA)
+        seen.append(request.url.path)
+        code = answers.pop(0)
+        if code != 200:
+            return httpx.Response(code, json={"error": "busy"}, headers={"Retry-After": "0"})
+        return httpx.Response(200, json={"task_id": "a" * 32, "status": "pending"})
+
+    client_class = raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient
+    client = client_class("http://x", transport=httpx.MockTransport(handler))
+    task = run(client.generate.submit(prompt="x"))
+    assert task.id == "a" * 32 and seen == ["/generate/submit"] * 3
+
+
+def test_retries_are_bounded(kind: str) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/schema.json":
+            return httpx.Response(200, json=SCHEMA)
+        seen.append(request.url.path)
+        return httpx.Response(429, json={"error": "full"}, headers={"Retry-After": "0"})
+
+    client_class = raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient
+    client = client_class("http://x", transport=httpx.MockTransport(handler), max_retries=2)
+    with pytest.raises(raytask.QueueFullError):
+        run(client.generate.submit(prompt="x"))
+    assert len(seen) == 3  # the first try and two retries

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from raytask.batching import Coalescer
+from raytask.core.batching import Coalescer
 
 
 class FakeManager:

@@ -1,7 +1,7 @@
 import pytest
 
-from raytask.config import AppConfig, SubmitOptions, TaskOptions
-from raytask.errors import ConfigError
+from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
+from raytask.core.errors import ConfigError
 
 
 def test_defaults_match_the_spec() -> None:

@@ -7,9 +7,9 @@ import pytest
 from pydantic import BaseModel
 
 import raytask
-from raytask.config import TaskOptions
-from raytask.endpoint import Endpoint, discover, encode_result
-from raytask.errors import ConfigError, InvalidInputError
+from raytask.core.config import TaskOptions
+from raytask.core.endpoint import Endpoint, discover, encode_result
+from raytask.core.errors import ConfigError, InvalidInputError
 
 
 class Box(BaseModel):
@@ -146,7 +146,9 @@ def test_unmarked_class_has_no_endpoints() -> None:
 
 
 def test_endpoint_object_exposes_method_name() -> None:
-    endpoint = Endpoint(Model.compute_area, raytask.decorators.get_spec(Model.compute_area), "M")
+    endpoint = Endpoint(
+        Model.compute_area, raytask.core.decorators.get_spec(Model.compute_area), "M"
+    )
     assert (endpoint.name, endpoint.method, endpoint.deployment) == ("area", "compute_area", "M")
 
 

@@ -3,7 +3,7 @@ import pickle
 import pytest
 
 import raytask
-from raytask import errors
+from raytask.core import errors
 
 ALL_HTTP = [
     errors.MalformedRequestError,
@@ -16,6 +16,7 @@ ALL_HTTP = [
     errors.PayloadTooLargeError,
     errors.InvalidInputError,
     errors.TaskFailedError,
+    errors.ServiceUnavailableError,
 ]
 
 
@@ -51,6 +52,7 @@ def test_transition_error_pickles() -> None:
         (422, "invalid", errors.InvalidInputError),
         (429, "full", errors.QueueFullError),
         (500, "failed", errors.TaskFailedError),
+        (503, "down", errors.ServiceUnavailableError),
     ],
 )
 def test_error_bodies_map_back_to_classes(status: int, message: str, cls: type) -> None:
@@ -58,9 +60,28 @@ def test_error_bodies_map_back_to_classes(status: int, message: str, cls: type) 
     assert type(error) is cls and error.message == message and error.detail == [1]
 
 
+@pytest.mark.parametrize("cls", ALL_HTTP)
+def test_the_code_in_a_body_names_the_class(cls: type[errors.HTTPError]) -> None:
+    body = cls("any words at all", [2]).to_body()
+    assert body["code"] == cls.code and body["error"] == "any words at all"
+    error = errors.error_from_body(cls.status_code, body)
+    assert type(error) is cls and error.detail == [2]
+
+
+def test_codes_are_unique_and_machine_readable() -> None:
+    codes = [cls.code for cls in ALL_HTTP]
+    assert len(set(codes)) == len(codes)
+    assert all(code.replace("_", "").isalpha() and code.islower() for code in codes)
+
+
+def test_a_code_that_disagrees_with_the_status_is_ignored() -> None:
+    error = errors.error_from_body(404, {"error": "task x not found", "code": "queue_full"})
+    assert type(error) is errors.TaskNotFoundError
+
+
 def test_unknown_status_keeps_its_code() -> None:
-    error = errors.error_from_body(503, "unavailable")
-    assert type(error) is errors.HTTPError and error.status_code == 503
+    error = errors.error_from_body(502, "bad gateway")
+    assert type(error) is errors.HTTPError and error.status_code == 502
 
 
 def test_public_surface_is_explicit() -> None:
@@ -68,23 +89,5 @@ def test_public_surface_is_explicit() -> None:
     for name in raytask.__all__:
         assert hasattr(raytask, name), name
     public = {n for n in dir(raytask) if not n.startswith("_")}
-    modules = {
-        "app",
-        "autoscaling",
-        "batching",
-        "cluster_client",
-        "handles",
-        "http_client",
-        "protocol",
-        "config",
-        "decorators",
-        "endpoint",
-        "errors",
-        "ingress",
-        "manager",
-        "routes",
-        "runner",
-        "status",
-        "table",
-    }
+    modules = {"autoscaling", "client", "core", "server"}
     assert public - modules - set(raytask.__all__) == set()

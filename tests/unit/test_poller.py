@@ -1,6 +1,7 @@
 import pytest
 
-from raytask.protocol import Poller, WaitTimeoutError
+from raytask.client.protocol import Poller
+from raytask.core.errors import WaitTimeoutError
 
 
 def test_polls_the_oldest_window_and_moves_on_when_it_finished() -> None:

@@ -3,7 +3,13 @@ import threading
 import time
 
 import raytask
-from raytask.runner import RUN_METHOD, AttemptFailed, call_in_thread, run_attempt, with_runner
+from raytask.server.runner import (
+    RUN_METHOD,
+    AttemptFailed,
+    call_in_thread,
+    run_attempt,
+    with_runner,
+)
 
 
 class Worker:

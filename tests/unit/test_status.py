@@ -1,6 +1,6 @@
 import pytest
 
-from raytask.status import BENTOML_SPELLING, TRANSITIONS, TaskStatus, can_transition
+from raytask.core.status import BENTOML_SPELLING, TRANSITIONS, TaskStatus, can_transition
 
 S = TaskStatus
 

@@ -1,7 +1,7 @@
 import pytest
 
-from raytask.config import TaskOptions
-from raytask.errors import (
+from raytask.core.config import TaskOptions
+from raytask.core.errors import (
     InvalidTransitionError,
     QueueFullError,
     TaskCancelledError,
@@ -11,8 +11,8 @@ from raytask.errors import (
     TaskNotCompletedError,
     TaskNotFoundError,
 )
-from raytask.status import TaskStatus
-from raytask.table import TaskRecord, TaskTable
+from raytask.core.status import TaskStatus
+from raytask.core.table import TaskRecord, TaskTable
 
 from .conftest import FakeClock
 

@@ -15,21 +15,11 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from .errors import EndpointNotFoundError, RaytaskError, error_from_body
-from .status import BENTOML_SPELLING, TaskStatus
+from ..core.errors import EndpointNotFoundError, WaitTimeoutError, error_from_body
+from ..core.state import TaskState
 
-_FROM_WIRE = {v: k for k, v in BENTOML_SPELLING.items()} | {s.value: s for s in TaskStatus}
-
-
-class WaitTimeoutError(RaytaskError, TimeoutError):
-    """A client-side wait (``task.get(timeout=...)``, ``client.wait``) ran out of time."""
-
-    def __init__(self, message: str, task_id: str | None = None) -> None:
-        super().__init__(message, task_id)
-        self.task_id = task_id
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+RETRYABLE_STATUS = (429, 503)
+"""Answers that mean "nothing was done, try again after ``Retry-After``"."""
 
 
 @dataclass(frozen=True)
@@ -164,11 +154,28 @@ def as_type_of(value: Any, as_type: Any) -> Any:
     return TypeAdapter(as_type).validate_python(value)
 
 
-def decode_task(status_code: int, body: bytes) -> tuple[str, TaskStatus]:
-    """``(task_id, status)`` of a submit, status, cancel or retry answer."""
+def decode_state(status_code: int, body: bytes) -> TaskState:
+    """The :class:`TaskState` of a submit, status, cancel or retry answer."""
     check(status_code, body)
-    data = json.loads(body)
-    return data["task_id"], _FROM_WIRE[data["status"]]
+    return TaskState.model_validate_json(body)
+
+
+def retry_delay(
+    status_code: int, retry_after: str | None, retries_done: int, max_retries: int
+) -> float | None:
+    """Seconds to wait before sending a request again, or None to take the answer.
+
+    A 429 (queue full) or 503 (task manager unreachable) means nothing was done: wait
+    what its ``Retry-After`` says (1 s when it says nothing usable, at most 60 s), up to
+    ``max_retries`` times.
+    """
+    if status_code not in RETRYABLE_STATUS or retries_done >= max_retries:
+        return None
+    try:
+        delay = float(retry_after) if retry_after is not None else 1.0
+    except ValueError:  # an HTTP date: rare, and not worth parsing
+        delay = 1.0
+    return min(max(delay, 0.0), 60.0) if delay == delay else 1.0
 
 
 def backoff(timeout_s: float | None, first_s: float = 0.05, max_s: float = 1.0) -> Iterator[float]:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .endpoint import Endpoint, discover
+from ..core.endpoint import Endpoint, discover
 
 RUN_METHOD = "__raytask_run__"
 MAX_ERROR_CHARS = 8_192

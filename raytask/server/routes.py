@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -19,53 +18,48 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .config import AppConfig, SubmitOptions
-from .endpoint import Endpoint, encode_result
-from .errors import (
+from ..core.config import AppConfig, SubmitOptions
+from ..core.endpoint import Endpoint, encode_result
+from ..core.errors import (
     EndpointNotFoundError,
     HTTPError,
     InvalidInputError,
     MalformedRequestError,
     PayloadTooLargeError,
     QueueFullError,
+    ServiceUnavailableError,
 )
-from .status import BENTOML_SPELLING, TaskStatus
+from ..core.metrics import prometheus_text
+from ..core.state import TaskState
+from .openapi import openapi_document
 
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
-_TIME_FIELDS = ("created_at", "executed_at", "completed_at", "expires_at")
 BENTOML_USER_AGENT = "BentoML HTTP Client"
 
 
 class Backend(Protocol):
     """What the routes need from the task system.
 
-    Status answers are dicts with ``task_id``, ``status`` (a :class:`TaskStatus` value)
-    and the epoch-second times of :data:`_TIME_FIELDS` (``None`` where not yet). Errors
-    are raised as :class:`raytask.errors.HTTPError` subclasses.
+    Status answers are :class:`TaskState` models; errors are raised as
+    :class:`raytask.core.errors.HTTPError` subclasses.
     """
 
     async def submit(
         self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
-    ) -> dict[str, Any]: ...
-    async def status(self, task_id: str) -> dict[str, Any]: ...
+    ) -> TaskState: ...
+    async def status(self, task_id: str) -> TaskState: ...
     async def result(self, task_id: str) -> Any: ...
-    async def cancel(self, task_id: str) -> dict[str, Any]: ...
-    async def retry(self, task_id: str) -> dict[str, Any]: ...
+    async def cancel(self, task_id: str) -> TaskState: ...
+    async def retry(self, task_id: str) -> TaskState: ...
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any: ...
     async def ready(self) -> bool: ...
     async def queue(self) -> dict[str, Any]: ...
 
 
-def _iso(epoch_s: float | None) -> str | None:
-    if epoch_s is None:
-        return None
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat()
-
-
 def error_response(error: HTTPError) -> JSONResponse:
-    """The JSON response for a raytask error (with ``Retry-After`` for 429)."""
+    """The JSON response for a raytask error (with ``Retry-After`` for 429 and 503)."""
     headers = {}
-    if isinstance(error, QueueFullError):
+    if isinstance(error, QueueFullError | ServiceUnavailableError):
         headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
 
@@ -134,18 +128,10 @@ class Routes:
             raise InvalidInputError("invalid task options in the query string", detail) from None
 
     @staticmethod
-    def _view(request: Request, state: dict[str, Any]) -> dict[str, Any]:
-        """A status answer for the wire: ISO-8601 times, the caller's status spelling."""
-        view = dict(state)
-        for key in _TIME_FIELDS:
-            if key in view:
-                view[key] = _iso(view[key])
-        status = TaskStatus(view["status"])
-        if request.headers.get("user-agent", "").startswith(BENTOML_USER_AGENT):
-            view["status"] = BENTOML_SPELLING[status]
-        else:
-            view["status"] = status.value
-        return view
+    def _view(request: Request, state: TaskState) -> dict[str, Any]:
+        """A status answer for the wire, in the caller's status spelling."""
+        bentoml = request.headers.get("user-agent", "").startswith(BENTOML_USER_AGENT)
+        return state.wire(bentoml=bentoml)
 
     @staticmethod
     def _result_response(value: Any) -> Response:
@@ -206,7 +192,7 @@ class Routes:
     async def readyz(self, request: Request) -> Response:
         if await self.backend.ready():
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"error": "the task manager is not ready"}, status_code=503)
+        raise ServiceUnavailableError("the task manager is not ready")
 
     async def queue(self, request: Request) -> Response:
         return JSONResponse(await self.backend.queue())
@@ -262,118 +248,3 @@ class Routes:
             )
 
         return Starlette(routes=routes, exception_handlers={StarletteHTTPException: http_error})
-
-
-def prometheus_text(queue: dict[str, Any]) -> str:
-    """The ``GET /queue`` numbers in Prometheus' text format."""
-    app = queue.get("app", "")
-    lines = [
-        "# HELP raytask_tasks Tasks by endpoint and state.",
-        "# TYPE raytask_tasks gauge",
-    ]
-    for endpoint, numbers in queue["endpoints"].items():
-        for status in TaskStatus:
-            lines.append(
-                f'raytask_tasks{{app="{app}",endpoint="{endpoint}",status="{status.value}"}} '
-                f"{numbers.get(status.value, 0)}"
-            )
-    lines += [
-        "# HELP raytask_oldest_pending_age_seconds Age of the oldest pending task.",
-        "# TYPE raytask_oldest_pending_age_seconds gauge",
-    ]
-    for endpoint, numbers in queue["endpoints"].items():
-        age = numbers.get("oldest_pending_age_s") or 0.0
-        lines.append(
-            f'raytask_oldest_pending_age_seconds{{app="{app}",endpoint="{endpoint}"}} {age:.3f}'
-        )
-    lines += [
-        "# HELP raytask_in_flight Tasks dispatched to a model deployment.",
-        "# TYPE raytask_in_flight gauge",
-    ]
-    for deployment, numbers in queue["deployments"].items():
-        lines.append(
-            f'raytask_in_flight{{app="{app}",deployment="{deployment}"}} {numbers["in_flight"]}'
-        )
-    return "\n".join(lines) + "\n"
-
-
-def openapi_document(endpoints: list[Endpoint], prefix: str = "") -> dict[str, Any]:
-    """A small OpenAPI 3.1 document of the app's routes."""
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    task_id_param = [
-        {"name": "task_id", "in": "query", "required": True, "schema": {"type": "string"}}
-    ]
-    task_state = {
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskState"}}}
-    }
-    paths: dict[str, Any] = {}
-    for e in endpoints:
-        body = {"required": True, "content": {"application/json": {"schema": e.input_schema()}}}
-        result = {"description": "the result", "content": {"*/*": {"schema": e.output_schema()}}}
-        base = f"{prefix}/{e.name}"
-        paths[base] = {
-            "post": {
-                "summary": f"call {e.name}",
-                "requestBody": body,
-                "responses": {"200": result, "422": error, "500": error},
-            }
-        }
-        if not e.is_task:
-            continue
-        paths[f"{base}/submit"] = {
-            "post": {
-                "summary": f"submit a {e.name} task",
-                "requestBody": body,
-                "responses": {"200": task_state, "422": error, "429": error},
-            }
-        }
-        paths[f"{base}/status"] = {
-            "get": {
-                "parameters": task_id_param,
-                "responses": {"200": task_state, "404": error, "410": error},
-            }
-        }
-        paths[f"{base}/get"] = {
-            "get": {
-                "parameters": task_id_param,
-                "responses": {
-                    "200": result,
-                    "400": error,
-                    "404": error,
-                    "410": error,
-                    "500": error,
-                },
-            }
-        }
-        for verb in ("cancel", "retry"):
-            op = {
-                "parameters": task_id_param,
-                "responses": {"200": task_state, "404": error, "409": error},
-            }
-            paths[f"{base}/{verb}"] = {"post": op, "put": op}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "raytask", "version": "1"},
-        "paths": paths,
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {"error": {"type": "string"}, "detail": {}},
-                    "required": ["error"],
-                },
-                "TaskState": {
-                    "type": "object",
-                    "properties": {
-                        "task_id": {"type": "string"},
-                        "status": {"enum": [s.value for s in TaskStatus]},
-                        **{
-                            f: {"type": ["string", "null"], "format": "date-time"}
-                            for f in _TIME_FIELDS
-                        },
-                    },
-                    "required": ["task_id", "status"],
-                },
-            }
-        },
-    }

@@ -15,7 +15,7 @@ import heapq
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from .errors import (
     TaskNotCompletedError,
     TaskNotFoundError,
 )
+from .state import TaskState, from_epoch
 from .status import TaskStatus, can_transition
 
 Clock = Callable[[], float]
@@ -57,20 +58,21 @@ class TaskRecord:
     error: str | None = None
     retry_of: str | None = None
 
-    def view(self) -> dict[str, Any]:
-        """The status answer (epoch-second times; the HTTP layer formats them)."""
-        return {
-            "task_id": self.task_id,
-            "status": self.status.value,
-            "endpoint": self.endpoint,
-            "created_at": self.created_at,
-            "executed_at": self.executed_at,
-            "completed_at": self.completed_at,
-            "expires_at": self.expires_at,
-            "attempts": self.attempts,
-            "error": self.error,
-            "retry_of": self.retry_of,
-        }
+    def state(self) -> TaskState:
+        """The status answer of this task."""
+        # model_construct: the table's own data needs no validation (a status read is hot).
+        return TaskState.model_construct(
+            task_id=self.task_id,
+            status=self.status,
+            endpoint=self.endpoint,
+            created_at=from_epoch(self.created_at),
+            executed_at=from_epoch(self.executed_at),
+            completed_at=from_epoch(self.completed_at),
+            expires_at=from_epoch(self.expires_at),
+            attempts=self.attempts,
+            error=self.error,
+            retry_of=self.retry_of,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot (for a journal or a status answer)."""
@@ -159,9 +161,6 @@ class TaskTable:
 
     def __len__(self) -> int:
         return len(self._records)
-
-    def __iter__(self) -> Iterator[TaskRecord]:
-        return iter(list(self._records.values()))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per endpoint, the number of tasks in each state (kept as they change)."""

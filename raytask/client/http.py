@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
+from ..core.state import TaskState
 from . import protocol
+from .endpoints import AsyncEndpoint, SyncEndpoint
 from .handles import AsyncTask, Task
 from .protocol import RemoteEndpoint, Request
 
@@ -61,6 +63,8 @@ class SyncHTTPClient:
         timeout: seconds for each HTTP request.
         transport: an httpx transport (tests pass ``httpx.MockTransport``).
         headers: extra headers for every request.
+        max_retries: how often a request answered 429 (queue full) or 503 (task manager
+            unreachable) is sent again, after the answer's ``Retry-After``.
 
     Example::
 
@@ -76,14 +80,28 @@ class SyncHTTPClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        max_retries: int = 3,
     ) -> None:
         self._http = httpx.Client(**_client_kwargs(url, timeout, transport, headers))
         self._endpoints: dict[str, RemoteEndpoint] | None = None
+        self._max_retries = max_retries
 
     # -- plumbing --------------------------------------------------------------
 
     def _send(self, request: Request) -> httpx.Response:
-        return self._http.send(_build(self._http, request))
+        retries = 0
+        while True:
+            response = self._http.send(_build(self._http, request))
+            delay = protocol.retry_delay(
+                response.status_code,
+                response.headers.get("retry-after"),
+                retries,
+                self._max_retries,
+            )
+            if delay is None:
+                return response
+            retries += 1
+            time.sleep(delay)
 
     def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
         if self._endpoints is None:
@@ -97,9 +115,9 @@ class SyncHTTPClient:
             response.status_code, response.headers.get("content-type", ""), response.content
         )
 
-    def _task_state(self, request: Request) -> tuple[str, Any]:
+    def _task_state(self, request: Request) -> TaskState:
         response = self._send(request)
-        return protocol.decode_task(response.status_code, response.content)
+        return protocol.decode_state(response.status_code, response.content)
 
     def __getattr__(self, name: str) -> SyncEndpoint:
         if name.startswith("_"):
@@ -172,54 +190,6 @@ class SyncHTTPClient:
         return _results(tasks, outcomes, return_exceptions)
 
 
-class SyncEndpoint:
-    """``client.NAME``: call it for a synchronous result, or ``.submit`` a task."""
-
-    def __init__(self, client: SyncHTTPClient, name: str) -> None:
-        self._client, self._name = client, name
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._name!r})"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the endpoint synchronously (``POST /NAME``) and return the result."""
-        endpoint = self._client._endpoint(self._name)
-        return self._client._result(endpoint.call(endpoint.bind(args, kwargs)))
-
-    def submit(self, *args: Any, **kwargs: Any) -> Task:
-        """Submit a task with these arguments; returns its handle at once."""
-        endpoint = self._client._endpoint(self._name, task=True)
-        task_id, _ = self._client._task_state(endpoint.submit(endpoint.bind(args, kwargs)))
-        return Task(self._client, endpoint, task_id)
-
-    def submit_many(
-        self, inputs: Iterable[Mapping[str, Any]], concurrency: int = 16, progress: bool = False
-    ) -> list[Task]:
-        """Submit one task per input (a dict of keyword arguments), ``concurrency`` at a time."""
-        inputs = list(inputs)
-        with tqdm(total=len(inputs), disable=not progress, desc=f"submit {self._name}") as bar:
-
-            def one(kwargs: Mapping[str, Any]) -> Task:
-                task = self.submit(**kwargs)
-                bar.update()
-                return task
-
-            with ThreadPoolExecutor(concurrency) as pool:
-                return list(pool.map(one, inputs))
-
-    def map(
-        self,
-        inputs: Iterable[Mapping[str, Any]],
-        concurrency: int = 16,
-        timeout: float | None = None,
-        progress: bool = False,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Submit every input as a task and return all results, in input order."""
-        tasks = self.submit_many(inputs, concurrency, progress)
-        return self._client.wait(tasks, timeout, progress, return_exceptions)
-
-
 class AsyncHTTPClient:
     """An asyncio client for a raytask app, with the names of :class:`SyncHTTPClient`.
 
@@ -237,12 +207,26 @@ class AsyncHTTPClient:
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        max_retries: int = 3,
     ) -> None:
         self._http = httpx.AsyncClient(**_client_kwargs(url, timeout, transport, headers))
         self._endpoints: dict[str, RemoteEndpoint] | None = None
+        self._max_retries = max_retries
 
     async def _send(self, request: Request) -> httpx.Response:
-        return await self._http.send(_build(self._http, request))
+        retries = 0
+        while True:
+            response = await self._http.send(_build(self._http, request))
+            delay = protocol.retry_delay(
+                response.status_code,
+                response.headers.get("retry-after"),
+                retries,
+                self._max_retries,
+            )
+            if delay is None:
+                return response
+            retries += 1
+            await asyncio.sleep(delay)
 
     async def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
         if self._endpoints is None:
@@ -256,9 +240,9 @@ class AsyncHTTPClient:
             response.status_code, response.headers.get("content-type", ""), response.content
         )
 
-    async def _task_state(self, request: Request) -> tuple[str, Any]:
+    async def _task_state(self, request: Request) -> TaskState:
         response = await self._send(request)
-        return protocol.decode_task(response.status_code, response.content)
+        return protocol.decode_state(response.status_code, response.content)
 
     def __getattr__(self, name: str) -> AsyncEndpoint:
         if name.startswith("_"):
@@ -323,52 +307,3 @@ class AsyncHTTPClient:
             except Exception as exc:
                 outcomes[task] = exc
         return _results(tasks, outcomes, return_exceptions)
-
-
-class AsyncEndpoint:
-    """``client.NAME`` of an :class:`AsyncHTTPClient`: await a call, or ``.submit`` a task."""
-
-    def __init__(self, client: AsyncHTTPClient, name: str) -> None:
-        self._client, self._name = client, name
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._name!r})"
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the endpoint synchronously (``POST /NAME``) and return the result."""
-        endpoint = await self._client._endpoint(self._name)
-        return await self._client._result(endpoint.call(endpoint.bind(args, kwargs)))
-
-    async def submit(self, *args: Any, **kwargs: Any) -> AsyncTask:
-        """Submit a task with these arguments; returns its handle at once."""
-        endpoint = await self._client._endpoint(self._name, task=True)
-        task_id, _ = await self._client._task_state(endpoint.submit(endpoint.bind(args, kwargs)))
-        return AsyncTask(self._client, endpoint, task_id)
-
-    async def submit_many(
-        self, inputs: Iterable[Mapping[str, Any]], concurrency: int = 16, progress: bool = False
-    ) -> list[AsyncTask]:
-        """Submit one task per input (a dict of keyword arguments), ``concurrency`` at a time."""
-        inputs = list(inputs)
-        limit = asyncio.Semaphore(concurrency)
-        with tqdm(total=len(inputs), disable=not progress, desc=f"submit {self._name}") as bar:
-
-            async def one(kwargs: Mapping[str, Any]) -> AsyncTask:
-                async with limit:
-                    task = await self.submit(**kwargs)
-                bar.update()
-                return task
-
-            return list(await asyncio.gather(*(one(kwargs) for kwargs in inputs)))
-
-    async def map(
-        self,
-        inputs: Iterable[Mapping[str, Any]],
-        concurrency: int = 16,
-        timeout: float | None = None,
-        progress: bool = False,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Submit every input as a task and return all results, in input order."""
-        tasks = await self.submit_many(inputs, concurrency, progress)
-        return await self._client.wait(tasks, timeout, progress, return_exceptions)

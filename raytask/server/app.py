@@ -7,9 +7,10 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from .config import AppConfig
-from .endpoint import discover
-from .errors import ConfigError
+from ..core.config import AppConfig
+from ..core.endpoint import discover
+from ..core.errors import ConfigError
+from . import compat
 from .ingress import Ingress
 from .runner import with_runner
 
@@ -51,7 +52,7 @@ def app(
     for model in models:
         if not isinstance(model, Application):
             raise ConfigError(f"expected a bound deployment (Model.bind()), got {model!r}")
-        deployment = model._bound_deployment
+        deployment = compat.bound_deployment(model)
         cls = deployment.func_or_class
         if not isinstance(cls, type):
             raise ConfigError(f"deployment {deployment.name} must be a class to have task methods")

@@ -16,16 +16,21 @@
         ├── PayloadTooLargeError    413   request body over ``max_request_bytes``
         ├── InvalidInputError       422   input failed validation (``detail`` lists why)
         ├── QueueFullError          429   ``max_queue_size`` reached (``retry_after_s``)
-        └── TaskFailedError         500   the task raised or was lost for good
+        ├── TaskFailedError         500   the task raised or was lost for good
+        └── ServiceUnavailableError 503   the task manager cannot be reached (``retry_after_s``)
+    WaitTimeoutError (also a TimeoutError) a client-side wait ran out of time
 
 Every constructor passes all its arguments to ``super().__init__`` so that the errors
-pickle across Ray processes, and :func:`error_from_body` turns an HTTP error body back
-into the same class on the client side.
+pickle across Ray processes. Each HTTP error has a machine-readable ``code`` that its JSON
+body carries next to ``error``; :func:`error_from_body` turns a body back into the same
+class on the client side (by ``code``, or by status code for servers that send none).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class RaytaskError(Exception):
@@ -56,6 +61,7 @@ class HTTPError(RaytaskError):
     """
 
     status_code: int = 500
+    code: str = "error"
 
     def __init__(self, message: str, detail: Any = None) -> None:
         super().__init__(message, detail)
@@ -67,7 +73,7 @@ class HTTPError(RaytaskError):
 
     def to_body(self) -> dict[str, Any]:
         """The JSON error body the HTTP layer sends for this error."""
-        body: dict[str, Any] = {"error": self.message}
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
         if self.detail is not None:
             body["detail"] = self.detail
         return body
@@ -77,58 +83,69 @@ class MalformedRequestError(HTTPError):
     """The request is not well formed: not JSON, not an object, a bad task id."""
 
     status_code = 400
+    code = "malformed_request"
 
 
 class TaskNotCompletedError(HTTPError):
     """The task has no result yet (it is pending or in progress)."""
 
     status_code = 400
+    code = "task_not_completed"
 
 
 class TaskNotFoundError(HTTPError):
     """No task has this id."""
 
     status_code = 404
+    code = "task_not_found"
 
 
 class EndpointNotFoundError(HTTPError):
     """No route or endpoint has this name."""
 
     status_code = 404
+    code = "endpoint_not_found"
 
 
 class TaskConflictError(HTTPError):
     """The task is in a state that does not allow the operation."""
 
     status_code = 409
+    code = "task_conflict"
 
 
 class TaskCancelledError(TaskConflictError):
     """The task was cancelled, so it has no result."""
+
+    code = "task_cancelled"
 
 
 class TaskExpiredError(HTTPError):
     """The task finished longer than its TTL ago; its result is gone."""
 
     status_code = 410
+    code = "task_expired"
 
 
 class PayloadTooLargeError(HTTPError):
     """The request body is larger than the configured limit."""
 
     status_code = 413
+    code = "payload_too_large"
 
 
 class InvalidInputError(HTTPError):
     """The input does not match the endpoint's signature."""
 
     status_code = 422
+    code = "invalid_input"
 
 
 class QueueFullError(HTTPError):
     """The task queue is full; try again after ``retry_after_s`` seconds."""
 
     status_code = 429
+    code = "queue_full"
 
     def __init__(self, message: str, detail: Any = None, retry_after_s: float = 1.0) -> None:
         super().__init__(message, detail)
@@ -140,7 +157,47 @@ class TaskFailedError(HTTPError):
     """The task raised an exception, timed out or lost its replica too often."""
 
     status_code = 500
+    code = "task_failed"
 
+
+class ServiceUnavailableError(HTTPError):
+    """The task manager cannot be reached now; try again after ``retry_after_s`` seconds."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, detail: Any = None, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, detail)
+        self.args = (message, detail, retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class WaitTimeoutError(RaytaskError, TimeoutError):
+    """A client-side wait (``task.get(timeout=...)``, ``client.wait``) ran out of time."""
+
+    def __init__(self, message: str, task_id: str | None = None) -> None:
+        super().__init__(message, task_id)
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+_HTTP_ERRORS: tuple[type[HTTPError], ...] = (
+    MalformedRequestError,
+    TaskNotCompletedError,
+    TaskNotFoundError,
+    EndpointNotFoundError,
+    TaskConflictError,
+    TaskCancelledError,
+    TaskExpiredError,
+    PayloadTooLargeError,
+    InvalidInputError,
+    QueueFullError,
+    TaskFailedError,
+    ServiceUnavailableError,
+)
+_BY_CODE: dict[str, type[HTTPError]] = {cls.code: cls for cls in _HTTP_ERRORS}
 
 _BY_STATUS: dict[int, type[HTTPError]] = {
     400: MalformedRequestError,
@@ -151,7 +208,15 @@ _BY_STATUS: dict[int, type[HTTPError]] = {
     422: InvalidInputError,
     429: QueueFullError,
     500: TaskFailedError,
+    503: ServiceUnavailableError,
 }
+
+
+def unwrap(answer: T | HTTPError) -> T:
+    """``answer``, or raise it: the task manager returns its errors as values."""
+    if isinstance(answer, HTTPError):
+        raise answer
+    return answer
 
 
 def error_from_body(status_code: int, body: Any) -> HTTPError:
@@ -165,10 +230,14 @@ def error_from_body(status_code: int, body: Any) -> HTTPError:
         An instance of the matching :class:`HTTPError` subclass (``HTTPError`` itself
         for codes raytask does not use).
     """
+    code = None
     if isinstance(body, dict) and "error" in body:
-        message, detail = str(body["error"]), body.get("detail")
+        message, detail, code = str(body["error"]), body.get("detail"), body.get("code")
     else:
         message, detail = str(body), None
+    by_code = _BY_CODE.get(code) if isinstance(code, str) else None
+    if by_code is not None and by_code.status_code == status_code:
+        return by_code(message, detail)
     cls = _BY_STATUS.get(status_code, HTTPError)
     if status_code == 400 and "not completed" in message:
         cls = TaskNotCompletedError

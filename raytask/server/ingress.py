@@ -8,18 +8,14 @@ import ray
 from ray import serve
 from ray.exceptions import ObjectFetchTimedOutError, ObjectLostError, RayTaskError
 
-from .batching import Coalescer
-from .config import AppConfig, SubmitOptions
-from .endpoint import Endpoint, discover
-from .errors import EndpointNotFoundError, HTTPError, TaskFailedError
-from .manager import EndpointRoute, get_or_create_manager
+from ..core.batching import Coalescer
+from ..core.config import AppConfig, SubmitOptions
+from ..core.dispatcher import EndpointRoute
+from ..core.endpoint import Endpoint, discover
+from ..core.errors import EndpointNotFoundError, TaskFailedError, unwrap
+from ..core.state import TaskState
+from .manager import get_or_create_manager
 from .routes import Routes
-
-
-def _unwrap(answer: Any) -> Any:
-    if isinstance(answer, HTTPError):
-        raise answer
-    return answer
 
 
 class RayBackend:
@@ -44,24 +40,24 @@ class RayBackend:
 
     async def submit(
         self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
-    ) -> dict[str, Any]:
-        return _unwrap(await self._submits((endpoint, kwargs, options)))
+    ) -> TaskState:
+        return unwrap(await self._submits((endpoint, kwargs, options)))
 
-    async def status(self, task_id: str) -> dict[str, Any]:
-        return _unwrap(await self._statuses(task_id))
+    async def status(self, task_id: str) -> TaskState:
+        return unwrap(await self._statuses(task_id))
 
     async def result(self, task_id: str) -> Any:
-        (ref,) = _unwrap(await self.manager.result.remote(task_id))
+        (ref,) = unwrap(await self.manager.result.remote(task_id))
         try:
             return await ref
         except (ObjectLostError, ObjectFetchTimedOutError) as exc:
             raise TaskFailedError(f"the result of task {task_id} was lost: {exc}") from None
 
-    async def cancel(self, task_id: str) -> dict[str, Any]:
-        return _unwrap(await self.manager.cancel.remote(task_id))
+    async def cancel(self, task_id: str) -> TaskState:
+        return unwrap(await self.manager.cancel.remote(task_id))
 
-    async def retry(self, task_id: str) -> dict[str, Any]:
-        return _unwrap(await self.manager.retry.remote(task_id))
+    async def retry(self, task_id: str) -> TaskState:
+        return unwrap(await self.manager.retry.remote(task_id))
 
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any:
         spec = self.endpoints.get(endpoint)

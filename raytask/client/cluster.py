@@ -1,0 +1,255 @@
+"""The in-cluster clients: submit and follow tasks over Ray actor calls, without HTTP.
+
+For Ray drivers and for other deployments of the cluster. They find the app's task manager
+by name, validate inputs locally with the same models as the ingress, and ``get`` returns
+the method's Python return value straight from the object store (no HTTP encoding).
+
+:class:`ClusterClient` blocks (for drivers and scripts); :class:`AsyncClusterClient` never
+blocks its event loop (for deployments and async code) and is made with
+``await raytask.get_async_client(app_name)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ray
+
+from ..core.batching import Coalescer
+from ..core.config import SubmitOptions
+from ..core.endpoint import Endpoint, discover
+from ..core.errors import EndpointNotFoundError, unwrap
+from ..core.names import NAMESPACE, manager_name
+from ..core.state import TaskState
+from .handles import AsyncTask, Task
+from .protocol import RemoteEndpoint
+
+SUBMIT_CHUNK = 1000  # tasks per manager call in submit_many
+_NO_OVERRIDES = SubmitOptions()  # frozen, so every submit can share it
+
+
+class ClusterTask(Task):
+    """A task handle over Ray (blocking), with the names of :class:`raytask.Task`."""
+
+    _async_alternative = "raytask.get_async_client(...) and `await task.wait()`"
+
+
+class AsyncClusterTask(AsyncTask):
+    """A task handle over Ray for async code, with the names of :class:`raytask.AsyncTask`."""
+
+
+class _Tasks:
+    """The :class:`~raytask.client.handles.TaskBackend` over the manager actor."""
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    def status(self, task_id: str) -> TaskState:
+        return unwrap(ray.get(self._manager.status.remote(task_id)))
+
+    def result(self, task_id: str) -> Any:
+        (ref,) = unwrap(ray.get(self._manager.result.remote(task_id)))
+        return ray.get(ref)
+
+    def cancel(self, task_id: str) -> TaskState:
+        return unwrap(ray.get(self._manager.cancel.remote(task_id)))
+
+    def retry(self, task_id: str) -> TaskState:
+        return unwrap(ray.get(self._manager.retry.remote(task_id)))
+
+
+class _AsyncTasks:
+    """The :class:`~raytask.client.handles.AsyncTaskBackend` over the manager actor."""
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    async def status(self, task_id: str) -> TaskState:
+        return unwrap(await self._manager.status.remote(task_id))
+
+    async def result(self, task_id: str) -> Any:
+        (ref,) = unwrap(await self._manager.result.remote(task_id))
+        return await ref
+
+    async def cancel(self, task_id: str) -> TaskState:
+        return unwrap(await self._manager.cancel.remote(task_id))
+
+    async def retry(self, task_id: str) -> TaskState:
+        return unwrap(await self._manager.retry.remote(task_id))
+
+
+def _find_manager(app_name: str) -> Any:
+    try:
+        return ray.get_actor(manager_name(app_name), namespace=NAMESPACE)
+    except ValueError:
+        raise EndpointNotFoundError(f"no raytask app named {app_name!r} is running") from None
+
+
+def _task_endpoints(models: list[tuple[str, type]]) -> dict[str, Endpoint]:
+    return {e.name: e for name, cls in models for e in discover(cls, name) if e.is_task}
+
+
+class _Endpoint:
+    """What both cluster endpoints share: binding and validating a call locally."""
+
+    def __init__(self, client: Any, endpoint: Endpoint) -> None:
+        self._client, self._endpoint = client, endpoint
+        self._binder = RemoteEndpoint.from_route(endpoint.route_info())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._endpoint.name!r})"
+
+    def _item(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        stored = self._endpoint.validate(self._binder.bind(args, kwargs))
+        return (self._endpoint.name, stored, _NO_OVERRIDES)
+
+    def _chunks(self, inputs: Iterable[Mapping[str, Any]]) -> list[Any]:
+        """One ``submit_many`` call per :data:`SUBMIT_CHUNK` inputs, all validated first."""
+        items = [self._item((), dict(kwargs)) for kwargs in inputs]
+        manager = self._client._manager
+        return [
+            manager.submit_many.remote(items[i : i + SUBMIT_CHUNK])
+            for i in range(0, len(items), SUBMIT_CHUNK)
+        ]
+
+
+class ClusterEndpoint(_Endpoint):
+    """``client.NAME`` of a :class:`ClusterClient`: ``submit`` tasks to it (blocking)."""
+
+    _client: ClusterClient
+
+    def submit(self, *args: Any, **kwargs: Any) -> ClusterTask:
+        """Submit a task; returns its handle.
+
+        Raises:
+            TypeError: the arguments do not fit the signature.
+            InvalidInputError: they fail validation (nothing is queued).
+            QueueFullError: the queue is full.
+        """
+        state = unwrap(ray.get(self._client._manager.submit.remote(*self._item(args, kwargs))))
+        return ClusterTask(self._client._tasks, state.task_id, self._endpoint.name)
+
+    def task(self, task_id: str) -> ClusterTask:
+        """The handle of a task submitted earlier (for example by another process)."""
+        return ClusterTask(self._client._tasks, task_id, self._endpoint.name)
+
+    def submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> list[ClusterTask]:
+        """Submit one task per input, validated first, in manager calls of up to
+        :data:`SUBMIT_CHUNK` tasks each. Returns the handles in input order.
+
+        Raises:
+            InvalidInputError: an input fails validation (nothing is queued).
+            QueueFullError: the queue filled up; the tasks before it stay queued.
+        """
+        states = [unwrap(s) for chunk in ray.get(self._chunks(inputs)) for s in chunk]
+        return [ClusterTask(self._client._tasks, s.task_id, self._endpoint.name) for s in states]
+
+
+class AsyncClusterEndpoint(_Endpoint):
+    """``client.NAME`` of an :class:`AsyncClusterClient`: ``await ....submit(...)``."""
+
+    _client: AsyncClusterClient
+
+    async def submit(self, *args: Any, **kwargs: Any) -> AsyncClusterTask:
+        """Submit a task; returns its handle (raises as :meth:`ClusterEndpoint.submit`).
+
+        Concurrent submits of one client share manager calls.
+        """
+        state = unwrap(await self._client._submits(self._item(args, kwargs)))
+        return AsyncClusterTask(self._client._tasks, state.task_id, self._endpoint.name)
+
+    def task(self, task_id: str) -> AsyncClusterTask:
+        """The handle of a task submitted earlier (for example by another process)."""
+        return AsyncClusterTask(self._client._tasks, task_id, self._endpoint.name)
+
+    async def submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> list[AsyncClusterTask]:
+        """Submit one task per input (see :meth:`ClusterEndpoint.submit_many`)."""
+        states = [unwrap(s) for chunk in self._chunks(inputs) for s in await chunk]
+        tasks = self._client._tasks
+        return [AsyncClusterTask(tasks, s.task_id, self._endpoint.name) for s in states]
+
+
+class ClusterClient:
+    """Submit tasks to a raytask app from inside its Ray cluster, blocking (see
+    :func:`get_client`).
+
+    Raises:
+        EndpointNotFoundError: no raytask app of that name runs in the connected cluster.
+    """
+
+    def __init__(self, app_name: str) -> None:
+        self.app_name = app_name
+        self._manager = _find_manager(app_name)
+        self._tasks = _Tasks(self._manager)
+        self._endpoints = _task_endpoints(ray.get(self._manager.models.remote()))
+
+    def __getattr__(self, name: str) -> ClusterEndpoint:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return ClusterEndpoint(self, _lookup(self._endpoints, name, self.app_name))
+
+
+class AsyncClusterClient:
+    """Submit tasks to a raytask app from inside its Ray cluster, from async code; make
+    one with ``await raytask.get_async_client(app_name)`` (or :meth:`connect`)."""
+
+    def __init__(self, app_name: str, manager: Any, models: list[tuple[str, type]]) -> None:
+        self.app_name = app_name
+        self._manager = manager
+        self._tasks = _AsyncTasks(manager)
+        self._submits: Coalescer[Any, Any] = Coalescer(manager.submit_many.remote)
+        self._endpoints = _task_endpoints(models)
+
+    @classmethod
+    async def connect(cls, app_name: str) -> AsyncClusterClient:
+        """Find the app's task manager and its endpoints without blocking the loop.
+
+        Raises:
+            EndpointNotFoundError: no raytask app of that name runs in the cluster.
+        """
+        manager = await asyncio.to_thread(_find_manager, app_name)
+        return cls(app_name, manager, await manager.models.remote())
+
+    def __getattr__(self, name: str) -> AsyncClusterEndpoint:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return AsyncClusterEndpoint(self, _lookup(self._endpoints, name, self.app_name))
+
+
+def _lookup(endpoints: dict[str, Endpoint], name: str, app_name: str) -> Endpoint:
+    endpoint = endpoints.get(name)
+    if endpoint is None:
+        raise EndpointNotFoundError(f"no task endpoint named {name!r} in app {app_name!r}")
+    return endpoint
+
+
+def get_client(app_name: str) -> ClusterClient:
+    """A blocking client for the raytask app ``app_name`` over Ray actor calls (no HTTP).
+
+    Use it from a Ray driver connected to the cluster (``ray.init(address="auto")``).
+
+    Args:
+        app_name: the Serve application name (``name:`` in the YAML, ``serve.run(name=...)``).
+
+    Example::
+
+        client = raytask.get_client("demo")
+        task = client.wordcount.submit(text="to be or not to be")
+        task.get(timeout=30)   # {"words": 6, "top": [...]}
+    """
+    return ClusterClient(app_name)
+
+
+async def get_async_client(app_name: str) -> AsyncClusterClient:
+    """An async client for the raytask app ``app_name`` over Ray actor calls, for
+    deployments and other async code: nothing it does blocks the event loop.
+
+    Example::
+
+        client = await raytask.get_async_client("demo")
+        task = await client.wordcount.submit(text="to be or not to be")
+        await task.get(timeout=30)
+    """
+    return await AsyncClusterClient.connect(app_name)

@@ -1,0 +1,196 @@
+"""Task handles: a task id and the backend that can ask about it.
+
+One design for every client: a handle holds an id, its endpoint's name and a small
+backend (:class:`TaskBackend` or :class:`AsyncTaskBackend`: status, result, cancel and
+retry by id). The HTTP clients and the in-cluster clients each provide a backend, so
+:class:`Task` and :class:`AsyncTask` are the handles of both, with the same names; the
+wait loop is written once per flavour, here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol, Self
+
+from ..core.errors import WaitTimeoutError
+from ..core.state import TaskState
+from ..core.status import TaskStatus
+from .protocol import as_type_of, backoff, refuse_inside_event_loop
+
+
+class TaskBackend(Protocol):
+    """What a blocking handle needs from its client, by task id."""
+
+    def status(self, task_id: str) -> TaskState: ...
+    def result(self, task_id: str) -> Any: ...
+    def cancel(self, task_id: str) -> TaskState: ...
+    def retry(self, task_id: str) -> TaskState: ...
+
+
+class AsyncTaskBackend(Protocol):
+    """What an async handle needs from its client, by task id."""
+
+    async def status(self, task_id: str) -> TaskState: ...
+    async def result(self, task_id: str) -> Any: ...
+    async def cancel(self, task_id: str) -> TaskState: ...
+    async def retry(self, task_id: str) -> TaskState: ...
+
+
+class TaskIdentity:
+    """What every task handle has: an id, its endpoint's name, a repr, equality by id."""
+
+    def __init__(self, task_id: str, endpoint_name: str) -> None:
+        self._id = task_id
+        self._endpoint_name = endpoint_name
+
+    @property
+    def id(self) -> str:
+        """The task id (32 hex digits)."""
+        return self._id
+
+    @property
+    def endpoint(self) -> str:
+        """The name of the endpoint the task was submitted to."""
+        return self._endpoint_name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self._id!r}, endpoint={self._endpoint_name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskIdentity) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+
+def _timed_out(task_id: str, timeout: float | None) -> WaitTimeoutError:
+    return WaitTimeoutError(f"task {task_id} did not finish within {timeout:g} s", task_id)
+
+
+class Task(TaskIdentity):
+    """A submitted task (blocking calls), from :class:`~raytask.SyncHTTPClient` or
+    :func:`raytask.get_client`.
+
+    Example::
+
+        task = client.generate.submit(prompt="a mountain")
+        task.get_status()            # TaskStatus.PENDING
+        image = task.get(timeout=60) # waits up to 60 s
+    """
+
+    _async_alternative = "AsyncHTTPClient and `await task.wait()`"
+
+    def __init__(self, backend: TaskBackend, task_id: str, endpoint_name: str) -> None:
+        super().__init__(task_id, endpoint_name)
+        self._backend = backend
+
+    def get_state(self) -> TaskState:
+        """Everything the server knows of the task (:class:`~raytask.TaskState`)."""
+        return self._backend.status(self._id)
+
+    def get_status(self) -> TaskStatus:
+        """The task's current :class:`~raytask.TaskStatus`."""
+        return self.get_state().status
+
+    def wait(self, timeout: float | None = None) -> TaskStatus:
+        """Poll (with backoff) until the task finishes; return its final status.
+
+        Raises:
+            WaitTimeoutError: it did not finish within ``timeout`` seconds.
+            RuntimeError: called from a running event loop (use the async client).
+        """
+        refuse_inside_event_loop(f"{type(self).__name__}.wait()", self._async_alternative)
+        try:
+            for delay in backoff(timeout):
+                status = self.get_status()
+                if status.finished:
+                    return status
+                time.sleep(delay)
+        except WaitTimeoutError:
+            raise _timed_out(self._id, timeout) from None
+        raise AssertionError("unreachable")
+
+    def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
+        """The result; with ``timeout``, wait up to that many seconds for it first.
+
+        Over HTTP the result is JSON, text or bytes as the server sent it; in the cluster
+        it is the method's Python value. ``as_type`` (a pydantic model or any type
+        pydantic validates) turns it into that type.
+
+        Raises:
+            TaskNotCompletedError: not finished (and no ``timeout`` given).
+            TaskFailedError: the task failed; the message carries its error.
+            TaskCancelledError: the task was cancelled.
+            TaskNotFoundError, TaskExpiredError: unknown id, or the result outlived its TTL.
+            WaitTimeoutError: ``timeout`` passed first.
+        """
+        if timeout is not None:
+            self.wait(timeout)
+        return as_type_of(self._backend.result(self._id), as_type)
+
+    def cancel(self) -> TaskStatus:
+        """Cancel the task if queued, stop it if running; returns ``CANCELLED``."""
+        return self._backend.cancel(self._id).status
+
+    def retry(self) -> Self:
+        """Run the task again with the same inputs; returns the new task."""
+        state = self._backend.retry(self._id)
+        return type(self)(self._backend, state.task_id, self._endpoint_name)
+
+
+class AsyncTask(TaskIdentity):
+    """A submitted task (awaitable calls), from :class:`~raytask.AsyncHTTPClient` or
+    :func:`raytask.get_async_client`.
+
+    Example::
+
+        task = await client.generate.submit(prompt="a mountain")
+        image = await task.get(timeout=60)
+    """
+
+    def __init__(self, backend: AsyncTaskBackend, task_id: str, endpoint_name: str) -> None:
+        super().__init__(task_id, endpoint_name)
+        self._backend = backend
+
+    async def get_state(self) -> TaskState:
+        """Everything the server knows of the task (:class:`~raytask.TaskState`)."""
+        return await self._backend.status(self._id)
+
+    async def get_status(self) -> TaskStatus:
+        """The task's current :class:`~raytask.TaskStatus`."""
+        return (await self.get_state()).status
+
+    async def wait(self, timeout: float | None = None) -> TaskStatus:
+        """Poll (with backoff) until the task finishes; return its final status.
+
+        Raises:
+            WaitTimeoutError: it did not finish within ``timeout`` seconds.
+        """
+        try:
+            for delay in backoff(timeout):
+                status = await self.get_status()
+                if status.finished:
+                    return status
+                await asyncio.sleep(delay)
+        except WaitTimeoutError:
+            raise _timed_out(self._id, timeout) from None
+        raise AssertionError("unreachable")
+
+    async def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
+        """The result; with ``timeout``, wait up to that many seconds for it first.
+
+        Raises the same errors as :meth:`Task.get`.
+        """
+        if timeout is not None:
+            await self.wait(timeout)
+        return as_type_of(await self._backend.result(self._id), as_type)
+
+    async def cancel(self) -> TaskStatus:
+        """Cancel the task if queued, stop it if running; returns ``CANCELLED``."""
+        return (await self._backend.cancel(self._id)).status
+
+    async def retry(self) -> Self:
+        """Run the task again with the same inputs; returns the new task."""
+        state = await self._backend.retry(self._id)
+        return type(self)(self._backend, state.task_id, self._endpoint_name)

@@ -1,0 +1,284 @@
+"""The task manager: one detached, named Ray actor per application.
+
+A thin shell over the pure core: the :class:`~raytask.core.table.TaskTable` holds the
+queue and the state machine, the :class:`~raytask.core.dispatcher.Dispatcher` decides what
+runs and how attempts end, and :class:`~raytask.server.calls.ReplicaCalls` is its I/O with
+Serve, with :class:`~raytask.server.attempts.Attempts` sending and watching the attempts in
+flight. The actor adds four background loops (dispatch, result watch, TTL sweep, capacity
+and metrics), started once in its constructor, and the methods the ingress and the clients
+call.
+
+It owns the ``ObjectRef`` of every result without ever deserialising a large one, and
+drops results at their TTL so Ray frees them. Its methods return raytask errors as values
+instead of raising them, so the ingress gets a cheap answer rather than a Ray traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import ray
+
+from ..core.config import AppConfig, SubmitOptions
+from ..core.dispatcher import Dispatcher, EndpointRoute
+from ..core.errors import HTTPError, TaskFailedError
+from ..core.metrics import samples
+from ..core.names import NAMESPACE, manager_name
+from ..core.state import TaskState
+from ..core.status import TaskStatus
+from ..core.table import TaskTable
+from . import compat
+from .attempts import Attempts
+from .calls import ReplicaCalls
+
+logger = logging.getLogger("raytask.manager")
+
+_CAPACITY_REFRESH_S = 2.0
+_POLL_S = 0.005
+
+T = TypeVar("T")
+
+
+def _errors_as_values(
+    method: Callable[..., Awaitable[T]],
+) -> Callable[..., Awaitable[T | HTTPError]]:
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> T | HTTPError:
+        try:
+            return await method(*args, **kwargs)
+        except HTTPError as exc:
+            return exc
+
+    return wrapper
+
+
+def _each(items: list[Any], answer: Callable[[Any], T]) -> list[T | HTTPError]:
+    """``answer(item)`` for each item, an :class:`HTTPError` standing in for its answer."""
+    answers: list[T | HTTPError] = []
+    for item in items:
+        try:
+            answers.append(answer(item))
+        except HTTPError as exc:
+            answers.append(exc)
+    return answers
+
+
+class TaskManager:
+    """The actor class (made a Ray actor by :func:`get_or_create_manager`).
+
+    Construct it inside a running event loop (Ray runs an async actor's constructor in
+    its loop): the background loops start here, and only here.
+
+    Args:
+        app_name: the Serve application it serves.
+        routes: its task endpoints.
+        config: app-wide settings.
+        calls: its I/O with Serve (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        app_name: str,
+        routes: list[EndpointRoute],
+        config: AppConfig,
+        calls: ReplicaCalls | None = None,
+    ) -> None:
+        self.app_name = app_name
+        self.table = TaskTable(config.max_queue_size, config.retry_after_s)
+        self.dispatcher = Dispatcher(self.table)
+        self._wake = asyncio.Event()
+        self.attempts = Attempts(self.dispatcher, calls or ReplicaCalls(app_name), self._wake.set)
+        self._models: list[tuple[str, type]] = []
+        self._apply(routes, config)
+        self._background = [
+            asyncio.create_task(self._forever(self._dispatch, self._wake)),
+            asyncio.create_task(self._forever(self.attempts.watch, self.attempts.wake)),
+            asyncio.create_task(self._every(lambda: self.config.sweep_interval_s, self.sweep)),
+            asyncio.create_task(self._every(lambda: _CAPACITY_REFRESH_S, self._refresh)),
+        ]
+
+    def _apply(self, routes: list[EndpointRoute], config: AppConfig) -> None:
+        self.config = config
+        self.routes = {r.name: r for r in routes}
+        self.table.max_queue_size = config.max_queue_size
+        self.table.retry_after_s = config.retry_after_s
+        self.dispatcher.configure(routes, config.max_in_flight)
+
+    # -- background loops ----------------------------------------------------------
+
+    @staticmethod
+    async def _forever(step: Callable[[], Coroutine[Any, Any, bool]], wake: asyncio.Event) -> None:
+        """Run ``step`` whenever ``wake`` is set, and again at once while it returns True."""
+        while True:
+            await wake.wait()
+            wake.clear()
+            try:
+                while await step():
+                    await asyncio.sleep(_POLL_S)
+            except Exception:  # never let the loop die: try again a little later
+                logger.exception("raytask manager loop %s failed", step.__name__)
+                wake.set()
+                await asyncio.sleep(0.5)
+
+    @staticmethod
+    async def _every(period_s: Callable[[], float], step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await step()
+            except Exception:  # the controller may be restarting: keep the last numbers
+                logger.exception("raytask manager step %s failed", step.__name__)
+            await asyncio.sleep(period_s())
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    async def _dispatch(self) -> bool:
+        self.attempts.start()
+        return False
+
+    async def sweep(self) -> None:
+        """Forget tasks past their TTL and drop their results, so Ray frees them (the
+        sweep loop calls this every ``sweep_interval_s``)."""
+        for task_id in self.table.sweep():
+            self.attempts.results.pop(task_id, None)
+
+    async def _refresh(self) -> None:
+        try:
+            running = await asyncio.to_thread(self.attempts.calls.running_replicas)
+        except Exception as exc:  # the controller may be restarting: keep the last numbers
+            logger.debug("capacity refresh failed: %s", exc)
+            running = {}
+        for deployment, replicas in running.items():
+            self.dispatcher.set_running_replicas(deployment, replicas)
+        self._kick()
+        self.attempts.calls.export_metrics(samples(self.dispatcher.snapshot(self.app_name)))
+
+    # -- the API the ingress and the clients call --------------------------------
+
+    async def submit(
+        self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
+    ) -> TaskState | HTTPError:
+        """Queue a task; returns its status answer (``pending``)."""
+        (answer,) = await self.submit_many([(endpoint, kwargs, options)])
+        return answer
+
+    async def submit_many(
+        self, items: list[tuple[str, dict[str, Any], SubmitOptions]]
+    ) -> list[TaskState | HTTPError]:
+        """Queue several tasks: ``(endpoint, kwargs, options)`` each. One answer per item,
+        in order: its status answer, or its error (a full queue refuses the items past its
+        room, not the whole call)."""
+        answers = _each(items, lambda item: self._submit_one(*item))
+        self._kick()
+        return answers
+
+    def _submit_one(self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions) -> Any:
+        route = self.routes.get(endpoint)
+        if route is None:
+            raise TaskFailedError(f"the task manager has no endpoint {endpoint!r}")
+        return self.table.submit(endpoint, kwargs, options.apply(route.options)).state()
+
+    @_errors_as_values
+    async def status(self, task_id: str) -> TaskState:
+        """The status answer of a task."""
+        return self.table.get(task_id).state()
+
+    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
+        """The status answers (or errors) of several tasks, in order."""
+        return _each(task_ids, lambda task_id: self.table.get(task_id).state())
+
+    @_errors_as_values
+    async def result(self, task_id: str) -> list[ray.ObjectRef]:
+        """``[ref]`` to the result of a successful task (the caller fetches it)."""
+        self.table.check_result(task_id)
+        return [self.attempts.results[task_id]]
+
+    @_errors_as_values
+    async def cancel(self, task_id: str) -> TaskState:
+        """Cancel a pending task, or stop a running one (its slot frees when the replica
+        confirms)."""
+        if self.table.cancel(task_id) is TaskStatus.IN_PROGRESS:
+            self.attempts.stop(task_id)
+        return self.table.get(task_id).state()
+
+    @_errors_as_values
+    async def retry(self, task_id: str) -> TaskState:
+        """Queue a new task with the inputs of a finished one."""
+        record = self.table.retry(task_id)
+        self._kick()
+        return record.state()
+
+    async def configure(
+        self, routes: list[EndpointRoute], config: AppConfig, models: list[tuple[str, type]]
+    ) -> None:
+        """Take new endpoints and settings (a redeployed app's ingress calls this)."""
+        self._apply(routes, config)
+        self._models = models
+        try:
+            self.attempts.calls.warm(self.dispatcher.deployments)
+        except Exception as exc:  # a private Serve API: the first call still works
+            logger.warning("could not warm the model handles: %s", exc)
+        self._kick()
+
+    async def models(self) -> list[tuple[str, type]]:
+        """``(deployment name, class)`` of each model (in-cluster clients validate with them)."""
+        return self._models
+
+    async def depth(self) -> dict[str, dict[str, int]]:
+        """Per model deployment: tasks pending in the queue and in flight (for autoscaling)."""
+        return self.dispatcher.depth()
+
+    async def queue(self) -> dict[str, Any]:
+        """The ``GET /queue`` answer (see :meth:`Dispatcher.snapshot`)."""
+        return self.dispatcher.snapshot(self.app_name)
+
+    async def shutdown(self) -> None:
+        """Stop the background loops (Ray ends them with the actor; tests call this)."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def ping(self) -> bool:
+        """Liveness for the ingress's /readyz (cheap, unlike :meth:`stats`)."""
+        return True
+
+    async def stats(self) -> dict[str, Any]:
+        """Numbers for operators and tests: pid, RSS, queue depth, in-flight, counts."""
+        return {
+            "pid": os.getpid(),
+            "rss_bytes": _rss_bytes(),
+            "pending": self.table.pending_count,
+            "in_flight": {d: self.dispatcher.in_flight(d) for d in self.dispatcher.deployments},
+            "capacity": {d: self.dispatcher.limit(d) for d in self.dispatcher.deployments},
+            "results_held": len(self.attempts.results),
+            "counts": self.table.counts(),
+            "env": {name: os.environ.get(name) for name in compat.ROUTER_IN_CALLER_LOOP_ENV},
+        }
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def get_or_create_manager(app_name: str, routes: list[EndpointRoute], config: AppConfig) -> Any:
+    """The app's manager actor, created detached on first use (safe to race)."""
+    return (
+        ray.remote(TaskManager)
+        .options(
+            name=manager_name(app_name),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            num_cpus=0,
+            max_concurrency=10_000,
+            runtime_env={"env_vars": compat.ROUTER_IN_CALLER_LOOP_ENV},
+        )
+        .remote(app_name, routes, config)
+    )
