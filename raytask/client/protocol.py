@@ -18,6 +18,10 @@ from pydantic import TypeAdapter
 from ..core.errors import EndpointNotFoundError, WaitTimeoutError, error_from_body
 from ..core.state import TaskState
 
+# Status polls start FIRST_POLL_S apart and back off by half each time, up to MAX_POLL_S.
+FIRST_POLL_S = 0.05
+MAX_POLL_S = 1.0
+
 RETRYABLE_STATUS = (429, 503)
 """Answers that mean "nothing was done, try again after ``Retry-After``"."""
 
@@ -178,7 +182,9 @@ def retry_delay(
     return min(max(delay, 0.0), 60.0) if delay == delay else 1.0
 
 
-def backoff(timeout_s: float | None, first_s: float = 0.05, max_s: float = 1.0) -> Iterator[float]:
+def backoff(
+    timeout_s: float | None, first_s: float = FIRST_POLL_S, max_s: float = MAX_POLL_S
+) -> Iterator[float]:
     """Delays between polls, growing by half each time up to ``max_s``, until ``timeout_s`` has passed.
 
     Raises:
@@ -211,7 +217,7 @@ class Poller:
         self.window = max(1, window)
         self.timeout_s = timeout_s
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        self._first_s, self._max_s = 0.05, 1.0
+        self._first_s, self._max_s = FIRST_POLL_S, MAX_POLL_S
         self._delay = self._first_s
 
     def batch(self) -> list[Any]:

@@ -21,16 +21,10 @@ from .config import TaskOptions
 from .decorators import EndpointSpec, get_spec
 from .errors import ConfigError, InvalidInputError
 
-_RESERVED = {
-    "schema.json",
-    "openapi.json",
-    "docs.json",
-    "readyz",
-    "livez",
-    "healthz",
-    "metrics",
-    "queue",
-}
+SERVICE_ROUTES = frozenset(
+    {"schema.json", "openapi.json", "docs.json", "readyz", "livez", "healthz", "metrics", "queue"}
+)
+"""The app-wide routes the ingress serves, so no endpoint may take their names."""
 
 
 def _is_pil_image(value_or_type: Any) -> bool:
@@ -64,7 +58,7 @@ class Endpoint:
         self.kind = spec.kind
         self.deployment = deployment
         self.options = (defaults or TaskOptions()).model_copy(update=spec.options)
-        if self.name in _RESERVED or "/" in self.name:
+        if self.name in SERVICE_ROUTES or "/" in self.name:
             raise ConfigError(f"endpoint name {self.name!r} is reserved or not a path segment")
         self.is_async = inspect.iscoroutinefunction(func)
         self._hints = self._resolve_hints()

@@ -113,7 +113,7 @@ class TaskManager:
 
     @staticmethod
     async def _forever(step: Callable[[], Coroutine[Any, Any, bool]], wake: asyncio.Event) -> None:
-        """Run ``step`` whenever ``wake`` is set, and again at once while it returns True."""
+        """Run ``step`` whenever ``wake`` is set, and every ``_POLL_S`` while it returns True."""
         while True:
             await wake.wait()
             wake.clear()

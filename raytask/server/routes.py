@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..core.config import AppConfig, SubmitOptions
-from ..core.endpoint import Endpoint, encode_result
+from ..core.endpoint import SERVICE_ROUTES, Endpoint, encode_result
 from ..core.errors import (
     EndpointNotFoundError,
     HTTPError,
@@ -219,15 +219,20 @@ class Routes:
 
             return endpoint
 
+        service = {
+            "schema.json": self.schema,
+            "openapi.json": self.openapi,
+            "docs.json": self.openapi,
+            "readyz": self.readyz,
+            "livez": self.livez,
+            "healthz": self.livez,
+            "queue": self.queue,
+            "metrics": self.metrics,
+        }
+        if service.keys() != SERVICE_ROUTES:  # endpoint names must not shadow these
+            raise RuntimeError("raytask.core.endpoint.SERVICE_ROUTES is out of date")
         routes = [
-            Route("/schema.json", guarded(self.schema), methods=["GET"]),
-            Route("/openapi.json", guarded(self.openapi), methods=["GET"]),
-            Route("/docs.json", guarded(self.openapi), methods=["GET"]),
-            Route("/readyz", guarded(self.readyz), methods=["GET"]),
-            Route("/livez", guarded(self.livez), methods=["GET"]),
-            Route("/healthz", guarded(self.livez), methods=["GET"]),
-            Route("/queue", guarded(self.queue), methods=["GET"]),
-            Route("/metrics", guarded(self.metrics), methods=["GET"]),
+            *(Route(f"/{path}", guarded(h), methods=["GET"]) for path, h in service.items()),
             Route("/{name}/submit", guarded(self.submit), methods=["POST"]),
             Route("/{name}/status", guarded(self.status), methods=["GET"]),
             Route("/{name}/get", guarded(self.get), methods=["GET"]),

@@ -65,6 +65,7 @@ class FakeCalls(ReplicaCalls):
         super().__init__("app")
         self.sent: list[tuple[DeploymentResponse, asyncio.Future[Any], FakeReplicaResult]] = []
         self.exported: list[Any] = []
+        self.watching: set[Any] = set()
 
     def send(self, deployment: str, method: str, kwargs: dict[str, Any]) -> DeploymentResponse:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -80,6 +81,7 @@ class FakeCalls(ReplicaCalls):
         return replica
 
     def ready(self, refs: list[Any]) -> tuple[list[Any], set[Any]]:
+        self.watching = set(refs)
         ready = [ref for ref in refs if ref.ready]
         return ready, {ref for ref in ready if ref.stored}
 
@@ -143,7 +145,7 @@ async def running(manager: TaskManager, calls: FakeCalls) -> tuple[str, FakeRepl
     task_id = await submit(manager)
     await settle(lambda: len(calls.sent) == 1)
     replica = calls.assign()
-    await settle(lambda: manager.attempts.wake.is_set() or manager.attempts._watched)
+    await settle(lambda: replica.ref in calls.watching)  # the manager polls its result
     return task_id, replica
 
 
