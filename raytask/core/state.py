@@ -3,6 +3,10 @@
 The manager builds a :class:`TaskState` from its table, the routes send it as JSON (the
 body of ``status``, ``submit``, ``cancel`` and ``retry``), the clients parse it back, and
 the OpenAPI document's ``TaskState`` schema is generated from it.
+
+Status answers cross Ray processes by the thousand (a ``submit_many`` of 20,000 tasks is
+20,000 of them), so the model is kept cheap: times are epoch seconds (floats) until they
+are written as ISO-8601 text, and a state pickles as a tuple of plain values.
 """
 
 from __future__ import annotations
@@ -10,30 +14,46 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from .status import BENTOML_SPELLING, TaskStatus
 
 _FROM_WIRE = {v: k for k, v in BENTOML_SPELLING.items()} | {s.value: s for s in TaskStatus}
 
-# Sent as Python's isoformat() ("...+00:00"), which every ISO-8601 parser reads.
+
+def iso(seconds: float) -> str:
+    """Epoch ``seconds`` as ISO-8601 UTC text (``...+00:00``), clamped to what a datetime
+    can hold, so that any stored time can be sent."""
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        moment = datetime.max.replace(tzinfo=UTC)
+    return moment.isoformat()
+
+
+def _epoch(value: Any) -> Any:
+    # The wire carries ISO text; Python code may pass epoch seconds or a datetime.
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp()
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return value
+
+
 Timestamp = Annotated[
-    datetime,
-    PlainSerializer(lambda t: t.isoformat(), return_type=str, when_used="json"),
+    float,
+    BeforeValidator(_epoch),
+    PlainSerializer(iso, return_type=str, when_used="json"),
     Field(json_schema_extra={"format": "date-time"}),
 ]
+"""A UTC time: epoch seconds in Python, ISO-8601 text on the wire."""
 
 TIME_FIELDS = ("created_at", "executed_at", "completed_at", "expires_at")
 
 
-def from_epoch(seconds: float | None) -> datetime | None:
-    """An aware UTC datetime for epoch ``seconds`` (clamped to what a datetime can hold)."""
-    if seconds is None:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return datetime.max.replace(tzinfo=UTC)
+def _status(value: Any) -> Any:
+    # Accept BentoML's spellings too ("completed", "failed", "canceled").
+    return _FROM_WIRE.get(value, value) if isinstance(value, str) else value
 
 
 class TaskState(BaseModel):
@@ -43,7 +63,8 @@ class TaskState(BaseModel):
         task_id: 32 lowercase hex digits.
         status: the task's :class:`TaskStatus`.
         endpoint: the endpoint the task was submitted to.
-        created_at, executed_at, completed_at, expires_at: UTC times, ``None`` where not yet.
+        created_at, executed_at, completed_at, expires_at: epoch seconds (UTC; ISO-8601 text
+            on the wire), ``None`` where not yet.
         attempts: attempts started so far.
         error: why the last attempt failed (``None`` after a success).
         retry_of: the task this one retries, if any.
@@ -55,7 +76,7 @@ class TaskState(BaseModel):
     )
 
     task_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    status: TaskStatus
+    status: Annotated[TaskStatus, BeforeValidator(_status)]
     endpoint: str | None = None
     created_at: Timestamp | None = None
     executed_at: Timestamp | None = None
@@ -65,19 +86,19 @@ class TaskState(BaseModel):
     error: str | None = None
     retry_of: str | None = None
 
-    @field_validator("status", mode="before")
     @classmethod
-    def _any_spelling(cls, value: Any) -> Any:
-        # Accept BentoML's spellings too ("completed", "failed", "canceled").
-        return _FROM_WIRE.get(value, value) if isinstance(value, str) else value
+    def of(cls, *values: Any) -> TaskState:
+        """A state from trusted values in field order (no validation: the table's own data)."""
+        state = cls.__new__(cls)
+        object.__setattr__(state, "__dict__", dict(zip(_FIELDS, values, strict=True)))
+        object.__setattr__(state, "__pydantic_fields_set__", _ALL_FIELDS)
+        object.__setattr__(state, "__pydantic_extra__", None)
+        object.__setattr__(state, "__pydantic_private__", None)
+        return state
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # Status answers cross Ray processes by the thousand: pickle the values only
-        # (about 10x cheaper than pydantic's default state dict).
-        values = [getattr(self, name) for name in _FIELDS]
+        values = [self.__dict__[name] for name in _FIELDS]
         values[_STATUS] = self.status.value
-        for i in _TIMES:
-            values[i] = values[i] and values[i].timestamp()
         return _restore, tuple(values)
 
     def wire(self, bentoml: bool = False) -> dict[str, Any]:
@@ -89,13 +110,12 @@ class TaskState(BaseModel):
 
 
 _FIELDS = tuple(TaskState.model_fields)
+_ALL_FIELDS = frozenset(_FIELDS)
 _STATUS = _FIELDS.index("status")
-_TIMES = tuple(_FIELDS.index(name) for name in TIME_FIELDS)
+_BY_VALUE = {s.value: s for s in TaskStatus}
 
 
 def _restore(*values: Any) -> TaskState:
-    fields = dict(zip(_FIELDS, values, strict=True))
-    fields["status"] = TaskStatus(fields["status"])
-    for name in TIME_FIELDS:
-        fields[name] = from_epoch(fields[name])
-    return TaskState.model_construct(**fields)
+    fields = list(values)
+    fields[_STATUS] = _BY_VALUE[fields[_STATUS]]
+    return TaskState.of(*fields)

@@ -30,7 +30,7 @@ from .errors import (
     TaskNotCompletedError,
     TaskNotFoundError,
 )
-from .state import TaskState, from_epoch
+from .state import TaskState
 from .status import TaskStatus, can_transition
 
 Clock = Callable[[], float]
@@ -60,18 +60,17 @@ class TaskRecord:
 
     def state(self) -> TaskState:
         """The status answer of this task."""
-        # model_construct: the table's own data needs no validation (a status read is hot).
-        return TaskState.model_construct(
-            task_id=self.task_id,
-            status=self.status,
-            endpoint=self.endpoint,
-            created_at=from_epoch(self.created_at),
-            executed_at=from_epoch(self.executed_at),
-            completed_at=from_epoch(self.completed_at),
-            expires_at=from_epoch(self.expires_at),
-            attempts=self.attempts,
-            error=self.error,
-            retry_of=self.retry_of,
+        return TaskState.of(
+            self.task_id,
+            self.status,
+            self.endpoint,
+            self.created_at,
+            self.executed_at,
+            self.completed_at,
+            self.expires_at,
+            self.attempts,
+            self.error,
+            self.retry_of,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +178,15 @@ class TaskTable:
             stats[name] = numbers
         return stats
 
+    def ids_in(self, statuses: Iterable[TaskStatus], endpoint: str | None = None) -> list[str]:
+        """Ids of the tasks in one of ``statuses`` (of ``endpoint``, or of every endpoint)."""
+        wanted = frozenset(statuses)
+        return [
+            r.task_id
+            for r in self._records.values()
+            if r.status in wanted and (endpoint is None or r.endpoint == endpoint)
+        ]
+
     def pending_by_endpoint(self, endpoint: str) -> int:
         """Tasks of ``endpoint`` waiting in its queue."""
         counter = self._counts.get(endpoint)
@@ -224,7 +232,6 @@ class TaskTable:
         kwargs: dict[str, Any],
         options: TaskOptions,
         retry_of: str | None = None,
-        task_id: str | None = None,
     ) -> TaskRecord:
         """Queue a new task at the back of its endpoint's queue.
 
@@ -237,7 +244,7 @@ class TaskTable:
                 retry_after_s=self.retry_after_s,
             )
         record = TaskRecord(
-            task_id=task_id or new_task_id(),
+            task_id=new_task_id(),
             endpoint=endpoint,
             kwargs=kwargs,
             options=options,
