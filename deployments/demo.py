@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 import zlib
+from collections import Counter
 from typing import Any
 
 from ray import serve
@@ -27,6 +28,8 @@ class Demo:
     def __init__(self) -> None:
         self._blocking = 0
         self._lock = threading.Lock()
+        self._running: Counter[str] = Counter()  # tags of block/nap calls running now
+        self._finished: set[str] = set()  # tags of those that ran to their end
 
     @raytask.api
     def describe(self, prompt: str) -> str:
@@ -54,24 +57,56 @@ class Demo:
         return time.monotonic() - start
 
     @raytask.task
-    def block(self, seconds: float = 1.0) -> float:
-        """Wait ``seconds`` in a sync method (a thread): shows cancelling sync code."""
+    def block(self, seconds: float = 1.0, tag: str = "") -> float:
+        """Wait ``seconds`` in a sync method (a thread): shows cancelling sync code.
+
+        ``tag`` names the call in :meth:`work`, so a test can see it run, stop, and never
+        reach its end.
+        """
         with self._lock:
             self._blocking += 1
+            self._running[tag] += 1
         try:
             start = time.monotonic()
             deadline = start + seconds
             while time.monotonic() < deadline:
                 time.sleep(0.01)
+            with self._lock:
+                self._finished.add(tag)
             return time.monotonic() - start
         finally:
             with self._lock:
                 self._blocking -= 1
+                self._running[tag] -= 1
+
+    @raytask.task
+    async def nap(self, seconds: float = 1.0, tag: str = "") -> float:
+        """Wait ``seconds`` in an async method, in short awaits: shows cancelling async code
+        (it stops at its next ``await``). ``tag`` as for :meth:`block`."""
+        with self._lock:  # work() may read these from another thread
+            self._running[tag] += 1
+        try:
+            start = time.monotonic()
+            while time.monotonic() - start < seconds:
+                await asyncio.sleep(0.01)
+            with self._lock:
+                self._finished.add(tag)
+            return time.monotonic() - start
+        finally:
+            with self._lock:
+                self._running[tag] -= 1
 
     @raytask.api
     def blocking(self) -> int:
         """How many ``block`` calls are running now (a cancelled one must stop)."""
         return self._blocking
+
+    @raytask.api
+    def work(self) -> dict[str, list[str]]:
+        """Tags of the ``block`` and ``nap`` calls running now and of those that finished."""
+        with self._lock:
+            running = sorted(tag for tag, n in self._running.items() if n > 0)
+            return {"running": running, "finished": sorted(self._finished)}
 
     @raytask.task
     def fail(self, message: str = "boom") -> str:

@@ -32,7 +32,7 @@ class RayBackend:
         self.endpoints = {e.name: e for e in endpoints}
         self.handles = handles
         # Submits and status reads are most of the traffic: concurrent ones share one
-        # manager call (see raytask.batching).
+        # manager call (see raytask.core.batching).
         self._submits: Coalescer[tuple[str, dict[str, Any], SubmitOptions], Any] = Coalescer(
             manager.submit_many.remote
         )

@@ -206,6 +206,20 @@ class TaskManager:
             self.attempts.stop(task_id)
         return self.table.get(task_id).state()
 
+    async def cancel_many(
+        self,
+        task_ids: list[str] | None = None,
+        statuses: list[str] | None = None,
+        endpoint: str | None = None,
+    ) -> int:
+        """Cancel the tasks ``task_ids``, or else every task in ``statuses`` (``pending``,
+        ``in_progress``) of ``endpoint`` or of the whole app; unknown and finished ones are
+        skipped. Returns how many were cancelled."""
+        if task_ids is None:
+            task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
+        answers = [await self.cancel(task_id) for task_id in task_ids]
+        return sum(1 for answer in answers if isinstance(answer, TaskState))
+
     @_errors_as_values
     async def retry(self, task_id: str) -> TaskState:
         """Queue a new task with the inputs of a finished one."""

@@ -8,9 +8,7 @@ large-result tests make Ray spill to a directory of the test session.
 from __future__ import annotations
 
 import os
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,28 +16,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from ..support import free_port, wait_for
+
 T = TypeVar("T")
 OBJECT_STORE_BYTES = 150 * 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(probe: Callable[[], T], timeout_s: float = 60, what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.02
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -134,11 +114,57 @@ class App:
 
         return wait_for(probe, timeout_s, f"task {task_id} to be {want}")
 
+    def work(self) -> dict[str, list[str]]:
+        """The demo replica's tagged ``block``/``nap`` calls: running now, and finished."""
+        response = self.http.post("/work", json={})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_running(self, tag: str, timeout_s: float = 30) -> None:
+        """Wait until the call tagged ``tag`` runs on the replica."""
+        wait_for(lambda: tag in self.work()["running"], timeout_s, f"{tag} to run")
+
+    def wait_stopped(self, tag: str, timeout_s: float = 20) -> None:
+        """Wait until the call tagged ``tag`` stopped on the replica; it must not have run
+        to its end (a cancel that only changed the status would fail here)."""
+        wait_for(lambda: tag not in self.work()["running"], timeout_s, f"{tag} to stop")
+        assert tag not in self.work()["finished"], f"{tag} ran to its end: it was not stopped"
+
+    def clean(self, timeout_s: float = 60) -> None:
+        """Cancel every unfinished task and wait until nothing runs, so that what one test
+        leaves behind cannot reach the next."""
+        import ray
+
+        ray.get(self.manager.cancel_many.remote(statuses=["pending", "in_progress"]))
+
+        def idle() -> bool:
+            stats = self.stats()
+            return (
+                stats["pending"] == 0
+                and not any(stats["in_flight"].values())
+                and not self.work()["running"]
+                and self.http.post("/blocking", json={}).json() == 0
+            )
+
+        wait_for(idle, timeout_s, f"app {self.name} to be idle")
+
     def close(self) -> None:
         from ray import serve
 
         self.http.close()
         serve.delete(self.name)
+
+
+SHARED_APPS = ("main_app", "small_app", "root_app")
+
+
+@pytest.fixture(autouse=True)
+def _leave_shared_apps_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, the shared apps it used are idle again (nothing queued or running)."""
+    yield
+    for name in SHARED_APPS:
+        if name in request.fixturenames:
+            request.getfixturevalue(name).clean()
 
 
 @pytest.fixture(scope="session")

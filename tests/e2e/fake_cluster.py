@@ -31,9 +31,7 @@ from typing import Any
 import psutil
 import yaml
 
-from .conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..support import ROOT, free_port
 
 
 def stop_processes_under(marker: str) -> int:

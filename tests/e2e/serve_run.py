@@ -7,28 +7,32 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from .conftest import free_port, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..support import ROOT, free_port, wait_for
 
 
 @contextlib.contextmanager
 def serve_run(
-    config_name: str, tmp_path: Path, env: dict[str, str] | None = None
+    config_name: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[httpx.Client]:
     """``serve run configs/CONFIG_NAME`` on a free loopback port; yields a client on it.
 
-    The only change to the config is the HTTP host and port. Everything the subprocess
-    starts is in its own process session and is stopped with it.
+    The config changes only in its HTTP host and port, and in what ``edit`` (given the
+    parsed YAML) changes. Everything the subprocess starts is in its own process session
+    and is stopped with it.
     """
     config: dict[str, Any] = yaml.safe_load((ROOT / "configs" / config_name).read_text())
+    if edit is not None:
+        edit(config)
     port = free_port()
     config["http_options"].update(host="127.0.0.1", port=port)
     config_path = tmp_path / config_name
@@ -78,14 +82,22 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def run_task(http: httpx.Client, route: str, body: dict[str, Any], timeout_s: float = 120) -> Any:
     """Submit, wait for success, and return the result of one task."""
+    return http.get(
+        f"{route}/get", params={"task_id": finish_task(http, route, body, timeout_s)["task_id"]}
+    ).json()
+
+
+def finish_task(
+    http: httpx.Client, route: str, body: dict[str, Any], timeout_s: float = 120
+) -> dict[str, Any]:
+    """Submit one task, wait for its success, and return its status answer."""
     response = http.post(f"{route}/submit", json=body)
     assert response.status_code == 200, response.text
     task_id = response.json()["task_id"]
 
-    def status() -> str:
+    def succeeded() -> dict[str, Any] | None:
         state = http.get(f"{route}/status", params={"task_id": task_id}).json()
         assert state["status"] != "failure", state
-        return state["status"] == "success"
+        return state if state["status"] == "success" else None
 
-    wait_for(status, timeout_s, f"task {task_id} to succeed")
-    return http.get(f"{route}/get", params={"task_id": task_id}).json()
+    return wait_for(succeeded, timeout_s, f"task {task_id} to succeed")

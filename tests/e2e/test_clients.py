@@ -14,7 +14,7 @@ from pydantic import BaseModel
 import raytask
 from raytask.client import cluster as cluster_client
 
-from .conftest import App, wait_for
+from .conftest import App
 from .seed import check_seed_snippets
 
 pytestmark = pytest.mark.e2e
@@ -54,10 +54,12 @@ def test_seed_snippets_run_from_a_client_only_install(root_app: App) -> None:
 def test_sync_client_cancel_and_wait_paths(main_app: App) -> None:
     with raytask.SyncHTTPClient(main_app.url) as client:
         assert client.describe("two words").startswith("2 words")
-        slow = client.block.submit(seconds=60)
+        slow = client.block.submit(seconds=60, tag="sync-client")
         with pytest.raises(raytask.WaitTimeoutError):
             slow.get(timeout=0.5)
+        main_app.wait_running("sync-client")
         assert slow.cancel() is raytask.TaskStatus.CANCELLED
+        main_app.wait_stopped("sync-client")
         with pytest.raises(raytask.TaskCancelledError):
             slow.get()
         quick = client.wordcount.submit("a b b")
@@ -73,10 +75,12 @@ async def test_async_client(main_app: App) -> None:
     async with raytask.AsyncHTTPClient(main_app.url) as client:
         task = await client.sleep.submit(seconds=0.1)
         assert await task.get(timeout=60) >= 0.1
-        slow = await client.block.submit(seconds=60)
+        slow = await client.nap.submit(seconds=60, tag="async-client")
         with pytest.raises(raytask.WaitTimeoutError):
             await slow.get(timeout=0.5)
+        await asyncio.to_thread(main_app.wait_running, "async-client")
         assert await slow.cancel() is raytask.TaskStatus.CANCELLED
+        await asyncio.to_thread(main_app.wait_stopped, "async-client")
         again = await slow.retry()
         assert again.id != slow.id
         await again.cancel()
@@ -102,11 +106,13 @@ def test_in_cluster_client_from_a_driver(main_app: App) -> None:
         client.wordcount.submit(text=5)
     with pytest.raises(TypeError, match="missing required"):
         client.wordcount.submit()
-    slow = client.block.submit(seconds=60)
-    wait_for(lambda: slow.get_status() is raytask.TaskStatus.IN_PROGRESS, 30, "block to start")
+    slow = client.block.submit(seconds=60, tag="in-cluster")
+    main_app.wait_running("in-cluster")
+    assert slow.get_status() is raytask.TaskStatus.IN_PROGRESS
     assert slow.cancel() is raytask.TaskStatus.CANCELLED
     # and it stops on the replica (a cancel racing the replica's assignment once did not)
-    wait_for(lambda: main_app.http.post("/blocking", json={}).json() == 0, 20, "block to stop")
+    main_app.wait_stopped("in-cluster")
+    assert client.block.task(slow.id).get_status() is raytask.TaskStatus.CANCELLED
     many = client.noop.submit_many([{}] * 50)
     assert all(t.wait(timeout=60) is raytask.TaskStatus.SUCCESS for t in many)
     with pytest.raises(raytask.EndpointNotFoundError):
@@ -117,6 +123,9 @@ async def test_async_in_cluster_client(main_app: App) -> None:
     client = await raytask.get_async_client("main")
     task = await client.wordcount.submit(text="x y x")
     assert await task.get(timeout=60) == {"words": 3, "top": ["x", "y"]}
+    assert await client.wordcount.task(task.id).get() == {"words": 3, "top": ["x", "y"]}
+    with pytest.raises(raytask.EndpointNotFoundError):
+        await raytask.get_async_client("no-such-app")
     tasks = await client.noop.submit_many([{}] * 10)
     for task in tasks:
         assert await task.wait(timeout=60) is raytask.TaskStatus.SUCCESS

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
+from ..support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
 
 def test_backlog_adds_fake_gpu_nodes_and_idle_nodes_are_removed() -> None:
@@ -34,9 +33,11 @@ def test_backlog_adds_fake_gpu_nodes_and_idle_nodes_are_removed() -> None:
     assert report["statuses"] == ["success"] * 6
     # min_workers 0 and a head without GPUs: no GPU node and no replica before the backlog
     assert timeline[0][1] == 0 and timeline[0][3] == 0 and timeline[0][4] > 0
-    # the policy asked for replicas that could not be placed: pending GPU demand
-    assert any(nodes == 0 and starting > 0 for _, nodes, starting, _, _ in timeline)
-    # the autoscaler launched GPU nodes for it, and replicas ran only once a node was there
+    # With min_workers 0 the autoscaler launches a GPU node only for pending GPU demand,
+    # that is the replicas the policy asked for and Ray could not place: a node launched
+    # after t=0 proves it. (A 0.5 s sample landing in the ~2 s window while replicas wait
+    # with no node is not required: on a loaded machine it can miss.)
+    assert report["first_gpu_node_s"] > 0
     assert report["peak_gpu_nodes"] >= 1
     assert report["first_gpu_node_s"] <= report["first_replica_s"] < report["all_done_s"]
     # idle: replicas back to zero, then every GPU node removed

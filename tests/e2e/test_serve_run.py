@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .serve_run import run_task, serve_run
+from .serve_run import finish_task, run_task, serve_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
 
+def demo_ttl(ttl_s: float) -> Callable[[dict[str, Any]], None]:
+    def edit(config: dict[str, Any]) -> None:
+        (demo,) = [a for a in config["applications"] if a["name"] == "demo"]
+        demo["args"]["task_defaults"]["ttl_s"] = ttl_s
+
+    return edit
+
+
 def test_serve_run_app_yaml_serves_the_model_and_the_demo(tmp_path: Path) -> None:
-    with serve_run("app.yaml", tmp_path) as http:
+    with serve_run("app.yaml", tmp_path, edit=demo_ttl(4321)) as http:
         (vector,) = run_task(http, "/embed", {"texts": ["serve run works"]})
         assert len(vector) == 384
         result = run_task(http, "/demo/wordcount", {"text": "serve run works, serve run"})
         assert result == {"words": 5, "top": ["run", "serve", "works,"]}
+        # the YAML `args` reach raytask.AppConfig: the demo's task TTL is what they say
+        state = finish_task(http, "/demo/wordcount", {"text": "kept for 4321 s"})
+        kept = datetime.fromisoformat(state["expires_at"]) - datetime.fromisoformat(
+            state["completed_at"]
+        )
+        assert kept.total_seconds() == 4321
         assert http.post("/demo/describe", json={"prompt": "hi"}).status_code == 200
         assert http.post("/similarity", json={"a": "x", "b": "x"}).json() > 0.99
 

@@ -60,12 +60,18 @@ def test_retry_new_id_same_inputs_original_untouched(main_app: App) -> None:
 
 def test_short_ttl_then_410(main_app: App) -> None:
     task_id = main_app.submit("wordcount", {"text": "brief"}, ttl_s=1)
-    main_app.wait_status("wordcount", task_id, "success")
+    seen = []
 
     def gone() -> bool:
-        return (
-            main_app.http.get("/wordcount/status", params={"task_id": task_id}).status_code == 410
-        )
+        # Any legal state on the way (it may finish and expire between two polls), then 410:
+        # only a finished task has a TTL, so a 410 also says it finished.
+        response = main_app.http.get("/wordcount/status", params={"task_id": task_id})
+        if response.status_code == 410:
+            return True
+        assert response.status_code == 200, response.text
+        seen.append(response.json()["status"])
+        assert seen[-1] in ("pending", "in_progress", "success"), seen
+        return False
 
     wait_for(gone, 30, "the result to expire")
     response = main_app.http.get("/wordcount/get", params={"task_id": task_id})
@@ -98,8 +104,8 @@ def test_sync_endpoint_and_schema(main_app: App) -> None:
 
 
 def test_cancel_queued_and_running(small_app: App) -> None:
-    running = small_app.submit("block", {"seconds": 60})
-    wait_for(lambda: small_app.http.post("/blocking", json={}).json() == 1, 30, "block to start")
+    running = small_app.submit("block", {"seconds": 60, "tag": "running"})
+    small_app.wait_running("running")
     queued = small_app.submit("noop")
     assert small_app.status("noop", queued)["status"] == "pending"
 
@@ -108,14 +114,24 @@ def test_cancel_queued_and_running(small_app: App) -> None:
     response = small_app.http.put("/block/cancel", params={"task_id": running})
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
 
-    # the replica's thread really stops, long before its 60 s
-    wait_for(lambda: small_app.http.post("/blocking", json={}).json() == 0, 20, "block to stop")
+    # the replica's thread really stops, long before its 60 s, and never reaches its end
+    small_app.wait_stopped("running")
     assert small_app.status("block", running)["status"] == "cancelled"
-    assert small_app.status("noop", queued)["status"] == "cancelled"
+    queued_state = small_app.status("noop", queued)
+    assert queued_state["status"] == "cancelled" and queued_state["attempts"] == 0  # never ran
     assert small_app.http.get("/block/get", params={"task_id": running}).status_code == 409
     # the slot is free again: the next task runs
     after = small_app.submit("noop")
     small_app.wait_status("noop", after, "success", timeout_s=30)
+
+
+def test_cancel_a_running_async_task_stops_it(main_app: App) -> None:
+    task_id = main_app.submit("nap", {"seconds": 60, "tag": "async-http"})
+    main_app.wait_running("async-http")
+    response = main_app.http.post("/nap/cancel", params={"task_id": task_id})
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    main_app.wait_stopped("async-http")  # at its next await, not after 60 s
+    assert main_app.http.get("/nap/get", params={"task_id": task_id}).status_code == 409
 
 
 def test_queue_full_is_429(small_app: App) -> None:
@@ -148,8 +164,8 @@ def test_queue_full_is_429(small_app: App) -> None:
 
 def test_replica_killed_mid_task_is_requeued_and_completes(small_app: App) -> None:
     pid = small_app.http.post("/pid", json={}).json()
-    task_id = small_app.submit("block", {"seconds": 3})
-    wait_for(lambda: small_app.http.post("/blocking", json={}).json() == 1, 30, "block to start")
+    task_id = small_app.submit("block", {"seconds": 3, "tag": "killed"})
+    small_app.wait_running("killed")  # this task, not one an earlier test left behind
     os.kill(pid, signal.SIGKILL)
     state = small_app.wait_status("block", task_id, "success", timeout_s=120)
     assert state["attempts"] == 2, state
@@ -195,10 +211,12 @@ def test_results_larger_than_the_object_store_are_all_retrievable(
 
 
 def test_timeout_fails_the_task_and_stops_it(main_app: App) -> None:
-    task_id = main_app.submit("block", {"seconds": 60}, timeout_s=1, max_attempts=1)
+    body = {"seconds": 60, "tag": "timed-out"}
+    task_id = main_app.submit("block", body, timeout_s=3, max_attempts=1)
+    main_app.wait_running("timed-out")
     state = main_app.wait_status("block", task_id, "failure", timeout_s=30)
-    assert "timed out after 1 s" in state["error"] and state["attempts"] == 1
-    wait_for(lambda: main_app.http.post("/blocking", json={}).json() == 0, 20, "block to stop")
+    assert "timed out after 3 s" in state["error"] and state["attempts"] == 1
+    main_app.wait_stopped("timed-out")
 
 
 def test_timeout_is_retried_while_attempts_remain(main_app: App) -> None:

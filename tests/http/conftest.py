@@ -1,13 +1,18 @@
 """The HTTP tier: the real routes over an in-process backend (no Ray).
 
 ``LocalBackend`` keeps tasks in the real :class:`TaskTable` and runs them with the real
-replica-side runner, but only when a test calls :meth:`LocalBackend.drain`, so every
-state can be observed.
+replica-side runner, but only when a test calls :meth:`LocalBackend.drain` (or, with
+``run_after_polls``, when a client has polled long enough), so every state can be observed.
+``InProcessServer`` serves those routes to the real Python clients, sync and async.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import concurrent.futures
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -18,11 +23,12 @@ from raytask.core.config import AppConfig, SubmitOptions
 from raytask.core.endpoint import discover
 from raytask.core.errors import EndpointNotFoundError, TaskFailedError
 from raytask.core.state import TaskState
+from raytask.core.status import TaskStatus
 from raytask.core.table import TaskTable
 from raytask.server.routes import Routes
 from raytask.server.runner import AttemptFailed, run_attempt
 
-from ..unit.conftest import FakeClock
+from ..support import FakeClock
 
 
 class LocalBackend:
@@ -33,6 +39,10 @@ class LocalBackend:
         }
         self.table = TaskTable(config.max_queue_size, config.retry_after_s, clock=clock)
         self.results: dict[str, Any] = {}
+        # With a number, a pending task's Nth status read runs the queue (as if the
+        # replicas got to it meanwhile): the clients' waits then see tasks finish.
+        self.run_after_polls: int | None = None
+        self.polls: Counter[str] = Counter()
 
     async def submit(
         self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
@@ -43,7 +53,12 @@ class LocalBackend:
         return record.state()
 
     async def status(self, task_id: str) -> TaskState:
-        return self.table.get(task_id).state()
+        record = self.table.get(task_id)
+        if self.run_after_polls and record.status is TaskStatus.PENDING:
+            self.polls[task_id] += 1
+            if self.polls[task_id] >= self.run_after_polls:
+                await self.drain()
+        return record.state()
 
     async def result(self, task_id: str) -> Any:
         self.table.check_result(task_id)
@@ -107,3 +122,62 @@ async def client(backend: LocalBackend, config: AppConfig) -> AsyncIterator[http
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://raytask") as client:
         yield client
+
+
+class InProcessServer:
+    """The real routes, served to httpx transports from one event loop in its own thread.
+
+    Every request, from the sync client or from an async client in any event loop, runs
+    in that one loop, so the backend's state is only ever touched there.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._asgi = httpx.ASGITransport(app=app)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.paths: list[str] = []
+
+    async def _serve(self, method: str, url: str, headers: Any, body: bytes) -> httpx.Response:
+        request = httpx.Request(method, url, headers=headers, content=body)
+        response = await self._asgi.handle_async_request(request)
+        content = await response.aread()
+        return httpx.Response(response.status_code, headers=response.headers, content=content)
+
+    def _send(self, request: httpx.Request, body: bytes) -> concurrent.futures.Future:
+        self.paths.append(request.url.path)
+        work = self._serve(request.method, str(request.url), request.headers, body)
+        return asyncio.run_coroutine_threadsafe(work, self._loop)
+
+    def sync_transport(self) -> httpx.BaseTransport:
+        server = self
+
+        class Transport(httpx.BaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                return server._send(request, request.read()).result(timeout=30)
+
+        return Transport()
+
+    def async_transport(self) -> httpx.AsyncBaseTransport:
+        server = self
+
+        class Transport(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                body = await request.aread()
+                return await asyncio.wrap_future(server._send(request, body))
+
+        return Transport()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def server(backend: LocalBackend, config: AppConfig) -> Iterator[InProcessServer]:
+    """The real routes over ``backend``, for the real clients; tasks finish on the 2nd poll."""
+    backend.run_after_polls = 2
+    served = InProcessServer(Routes(list(backend.endpoints.values()), backend, config).asgi_app())
+    yield served
+    served.close()

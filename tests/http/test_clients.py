@@ -1,96 +1,31 @@
-"""Both HTTP clients against httpx.MockTransport: one fake server, every test run twice."""
+"""The real Python clients against the real routes, in process; every test runs sync and async.
+
+The server is :class:`~tests.http.conftest.InProcessServer`: the real ``Routes`` over the
+in-process backend (the real task table and the real replica runner on the demo model),
+where a pending task runs on its second status read. Only transport-level faults (every
+error code, busy answers) use ``httpx.MockTransport``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 import raytask
 from raytask.client.cluster import AsyncClusterEndpoint, ClusterEndpoint
 from raytask.client.endpoints import AsyncEndpoint, SyncEndpoint
 from raytask.core import errors
+from raytask.core.config import AppConfig
+from raytask.server.routes import Routes
 
-SCHEMA = {
-    "name": "raytask",
-    "type": "service",
-    "routes": [
-        {
-            "name": "generate",
-            "route": "/generate",
-            "is_task": True,
-            "input": {
-                "type": "object",
-                "properties": {"prompt": {"type": "string"}, "steps": {"type": "integer"}},
-                "required": ["prompt"],
-                "additionalProperties": False,
-            },
-            "output": {"type": "string"},
-        },
-        {
-            "name": "describe",
-            "route": "/describe",
-            "is_task": False,
-            "input": {"type": "object", "properties": {"prompt": {}}, "required": ["prompt"]},
-            "output": {"type": "string"},
-        },
-    ],
-}
-
-
-class FakeServer:
-    """Tasks finish after ``polls`` status calls; ``prompt == "fail"`` fails."""
-
-    def __init__(self, polls: int = 2) -> None:
-        self.polls = polls
-        self.tasks: dict[str, dict[str, Any]] = {}
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        path, task_id = request.url.path, request.url.params.get("task_id")
-        if path == "/schema.json":
-            return httpx.Response(200, json=SCHEMA)
-        if path == "/describe":
-            return httpx.Response(200, text=f"about {json.loads(request.content)['prompt']}")
-        if path == "/generate/submit":
-            body = json.loads(request.content)
-            if not isinstance(body.get("prompt"), str):
-                return httpx.Response(
-                    422, json={"error": "invalid input for generate", "detail": [1]}
-                )
-            new = f"{len(self.tasks):032x}"
-            self.tasks[new] = {"kwargs": body, "status": "pending", "left": self.polls}
-            return httpx.Response(200, json={"task_id": new, "status": "pending"})
-        task = self.tasks.get(task_id or "")
-        if task is None:
-            return httpx.Response(404, json={"error": f"task {task_id} not found"})
-        if path == "/generate/status":
-            if task["status"] == "pending":
-                task["left"] -= 1
-                if task["left"] <= 0:
-                    task["status"] = "failure" if task["kwargs"]["prompt"] == "fail" else "success"
-            return httpx.Response(200, json={"task_id": task_id, "status": task["status"]})
-        if path == "/generate/get":
-            if task["status"] == "success":
-                return httpx.Response(200, text=task["kwargs"]["prompt"].upper())
-            if task["status"] == "failure":
-                return httpx.Response(500, json={"error": f"task {task_id} failed: ValueError: no"})
-            if task["status"] == "cancelled":
-                return httpx.Response(409, json={"error": f"task {task_id} was cancelled"})
-            return httpx.Response(400, json={"error": f"task {task_id} is not completed yet"})
-        if path == "/generate/cancel":
-            task["status"] = "cancelled"
-            return httpx.Response(200, json={"task_id": task_id, "status": "cancelled"})
-        if path == "/generate/retry":
-            new = f"{len(self.tasks):032x}"
-            self.tasks[new] = {"kwargs": task["kwargs"], "status": "pending", "left": self.polls}
-            return httpx.Response(200, json={"task_id": new, "status": "pending"})
-        return httpx.Response(404, json={"error": "no such route"})
+from .conftest import InProcessServer, LocalBackend
 
 
 def run(value: Any) -> Any:
@@ -106,70 +41,85 @@ def run(value: Any) -> Any:
     return value
 
 
+@pytest.fixture
+def config() -> AppConfig:
+    return AppConfig(max_queue_size=100, max_request_bytes=4096)
+
+
 @pytest.fixture(params=["sync", "async"])
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
-def client(kind: str, server: FakeServer) -> Any:
-    transport = httpx.MockTransport(server)
+def make_client(kind: str, server: InProcessServer, url: str = "http://raytask", **kw: Any) -> Any:
     if kind == "sync":
-        return raytask.SyncHTTPClient("http://raytask", transport=transport)
-    return raytask.AsyncHTTPClient("http://raytask", transport=transport)
+        return raytask.SyncHTTPClient(url, transport=server.sync_transport(), **kw)
+    return raytask.AsyncHTTPClient(url, transport=server.async_transport(), **kw)
 
 
-def test_submit_status_get(client: Any, server: FakeServer) -> None:
-    task = run(client.generate.submit(prompt="mountain"))
-    assert len(task.id) == 32 and task.endpoint == "generate"
-    assert repr(task).endswith(f"(id={task.id!r}, endpoint='generate')")
+@pytest.fixture
+def client(kind: str, server: InProcessServer) -> Any:
+    return make_client(kind, server)
+
+
+def test_submit_status_get(client: Any, server: InProcessServer) -> None:
+    task = run(client.wordcount.submit(text="b a b"))
+    assert len(task.id) == 32 and task.endpoint == "wordcount"
+    assert repr(task).endswith(f"(id={task.id!r}, endpoint='wordcount')")
     assert run(task.get_status()) is raytask.TaskStatus.PENDING
     with pytest.raises(raytask.TaskNotCompletedError, match="not completed yet"):
         run(task.get())
-    assert run(task.get(timeout=10)) == "MOUNTAIN"
-    assert server.requests[0].url.path == "/schema.json"  # discovery happens once
-    assert sum(r.url.path == "/schema.json" for r in server.requests) == 1
+    assert run(task.get(timeout=10)) == {"words": 3, "top": ["b", "a"]}
+    state = run(task.get_state())
+    assert isinstance(state, raytask.TaskState) and state.attempts == 1
+    assert state.completed_at is not None and state.expires_at > state.completed_at
+    assert server.paths[0] == "/schema.json"  # discovery happens once
+    assert server.paths.count("/schema.json") == 1
+
+
+def test_results_by_type(client: Any) -> None:
+    assert run(client.describe("two words")).startswith("2 words")  # text
+    png = run(client.long_running_image_generation.submit(prompt="a hill"))
+    assert run(png.get(timeout=10)).startswith(b"\x89PNG")  # bytes
 
 
 def test_as_type_decodes_into_a_pydantic_model(client: Any) -> None:
-    from pydantic import BaseModel
+    class WordCount(BaseModel):
+        words: int
+        top: list[str]
 
-    task = run(client.generate.submit(prompt="x"))
-    assert run(task.get(timeout=10, as_type=str)) == "X"
+    task = run(client.wordcount.submit(text="x y x"))
+    counted = run(task.get(timeout=10, as_type=WordCount))
+    assert counted == WordCount(words=3, top=["x", "y"])
 
-    class Wrapped(BaseModel):
+    class Wrong(BaseModel):
         value: str
 
     with pytest.raises(ValueError, match="validation error"):
-        run(task.get(as_type=Wrapped))
+        run(task.get(as_type=Wrong))
 
 
-def test_positional_and_keyword_arguments(client: Any, server: FakeServer) -> None:
-    run(client.generate.submit("hill", 5))
-    assert server.tasks[f"{0:032x}"]["kwargs"] == {"prompt": "hill", "steps": 5}
-    assert run(client.describe("x")) == "about x"
+def test_positional_and_keyword_arguments(client: Any, backend: LocalBackend) -> None:
+    task = run(client.wordcount.submit("hill hill dale", 1))
+    assert backend.table.get(task.id).kwargs == {"text": "hill hill dale", "top": 1}
+    assert run(task.get(timeout=10)) == {"words": 3, "top": ["hill"]}
 
 
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        ((), {}, "missing required arguments: prompt"),
+        ((), {}, "missing required arguments: text"),
         (("a", 1, 2), {}, "takes 2 positional arguments but 3 were given"),
-        (("a",), {"prompt": "b"}, "multiple values for argument 'prompt'"),
-        ((), {"prompt": "a", "colour": "red"}, "unexpected keyword argument 'colour'"),
+        (("a",), {"text": "b"}, "multiple values for argument 'text'"),
+        ((), {"text": "a", "colour": "red"}, "unexpected keyword argument 'colour'"),
     ],
 )
 def test_client_side_argument_checks(
-    client: Any, server: FakeServer, args: tuple, kwargs: dict, message: str
+    client: Any, server: InProcessServer, args: tuple, kwargs: dict, message: str
 ) -> None:
     with pytest.raises(TypeError, match=message):
-        run(client.generate.submit(*args, **kwargs))
-    assert [r.url.path for r in server.requests] == ["/schema.json"]  # nothing was sent
+        run(client.wordcount.submit(*args, **kwargs))
+    assert server.paths == ["/schema.json"]  # nothing was sent
 
 
 def test_unknown_and_non_task_endpoints(client: Any) -> None:
@@ -179,70 +129,77 @@ def test_unknown_and_non_task_endpoints(client: Any) -> None:
         run(client.describe.submit(prompt="x"))
 
 
-def test_server_errors_map_to_raytask_errors(client: Any) -> None:
+def test_server_errors_map_to_raytask_errors(client: Any, backend: LocalBackend) -> None:
     with pytest.raises(raytask.InvalidInputError) as info:
-        run(client.generate.submit(prompt=3))
-    assert info.value.detail == [1] and info.value.status_code == 422
-    failed = run(client.generate.submit(prompt="fail"))
+        run(client.wordcount.submit(text=3))
+    assert info.value.status_code == 422 and info.value.detail[0]["loc"] == ["text"]
+    assert len(backend.table) == 0  # nothing was queued
+    failed = run(client.fail.submit(message="no"))
     assert run(failed.wait(timeout=10)) is raytask.TaskStatus.FAILURE
     with pytest.raises(raytask.TaskFailedError, match="ValueError: no"):
         run(failed.get())
-    cancelled = run(client.generate.submit(prompt="x"))
+    cancelled = run(client.wordcount.submit(text="x"))
     assert run(cancelled.cancel()) is raytask.TaskStatus.CANCELLED
     with pytest.raises(raytask.TaskCancelledError):
         run(cancelled.get())
+    with pytest.raises(raytask.TaskConflictError, match="already finished"):
+        run(cancelled.cancel())
 
 
 def test_unknown_task_is_not_found(client: Any, kind: str) -> None:
-    ghost = run(client.generate.task("f" * 32))
+    ghost = run(client.wordcount.task("f" * 32))
     assert type(ghost) is (raytask.Task if kind == "sync" else raytask.AsyncTask)
     with pytest.raises(raytask.TaskNotFoundError):
         run(ghost.get_status())
 
 
 def test_a_handle_rebuilt_from_an_id_follows_the_same_task(client: Any) -> None:
-    task = run(client.generate.submit(prompt="later"))
-    again = run(client.generate.task(task.id))
-    assert again == task and again.endpoint == "generate"
-    assert run(again.get(timeout=10)) == "LATER"
+    task = run(client.wordcount.submit(text="later"))
+    again = run(client.wordcount.task(task.id))
+    assert again == task and again.endpoint == "wordcount"
+    assert run(again.get(timeout=10)) == {"words": 1, "top": ["later"]}
 
 
-def test_retry_returns_a_new_handle(client: Any, server: FakeServer) -> None:
-    task = run(client.generate.submit(prompt="fail"))
+def test_retry_needs_a_finished_task_and_returns_a_new_handle(
+    client: Any, backend: LocalBackend
+) -> None:
+    task = run(client.fail.submit(message="again"))
+    with pytest.raises(raytask.TaskConflictError, match="has not finished yet"):
+        run(task.retry())
     run(task.wait(timeout=10))
     new = run(task.retry())
     assert new.id != task.id and type(new) is type(task)
-    assert server.tasks[new.id]["kwargs"] == {"prompt": "fail"}
+    assert backend.table.get(new.id).kwargs == {"message": "again"}
+    assert run(new.get_state()).retry_of == task.id
 
 
-def test_wait_times_out(kind: str) -> None:
-    slow = FakeServer(polls=10_000)
-    transport = httpx.MockTransport(slow)
-    client = (raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient)(
-        "http://x", transport=transport
-    )
-    task = run(client.generate.submit(prompt="x"))
+def test_wait_times_out(kind: str, server: InProcessServer, backend: LocalBackend) -> None:
+    backend.run_after_polls = None  # nothing ever runs
+    client = make_client(kind, server)
+    task = run(client.wordcount.submit(text="x"))
     with pytest.raises(raytask.WaitTimeoutError, match=r"did not finish within 0\.3 s") as info:
         run(task.get(timeout=0.3))
     assert info.value.task_id == task.id and isinstance(info.value, TimeoutError)
 
 
-def test_batches_keep_input_order(client: Any, kind: str) -> None:
-    inputs = [{"prompt": f"p{i}"} for i in range(20)]
-    results = run(client.generate.map(inputs, concurrency=4, timeout=30, progress=True))
-    assert results == [f"P{i}" for i in range(20)]
-    tasks = run(client.generate.submit_many([{"prompt": "a"}, {"prompt": "fail"}]))
+def test_batches_keep_input_order(client: Any) -> None:
+    inputs = [{"text": f"w{i} w{i} z"} for i in range(20)]
+    results = run(client.wordcount.map(inputs, concurrency=4, timeout=30, progress=True))
+    assert [r["top"][0] for r in results] == [f"w{i}" for i in range(20)]
+    tasks = run(client.fail.submit_many([{"message": "a"}, {"message": "b"}]))
+    tasks = [run(client.wordcount.submit(text="ok")), *tasks]
     finished = run(client.as_completed(tasks, timeout=30))
     assert sorted(t.id for t in finished) == sorted(t.id for t in tasks)
     outcome = run(client.wait(tasks, return_exceptions=True))
-    assert outcome[0] == "A" and isinstance(outcome[1], raytask.TaskFailedError)
+    assert outcome[0] == {"words": 1, "top": ["ok"]}
+    assert isinstance(outcome[1], raytask.TaskFailedError)
     with pytest.raises(raytask.TaskFailedError):
         run(client.wait(tasks))
 
 
-def test_sync_waits_refuse_to_block_an_event_loop(server: FakeServer) -> None:
-    client = raytask.SyncHTTPClient("http://x", transport=httpx.MockTransport(server))
-    task = client.generate.submit(prompt="x")
+def test_sync_waits_refuse_to_block_an_event_loop(server: InProcessServer) -> None:
+    client = make_client("sync", server)
+    task = client.wordcount.submit(text="x")
 
     async def inside_a_loop() -> None:
         with pytest.raises(RuntimeError, match="AsyncHTTPClient"):
@@ -251,19 +208,33 @@ def test_sync_waits_refuse_to_block_an_event_loop(server: FakeServer) -> None:
     asyncio.run(inside_a_loop())
 
 
-def test_context_managers_close_the_pool(server: FakeServer) -> None:
-    with raytask.SyncHTTPClient("http://x", transport=httpx.MockTransport(server)) as client:
-        client.describe(prompt="a")
+def test_context_managers_close_the_pool(server: InProcessServer) -> None:
+    with make_client("sync", server) as client:
+        assert client.describe(prompt="a").startswith("1 words")
     assert client._http.is_closed
 
     async def main() -> raytask.AsyncHTTPClient:
-        async with raytask.AsyncHTTPClient(
-            "http://x", transport=httpx.MockTransport(server)
-        ) as client:
-            assert await client.describe(prompt="a") == "about a"
+        async with make_client("async", server) as client:
+            assert (await client.describe(prompt="a")).startswith("1 words")
         return client
 
     assert asyncio.run(main())._http.is_closed
+
+
+def test_routes_are_absolute_under_a_route_prefix(
+    kind: str, backend: LocalBackend, config: AppConfig
+) -> None:
+    backend.run_after_polls = 2
+    routes = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
+    mounted = InProcessServer(Starlette(routes=[Mount("/app", app=routes)]))
+    try:
+        client = make_client(kind, mounted, url="http://raytask/app")
+        assert run(client.describe(prompt="x y")).startswith("2 words")
+        task = run(client.wordcount.submit(text="prefixed"))
+        assert run(task.get(timeout=10)) == {"words": 1, "top": ["prefixed"]}
+        assert mounted.paths[:3] == ["/app/schema.json", "/app/describe", "/app/wordcount/submit"]
+    finally:
+        mounted.close()
 
 
 def public(cls: type) -> set[str]:
@@ -292,6 +263,28 @@ def test_sync_and_async_expose_the_same_names(sync: type, asynchronous: type) ->
             ), name
 
 
+# -- transport-level faults: a mock transport answers what the test needs ----------------
+
+SCHEMA = {
+    "name": "raytask",
+    "type": "service",
+    "routes": [
+        {
+            "name": "generate",
+            "route": "/generate",
+            "is_task": True,
+            "input": {"type": "object", "properties": {"prompt": {}}, "required": ["prompt"]},
+            "output": {"type": "string"},
+        }
+    ],
+}
+
+
+def mock_client(kind: str, handler: Any, **kw: Any) -> Any:
+    client_class = raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient
+    return client_class("http://x", transport=httpx.MockTransport(handler), **kw)
+
+
 def test_error_mapping_for_every_code(kind: str) -> None:
     codes = {
         400: errors.MalformedRequestError,
@@ -312,27 +305,10 @@ def test_error_mapping_for_every_code(kind: str) -> None:
                 return httpx.Response(200, json=SCHEMA)
             return httpx.Response(code, json={"error": f"code {code}"})
 
-        client_class = raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient
-        client = client_class("http://x", transport=httpx.MockTransport(handler), max_retries=0)
+        client = mock_client(kind, handler, max_retries=0)
         with pytest.raises(cls, match=f"code {code}") as info:
             run(client.generate.submit(prompt="x"))
         assert info.value.status_code == code
-
-
-def test_routes_are_absolute_under_a_route_prefix(kind: str) -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.path)
-        if request.url.path == "/app/schema.json":
-            routes = [dict(r, route="/app" + r["route"]) for r in SCHEMA["routes"]]
-            return httpx.Response(200, json=dict(SCHEMA, routes=routes))
-        return httpx.Response(200, text="ok")
-
-    client_class = raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient
-    client = client_class("http://raytask/app", transport=httpx.MockTransport(handler))
-    assert run(client.describe(prompt="x")) == "ok"
-    assert seen == ["/app/schema.json", "/app/describe"]
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -349,8 +325,7 @@ def test_busy_answers_are_retried_after_retry_after(kind: str, status: int) -> N
             return httpx.Response(code, json={"error": "busy"}, headers={"Retry-After": "0"})
         return httpx.Response(200, json={"task_id": "a" * 32, "status": "pending"})
 
-    client_class = raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient
-    client = client_class("http://x", transport=httpx.MockTransport(handler))
+    client = mock_client(kind, handler)
     task = run(client.generate.submit(prompt="x"))
     assert task.id == "a" * 32 and seen == ["/generate/submit"] * 3
 
@@ -364,8 +339,7 @@ def test_retries_are_bounded(kind: str) -> None:
         seen.append(request.url.path)
         return httpx.Response(429, json={"error": "full"}, headers={"Retry-After": "0"})
 
-    client_class = raytask.SyncHTTPClient if kind == "sync" else raytask.AsyncHTTPClient
-    client = client_class("http://x", transport=httpx.MockTransport(handler), max_retries=2)
+    client = mock_client(kind, handler, max_retries=2)
     with pytest.raises(raytask.QueueFullError):
         run(client.generate.submit(prompt="x"))
     assert len(seen) == 3  # the first try and two retries

@@ -320,8 +320,42 @@ async def test_openapi_and_health(client: httpx.AsyncClient) -> None:
         doc["paths"]
     )
     assert "/describe/submit" not in doc["paths"]
-    for path in ("/readyz", "/livez", "/healthz"):
-        assert (await client.get(path)).status_code == 200
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+    for path in ("/livez", "/healthz"):
+        assert (await client.get(path)).json() == {"status": "alive"}
+
+
+async def test_the_openapi_task_state_is_what_status_sends(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    schema = doc["components"]["schemas"]["TaskState"]
+    task_id = await submit(client, "noop")
+    sent = (await client.get("/noop/status", params={"task_id": task_id})).json()
+    assert set(sent) == set(schema["properties"]) == set(schema["required"])
+    statuses = doc["components"]["schemas"]["TaskStatus"]["enum"]
+    assert sent["status"] in statuses
+    assert set(doc["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "code"}
+
+
+async def test_readiness_is_503_while_the_manager_is_down(
+    client: httpx.AsyncClient, backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down() -> bool:
+        return False
+
+    monkeypatch.setattr(backend, "ready", down)
+    response = await client.get("/readyz")
+    body = assert_error(response, 503, "not ready")
+    assert body["code"] == "unavailable" and int(response.headers["retry-after"]) >= 1
+    assert (await client.get("/livez")).status_code == 200  # the ingress itself is alive
+
+
+async def test_every_error_body_carries_its_code(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/wordcount/status", params={"task_id": "0" * 32})
+    assert assert_error(missing, 404)["code"] == "task_not_found"
+    bad = await client.post("/wordcount/submit", json={"text": 5})
+    assert assert_error(bad, 422)["code"] == "invalid_input"
 
 
 async def test_queue_and_metrics(client: httpx.AsyncClient, backend: LocalBackend, clock) -> None:

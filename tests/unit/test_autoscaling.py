@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -102,3 +103,28 @@ def test_without_a_fresh_reading_the_policy_keeps_the_target() -> None:
 def test_bad_target_is_rejected() -> None:
     with pytest.raises(ValueError, match="positive"):
         QueueDepthPolicy(target_tasks_per_replica=0)
+
+
+def test_the_policy_never_blocks_the_controller_loop() -> None:
+    """Serve calls the policy in its controller's event loop: a manager that hangs must not
+    hang the call. The depth is read by a background thread; the policy reads a cache."""
+    release = threading.Event()
+
+    class HangingManager(QueueDepthPolicy):
+        def _fetch(self, app_name: str) -> dict[str, dict[str, int]]:
+            release.wait(30)  # a manager that does not answer
+            return {"Model": {"pending": 8, "in_flight": 0}}
+
+    policy = HangingManager(target_tasks_per_replica=4, refresh_interval_s=0.05)
+    try:
+        started = time.monotonic()
+        for _ in range(20):
+            assert policy(ctx(target=1)) == (1, {"raytask_depth": "unknown"})
+        assert time.monotonic() - started < 5  # 20 calls, each far from the 30 s hang
+        release.set()  # the manager answers: the next calls see its numbers
+        deadline = time.monotonic() + 10
+        while policy(ctx(target=1))[0] != 2:
+            assert time.monotonic() < deadline, "the background read never landed"
+            time.sleep(0.01)
+    finally:
+        release.set()

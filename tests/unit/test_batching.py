@@ -8,6 +8,8 @@ import pytest
 
 from raytask.core.batching import Coalescer
 
+from ..support import settle
+
 
 class FakeManager:
     """Answers each batch when the test releases it; records what each batch carried."""
@@ -23,12 +25,6 @@ class FakeManager:
         if self.fail_with is not None:
             raise self.fail_with
         return [item * 10 for item in items]
-
-
-async def settle() -> None:
-    """Let every ready callback and task of the loop run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_a_lone_call_goes_at_once() -> None:

@@ -1,13 +1,17 @@
+import re
+
 import pytest
 
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
 from raytask.core.errors import ConfigError
 
+from ..support import ROOT
+
 
 def test_defaults_match_the_spec() -> None:
     config = AppConfig()
     assert config.task_defaults.ttl_s == 86_400
-    assert config.ingress_max_ongoing_requests > 5
+    assert config.ingress_max_ongoing_requests == 256  # Serve's default of 5 throttles a task API
 
 
 def test_parse_from_yaml_args_and_overrides() -> None:
@@ -28,3 +32,31 @@ def test_submit_options_override_only_what_they_set() -> None:
     base = TaskOptions(ttl_s=10, timeout_s=20)
     assert SubmitOptions().apply(base) is base
     assert SubmitOptions(ttl_s=1).apply(base) == TaskOptions(ttl_s=1, timeout_s=20)
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_the_readme_defaults_table_is_true() -> None:
+    rows = re.findall(
+        r"^\| `(\w+)` \| ([^|]+) \|", readme_section("Options and configuration"), re.M
+    )
+    documented = {name: value.strip() for name, value in rows}
+    assert set(documented) == set(TaskOptions.model_fields)
+    defaults = TaskOptions()
+    for name, value in documented.items():
+        actual = getattr(defaults, name)
+        expected = value == "true" if isinstance(actual, bool) else type(actual)(value)
+        assert actual == expected, name
+
+
+def test_the_readme_app_defaults_are_true() -> None:
+    section = readme_section("Options and configuration")
+    config = AppConfig()
+    assert f"`max_queue_size` ({config.max_queue_size} pending" in section
+    assert config.max_request_bytes == 16 * 2**20 and "(16 MiB, then 413)" in section
+    assert f"`ingress_max_ongoing_requests` ({config.ingress_max_ongoing_requests};" in section

@@ -9,7 +9,7 @@ from raytask.core.dispatcher import Dispatcher, EndpointRoute
 from raytask.core.status import TaskStatus
 from raytask.core.table import TaskTable
 
-from .conftest import FakeClock
+from ..support import FakeClock
 
 
 def route(name: str, deployment: str = "Model", per_replica: int = 2, **options: object):

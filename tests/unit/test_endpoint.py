@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 from typing import Any
 
@@ -102,6 +104,26 @@ def test_encode_result_by_type() -> None:
     assert json.loads(encode_result([1, {"a": None}])[0]) == [1, {"a": None}]
 
 
+def test_dataclass_results_are_json() -> None:
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        label: str
+
+    body, media = encode_result(Point(2, "p"))
+    assert media == "application/json" and json.loads(body) == {"x": 2, "label": "p"}
+
+
+def test_pil_images_are_png() -> None:
+    from PIL import Image as image_module  # Pillow: in the test extra
+
+    image = image_module.new("RGB", (4, 3), (255, 0, 0))
+    body, media = encode_result(image)
+    assert media == "image/png" and body.startswith(b"\x89PNG")
+    decoded = image_module.open(io.BytesIO(body))
+    assert decoded.size == (4, 3) and decoded.getpixel((0, 0)) == (255, 0, 0)
+
+
 def test_bad_signatures_and_names_are_config_errors() -> None:
     class Star:
         @raytask.task
@@ -150,6 +172,9 @@ def test_endpoint_object_exposes_method_name() -> None:
         Model.compute_area, raytask.core.decorators.get_spec(Model.compute_area), "M"
     )
     assert (endpoint.name, endpoint.method, endpoint.deployment) == ("area", "compute_area", "M")
+    # the route and the client-discovery entry use the name, the replica calls the method
+    assert endpoint.route_info("/p")["route"] == "/p/area"
+    assert endpoint.route_info()["name"] == "area"
 
 
 def test_unresolvable_hints_are_a_config_error_not_a_silent_any() -> None:

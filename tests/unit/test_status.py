@@ -1,5 +1,8 @@
+import json
+
 import pytest
 
+from raytask.core.state import TaskState
 from raytask.core.status import BENTOML_SPELLING, TRANSITIONS, TaskStatus, can_transition
 
 S = TaskStatus
@@ -46,8 +49,20 @@ def test_terminal_states_have_no_way_out() -> None:
         assert status.finished == (TRANSITIONS[status] == frozenset())
 
 
-def test_bentoml_spellings() -> None:
-    assert BENTOML_SPELLING[S.SUCCESS] == "completed"
-    assert BENTOML_SPELLING[S.FAILURE] == "failed"
-    assert BENTOML_SPELLING[S.CANCELLED] == "canceled"
+@pytest.mark.parametrize(
+    ("status", "bentoml"),
+    [
+        (S.PENDING, "pending"),
+        (S.IN_PROGRESS, "in_progress"),
+        (S.SUCCESS, "completed"),
+        (S.FAILURE, "failed"),
+        (S.CANCELLED, "canceled"),
+    ],
+)
+def test_bentoml_spellings_go_out_and_come_back(status: TaskStatus, bentoml: str) -> None:
+    # BentoML 1.4's client parses only these; our clients read either spelling.
+    state = TaskState(task_id="a" * 32, status=status)
+    assert state.wire(bentoml=True)["status"] == bentoml
+    assert state.wire()["status"] == status.value
+    assert TaskState.model_validate_json(json.dumps(state.wire(bentoml=True))).status is status
     assert set(BENTOML_SPELLING) == set(S)
