@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from .support import FakeClock
+
 # New Ray clusters enable token auth; a driver connecting by address would then fail.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -23,3 +25,9 @@ def _no_ray_outside_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
         raise AssertionError("only the e2e tier may start Ray")
 
     monkeypatch.setattr(ray, "init", refuse)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand, at a realistic epoch (2027), so times format."""
+    return FakeClock(1_800_000_000.0)

@@ -10,7 +10,8 @@ import pytest
 
 import raytask
 
-from .conftest import App, Cluster, wait_for
+from ..support import wait_for
+from .conftest import App, Cluster
 from .fake_cluster import replica_states
 
 pytestmark = pytest.mark.e2e

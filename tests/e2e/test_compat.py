@@ -17,7 +17,8 @@ from deployments.demo import Demo
 from raytask.server import compat
 from raytask.server.runner import RUN_METHOD, AttemptFailed
 
-from .conftest import App, wait_for
+from ..support import wait_for
+from .conftest import App
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,8 @@ import pytest
 
 import raytask
 
-from .conftest import App, Cluster, rss_bytes, wait_for
+from ..support import wait_for
+from .conftest import App, Cluster, rss_bytes
 
 pytestmark = pytest.mark.e2e
 

@@ -107,11 +107,6 @@ def config() -> AppConfig:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(1_800_000_000.0)
-
-
-@pytest.fixture
 def backend(config: AppConfig, clock: FakeClock) -> LocalBackend:
     return LocalBackend(config, clock)
 

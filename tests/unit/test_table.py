@@ -14,7 +14,7 @@ from raytask.core.errors import (
 from raytask.core.status import TaskStatus
 from raytask.core.table import TaskRecord, TaskTable
 
-from .conftest import FakeClock
+from ..support import FakeClock
 
 OPTS = TaskOptions(ttl_s=60, max_attempts=2)
 
