@@ -13,7 +13,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 from ray import serve
 from ray.serve import Application
@@ -112,6 +112,12 @@ class Demo:
     def fail(self, message: str = "boom") -> str:
         """Always raise ``ValueError(message)``."""
         raise ValueError(message)
+
+    @raytask.task
+    def unsendable(self, kind: Literal["surrogate", "object"] = "surrogate") -> Any:
+        """Return a value HTTP cannot carry: a string with a lone surrogate, or an object
+        with no JSON form. The task ends in ``failure`` saying why (hardening tests)."""
+        return "half a pair: \ud800" if kind == "surrogate" else threading.Lock()
 
     @raytask.task(ttl_s=3600)
     def blob(self, size_mb: float = 1.0) -> bytes:

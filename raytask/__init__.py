@@ -30,6 +30,7 @@ from .core.decorators import api, task
 from .core.errors import (
     ConfigError,
     EndpointNotFoundError,
+    HeadersTooLargeError,
     HTTPError,
     InvalidInputError,
     InvalidTransitionError,
@@ -37,6 +38,7 @@ from .core.errors import (
     PayloadTooLargeError,
     QueueFullError,
     RaytaskError,
+    ResultEncodingError,
     ServiceUnavailableError,
     TaskCancelledError,
     TaskConflictError,
@@ -44,6 +46,7 @@ from .core.errors import (
     TaskFailedError,
     TaskNotCompletedError,
     TaskNotFoundError,
+    URLTooLongError,
     WaitTimeoutError,
 )
 from .core.state import TaskState
@@ -108,6 +111,7 @@ __all__ = [
     "ConfigError",
     "EndpointNotFoundError",
     "HTTPError",
+    "HeadersTooLargeError",
     "InvalidInputError",
     "InvalidTransitionError",
     "MalformedRequestError",
@@ -115,6 +119,7 @@ __all__ = [
     "QueueDepthPolicy",
     "QueueFullError",
     "RaytaskError",
+    "ResultEncodingError",
     "ServiceUnavailableError",
     "SubmitOptions",
     "SyncEndpoint",
@@ -129,6 +134,7 @@ __all__ = [
     "TaskOptions",
     "TaskState",
     "TaskStatus",
+    "URLTooLongError",
     "WaitTimeoutError",
     "__version__",
     "api",

@@ -14,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import ConfigError
 
 DAY_S = 86_400.0
+MAX_DURATION_S = 366 * DAY_S
+"""The longest duration any option takes (a year): finite, and every time it yields can be
+written as a date."""
+
+# Durations are finite floats in (0, MAX_DURATION_S]: ``inf`` or ``1e309`` would never
+# expire, and ``1e12`` seconds cannot be written as a date.
+_DURATION = {"gt": 0, "le": MAX_DURATION_S, "allow_inf_nan": False}
 
 
 class TaskOptions(BaseModel):
@@ -22,11 +29,11 @@ class TaskOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ttl_s: float = Field(
-        DAY_S, gt=0, description="Seconds a finished task's result is kept; then 410."
+        DAY_S, description="Seconds a finished task's result is kept; then 410.", **_DURATION
     )
     timeout_s: float = Field(
         3600.0,
-        gt=0,
+        **_DURATION,
         description="Seconds one attempt may run before it is cancelled and counted as failed.",
     )
     max_attempts: int = Field(
@@ -47,8 +54,8 @@ class SubmitOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    ttl_s: float | None = Field(None, gt=0, description="Overrides the result TTL.")
-    timeout_s: float | None = Field(None, gt=0, description="Overrides the attempt timeout.")
+    ttl_s: float | None = Field(None, description="Overrides the result TTL.", **_DURATION)
+    timeout_s: float | None = Field(None, description="Overrides the attempt timeout.", **_DURATION)
     max_attempts: int | None = Field(None, ge=1, le=100, description="Overrides max_attempts.")
 
     def apply(self, base: TaskOptions) -> TaskOptions:
@@ -73,6 +80,17 @@ class AppConfig(BaseModel):
     )
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="Largest request body accepted; larger is 413."
+    )
+    max_url_bytes: int = Field(
+        8 * 1024, ge=256, description="Longest path plus query string accepted; longer is 414."
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Most bytes of header names and values a request may carry; more is 431.",
+    )
+    max_headers: int = Field(
+        100, ge=8, description="Most headers a request may carry; more is 431."
     )
     sweep_interval_s: float = Field(
         5.0, gt=0, description="How often the manager drops results past their TTL."

@@ -3,6 +3,14 @@
 The input model is derived from the method's signature with pydantic, so a submit is
 validated before anything is queued; the same model re-validates the stored (JSON-safe)
 arguments on the replica, which turns them back into the Python types the method expects.
+
+HTTP bodies are parsed and validated in one step by pydantic's JSON parser, in strict mode:
+a JSON value is taken for what JSON says it is, so ``true`` is not an ``int``, ``"5"`` is
+not a number (``3.0`` is an ``int``, as JSON Schema says), and NaN or Infinity are refused
+for ``float`` arguments unless the annotation allows them
+(``Annotated[float, Field(allow_inf_nan=True)]``). That parser also bounds what
+a hostile body can cost: :data:`MAX_JSON_DEPTH` nested levels and integers of at most
+:data:`MAX_INT_DIGITS` digits.
 """
 
 from __future__ import annotations
@@ -19,12 +27,18 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 
 from .config import TaskOptions
 from .decorators import EndpointSpec, get_spec
-from .errors import ConfigError, InvalidInputError
+from .errors import ConfigError, InvalidInputError, MalformedRequestError, ResultEncodingError
 
 SERVICE_ROUTES = frozenset(
     {"schema.json", "openapi.json", "docs.json", "readyz", "livez", "healthz", "metrics", "queue"}
 )
 """The app-wide routes the ingress serves, so no endpoint may take their names."""
+
+MAX_JSON_DEPTH = 201
+"""Levels of nested arrays and objects a request body may have, the body itself included
+(pydantic's JSON parser's fixed limit)."""
+MAX_INT_DIGITS = 4300
+"""Digits an integer in a request body may have (Python's ``int_max_str_digits``)."""
 
 
 def _is_pil_image(value_or_type: Any) -> bool:
@@ -98,7 +112,9 @@ class Endpoint:
             annotation = self._hints.get(param.name, Any)
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[param.name] = (annotation, default)
-        config = ConfigDict(extra=extra, arbitrary_types_allowed=True)  # type: ignore[typeddict-item]
+        config = ConfigDict(  # type: ignore[typeddict-item]
+            extra=extra, arbitrary_types_allowed=True, allow_inf_nan=False
+        )
         return create_model(f"{self.name}_input", __config__=config, **fields)
 
     @cached_property
@@ -122,8 +138,47 @@ class Endpoint:
         try:
             model = self.input_model.model_validate(data)
         except ValidationError as exc:
-            detail = exc.errors(include_url=False, include_context=False, include_input=False)
-            raise InvalidInputError(f"invalid input for {self.name}", detail) from None
+            raise self._invalid(exc) from None
+        return self._stored(model)
+
+    def validate_json(self, body: bytes) -> dict[str, Any]:
+        """Parse and validate an HTTP body (strict JSON types); return the stored arguments.
+
+        An empty body means no arguments.
+
+        Raises:
+            MalformedRequestError: the body is not JSON, or nests or counts past the limits.
+            InvalidInputError: the JSON does not match the signature.
+        """
+        body = body.strip() or b"{}"
+        try:
+            model = self.input_model.model_validate_json(body, strict=True)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            for error in errors:
+                if error["type"] == "json_invalid":
+                    reason = str(error["msg"]).removeprefix("Invalid JSON: ")
+                    raise MalformedRequestError(
+                        f"request body is not valid JSON: {reason} (limits: "
+                        f"{MAX_JSON_DEPTH} nested levels, {MAX_INT_DIGITS}-digit integers)"
+                    ) from None
+            if not all(map(_integral_float, errors)):
+                raise self._invalid(exc) from None
+            # JSON Schema's "integer" includes 3.0, which strict mode refuses; only such
+            # values failed, so lax mode (which takes them) changes nothing else.
+            model = self.input_model.model_validate_json(body)
+        return self._stored(model)
+
+    def _invalid(self, exc: ValidationError) -> InvalidInputError:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if len(errors) == 1 and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
+            return InvalidInputError(
+                f"the body of {self.name} must be a JSON object of its arguments"
+            )
+        return InvalidInputError(f"invalid input for {self.name}", errors)
+
+    @staticmethod
+    def _stored(model: BaseModel) -> dict[str, Any]:
         try:
             return model.model_dump(mode="json", exclude_unset=True)
         except pydantic_core.PydanticSerializationError:
@@ -136,10 +191,11 @@ class Endpoint:
         kwargs.update(model.model_extra or {})
         return kwargs
 
-    def input_schema(self) -> dict[str, Any]:
-        """The JSON schema of the input (``properties`` and ``required``)."""
+    def input_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+        """The JSON schema of the input (``properties`` and ``required``); nested models
+        are ``$defs`` referred to with ``ref_template``."""
         try:
-            schema = self.input_model.model_json_schema()
+            schema = self.input_model.model_json_schema(ref_template=ref_template)
         except Exception:  # arbitrary types have no schema; keep the names at least
             schema = {
                 "type": "object",
@@ -152,7 +208,7 @@ class Endpoint:
         )
         return schema
 
-    def output_schema(self) -> dict[str, Any]:
+    def output_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
         """The JSON schema of the result, as the HTTP body carries it."""
         rtype = self.return_type
         if rtype is str:
@@ -166,7 +222,7 @@ class Endpoint:
         if _is_pil_image(rtype):
             return {"type": "string", "format": "binary", "contentMediaType": "image/png"}
         try:
-            return TypeAdapter(rtype).json_schema()
+            return TypeAdapter(rtype).json_schema(ref_template=ref_template)
         except Exception:
             return {}
 
@@ -182,21 +238,56 @@ class Endpoint:
         }
 
 
+def _integral_float(error: Any) -> bool:
+    value = error.get("input")
+    return error["type"] == "int_type" and isinstance(value, float) and value.is_integer()
+
+
+def _json_fallback(value: Any) -> Any:
+    # Arrays and tensors (numpy, torch, ...) have a lossless JSON form: their values.
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
 def encode_result(value: Any) -> tuple[bytes, str]:
     """The HTTP body and media type for a method's return value.
 
     ``bytes`` go out raw, ``str`` as UTF-8 text, PIL images as PNG, anything else
-    (pydantic models, dataclasses, containers, numbers) as JSON.
+    (pydantic models, dataclasses, containers, numbers, arrays with ``tolist()``) as JSON
+    (a float NaN or infinity as the ``NaN``/``Infinity`` that Python's ``json`` reads).
+
+    Raises:
+        ResultEncodingError: the value has no such form (a string with a lone surrogate,
+            an object JSON cannot carry); a replica checks this before calling a task a
+            success, so the task ends in ``failure`` with this reason instead.
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value), "application/octet-stream"
     if isinstance(value, str):
-        return value.encode(), "text/plain; charset=utf-8"
+        try:
+            return value.encode(), "text/plain; charset=utf-8"
+        except UnicodeEncodeError as exc:
+            raise ResultEncodingError(f"the result is a string UTF-8 cannot carry: {exc}") from None
     if _is_pil_image(value):
         buffer = io.BytesIO()
         value.save(buffer, format="PNG")
         return buffer.getvalue(), "image/png"
-    return pydantic_core.to_json(value, serialize_unknown=True), "application/json"
+    try:
+        return pydantic_core.to_json(value, fallback=_json_fallback), "application/json"
+    except pydantic_core.PydanticSerializationError as exc:
+        reason = str(exc).removeprefix("Error serializing to JSON: ")
+        raise ResultEncodingError(
+            f"a result of type {type(value).__name__} cannot be sent as JSON: {reason}"
+        ) from None
+
+
+def check_result(value: Any) -> None:
+    """Raise :class:`ResultEncodingError` if ``value`` has no HTTP body (PNG skipped: cheap
+    to trust, dear to encode twice)."""
+    if not _is_pil_image(value):
+        encode_result(value)
 
 
 def discover(cls: type, deployment: str, defaults: TaskOptions | None = None) -> list[Endpoint]:

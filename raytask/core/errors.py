@@ -5,6 +5,7 @@
     RaytaskError
     ├── InvalidTransitionError            a state change the state machine forbids
     ├── ConfigError                       a bad decorator option or app config
+    ├── ResultEncodingError               a result HTTP cannot carry (its task fails)
     └── HTTPError                         anything that maps to an HTTP status
         ├── MalformedRequestError   400   not JSON, not an object, bad task id
         ├── TaskNotCompletedError   400   get() on a pending / in-progress task
@@ -14,8 +15,10 @@
         │   └── TaskCancelledError  409   get() on a cancelled task
         ├── TaskExpiredError        410   the result outlived its TTL
         ├── PayloadTooLargeError    413   request body over ``max_request_bytes``
+        ├── URLTooLongError         414   path and query over ``max_url_bytes``
         ├── InvalidInputError       422   input failed validation (``detail`` lists why)
         ├── QueueFullError          429   ``max_queue_size`` reached (``retry_after_s``)
+        ├── HeadersTooLargeError    431   headers over ``max_header_bytes`` / ``max_headers``
         ├── TaskFailedError         500   the task raised or was lost for good
         └── ServiceUnavailableError 503   the task manager cannot be reached (``retry_after_s``)
     WaitTimeoutError (also a TimeoutError) a client-side wait ran out of time
@@ -50,6 +53,11 @@ class InvalidTransitionError(RaytaskError):
 
 class ConfigError(RaytaskError):
     """A decorator option or an app-wide setting is invalid."""
+
+
+class ResultEncodingError(RaytaskError):
+    """A method returned a value with no HTTP body (a lone surrogate, an object JSON cannot
+    carry): the replica reports it as the task's failure."""
 
 
 class HTTPError(RaytaskError):
@@ -134,6 +142,20 @@ class PayloadTooLargeError(HTTPError):
     code = "payload_too_large"
 
 
+class URLTooLongError(HTTPError):
+    """The request's path and query string are longer than the configured limit."""
+
+    status_code = 414
+    code = "url_too_long"
+
+
+class HeadersTooLargeError(HTTPError):
+    """The request has more header bytes, or more headers, than the configured limits."""
+
+    status_code = 431
+    code = "headers_too_large"
+
+
 class InvalidInputError(HTTPError):
     """The input does not match the endpoint's signature."""
 
@@ -192,8 +214,10 @@ _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     TaskCancelledError,
     TaskExpiredError,
     PayloadTooLargeError,
+    URLTooLongError,
     InvalidInputError,
     QueueFullError,
+    HeadersTooLargeError,
     TaskFailedError,
     ServiceUnavailableError,
 )
@@ -205,8 +229,10 @@ _BY_STATUS: dict[int, type[HTTPError]] = {
     409: TaskConflictError,
     410: TaskExpiredError,
     413: PayloadTooLargeError,
+    414: URLTooLongError,
     422: InvalidInputError,
     429: QueueFullError,
+    431: HeadersTooLargeError,
     500: TaskFailedError,
     503: ServiceUnavailableError,
 }

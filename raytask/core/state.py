@@ -49,6 +49,8 @@ Timestamp = Annotated[
 """A UTC time: epoch seconds in Python, ISO-8601 text on the wire."""
 
 TIME_FIELDS = ("created_at", "executed_at", "completed_at", "expires_at")
+TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
+"""What every task id looks like (uuid4 hex)."""
 
 
 def _status(value: Any) -> Any:
@@ -75,7 +77,7 @@ class TaskState(BaseModel):
         frozen=True, extra="ignore", json_schema_serialization_defaults_required=True
     )
 
-    task_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    task_id: str = Field(pattern=TASK_ID_PATTERN)
     status: Annotated[TaskStatus, BeforeValidator(_status)]
     endpoint: str | None = None
     created_at: Timestamp | None = None

@@ -280,13 +280,15 @@ class TaskTable:
         left; otherwise, or when they are used up, the task ends in ``failure``.
         """
         record = self.get(task_id)
-        record.error = error
+        # An exception's message may hold a lone surrogate: escape it, or no status
+        # answer of this task could ever be encoded.
+        record.error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         if retryable and record.attempts < record.options.max_attempts:
             self._move(record, TaskStatus.PENDING)
             self._queues.setdefault(record.endpoint, deque()).appendleft(task_id)
         else:
             if retryable:
-                record.error = f"{error} (gave up after {record.attempts} attempts)"
+                record.error += f" (gave up after {record.attempts} attempts)"
             self._move(record, TaskStatus.FAILURE)
         return record
 

@@ -1,7 +1,11 @@
-"""The OpenAPI 3.1 document of an app's routes (``GET /openapi.json``).
+"""The OpenAPI 3.1 document of an app's routes (``GET /openapi.json`` and ``/docs.json``).
 
-The status answer's schema is generated from :class:`~raytask.core.state.TaskState` and the
-error body's from :class:`ErrorBody`, so the document cannot drift from what is sent.
+It declares every route, parameter (with its pattern or range), header, status code and
+body that the routes send, so a client generator or a fuzzer can trust it; the fuzz tier
+(``tests/http/test_fuzz.py``) fails when a route answers something undeclared. The status
+answer's schema is generated from :class:`~raytask.core.state.TaskState`, the error body's
+from :class:`ErrorBody` and the submit options' from
+:class:`~raytask.core.config.SubmitOptions`, so the document cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -10,10 +14,27 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..core.config import AppConfig, SubmitOptions
 from ..core.endpoint import Endpoint
-from ..core.state import TaskState
+from ..core.errors import (
+    EndpointNotFoundError,
+    HeadersTooLargeError,
+    HTTPError,
+    InvalidInputError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+    QueueFullError,
+    ServiceUnavailableError,
+    TaskConflictError,
+    TaskExpiredError,
+    TaskFailedError,
+    TaskNotFoundError,
+    URLTooLongError,
+)
+from ..core.state import TASK_ID_PATTERN, TaskState
 
 _REF = "#/components/schemas/{model}"
+RESULT_MEDIA_TYPES = ("application/json", "text/plain", "application/octet-stream", "image/png")
 
 
 class ErrorBody(BaseModel):
@@ -33,70 +54,225 @@ def _schemas(*schemas: dict[str, Any]) -> dict[str, Any]:
     return components
 
 
-def openapi_document(endpoints: list[Endpoint], prefix: str = "") -> dict[str, Any]:
-    """A small OpenAPI 3.1 document of the app's routes."""
-    error = {
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "required": True,
     }
-    task_id_param = [
-        {"name": "task_id", "in": "query", "required": True, "schema": {"type": "string"}}
+}
+
+# Every error answer, by status code: what it means here, and its headers.
+_ERRORS: dict[type[HTTPError], str] = {
+    MalformedRequestError: "the body is not JSON or nests too deep, or a task id is missing or "
+    "malformed; for get, the task is not completed yet",
+    TaskNotFoundError: "no task has this id",
+    TaskConflictError: "the task's state does not allow this (cancelled, finished, not finished)",
+    TaskExpiredError: "the task's result outlived its TTL",
+    PayloadTooLargeError: "the body is larger than max_request_bytes",
+    URLTooLongError: "the path and query are longer than max_url_bytes",
+    InvalidInputError: "the input or the options failed validation (detail lists why)",
+    QueueFullError: "max_queue_size tasks are pending",
+    HeadersTooLargeError: "the headers exceed max_header_bytes or max_headers",
+    TaskFailedError: "the task or the call failed (the error says why)",
+    ServiceUnavailableError: "the task manager cannot be reached now",
+    EndpointNotFoundError: "no such route or endpoint",
+}
+
+
+def _error(cls: type[HTTPError]) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": _ERRORS[cls], "content": _json("ErrorBody")}
+    if cls in (QueueFullError, ServiceUnavailableError):
+        response["headers"] = _RETRY_AFTER
+    return response
+
+
+def _responses(ok: dict[str, Any], *errors: type[HTTPError]) -> dict[str, Any]:
+    # Every route checks the URL and header limits; every task route may find the
+    # manager unreachable (503).
+    common = (URLTooLongError, HeadersTooLargeError)
+    responses = {"200": ok}
+    for cls in (*errors, *common):
+        responses[str(cls.status_code)] = _error(cls)
+    return dict(sorted(responses.items()))
+
+
+def _query(name: str, schema: dict[str, Any], description: str, required: bool) -> dict:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _option_parameters() -> list[dict[str, Any]]:
+    """The per-submit options as query parameters, with their ranges."""
+    parameters = []
+    for name, schema in SubmitOptions.model_json_schema()["properties"].items():
+        value = next(s for s in schema["anyOf"] if s.get("type") != "null")
+        parameters.append(_query(name, value, schema["description"], required=False))
+    return parameters
+
+
+def _task_links(name: str) -> dict[str, Any]:
+    task_id = {"task_id": "$response.body#/task_id"}
+    return {
+        verb: {"operationId": operation, "parameters": task_id}
+        for verb, operation in (
+            ("status", f"status_{name}"),
+            ("get", f"get_{name}"),
+            ("cancel", f"cancel_{name}_post"),
+            ("retry", f"retry_{name}_put"),
+        )
+    }
+
+
+def _result_content(output: dict[str, Any]) -> dict[str, Any]:
+    if not output:  # no return annotation: any kind of body may come back
+        return {media: {"schema": {}} for media in RESULT_MEDIA_TYPES}
+    media = output.get("contentMediaType") or (
+        "text/plain" if output.get("type") == "string" else "application/json"
+    )
+    return {media: {"schema": output}}
+
+
+def openapi_document(
+    endpoints: list[Endpoint], prefix: str = "", config: AppConfig | None = None
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of an app's routes."""
+    config = config or AppConfig()
+    task_id = [
+        _query(
+            "task_id",
+            {"type": "string", "pattern": TASK_ID_PATTERN},
+            "The task's id (32 lowercase hex digits).",
+            required=True,
+        )
     ]
-    task_state = {
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskState"}}}
+    task_state = {"description": "the task's state", "content": _json("TaskState")}
+    any_result = {
+        "description": "the task's result, as the synchronous call would answer it (task ids "
+        "are not tied to an endpoint, so any endpoint's result may come back)",
+        "content": _result_content({}),
     }
     paths: dict[str, Any] = {}
+    # Nested models of inputs and results live beside TaskState, where their refs point.
+    nested: dict[str, Any] = {}
     for e in endpoints:
-        body = {"required": True, "content": {"application/json": {"schema": e.input_schema()}}}
-        result = {"description": "the result", "content": {"*/*": {"schema": e.output_schema()}}}
+        input_schema = e.input_schema(ref_template=_REF)
+        output_schema = e.output_schema(ref_template=_REF)
+        for schema in (input_schema, output_schema):
+            nested.update(schema.pop("$defs", {}))
+        body = {
+            # An empty body means no arguments: it is a valid request when none is required.
+            "required": bool(input_schema.get("required")),
+            "description": f"the arguments of {e.name}, as a JSON object (at most "
+            f"{config.max_request_bytes} bytes; an empty body means no arguments)",
+            "content": {"application/json": {"schema": input_schema}},
+        }
+        result = {"description": "the result", "content": _result_content(output_schema)}
         base = f"{prefix}/{e.name}"
+        body_errors = (MalformedRequestError, PayloadTooLargeError, InvalidInputError)
         paths[base] = {
             "post": {
-                "summary": f"call {e.name}",
+                "summary": f"call {e.name} and wait for its result",
+                "operationId": f"call_{e.name}",
                 "requestBody": body,
-                "responses": {"200": result, "422": error, "500": error},
+                "responses": _responses(
+                    result, *body_errors, TaskFailedError, ServiceUnavailableError
+                ),
             }
         }
         if not e.is_task:
             continue
+        # What a client can do next with the id in the answer (OpenAPI links).
+        queued = task_state | {"links": _task_links(e.name)}
         paths[f"{base}/submit"] = {
             "post": {
-                "summary": f"submit a {e.name} task",
+                "summary": f"queue a {e.name} task",
+                "operationId": f"submit_{e.name}",
+                "parameters": _option_parameters(),
                 "requestBody": body,
-                "responses": {"200": task_state, "422": error, "429": error},
+                "responses": _responses(
+                    queued, *body_errors, QueueFullError, ServiceUnavailableError
+                ),
             }
         }
+        id_errors = (MalformedRequestError, TaskNotFoundError, ServiceUnavailableError)
         paths[f"{base}/status"] = {
             "get": {
-                "parameters": task_id_param,
-                "responses": {"200": task_state, "404": error, "410": error},
+                "summary": "a task's state",
+                "operationId": f"status_{e.name}",
+                "parameters": task_id,
+                "responses": _responses(task_state, *id_errors, TaskExpiredError),
             }
         }
         paths[f"{base}/get"] = {
             "get": {
-                "parameters": task_id_param,
-                "responses": {
-                    "200": result,
-                    "400": error,
-                    "404": error,
-                    "410": error,
-                    "500": error,
-                },
+                "summary": "a task's result",
+                "operationId": f"get_{e.name}",
+                "parameters": task_id,
+                "responses": _responses(
+                    any_result, *id_errors, TaskConflictError, TaskExpiredError, TaskFailedError
+                ),
             }
         }
-        for verb in ("cancel", "retry"):
-            op = {
-                "parameters": task_id_param,
-                "responses": {"200": task_state, "404": error, "409": error},
+        for verb, errors in (
+            ("cancel", (TaskConflictError,)),
+            ("retry", (TaskConflictError, TaskExpiredError, QueueFullError)),
+        ):
+            paths[f"{base}/{verb}"] = {
+                method: {
+                    "summary": f"{verb} a task",
+                    "operationId": f"{verb}_{e.name}_{method}",
+                    "parameters": task_id,
+                    "responses": _responses(
+                        queued if verb == "retry" else task_state, *id_errors, *errors
+                    ),
+                }
+                for method in ("post", "put")
             }
-            paths[f"{base}/{verb}"] = {"post": op, "put": op}
+    paths.update(_service_paths(prefix))
     return {
         "openapi": "3.1.0",
         "info": {"title": "raytask", "version": "1"},
         "paths": paths,
         "components": {
-            "schemas": _schemas(
+            "schemas": nested
+            | _schemas(
                 ErrorBody.model_json_schema(ref_template=_REF),
                 TaskState.model_json_schema(mode="serialization", ref_template=_REF),
             )
         },
+    }
+
+
+def _service_paths(prefix: str) -> dict[str, Any]:
+    def get(summary: str, ok: dict[str, Any], *errors: type[HTTPError]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "responses": _responses(ok, *errors)}}
+
+    def json_ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {"application/json": {"schema": schema or {"type": "object"}}},
+        }
+
+    status = {"type": "object", "properties": {"status": {"type": "string"}}}
+    text = {"description": "Prometheus text format", "content": {"text/plain": {"schema": {}}}}
+    unavailable = ServiceUnavailableError
+    return {
+        f"{prefix}/schema.json": get("the routes, as BentoML's client reads them", json_ok("")),
+        f"{prefix}/openapi.json": get("this document", json_ok("OpenAPI 3.1")),
+        f"{prefix}/docs.json": get("this document", json_ok("OpenAPI 3.1")),
+        f"{prefix}/readyz": get("ready to take tasks", json_ok("ready", status), unavailable),
+        f"{prefix}/livez": get("the ingress is up", json_ok("alive", status)),
+        f"{prefix}/healthz": get("the ingress is up", json_ok("alive", status)),
+        f"{prefix}/queue": get("counts per endpoint and deployment", json_ok(""), unavailable),
+        f"{prefix}/metrics": get("the queue's metrics", text, unavailable),
     }

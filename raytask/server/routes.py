@@ -7,7 +7,7 @@ to the task manager actor; the HTTP test tier gives them an in-process one.
 
 from __future__ import annotations
 
-import json
+import logging
 import re
 from typing import Any, Protocol
 
@@ -22,19 +22,24 @@ from ..core.config import AppConfig, SubmitOptions
 from ..core.endpoint import SERVICE_ROUTES, Endpoint, encode_result
 from ..core.errors import (
     EndpointNotFoundError,
+    HeadersTooLargeError,
     HTTPError,
     InvalidInputError,
     MalformedRequestError,
     PayloadTooLargeError,
     QueueFullError,
+    ResultEncodingError,
     ServiceUnavailableError,
+    TaskFailedError,
+    URLTooLongError,
 )
 from ..core.metrics import prometheus_text
-from ..core.state import TaskState
+from ..core.state import TASK_ID_PATTERN, TaskState
 from .openapi import openapi_document
 
-_TASK_ID = re.compile(r"[0-9a-f]{32}")
+_TASK_ID = re.compile(TASK_ID_PATTERN)
 BENTOML_USER_AGENT = "BentoML HTTP Client"
+logger = logging.getLogger("ray.serve.raytask.routes")
 
 
 class Backend(Protocol):
@@ -80,6 +85,19 @@ class Routes:
 
     # -- helpers ---------------------------------------------------------------
 
+    def _check_limits(self, request: Request) -> None:
+        config = self.config
+        url = len(request.scope.get("raw_path") or request.url.path.encode()) + len(
+            request.scope.get("query_string", b"")
+        )
+        if url > config.max_url_bytes:
+            raise URLTooLongError(f"path and query are longer than {config.max_url_bytes} bytes")
+        headers = request.scope["headers"]
+        if len(headers) > config.max_headers:
+            raise HeadersTooLargeError(f"more than {config.max_headers} headers")
+        if sum(len(name) + len(value) for name, value in headers) > config.max_header_bytes:
+            raise HeadersTooLargeError(f"headers are larger than {config.max_header_bytes} bytes")
+
     def _endpoint(self, request: Request, task_only: bool = False) -> Endpoint:
         name = request.path_params["name"]
         endpoint = self.endpoints.get(name)
@@ -88,7 +106,7 @@ class Routes:
             raise EndpointNotFoundError(f"no {kind} named {name!r}")
         return endpoint
 
-    async def _json_body(self, request: Request) -> Any:
+    async def _body(self, request: Request) -> bytes:
         limit = self.config.max_request_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -99,13 +117,7 @@ class Routes:
             if size > limit:
                 raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MalformedRequestError(f"request body is not valid JSON: {exc}") from None
+        return b"".join(chunks)
 
     @staticmethod
     def _task_id(request: Request) -> str:
@@ -135,7 +147,10 @@ class Routes:
 
     @staticmethod
     def _result_response(value: Any) -> Response:
-        body, media_type = encode_result(value)
+        try:
+            body, media_type = encode_result(value)
+        except ResultEncodingError as exc:  # replicas check first; this is the backstop
+            raise TaskFailedError(str(exc)) from None
         return Response(body, media_type=media_type)
 
     # -- task routes -----------------------------------------------------------
@@ -143,7 +158,7 @@ class Routes:
     async def submit(self, request: Request) -> Response:
         endpoint = self._endpoint(request, task_only=True)
         options = self._submit_options(request)
-        kwargs = endpoint.validate(await self._json_body(request))
+        kwargs = endpoint.validate_json(await self._body(request))
         state = await self.backend.submit(endpoint.name, kwargs, options)
         return JSONResponse(self._view(request, state))
 
@@ -167,8 +182,10 @@ class Routes:
         return JSONResponse(self._view(request, state))
 
     async def call(self, request: Request) -> Response:
+        if request.path_params["name"] in SERVICE_ROUTES:  # e.g. POST /readyz
+            raise StarletteHTTPException(405, headers={"Allow": "GET"})
         endpoint = self._endpoint(request)
-        kwargs = endpoint.validate(await self._json_body(request))
+        kwargs = endpoint.validate_json(await self._body(request))
         return self._result_response(await self.backend.call(endpoint.name, kwargs))
 
     # -- service routes --------------------------------------------------------
@@ -187,7 +204,10 @@ class Routes:
         )
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_document(list(self.endpoints.values()), self._prefix(request)))
+        document = openapi_document(
+            list(self.endpoints.values()), self._prefix(request), self.config
+        )
+        return JSONResponse(document)
 
     async def readyz(self, request: Request) -> Response:
         if await self.backend.ready():
@@ -213,9 +233,16 @@ class Routes:
         def guarded(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
                 try:
+                    self._check_limits(request)
                     return await handler(request)
                 except HTTPError as exc:
                     return error_response(exc)
+                except StarletteHTTPException:
+                    raise  # answered as JSON by the app's handler below
+                except Exception as exc:  # a bug: still a JSON answer, and a logged trace
+                    logger.exception("raytask route %s failed", request.url.path)
+                    error = HTTPError(f"internal error ({type(exc).__name__}); see the logs")
+                    return error_response(error)
 
             return endpoint
 

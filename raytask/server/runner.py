@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.endpoint import Endpoint, discover
+from ..core.endpoint import Endpoint, check_result, discover
 
 RUN_METHOD = "__raytask_run__"
 MAX_ERROR_CHARS = 8_192
@@ -93,8 +93,13 @@ async def run_attempt(instance: Any, method: str, kwargs: dict[str, Any]) -> Any
         call_kwargs = endpoint.to_call_kwargs(kwargs)
         bound = getattr(instance, method)
         if endpoint.is_async:
-            return await bound(**call_kwargs)
-        return await call_in_thread(bound, call_kwargs)
+            value = await bound(**call_kwargs)
+        else:
+            value = await call_in_thread(bound, call_kwargs)
+        # A value HTTP cannot carry fails here, with its reason, rather than as a
+        # "success" whose every get answers 500.
+        check_result(value)
+        return value
     except Exception as exc:
         return AttemptFailed(f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
 

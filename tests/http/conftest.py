@@ -32,11 +32,10 @@ from ..support import FakeClock
 
 
 class LocalBackend:
-    def __init__(self, config: AppConfig, clock: FakeClock) -> None:
-        self.instance = Demo.func_or_class()
-        self.endpoints = {
-            e.name: e for e in discover(type(self.instance), "Demo", config.task_defaults)
-        }
+    def __init__(self, config: AppConfig, clock: FakeClock, model: type | None = None) -> None:
+        self.instance = (model or Demo.func_or_class)()
+        cls = type(self.instance)
+        self.endpoints = {e.name: e for e in discover(cls, cls.__name__, config.task_defaults)}
         self.table = TaskTable(config.max_queue_size, config.retry_after_s, clock=clock)
         self.results: dict[str, Any] = {}
         # With a number, a pending task's Nth status read runs the queue (as if the
@@ -89,10 +88,11 @@ class LocalBackend:
             "deployments": {"Demo": {"in_flight": 0, "limit": 1}},
         }
 
-    async def drain(self) -> None:
-        """Run every pending task to completion."""
+    async def drain(self, limit: int | None = None) -> None:
+        """Run every pending task (or the first ``limit`` found) to completion."""
         for endpoint in self.endpoints.values():
-            while (record := self.table.pop_next(endpoint.name)) is not None:
+            while limit != 0 and (record := self.table.pop_next(endpoint.name)) is not None:
+                limit = None if limit is None else limit - 1
                 value = await run_attempt(self.instance, endpoint.method, record.kwargs)
                 if isinstance(value, AttemptFailed):
                     self.table.fail(record.task_id, value.error)

@@ -1,8 +1,10 @@
 import re
 
 import pytest
+from pydantic import ValidationError
 
-from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
+from raytask.core.config import MAX_DURATION_S, AppConfig, SubmitOptions, TaskOptions
+from raytask.core.endpoint import MAX_INT_DIGITS, MAX_JSON_DEPTH
 from raytask.core.errors import ConfigError
 
 from ..support import ROOT
@@ -60,3 +62,49 @@ def test_the_readme_app_defaults_are_true() -> None:
     assert f"`max_queue_size` ({config.max_queue_size} pending" in section
     assert config.max_request_bytes == 16 * 2**20 and "(16 MiB, then 413)" in section
     assert f"`ingress_max_ongoing_requests` ({config.ingress_max_ongoing_requests};" in section
+
+
+def test_the_readme_limits_table_is_true() -> None:
+    rows = re.findall(
+        r"^\| ([^|]+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", readme_section("Limits"), re.M
+    )
+    by_config = {name.strip("` "): default for _, name, default, _ in rows if name.startswith("`")}
+    config = AppConfig()
+    for name, default in by_config.items():
+        assert default.split()[0] == str(getattr(config, name)), name
+    assert set(by_config) == {
+        "max_request_bytes",
+        "max_url_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "max_queue_size",
+    }
+    fixed = {what: default for what, name, default, _ in rows if name.startswith("fixed")}
+    assert fixed["nested arrays and objects in a body, the body included"] == str(MAX_JSON_DEPTH)
+    assert fixed["digits of an integer in a body"] == str(MAX_INT_DIGITS)
+    assert f"at most {MAX_DURATION_S:.0f} (366 days)" in readme_section("Limits")
+    assert "1 to 100" in readme_section("Limits")
+    assert TaskOptions(max_attempts=100).max_attempts == 100
+    for bad in (0, 101):
+        with pytest.raises(ValidationError):
+            TaskOptions(max_attempts=bad)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ttl_s": float("inf")},
+        {"ttl_s": float("nan")},
+        {"ttl_s": 1e12},
+        {"timeout_s": float("inf")},
+        {"timeout_s": MAX_DURATION_S + 1},
+    ],
+)
+def test_durations_are_finite_and_bounded_everywhere(options: dict) -> None:
+    with pytest.raises(ConfigError, match="invalid raytask config"):
+        AppConfig.parse({"task_defaults": options})
+    with pytest.raises(ValidationError):
+        SubmitOptions(**options)
+    with pytest.raises(ValidationError):
+        TaskOptions(**options)
+    assert TaskOptions(ttl_s=MAX_DURATION_S, timeout_s=MAX_DURATION_S).ttl_s == MAX_DURATION_S

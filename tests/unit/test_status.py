@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from raytask.core.state import TaskState
+from raytask.core.state import TIME_FIELDS, TaskState
 from raytask.core.status import BENTOML_SPELLING, TRANSITIONS, TaskStatus, can_transition
 
 S = TaskStatus
@@ -66,3 +66,13 @@ def test_bentoml_spellings_go_out_and_come_back(status: TaskStatus, bentoml: str
     assert state.wire()["status"] == status.value
     assert TaskState.model_validate_json(json.dumps(state.wire(bentoml=True))).status is status
     assert set(BENTOML_SPELLING) == set(S)
+
+
+@pytest.mark.parametrize("seconds", [1e20, -1e20, float("inf"), float("nan")])
+def test_every_time_field_can_be_formatted(seconds: float) -> None:
+    # Durations are bounded, so stored times are sane; iso() still never raises.
+    state = TaskState.of(
+        "a" * 32, TaskStatus.SUCCESS, "e", seconds, seconds, seconds, seconds, 1, None, None
+    )
+    body = json.loads(state.model_dump_json())
+    assert all(body[field] == "9999-12-31T23:59:59.999999+00:00" for field in TIME_FIELDS)
