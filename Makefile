@@ -21,13 +21,13 @@ BENTO_VENV ?= .venv-bentoml
 BENTOML_VERSION ?= 1.4.40
 export RAYTASK_BENTOML_PYTHON := $(CURDIR)/$(BENTO_VENV)/bin/python
 
-.PHONY: install run test test-fast bench lint format clean
+.PHONY: install run test test-fast bench lint format clean redis-server
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raytask needs Python >= 3.11, found " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[serve,test,models]"
+	$(PY) -m pip install --quiet -e ".[serve,redis,test,models]"
 	$(PY) -m pip check
 	touch $@
 
@@ -53,8 +53,18 @@ run: install
 		$(VENV)/bin/serve run configs/app.yaml
 
 ## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)
-test: install lint $(BENTO_VENV)/.installed $(CLIENT_VENV)/.installed
+test: install lint $(BENTO_VENV)/.installed $(CLIENT_VENV)/.installed redis-server
 	$(PY) -m pytest
+
+# The Redis journal's tests start their own redis-server (Debian's package). Install it if
+# this machine can (root and apt-get); otherwise those tests skip and say why.
+redis-server:
+	@command -v redis-server >/dev/null \
+	|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	     && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null \
+	          || { apt-get update -q >/dev/null \
+	               && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; }; }; } \
+	|| echo "raytask: redis-server is missing and cannot be installed here (needs root and apt-get): the Redis journal tests will skip"
 
 ## Unit and HTTP tiers only (seconds, no Ray cluster)
 test-fast: install

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import struct
 import threading
 import time
@@ -136,6 +137,11 @@ class Demo:
             raise RuntimeError(f"could not draw {prompt!r}")
         rgb = hashlib.sha256(prompt.encode()).digest()[:3]
         return _png(16, 16, rgb)
+
+    @raytask.task
+    def crash_replica(self) -> None:
+        """Kill this replica's process (a poison task: every attempt kills its replica)."""
+        os.kill(os.getpid(), signal.SIGKILL)
 
     @raytask.api
     def pid(self) -> int:

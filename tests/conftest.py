@@ -1,7 +1,8 @@
-"""Settings every tier shares: one auth mode for every Ray process the tests start, and
-no Ray at all outside the end-to-end tier."""
+"""Settings every tier shares: one auth mode for every Ray process the tests start, no
+Ray at all outside the end-to-end tier, and no journal outside a test's own directory."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,20 @@ from .support import FakeClock
 # New Ray clusters enable token auth; a driver connecting by address would then fail.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+# The default journal lives under $RAYTASK_HOME (~/.raytask): never a user's. Ray
+# processes the e2e tier starts inherit this; its apps also name their own journals.
+os.environ["RAYTASK_HOME"] = tempfile.mkdtemp(prefix="raytask-tests-home-")
+
 E2E = Path(__file__).parent / "e2e"
+
+
+@pytest.fixture(autouse=True)
+def _own_journal_home(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Outside e2e, each test's default journals go to its own temporary directory."""
+    if E2E not in Path(request.node.path).parents:
+        monkeypatch.setenv("RAYTASK_HOME", str(tmp_path / "raytask-home"))
 
 
 @pytest.fixture(autouse=True)

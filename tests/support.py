@@ -1,4 +1,5 @@
-"""Helpers every test tier shares: a fake clock, a free port, condition waits, the repo root.
+"""Helpers every test tier shares: a fake clock, a free port, condition waits, the repo
+root, and a redis-server of a test's own.
 
 Kept free of Ray and of pytest fixtures, so scripts the e2e tests run as subprocesses
 (``python -m tests.e2e.fake_cluster``) can import it too.
@@ -7,9 +8,12 @@ Kept free of Ray and of pytest fixtures, so scripts the e2e tests run as subproc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import socket
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,3 +69,34 @@ async def settle(condition: Callable[[], Any] | None = None, timeout_s: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached within {timeout_s} s")
         await asyncio.sleep(0.005)
+
+
+@contextlib.contextmanager
+def redis_server(tmp_dir: Path, persist: bool = False) -> Iterator[str]:
+    """A ``redis-server`` of this test's own on 127.0.0.1 at a free port; yields its URL
+    and stops it by its PID. No persistence unless ``persist`` (then an append-only file
+    in ``tmp_dir``). Raises ``FileNotFoundError`` when the binary is missing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_dir)]
+    args += ["--appendonly", "yes"] if persist else ["--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+
+        def up() -> bool:
+            assert process.poll() is None, "redis-server exited"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return True
+            return False
+
+        wait_for(up, 10, "redis-server to listen")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

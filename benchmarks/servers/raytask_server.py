@@ -53,7 +53,10 @@ def main() -> None:
 
     with local_serve(port=port, temp_dir=temp_dir):
         demo = Demo.options(max_ongoing_requests=REPLICA_MAX_ONGOING)
-        config = {"max_queue_size": 1_000_000}
+        # The journal as a user gets it (SQLite), in this run's own directory; set
+        # RAYTASK_BENCH_JOURNAL=off to measure without it.
+        journal = os.environ.get("RAYTASK_BENCH_JOURNAL") or str(Path(temp_dir) / "journal.db")
+        config = {"max_queue_size": 1_000_000, "journal": journal}
         serve.run(raytask.app(demo.bind(), config=config), name=APP, route_prefix="/")
         serve.run(Floor.bind(), name="floor", route_prefix="/floor")
         manager = ray.get_actor(manager_name(APP), namespace=NAMESPACE)

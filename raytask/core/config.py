@@ -47,6 +47,11 @@ class TaskOptions(BaseModel):
         description="Whether an exception raised by the method also uses up an attempt and "
         "re-queues the task (off: exceptions are final, as they are usually deterministic).",
     )
+    rerun_lost_results: bool = Field(
+        True,
+        description="Whether a success whose result was too large to journal, and was lost "
+        "with a task-manager restart, runs again (off: it ends in failure).",
+    )
 
 
 class SubmitOptions(BaseModel):
@@ -104,6 +109,26 @@ class AppConfig(BaseModel):
     ingress_num_replicas: int = Field(1, ge=1, description="Replicas of the ingress.")
     ingress_num_cpus: float = Field(
         0.0, ge=0, description="CPUs each ingress replica reserves (it mostly waits on I/O)."
+    )
+    journal: str | None = Field(
+        None,
+        description="Where the task manager journals its tasks: unset for SQLite at "
+        "$RAYTASK_HOME/journal/<app>.db (RAYTASK_HOME defaults to ~/.raytask), a file path "
+        "for SQLite there, 'redis://host:port/db' for Redis, or 'off'.",
+    )
+    journal_result_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        le=1024 * 1024,
+        description="Results up to this size (pickled) are journaled with their task, so "
+        "they survive a task-manager restart; larger ones stay in Ray's object store only.",
+    )
+    manager_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+        description="How long the ingress waits for the task manager before answering 503.",
     )
     max_in_flight: int | None = Field(
         None,

@@ -54,6 +54,7 @@ def task(
     timeout_s: float | None = None,
     max_attempts: int | None = None,
     retry_exceptions: bool | None = None,
+    rerun_lost_results: bool | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -65,6 +66,7 @@ def task(
     timeout_s: float | None = None,
     max_attempts: int | None = None,
     retry_exceptions: bool | None = None,
+    rerun_lost_results: bool | None = None,
 ) -> F | Callable[[F], F]:
     """Mark a deployment method as an async task endpoint.
 
@@ -78,6 +80,9 @@ def task(
         timeout_s: seconds one attempt may run (default: the app's, 1 h).
         max_attempts: attempts when the replica dies or the attempt times out.
         retry_exceptions: whether an exception from the method is retried too.
+        rerun_lost_results: whether a success whose result was lost with a task-manager
+            restart runs again (default) or ends in ``failure`` (for methods with side
+            effects that must not repeat).
 
     Returns:
         The method itself, marked.
@@ -99,6 +104,7 @@ def task(
             "timeout_s": timeout_s,
             "max_attempts": max_attempts,
             "retry_exceptions": retry_exceptions,
+            "rerun_lost_results": rerun_lost_results,
         }.items()
         if value is not None
     }

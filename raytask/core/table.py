@@ -36,6 +36,10 @@ from .status import TaskStatus, can_transition
 Clock = Callable[[], float]
 
 
+def _ignore(_: Any) -> None:
+    pass
+
+
 def new_task_id() -> str:
     """An unguessable task id: 32 lowercase hex digits (uuid4)."""
     return uuid.uuid4().hex
@@ -57,6 +61,7 @@ class TaskRecord:
     attempts: int = 0
     error: str | None = None
     retry_of: str | None = None
+    seq: int = 0  # submission order, kept across restarts (pending tasks requeue in it)
 
     def state(self) -> TaskState:
         """The status answer of this task."""
@@ -117,6 +122,11 @@ class TaskTable:
         self._counts: dict[str, Counter[TaskStatus]] = {}
         self._tombstones: OrderedDict[str, float] = OrderedDict()
         self._expiries: list[tuple[float, str]] = []  # a heap of (expires_at, task_id)
+        self._seq = 0
+        # Called with each record that was created or changed, and each id forgotten:
+        # the task manager journals them.
+        self.on_change: Callable[[TaskRecord], None] = _ignore
+        self.on_forget: Callable[[str], None] = _ignore
 
     # -- reading ---------------------------------------------------------------
 
@@ -225,6 +235,7 @@ class TaskTable:
             record.expires_at = now + record.options.ttl_s
             heapq.heappush(self._expiries, (record.expires_at, record.task_id))
         record.status = target
+        self.on_change(record)
 
     def submit(
         self,
@@ -243,6 +254,7 @@ class TaskTable:
                 f"the task queue is full ({self.max_queue_size} pending); retry later",
                 retry_after_s=self.retry_after_s,
             )
+        self._seq += 1
         record = TaskRecord(
             task_id=new_task_id(),
             endpoint=endpoint,
@@ -250,12 +262,27 @@ class TaskTable:
             options=options,
             created_at=self.clock(),
             retry_of=retry_of,
+            seq=self._seq,
         )
         self._records[record.task_id] = record
         self._queues.setdefault(endpoint, deque()).append(record.task_id)
         self._pending += 1
         self._counts.setdefault(endpoint, Counter())[TaskStatus.PENDING] += 1
+        self.on_change(record)
         return record
+
+    def restore(self, records: Iterable[TaskRecord]) -> None:
+        """Load records as they are (a journal's, after recovery decided their states):
+        pending ones queue in submission order, finished ones expire at their time."""
+        for record in sorted(records, key=lambda r: r.seq):
+            self._records[record.task_id] = record
+            self._counts.setdefault(record.endpoint, Counter())[record.status] += 1
+            self._seq = max(self._seq, record.seq)
+            if record.status is TaskStatus.PENDING:
+                self._queues.setdefault(record.endpoint, deque()).append(record.task_id)
+                self._pending += 1
+            elif record.status.finished and record.expires_at is not None:
+                heapq.heappush(self._expiries, (record.expires_at, record.task_id))
 
     def pop_next(self, endpoint: str) -> TaskRecord | None:
         """Start the oldest pending task of ``endpoint`` (now ``in_progress``), if any."""
@@ -335,6 +362,7 @@ class TaskTable:
                 self._counts[record.endpoint][record.status] -= 1
                 self._tombstones[task_id] = now
                 expired.append(task_id)
+                self.on_forget(task_id)
         while len(self._tombstones) > self.max_tombstones:
             self._tombstones.popitem(last=False)
         return expired

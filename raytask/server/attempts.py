@@ -57,6 +57,8 @@ class Attempts:
         self.calls = calls
         self.on_end = on_end
         self.results: dict[str, Any] = {}
+        # Called with (task id, value) for each small result that made a success.
+        self.on_result: Callable[[str, Any], None] = lambda task_id, value: None
         self._calls: dict[str, _Call] = {}
         self._watched: dict[Any, _Call] = {}
         self.wake = asyncio.Event()
@@ -108,6 +110,7 @@ class Attempts:
 
     async def _settle(self, call: _Call, stored: bool) -> None:
         attempt = call.attempt
+        value: Any = None
         if not stored:  # small: a failure or a small result, cheap to read
             try:
                 value = await self.calls.fetch(call.ref)
@@ -119,6 +122,8 @@ class Attempts:
                 return self._ended(call)
         if self.dispatcher.succeed(attempt):
             self.results[attempt.task_id] = call.ref
+            if not stored:
+                self.on_result(attempt.task_id, value)
         self._ended(call)
 
     def _ended(self, call: _Call) -> None:

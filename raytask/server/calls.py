@@ -63,6 +63,10 @@ class ReplicaCalls:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
         return ready, (compat.stored_values(ready) if ready else set())
 
+    def put(self, value: Any) -> ray.ObjectRef:
+        """Put a value in the object store, owned by this process (a restored result)."""
+        return ray.put(value)
+
     async def fetch(self, ref: ray.ObjectRef) -> Any:
         """The value of a small, ready ref (a result or an ``AttemptFailed``)."""
         return await ref

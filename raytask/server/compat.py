@@ -21,6 +21,8 @@ The internals, and why raytask needs each:
 - ``ray.experimental.get_object_locations``: tells a value stored in plasma (too large
   to have been inlined, so never a failure) from a small inlined one, without fetching.
 - ``AutoscalingContext.total_num_requests`` (a developer API of custom policies).
+- The ``node:__internal_head__`` resource: only the head node has it; Serve pins its
+  controller with it, and raytask its task manager (see :data:`HEAD_NODE_RESOURCE`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,19 @@ TESTED_RAY = ("2.60.",)
 
 ROUTER_IN_CALLER_LOOP_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 """Runtime env of the task manager actor: Serve's router runs in the actor's own loop."""
+
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+"""A resource only the head node has (0.001 of it pins an actor there)."""
+
+
+def on_head_node() -> bool:
+    """Whether the calling process runs on the head node (it has the head resource)."""
+    node_id = ray.get_runtime_context().get_node_id()
+    return any(
+        node["NodeID"] == node_id and HEAD_NODE_RESOURCE in node.get("Resources", {})
+        for node in ray.nodes()
+    )
+
 
 INLINE_BYTES = 100 * 1024
 """Ray inlines task returns up to 100 KiB (``max_direct_call_object_size``); a failure

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import ray
 from ray import serve
-from ray.exceptions import ObjectFetchTimedOutError, ObjectLostError, RayTaskError
+from ray.exceptions import (
+    ActorUnavailableError,
+    ObjectFetchTimedOutError,
+    ObjectLostError,
+    RayActorError,
+    RayTaskError,
+)
 
 from ..core.batching import Coalescer
 from ..core.config import AppConfig, SubmitOptions
 from ..core.dispatcher import EndpointRoute
 from ..core.endpoint import Endpoint, discover
-from ..core.errors import EndpointNotFoundError, TaskFailedError, unwrap
+from ..core.errors import (
+    EndpointNotFoundError,
+    ServiceUnavailableError,
+    TaskFailedError,
+    unwrap,
+)
 from ..core.state import TaskState
 from .manager import get_or_create_manager
 from .routes import Routes
+
+T = TypeVar("T")
 
 
 class RayBackend:
@@ -25,18 +40,42 @@ class RayBackend:
         manager: the task manager's actor handle.
         endpoints: the app's endpoints.
         handles: a ``DeploymentHandle`` per model deployment name.
+        timeout_s: how long a manager call may take before the route answers 503.
     """
 
-    def __init__(self, manager: Any, endpoints: list[Endpoint], handles: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        manager: Any,
+        endpoints: list[Endpoint],
+        handles: dict[str, Any],
+        timeout_s: float = 10.0,
+    ) -> None:
         self.manager = manager
         self.endpoints = {e.name: e for e in endpoints}
         self.handles = handles
+        self.timeout_s = timeout_s
         # Submits and status reads are most of the traffic: concurrent ones share one
         # manager call (see raytask.core.batching).
         self._submits: Coalescer[tuple[str, dict[str, Any], SubmitOptions], Any] = Coalescer(
-            manager.submit_many.remote
+            lambda items: self._ask(manager.submit_many.remote(items))
         )
-        self._statuses: Coalescer[str, Any] = Coalescer(manager.status_many.remote)
+        self._statuses: Coalescer[str, Any] = Coalescer(
+            lambda ids: self._ask(manager.status_many.remote(ids))
+        )
+
+    async def _ask(self, call: Awaitable[T]) -> T:
+        """A manager call's answer; 503 while the manager is down or restarting (Ray
+        restarts it and it reloads its journal: clients retry after ``Retry-After``)."""
+        try:
+            return await asyncio.wait_for(call, self.timeout_s)
+        except (RayActorError, ActorUnavailableError) as exc:
+            raise ServiceUnavailableError(
+                f"the task manager is unavailable ({type(exc).__name__}); retry shortly"
+            ) from None
+        except TimeoutError:
+            raise ServiceUnavailableError(
+                f"the task manager did not answer within {self.timeout_s:g} s; retry shortly"
+            ) from None
 
     async def submit(
         self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
@@ -47,17 +86,17 @@ class RayBackend:
         return unwrap(await self._statuses(task_id))
 
     async def result(self, task_id: str) -> Any:
-        (ref,) = unwrap(await self.manager.result.remote(task_id))
+        (ref,) = unwrap(await self._ask(self.manager.result.remote(task_id)))
         try:
             return await ref
         except (ObjectLostError, ObjectFetchTimedOutError) as exc:
             raise TaskFailedError(f"the result of task {task_id} was lost: {exc}") from None
 
     async def cancel(self, task_id: str) -> TaskState:
-        return unwrap(await self.manager.cancel.remote(task_id))
+        return unwrap(await self._ask(self.manager.cancel.remote(task_id)))
 
     async def retry(self, task_id: str) -> TaskState:
-        return unwrap(await self.manager.retry.remote(task_id))
+        return unwrap(await self._ask(self.manager.retry.remote(task_id)))
 
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any:
         spec = self.endpoints.get(endpoint)
@@ -71,12 +110,12 @@ class RayBackend:
             raise TaskFailedError(f"{endpoint} failed: {type(cause).__name__}: {cause}") from None
 
     async def queue(self) -> dict[str, Any]:
-        return await self.manager.queue.remote()
+        return await self._ask(self.manager.queue.remote())
 
     async def ready(self) -> bool:
         try:
-            await self.manager.ping.remote()
-        except ray.exceptions.RayError:
+            await self._ask(self.manager.ping.remote())
+        except (ServiceUnavailableError, ray.exceptions.RayError):
             return False
         return True
 
@@ -116,6 +155,7 @@ class Ingress:
             self.manager,
             self.endpoints,
             {name: h for (name, _), h in zip(models, handles, strict=True)},
+            timeout_s=config.manager_timeout_s,
         )
 
     def __serve_build_asgi_app__(self) -> Any:

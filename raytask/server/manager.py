@@ -11,6 +11,12 @@ call.
 It owns the ``ObjectRef`` of every result without ever deserialising a large one, and
 drops results at their TTL so Ray frees them. Its methods return raytask errors as values
 instead of raising them, so the ingress gets a cheap answer rather than a Ray traceback.
+
+Every change a client is told of is in the :class:`~raytask.server.journal.Journal`
+before the answer goes out, and the constructor rebuilds the table from it (see
+:mod:`raytask.core.recovery`), so a crash of this actor (Ray restarts it) or a new
+``serve run`` loses no task. The actor is pinned to the head node, where the SQLite
+journal lives, the way Serve pins its controller.
 """
 
 from __future__ import annotations
@@ -19,22 +25,26 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import ray
+from ray import cloudpickle
 
 from ..core.config import AppConfig, SubmitOptions
 from ..core.dispatcher import Dispatcher, EndpointRoute
-from ..core.errors import HTTPError, TaskFailedError
+from ..core.errors import HTTPError, TaskFailedError, unwrap
 from ..core.metrics import samples
 from ..core.names import NAMESPACE, manager_name
+from ..core.recovery import recover
 from ..core.state import TaskState
 from ..core.status import TaskStatus
 from ..core.table import TaskTable
 from . import compat
 from .attempts import Attempts
 from .calls import ReplicaCalls
+from .journal import Journal, Store, open_store
 
 logger = logging.getLogger("raytask.manager")
 
@@ -79,6 +89,7 @@ class TaskManager:
         routes: its task endpoints.
         config: app-wide settings.
         calls: its I/O with Serve (tests pass a fake).
+        store: where the journal goes (default: what ``config.journal`` names).
     """
 
     def __init__(
@@ -87,20 +98,69 @@ class TaskManager:
         routes: list[EndpointRoute],
         config: AppConfig,
         calls: ReplicaCalls | None = None,
+        store: Store | None = None,
     ) -> None:
         self.app_name = app_name
         self.table = TaskTable(config.max_queue_size, config.retry_after_s)
         self.dispatcher = Dispatcher(self.table)
         self._wake = asyncio.Event()
         self.attempts = Attempts(self.dispatcher, calls or ReplicaCalls(app_name), self._wake.set)
+        self.attempts.on_result = self._keep_result
         self._models: list[tuple[str, type]] = []
         self._apply(routes, config)
+        if ray.is_initialized() and not compat.on_head_node():  # the options pin it there
+            logger.error("raytask manager of %s is not on the head node", app_name)
+        store = store or open_store(config, app_name)
+        self.journal = Journal(store) if store is not None else None
+        if self.journal is not None:
+            self._recover(self.journal, routes)
         self._background = [
             asyncio.create_task(self._forever(self._dispatch, self._wake)),
             asyncio.create_task(self._forever(self.attempts.watch, self.attempts.wake)),
             asyncio.create_task(self._every(lambda: self.config.sweep_interval_s, self.sweep)),
             asyncio.create_task(self._every(lambda: _CAPACITY_REFRESH_S, self._refresh)),
         ]
+
+    def _recover(self, journal: Journal, routes: list[EndpointRoute]) -> None:
+        """Rebuild the table from the journal, before anything else can run."""
+        started = time.monotonic()
+        records, results = journal.load()
+        kept = {}
+        for task_id, payload in results.items():
+            try:  # small results come back into the object store, owned by this actor
+                kept[task_id] = self.attempts.calls.put(cloudpickle.loads(payload))
+            except Exception as exc:  # e.g. its class is gone: the task runs again
+                logger.warning("raytask: cannot restore the result of %s: %s", task_id, exc)
+        outcome = recover(records, [r.name for r in routes], kept, self.table.clock())
+        self.table.restore(outcome.records)
+        self.attempts.results.update(kept)
+        self.table.on_change = journal.changed
+        self.table.on_forget = journal.forgotten
+        journal.rewrite(self.table.get(task_id) for task_id in outcome.changed)
+        logger.warning(
+            "raytask manager of %s: journal %s: %d tasks back (%d requeued, %d failed) in %.2f s",
+            self.app_name,
+            journal.store,
+            len(outcome.records),
+            outcome.requeued,
+            outcome.failed,
+            time.monotonic() - started,
+        )
+
+    def _keep_result(self, task_id: str, value: Any) -> None:
+        """Journal a small result with its success (large ones stay in the object store)."""
+        if self.journal is None:
+            return
+        try:
+            payload = cloudpickle.dumps(value)
+        except Exception:  # not picklable by value: it runs again if it is lost
+            return
+        if len(payload) <= self.config.journal_result_bytes:
+            self.journal.result(task_id, payload)
+
+    async def _flush(self) -> None:
+        if self.journal is not None:
+            await self.journal.flush()
 
     def _apply(self, routes: list[EndpointRoute], config: AppConfig) -> None:
         self.config = config
@@ -175,6 +235,10 @@ class TaskManager:
         room, not the whole call)."""
         answers = _each(items, lambda item: self._submit_one(*item))
         self._kick()
+        try:
+            await self._flush()  # a task id goes out only once its task is journaled
+        except HTTPError as exc:  # the journal failed: no id goes out
+            return [exc] * len(items)
         return answers
 
     def _submit_one(self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions) -> Any:
@@ -186,10 +250,17 @@ class TaskManager:
     @_errors_as_values
     async def status(self, task_id: str) -> TaskState:
         """The status answer of a task."""
-        return self.table.get(task_id).state()
+        (answer,) = await self.status_many([task_id])
+        return unwrap(answer)
 
     async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
-        """The status answers (or errors) of several tasks, in order."""
+        """The status answers (or errors) of several tasks, in order (never a state the
+        journal does not hold yet)."""
+        if self.journal is not None and any(map(self.journal.pending, task_ids)):
+            try:
+                await self.journal.flush()
+            except HTTPError as exc:
+                return [exc] * len(task_ids)
         return _each(task_ids, lambda task_id: self.table.get(task_id).state())
 
     @_errors_as_values
@@ -202,6 +273,11 @@ class TaskManager:
     async def cancel(self, task_id: str) -> TaskState:
         """Cancel a pending task, or stop a running one (its slot frees when the replica
         confirms)."""
+        self._cancel_one(task_id)
+        await self._flush()
+        return self.table.get(task_id).state()
+
+    def _cancel_one(self, task_id: str) -> TaskState:
         if self.table.cancel(task_id) is TaskStatus.IN_PROGRESS:
             self.attempts.stop(task_id)
         return self.table.get(task_id).state()
@@ -217,7 +293,8 @@ class TaskManager:
         skipped. Returns how many were cancelled."""
         if task_ids is None:
             task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
-        answers = [await self.cancel(task_id) for task_id in task_ids]
+        answers = _each(task_ids, self._cancel_one)
+        await self._flush()  # one journal write for them all
         return sum(1 for answer in answers if isinstance(answer, TaskState))
 
     @_errors_as_values
@@ -225,6 +302,7 @@ class TaskManager:
         """Queue a new task with the inputs of a finished one."""
         record = self.table.retry(task_id)
         self._kick()
+        await self._flush()
         return record.state()
 
     async def configure(
@@ -271,6 +349,9 @@ class TaskManager:
             "capacity": {d: self.dispatcher.limit(d) for d in self.dispatcher.deployments},
             "results_held": len(self.attempts.results),
             "counts": self.table.counts(),
+            "on_head_node": compat.on_head_node() if ray.is_initialized() else None,
+            "journal": None if self.journal is None else str(self.journal.store),
+            "journal_commits": 0 if self.journal is None else self.journal.commits,
             "env": {name: os.environ.get(name) for name in compat.ROUTER_IN_CALLER_LOOP_ENV},
         }
 
@@ -291,6 +372,10 @@ def get_or_create_manager(app_name: str, routes: list[EndpointRoute], config: Ap
             get_if_exists=True,
             max_restarts=-1,
             num_cpus=0,
+            # On the head node, as Serve's controller: the SQLite journal is on its disk,
+            # and a worker node the autoscaler removes would take the manager with it
+            # (it reserves no CPU, so its node looks idle).
+            resources={compat.HEAD_NODE_RESOURCE: 0.001},
             max_concurrency=10_000,
             runtime_env={"env_vars": compat.ROUTER_IN_CALLER_LOOP_ENV},
         )

@@ -8,6 +8,7 @@ large-result tests make Ray spill to a directory of the test session.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,12 @@ class App:
         from raytask.core.names import NAMESPACE, manager_name
 
         self.name = name
+        self.settings = settings
         prefix = prefix or f"/{name}"
+        # Its own journal, which no other test reads.
+        settings.setdefault(
+            "journal", str(Path(tempfile.mkdtemp(prefix=f"journal-{name}-")) / "j.db")
+        )
         self.url = (
             f"{cluster.url}{prefix}" if deployed else deploy(cluster, name, prefix, **settings)
         )

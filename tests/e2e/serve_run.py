@@ -38,7 +38,13 @@ def serve_run(
     config_path = tmp_path / config_name
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / f"{config_name}.log"
-    full_env = {**os.environ, "RAY_ADDRESS": "local", "RAY_AUTH_MODE": "disabled", **(env or {})}
+    full_env = {
+        **os.environ,
+        "RAY_ADDRESS": "local",
+        "RAY_AUTH_MODE": "disabled",
+        "RAYTASK_HOME": str(tmp_path / "raytask-home"),  # this test's own journals
+        **(env or {}),
+    }
     serve_cli = Path(sys.executable).parent / "serve"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

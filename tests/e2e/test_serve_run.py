@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ..support import wait_for
 from .serve_run import finish_task, run_task, serve_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
@@ -47,3 +48,41 @@ def test_gpu_config_schedules_on_a_cluster_with_a_fake_gpu(tmp_path: Path) -> No
         assert info["device"] == "cpu"
         (vector,) = run_task(http, "/embed", {"texts": ["on a fake GPU"]})
         assert len(vector) == 384
+
+
+def demo_only(config: dict[str, Any]) -> None:
+    """The demo app alone (quick to start), one task at a time so later ones queue."""
+    config["applications"] = [a for a in config["applications"] if a["name"] == "demo"]
+    config["applications"][0]["route_prefix"] = "/"
+    config["applications"][0]["args"]["max_in_flight"] = 1
+
+
+def test_serve_run_stopped_and_started_again_keeps_every_task(tmp_path: Path) -> None:
+    with serve_run("app.yaml", tmp_path, edit=demo_only) as http:
+        done = finish_task(http, "/wordcount", {"text": "kept across restarts"})
+        ids = []
+        for body in ({"seconds": 30, "tag": "cut"}, {"seconds": 0.1}):  # running, then queued
+            response = http.post("/block/submit", json=body)
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["task_id"])
+        queued = http.get("/block/status", params={"task_id": ids[1]}).json()
+        assert queued["status"] == "pending"
+    # Ctrl-C stopped serve run and its local Ray; the same journal (RAYTASK_HOME) serves again.
+    with serve_run("app.yaml", tmp_path, edit=demo_only) as http:
+        state = http.get("/wordcount/status", params={"task_id": done["task_id"]}).json()
+        assert state["status"] == "success" and state["attempts"] == 1  # not run again
+        result = http.get("/wordcount/get", params={"task_id": done["task_id"]}).json()
+        assert result == {"words": 3, "top": ["across", "kept", "restarts"]}
+        # The running one was cut short (by its replica stopping first, or by the
+        # manager's end): it runs again, each cut counted as an attempt.
+        cut = http.get("/block/status", params={"task_id": ids[0]}).json()
+        assert cut["status"] in ("pending", "in_progress") and 1 <= cut["attempts"] <= 3, cut
+        assert cut["error"], cut
+        http.post("/block/cancel", params={"task_id": ids[0]})  # no 30 s wait
+        for task_id in ids[1:]:
+
+            def finished(task_id: str = task_id) -> bool:
+                answer = http.get("/block/status", params={"task_id": task_id}).json()
+                return answer["status"] == "success"
+
+            wait_for(finished, 60, "the queued task to run after the restart")

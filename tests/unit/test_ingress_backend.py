@@ -6,14 +6,16 @@ returning an awaitable); the errors are Ray's real exception classes.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from ray.exceptions import ActorDiedError, ObjectLostError, RayTaskError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayTaskError
 
 from raytask.core.config import SubmitOptions
 from raytask.core.errors import (
     EndpointNotFoundError,
+    ServiceUnavailableError,
     TaskFailedError,
     TaskNotFoundError,
 )
@@ -110,3 +112,36 @@ async def test_a_sync_call_to_an_unknown_endpoint_is_404() -> None:
 async def test_readiness_is_false_while_the_manager_is_unreachable() -> None:
     assert await backend(FakeManager(ping=True)).ready() is True
     assert await backend(FakeManager(ping=ActorDiedError())).ready() is False
+
+
+@pytest.mark.parametrize(
+    "error", [ActorDiedError(), ActorUnavailableError("restarting", b"\x00" * 16)]
+)
+async def test_every_route_answers_503_while_the_manager_is_down(error: Exception) -> None:
+    down = FakeManager(
+        **dict.fromkeys(("submit_many", "status_many", "result", "cancel", "retry", "queue"), error)
+    )
+    ray_backend = backend(down)
+    calls = [
+        ray_backend.submit("wordcount", {"text": "a"}, SubmitOptions()),
+        ray_backend.status(TASK_ID),
+        ray_backend.result(TASK_ID),
+        ray_backend.cancel(TASK_ID),
+        ray_backend.retry(TASK_ID),
+        ray_backend.queue(),
+    ]
+    for call in calls:
+        with pytest.raises(ServiceUnavailableError, match="task manager is unavailable"):
+            await call
+
+
+async def test_a_manager_that_hangs_is_a_503_after_the_timeout() -> None:
+    async def hang() -> None:
+        await asyncio.sleep(60)
+
+    slow = FakeManager()
+    slow.status_many.remote = lambda ids: hang()  # type: ignore[method-assign]
+    ray_backend = backend(slow)
+    ray_backend.timeout_s = 0.05
+    with pytest.raises(ServiceUnavailableError, match=r"did not answer within 0\.05 s"):
+        await ray_backend.status(TASK_ID)

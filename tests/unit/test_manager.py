@@ -92,6 +92,11 @@ class FakeCalls(ReplicaCalls):
             raise ref.error
         return ref.value
 
+    def put(self, value: Any) -> FakeRef:
+        ref = FakeRef()
+        ref.finish(value)
+        return ref
+
     def running_replicas(self) -> dict[str, int]:
         return {"Model": 1}
 
@@ -113,7 +118,7 @@ def calls() -> FakeCalls:
 
 @pytest.fixture
 async def manager(calls: FakeCalls) -> AsyncIterator[TaskManager]:
-    manager = TaskManager("app", [route()], AppConfig(), calls=calls)
+    manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
     yield manager
     await manager.shutdown()
 
@@ -204,7 +209,9 @@ async def test_an_exception_is_final_by_default(manager: TaskManager, calls: Fak
 
 
 async def test_retry_exceptions_requeues_the_task(calls: FakeCalls) -> None:
-    manager = TaskManager("app", [route(retry_exceptions=True)], AppConfig(), calls=calls)
+    manager = TaskManager(
+        "app", [route(retry_exceptions=True)], AppConfig(journal="off"), calls=calls
+    )
     try:
         task_id, replica = await running(manager, calls)
         replica.ref.finish(AttemptFailed("ValueError: flaky"))
@@ -217,7 +224,7 @@ async def test_retry_exceptions_requeues_the_task(calls: FakeCalls) -> None:
 
 
 async def test_a_dead_replica_requeues_until_attempts_run_out(calls: FakeCalls) -> None:
-    manager = TaskManager("app", [route(max_attempts=2)], AppConfig(), calls=calls)
+    manager = TaskManager("app", [route(max_attempts=2)], AppConfig(journal="off"), calls=calls)
     try:
         task_id, replica = await running(manager, calls)
         replica.ref.finish(error=ActorDiedError())
@@ -235,7 +242,9 @@ async def test_a_dead_replica_requeues_until_attempts_run_out(calls: FakeCalls) 
 async def test_a_timeout_stops_the_attempt_and_ignores_its_late_result(
     calls: FakeCalls,
 ) -> None:
-    manager = TaskManager("app", [route(timeout_s=5, max_attempts=2)], AppConfig(), calls=calls)
+    manager = TaskManager(
+        "app", [route(timeout_s=5, max_attempts=2)], AppConfig(journal="off"), calls=calls
+    )
     clock = FakeClock()
     manager.dispatcher.clock = clock
     try:
@@ -255,7 +264,7 @@ async def test_a_timeout_stops_the_attempt_and_ignores_its_late_result(
 
 
 async def test_the_sweep_drops_expired_results(calls: FakeCalls) -> None:
-    manager = TaskManager("app", [route(ttl_s=10)], AppConfig(), calls=calls)
+    manager = TaskManager("app", [route(ttl_s=10)], AppConfig(journal="off"), calls=calls)
     clock = FakeClock()
     manager.table.clock = clock
     try:
@@ -283,7 +292,7 @@ async def test_errors_come_back_as_values(manager: TaskManager) -> None:
 
 
 async def test_a_full_queue_refuses_only_the_items_past_its_room(calls: FakeCalls) -> None:
-    manager = TaskManager("app", [route()], AppConfig(max_queue_size=2), calls=calls)
+    manager = TaskManager("app", [route()], AppConfig(max_queue_size=2, journal="off"), calls=calls)
     try:
         # One call is handled at once: nothing is dispatched between its items.
         answers = await manager.submit_many([("work", {}, NO_OPTIONS)] * 3)

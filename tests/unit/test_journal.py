@@ -1,0 +1,131 @@
+"""The journal: its two encodings, the SQLite store, and group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from raytask.core.config import AppConfig, TaskOptions
+from raytask.core.errors import ServiceUnavailableError
+from raytask.core.table import TaskTable
+from raytask.server.journal import (
+    Journal,
+    Row,
+    SQLiteStore,
+    decode_record,
+    encode_record,
+    open_store,
+)
+
+from ..support import FakeClock
+
+
+def test_a_record_survives_encoding(clock: FakeClock) -> None:
+    table = TaskTable(clock=clock)
+    record = table.submit("e", {"text": "x", "n": [1, 2]}, TaskOptions(ttl_s=5, max_attempts=2))
+    table.pop_next("e")
+    table.fail(record.task_id, "boom", retryable=True)
+    assert decode_record(encode_record(record)) == record
+
+
+def test_the_sqlite_store_upserts_keeps_results_and_deletes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "deep" / "j.db")
+    store.commit([("a", 1, b"r1", None), ("b", 2, b"r2", b"result")], [])
+    store.commit([("a", 1, b"r1-new", None), ("b", 2, b"r2-new", None)], [])  # no result: kept
+    assert sorted(store.load()) == [("a", 1, b"r1-new", None), ("b", 2, b"r2-new", b"result")]
+    store.commit([], ["a"])
+    store.close()
+    reopened = SQLiteStore(tmp_path / "deep" / "j.db")  # what a restarted manager reads
+    assert reopened.load() == [("b", 2, b"r2-new", b"result")]
+
+
+def test_the_default_journal_is_under_raytask_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAYTASK_HOME", str(tmp_path / "home"))
+    store = open_store(AppConfig(), "my-app")
+    assert isinstance(store, SQLiteStore)
+    assert store.path == tmp_path / "home" / "journal" / "my-app.db"
+    assert open_store(AppConfig(journal="off"), "my-app") is None
+    path = tmp_path / "elsewhere.db"
+    assert open_store(AppConfig(journal=str(path)), "x").path == path  # type: ignore[union-attr]
+
+
+class SlowStore:
+    """A store whose commits wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        self.commits: list[list[str]] = []
+        self.gate = threading.Event()
+        self.fail = False
+
+    def load(self) -> list[Row]:
+        return []
+
+    def commit(self, puts: list[Row], deletes: list[str]) -> None:
+        self.gate.wait(10)
+        if self.fail:
+            raise OSError("disk full")
+        self.commits.append([row[0] for row in puts] + [f"-{d}" for d in deletes])
+
+    def close(self) -> None:
+        pass
+
+
+async def test_changes_made_during_a_write_go_together_in_the_next(clock: FakeClock) -> None:
+    store = SlowStore()
+    journal = Journal(store)
+    table = TaskTable(clock=clock)
+    table.on_change = journal.changed
+    first = table.submit("e", {}, TaskOptions())
+    waiting_first = asyncio.ensure_future(journal.flush())
+    await asyncio.sleep(0.01)  # the first write is on its way, held at the gate
+    later = [table.submit("e", {}, TaskOptions()) for _ in range(3)]
+    assert journal.pending(first.task_id) and all(journal.pending(r.task_id) for r in later)
+    waiting_later = [asyncio.ensure_future(journal.flush()) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert not waiting_first.done() and not any(w.done() for w in waiting_later)
+    store.gate.set()
+    await asyncio.gather(waiting_first, *waiting_later)
+    assert store.commits == [[first.task_id], [r.task_id for r in later]]  # two commits
+    assert not any(journal.pending(r.task_id) for r in [first, *later])
+    await journal.flush()  # nothing left: returns at once
+    assert len(store.commits) == 2
+
+
+async def test_a_failed_write_is_an_error_for_its_waiters_and_is_retried(
+    clock: FakeClock,
+) -> None:
+    store = SlowStore()
+    store.gate.set()
+    store.fail = True
+    journal = Journal(store)
+    table = TaskTable(clock=clock)
+    table.on_change = journal.changed
+    record = table.submit("e", {}, TaskOptions())
+    with pytest.raises(ServiceUnavailableError, match="disk full"):
+        await journal.flush()
+    assert journal.pending(record.task_id)
+    store.fail = False
+    await journal.flush()
+    assert store.commits == [[record.task_id]]
+
+
+async def test_the_sweep_deletes_rows(tmp_path: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(tmp_path / "j.db")
+    journal = Journal(store)
+    table = TaskTable(clock=clock)
+    table.on_change, table.on_forget = journal.changed, journal.forgotten
+    record = table.submit("e", {}, TaskOptions(ttl_s=1))
+    table.pop_next("e")
+    table.succeed(record.task_id)
+    journal.result(record.task_id, b"small result")
+    await journal.flush()
+    assert [(row[0], row[3]) for row in store.load()] == [(record.task_id, b"small result")]
+    clock.advance(2)
+    assert table.sweep() == [record.task_id]
+    await journal.flush()
+    assert store.load() == []

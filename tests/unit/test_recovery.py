@@ -1,0 +1,265 @@
+"""Recovery: what each journaled task becomes, and the task manager's crash points.
+
+The crash tests run the real manager shell over the real SQLite journal (Serve faked at
+its seam, as in test_manager), "crash" it by dropping it without any further write, and
+start a new one on the same file, as Ray's restart or a new ``serve run`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
+from raytask.core.errors import TaskNotFoundError
+from raytask.core.recovery import LOST_RESULT, LOST_RUN, recover
+from raytask.core.state import TaskState
+from raytask.core.status import TaskStatus
+from raytask.core.table import TaskRecord, TaskTable
+from raytask.server.journal import RedisStore, SQLiteStore, Store
+from raytask.server.manager import TaskManager
+
+from ..support import FakeClock, redis_server, settle
+from .test_journal import SlowStore
+from .test_manager import FakeCalls, route, running
+
+# -- the rules, on plain records ---------------------------------------------------------
+
+
+def journaled(clock: FakeClock, **options: Any) -> tuple[TaskTable, Callable[..., TaskRecord]]:
+    table = TaskTable(clock=clock)
+    made = 0
+
+    def make(status: TaskStatus, attempts: int = 1, endpoint: str = "e") -> TaskRecord:
+        nonlocal table, made
+        table, made = TaskTable(clock=clock), made + 1  # one table each: pop_next is FIFO
+        record = table.submit(endpoint, {}, TaskOptions(**options))
+        record.seq = made
+        if status is not TaskStatus.PENDING:
+            table.pop_next(endpoint)
+            record.attempts = attempts
+            if status is TaskStatus.SUCCESS:
+                table.succeed(record.task_id)
+            elif status is TaskStatus.FAILURE:
+                table.fail(record.task_id, "boom")
+            elif status is TaskStatus.CANCELLED:
+                table.cancel(record.task_id)
+        return record
+
+    return table, make
+
+
+def test_each_state_resumes_as_the_rules_say(clock: FakeClock) -> None:
+    _, make = journaled(clock, max_attempts=3)
+    pending = make(TaskStatus.PENDING)
+    running = make(TaskStatus.IN_PROGRESS, attempts=1)
+    exhausted = make(TaskStatus.IN_PROGRESS, attempts=3)
+    kept = make(TaskStatus.SUCCESS)
+    lost = make(TaskStatus.SUCCESS)
+    failed = make(TaskStatus.FAILURE)
+    cancelled = make(TaskStatus.CANCELLED)
+    orphan = make(TaskStatus.PENDING, endpoint="gone")
+    records = [pending, running, exhausted, kept, lost, failed, cancelled, orphan]
+    outcome = recover(records, ["e"], [kept.task_id], now=clock())
+    status = {r.task_id: r.status for r in outcome.records}
+    assert status[pending.task_id] is TaskStatus.PENDING
+    assert status[running.task_id] is TaskStatus.PENDING and running.error == LOST_RUN
+    assert status[exhausted.task_id] is TaskStatus.FAILURE
+    assert exhausted.error == f"{LOST_RUN} (gave up after 3 attempts)"
+    assert status[kept.task_id] is TaskStatus.SUCCESS
+    assert status[lost.task_id] is TaskStatus.PENDING and lost.error == LOST_RESULT
+    assert lost.completed_at is None and lost.expires_at is None
+    assert status[failed.task_id] is TaskStatus.FAILURE and failed.error == "boom"
+    assert status[cancelled.task_id] is TaskStatus.CANCELLED
+    assert status[orphan.task_id] is TaskStatus.FAILURE and "'gone' no longer exists" in str(
+        orphan.error
+    )
+    assert orphan.expires_at == clock() + orphan.options.ttl_s
+    assert set(outcome.changed) == {
+        running.task_id,
+        exhausted.task_id,
+        lost.task_id,
+        orphan.task_id,
+    }
+    assert (outcome.requeued, outcome.failed) == (2, 2)
+
+
+def test_an_endpoint_may_refuse_to_rerun_a_lost_result(clock: FakeClock) -> None:
+    _, make = journaled(clock, rerun_lost_results=False)
+    lost = make(TaskStatus.SUCCESS)
+    recover([lost], ["e"], [], now=clock())
+    assert lost.status is TaskStatus.FAILURE and lost.error == LOST_RESULT
+
+
+def test_restored_pending_tasks_queue_in_submission_order(clock: FakeClock) -> None:
+    _, make = journaled(clock)
+    records = [make(TaskStatus.PENDING) for _ in range(5)]
+    table = TaskTable(clock=clock)
+    table.restore(reversed(records))  # a journal gives rows in any order
+    assert [table.pop_next("e").task_id for _ in records] == [r.task_id for r in records]  # type: ignore[union-attr]
+    assert table.submit("e", {}, TaskOptions()).seq == records[-1].seq + 1
+    assert table.counts()["e"]["in_progress"] == 5
+
+
+# -- crash points of the real manager ------------------------------------------------------
+
+
+Stores = Callable[[], Store]
+
+
+def manager(path: Stores, calls: FakeCalls, **options: Any) -> TaskManager:
+    """A manager on a new connection to the journal (as a new process would open it), on
+    the real clock (its loops sweep by it)."""
+    return TaskManager("app", [route(**options)], AppConfig(), calls=calls, store=path())
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """The journal every crash test runs on twice: SQLite, and a real redis-server."""
+    if request.param == "sqlite":
+        yield lambda: SQLiteStore(tmp_path / "journal.db")
+        return
+    try:
+        with redis_server(tmp_path) as url:
+            yield lambda: RedisStore(url, "app")
+    except FileNotFoundError as exc:
+        pytest.skip(f"the Redis journal is not tested here: {exc}")
+
+
+class Gone:
+    """The journal as a dead process sees it: nothing it writes arrives."""
+
+    def commit(self, puts: Any, deletes: Any) -> None:
+        raise OSError("the process is gone")
+
+
+async def crash(m: TaskManager) -> None:
+    """The process dies here: nothing more reaches the journal, and its loops stop."""
+    assert m.journal is not None
+    m.journal.store = Gone()  # type: ignore[assignment]
+    await m.shutdown()
+
+
+async def test_dying_before_a_commit_loses_only_what_no_client_was_told(path: Stores) -> None:
+    first = manager(path, FakeCalls())
+    told = await first.submit("work", {"n": 1}, SubmitOptions())
+    assert isinstance(told, TaskState)
+    untold = first.table.submit("work", {"n": 2}, TaskOptions())  # its submit never answered
+    await crash(first)
+    second = manager(path, FakeCalls())
+    assert second.table.get(told.task_id).status is TaskStatus.PENDING
+    with pytest.raises(TaskNotFoundError):
+        second.table.get(untold.task_id)
+    await second.shutdown()
+
+
+async def test_dying_after_a_commit_but_before_the_reply_keeps_the_task(path: Stores) -> None:
+    first = manager(path, FakeCalls())
+    record = first.table.submit("work", {"n": 1}, TaskOptions())
+    await first.journal.flush()  # type: ignore[union-attr]  # committed; the reply is lost
+    await crash(first)
+    second = manager(path, FakeCalls())
+    assert second.table.get(record.task_id).status is TaskStatus.PENDING
+    await second.shutdown()
+
+
+async def test_a_result_stored_but_not_journaled_runs_again(path: Stores) -> None:
+    calls = FakeCalls()
+    first = manager(path, calls)
+    task_id, replica = await running(first, calls)
+    assert (await first.status(task_id)).status is TaskStatus.IN_PROGRESS  # type: ignore[union-attr]
+    replica.ref.finish({"value": 1})  # the replica's result is in the object store...
+    await crash(first)  # ...but the manager died before it recorded the success
+    calls = FakeCalls()
+    second = manager(path, calls)
+    state = second.table.get(task_id)
+    assert state.status is TaskStatus.PENDING and state.error == LOST_RUN and state.attempts == 1
+    await settle(lambda: len(calls.sent) == 1)  # dispatched again: attempt 2
+    replica = calls.assign()
+    await settle(lambda: replica.ref in calls.watching)
+    replica.ref.finish({"value": 1})
+    await settle(lambda: second.table.get(task_id).status is TaskStatus.SUCCESS)
+    assert second.table.get(task_id).attempts == 2
+    await second.shutdown()
+
+
+async def test_a_small_result_survives_and_a_status_never_runs_ahead_of_the_journal(
+    path: Stores,
+) -> None:
+    calls = FakeCalls()
+    first = manager(path, calls)
+    task_id, replica = await running(first, calls)
+    replica.ref.finish({"value": 42})
+    await settle(lambda: first.table.get(task_id).status is TaskStatus.SUCCESS)
+    seen = await first.status(task_id)  # waits for the journal if the success is unwritten
+    assert seen.status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+    await crash(first)  # nothing flushed after the status answer
+    calls = FakeCalls()
+    second = manager(path, calls)
+    assert second.table.get(task_id).status is TaskStatus.SUCCESS
+    (ref,) = await second.result(task_id)  # type: ignore[misc]
+    assert ref.value == {"value": 42} and calls.sent == []  # nothing ran again
+    await second.shutdown()
+
+
+async def test_a_task_that_kills_the_manager_every_time_ends_in_failure(path: Stores) -> None:
+    calls = FakeCalls()
+    m = manager(path, calls, max_attempts=3)
+    answer = await m.submit("work", {"poison": True}, SubmitOptions())
+    task_id = answer.task_id  # type: ignore[union-attr]
+    for attempt in range(1, 4):
+        await settle(lambda calls=calls: len(calls.sent) == 1)
+        state = await m.status(task_id)  # in progress, journaled
+        assert state.status is TaskStatus.IN_PROGRESS and state.attempts == attempt  # type: ignore[union-attr]
+        await crash(m)
+        calls = FakeCalls()
+        m = manager(path, calls, max_attempts=3)
+        assert m.table.get(task_id).attempts <= 3
+    state = m.table.get(task_id)
+    assert state.status is TaskStatus.FAILURE and "gave up after 3 attempts" in str(state.error)
+    await m.journal.flush()  # type: ignore[union-attr]
+    await crash(m)
+    m = manager(path, FakeCalls(), max_attempts=3)
+    assert m.table.get(task_id).status is TaskStatus.FAILURE  # and it stays so
+    await m.shutdown()
+
+
+async def test_cancel_and_retry_are_journaled_before_they_answer(path: Stores) -> None:
+    calls = FakeCalls()
+    first = manager(path, calls)
+    answer = await first.submit("work", {"n": 1}, SubmitOptions())
+    task_id = answer.task_id  # type: ignore[union-attr]
+    await first.cancel(task_id)
+    retried = await first.retry(task_id)
+    await crash(first)
+    second = manager(path, FakeCalls())
+    assert second.table.get(task_id).status is TaskStatus.CANCELLED
+    again = second.table.get(retried.task_id)  # type: ignore[union-attr]
+    assert again.retry_of == task_id and again.status in (
+        TaskStatus.PENDING,
+        TaskStatus.IN_PROGRESS,
+    )
+    await second.shutdown()
+
+
+async def test_a_status_waits_until_the_change_it_shows_is_journaled() -> None:
+    store = SlowStore()
+    store.gate.set()
+    calls = FakeCalls()
+    m = TaskManager("app", [route()], AppConfig(), calls=calls, store=store)
+    task_id, replica = await running(m, calls)
+    await m.status(task_id)  # in progress, and written
+    store.gate.clear()  # writes hang from now on
+    replica.ref.finish({"value": 1})
+    await settle(lambda: m.table.get(task_id).status is TaskStatus.SUCCESS)  # not written
+    status = asyncio.ensure_future(m.status(task_id))
+    await asyncio.sleep(0.05)
+    assert not status.done()  # it would show a state a crash could take back
+    store.gate.set()
+    assert (await status).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+    assert store.commits[-1] == [task_id]
+    await m.shutdown()
