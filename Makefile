@@ -49,7 +49,7 @@ install: $(VENV)/.installed
 ## Serve the demo task app on a local Ray (CPU): http://127.0.0.1:8000
 run: install
 	mkdir -p $(SPILL_DIR)
-	RAY_object_spilling_config='{"type":"filesystem","params":{"directory_path":"$(SPILL_DIR)"}}' \
+	RAY_object_spilling_directory='$(SPILL_DIR)' \
 		$(VENV)/bin/serve run configs/app.yaml
 
 ## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)

@@ -12,6 +12,7 @@ blocks its event loop (for deployments and async code) and is made with
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -80,11 +81,34 @@ class _AsyncTasks:
         return unwrap(await self._manager.retry.remote(task_id))
 
 
+def _connect() -> None:
+    """Join the running cluster (``RAY_ADDRESS``, or the one this machine started last).
+
+    Never starts one: a new local Ray would hold no raytask app (``ray.get_actor`` alone
+    would start one and then report the app missing).
+    """
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
+    except ConnectionError as exc:
+        raise ConnectionError(
+            "no running Ray cluster found to join: start the app first (make run, or serve "
+            "run CONFIG), or call ray.init(address=...) before get_client to join another "
+            f"machine's cluster ({exc})"
+        ) from None
+
+
 def _find_manager(app_name: str) -> Any:
+    _connect()
     try:
         return ray.get_actor(manager_name(app_name), namespace=NAMESPACE)
     except ValueError:
-        raise EndpointNotFoundError(f"no raytask app named {app_name!r} is running") from None
+        raise EndpointNotFoundError(
+            f"no raytask app named {app_name!r} is running in the Ray cluster at "
+            f"{ray.get_runtime_context().gcs_address} (the app's name is its Serve "
+            "application name: `name:` in the YAML)"
+        ) from None
 
 
 def _task_endpoints(models: list[tuple[str, type]]) -> dict[str, Endpoint]:
@@ -228,7 +252,13 @@ def _lookup(endpoints: dict[str, Endpoint], name: str, app_name: str) -> Endpoin
 def get_client(app_name: str) -> ClusterClient:
     """A blocking client for the raytask app ``app_name`` over Ray actor calls (no HTTP).
 
-    Use it from a Ray driver connected to the cluster (``ray.init(address="auto")``).
+    From a deployment, or a driver already connected, it uses that connection; otherwise
+    it joins the running cluster (``RAY_ADDRESS``, else the one this machine started last:
+    ``serve run``'s), and never starts a new one.
+
+    Raises:
+        ConnectionError: no running cluster to join.
+        EndpointNotFoundError: no raytask app of that name runs in the cluster.
 
     Args:
         app_name: the Serve application name (``name:`` in the YAML, ``serve.run(name=...)``).

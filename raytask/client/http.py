@@ -9,6 +9,7 @@ concurrency and can show a tqdm progress bar.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +85,7 @@ class SyncHTTPClient:
     ) -> None:
         self._http = httpx.Client(**_client_kwargs(url, timeout, transport, headers))
         self._endpoints: dict[str, RemoteEndpoint] | None = None
+        self._discovery = threading.Lock()  # concurrent first calls fetch the schema once
         self._max_retries = max_retries
 
     # -- plumbing --------------------------------------------------------------
@@ -105,8 +107,10 @@ class SyncHTTPClient:
 
     def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
         if self._endpoints is None:
-            response = self._send(protocol.SCHEMA)
-            self._endpoints = protocol.parse_schema(response.status_code, response.content)
+            with self._discovery:
+                if self._endpoints is None:
+                    response = self._send(protocol.SCHEMA)
+                    self._endpoints = protocol.parse_schema(response.status_code, response.content)
         return protocol.lookup(self._endpoints, name, task)
 
     def _result(self, request: Request) -> Any:
@@ -211,6 +215,7 @@ class AsyncHTTPClient:
     ) -> None:
         self._http = httpx.AsyncClient(**_client_kwargs(url, timeout, transport, headers))
         self._endpoints: dict[str, RemoteEndpoint] | None = None
+        self._discovery: asyncio.Lock | None = None  # made in the loop that first needs it
         self._max_retries = max_retries
 
     async def _send(self, request: Request) -> httpx.Response:
@@ -230,8 +235,11 @@ class AsyncHTTPClient:
 
     async def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
         if self._endpoints is None:
-            response = await self._send(protocol.SCHEMA)
-            self._endpoints = protocol.parse_schema(response.status_code, response.content)
+            self._discovery = self._discovery or asyncio.Lock()
+            async with self._discovery:  # concurrent first calls fetch the schema once
+                if self._endpoints is None:
+                    response = await self._send(protocol.SCHEMA)
+                    self._endpoints = protocol.parse_schema(response.status_code, response.content)
         return protocol.lookup(self._endpoints, name, task)
 
     async def _result(self, request: Request) -> Any:

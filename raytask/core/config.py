@@ -110,6 +110,11 @@ class AppConfig(BaseModel):
     ingress_num_cpus: float = Field(
         0.0, ge=0, description="CPUs each ingress replica reserves (it mostly waits on I/O)."
     )
+    access_log: bool = Field(
+        False,
+        description="Whether the ingress logs one line per HTTP request, with the endpoint "
+        "and the task id (off: a task's only line is its failure warning, if it fails).",
+    )
     journal: str | None = Field(
         None,
         description="Where the task manager journals its tasks: unset for SQLite at "

@@ -175,7 +175,12 @@ class Endpoint:
             return InvalidInputError(
                 f"the body of {self.name} must be a JSON object of its arguments"
             )
-        return InvalidInputError(f"invalid input for {self.name}", errors)
+        # The reasons go in the message too: most people read only the message.
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]
+        )
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return InvalidInputError(f"invalid input for {self.name}: {reasons}{more}", errors)
 
     @staticmethod
     def _stored(model: BaseModel) -> dict[str, Any]:

@@ -160,7 +160,8 @@ class TaskTable:
         if record.status is TaskStatus.CANCELLED:
             raise TaskCancelledError(f"task {task_id} was cancelled")
         raise TaskNotCompletedError(
-            f"task {task_id} is not completed yet (status: {record.status.value})"
+            f"task {task_id} is not completed yet (status: {record.status.value}); wait for "
+            "it with task.get(timeout=...) or task.wait(), or poll its status"
         )
 
     @property

@@ -75,5 +75,8 @@ def app(
         num_replicas=cfg.ingress_num_replicas,
         max_ongoing_requests=cfg.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
+        # raytask writes its own access lines, with the endpoint and the task id, when
+        # `access_log` is on (Serve's show neither: "POST /{name}/submit 200").
+        logging_config={"enable_access_log": False},
     )
     return ingress.bind(described, max_ongoing, cfg, *wrapped)

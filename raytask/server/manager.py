@@ -40,7 +40,7 @@ from ..core.names import NAMESPACE, manager_name
 from ..core.recovery import recover
 from ..core.state import TaskState
 from ..core.status import TaskStatus
-from ..core.table import TaskTable
+from ..core.table import TaskRecord, TaskTable
 from . import compat
 from .attempts import Attempts
 from .calls import ReplicaCalls
@@ -106,6 +106,7 @@ class TaskManager:
         self._wake = asyncio.Event()
         self.attempts = Attempts(self.dispatcher, calls or ReplicaCalls(app_name), self._wake.set)
         self.attempts.on_result = self._keep_result
+        self.table.on_change = self._changed
         self._models: list[tuple[str, type]] = []
         self._apply(routes, config)
         if ray.is_initialized() and not compat.on_head_node():  # the options pin it there
@@ -134,7 +135,6 @@ class TaskManager:
         outcome = recover(records, [r.name for r in routes], kept, self.table.clock())
         self.table.restore(outcome.records)
         self.attempts.results.update(kept)
-        self.table.on_change = journal.changed
         self.table.on_forget = journal.forgotten
         journal.rewrite(self.table.get(task_id) for task_id in outcome.changed)
         logger.warning(
@@ -146,6 +146,22 @@ class TaskManager:
             outcome.failed,
             time.monotonic() - started,
         )
+
+    def _changed(self, record: TaskRecord) -> None:
+        """Every created or changed task: journaled, and a failure logged (once, here,
+        where the reason is known: the replica's own log only shows the call)."""
+        if self.journal is not None:
+            self.journal.changed(record)
+        if record.status is TaskStatus.FAILURE:
+            logger.warning(
+                "raytask task %s of %s/%s failed (attempt %d of %d): %s",
+                record.task_id,
+                self.app_name,
+                record.endpoint,
+                record.attempts,
+                record.options.max_attempts,
+                record.error,
+            )
 
     def _keep_result(self, task_id: str, value: Any) -> None:
         """Journal a small result with its success (large ones stay in the object store)."""

@@ -266,7 +266,15 @@ def _service_paths(prefix: str) -> dict[str, Any]:
     status = {"type": "object", "properties": {"status": {"type": "string"}}}
     text = {"description": "Prometheus text format", "content": {"text/plain": {"schema": {}}}}
     unavailable = ServiceUnavailableError
+    index = {
+        "description": "the app's endpoints and links (HTML when the client accepts it)",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/html": {"schema": {}},
+        },
+    }
     return {
+        f"{prefix}/": get("this app's endpoints and where to read more", index),
         f"{prefix}/schema.json": get("the routes, as BentoML's client reads them", json_ok("")),
         f"{prefix}/openapi.json": get("this document", json_ok("OpenAPI 3.1")),
         f"{prefix}/docs.json": get("this document", json_ok("OpenAPI 3.1")),

@@ -7,15 +7,17 @@ to the task manager actor; the HTTP test tier gives them an in-process one.
 
 from __future__ import annotations
 
+import html
 import logging
 import re
+import time
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..core.config import AppConfig, SubmitOptions
@@ -38,8 +40,11 @@ from ..core.state import TASK_ID_PATTERN, TaskState
 from .openapi import openapi_document
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
+_ANSWERED_ID = re.compile(rb'^\{"task_id":"([0-9a-f]{32})"')
 BENTOML_USER_AGENT = "BentoML HTTP Client"
 logger = logging.getLogger("ray.serve.raytask.routes")
+# A child of Serve's logger, so its lines land where Serve's access lines would.
+access_logger = logging.getLogger("ray.serve.raytask.access")
 
 
 class Backend(Protocol):
@@ -97,6 +102,22 @@ class Routes:
             raise HeadersTooLargeError(f"more than {config.max_headers} headers")
         if sum(len(name) + len(value) for name, value in headers) > config.max_header_bytes:
             raise HeadersTooLargeError(f"headers are larger than {config.max_header_bytes} bytes")
+
+    @staticmethod
+    def _log_access(request: Request, response: Response, seconds: float) -> None:
+        task_id = request.query_params.get("task_id")
+        if task_id is None and response.media_type == "application/json":
+            # a submit or retry: the id is in the answer
+            match = _ANSWERED_ID.search(bytes(response.body[:80]))
+            task_id = match.group(1).decode() if match else None
+        access_logger.info(
+            "%s %s %d%s %.1fms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            f" task={task_id[:32]}" if task_id else "",
+            seconds * 1e3,
+        )
 
     def _endpoint(self, request: Request, task_only: bool = False) -> Endpoint:
         name = request.path_params["name"]
@@ -225,6 +246,36 @@ class Routes:
     async def livez(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
+    async def index(self, request: Request) -> Response:
+        """``GET /``: the app's endpoints and where to read more (HTML for a browser)."""
+        prefix = self._prefix(request)
+        links = {
+            "schema": f"{prefix}/schema.json",
+            "openapi": f"{prefix}/openapi.json",
+            "queue": f"{prefix}/queue",
+            "metrics": f"{prefix}/metrics",
+            "readyz": f"{prefix}/readyz",
+        }
+        endpoints = [
+            {"name": e.name, "route": f"{prefix}/{e.name}", "is_task": e.is_task}
+            for e in self.endpoints.values()
+        ]
+        if "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"name": "raytask", "endpoints": endpoints, "links": links})
+        items = "".join(
+            f"<li><code>POST {html.escape(e['route'])}"
+            f"{'/submit' if e['is_task'] else ''}</code></li>"
+            for e in endpoints
+        )
+        anchors = " · ".join(
+            f'<a href="{html.escape(url)}">{html.escape(name)}</a>' for name, url in links.items()
+        )
+        page = (
+            "<!doctype html><meta charset=utf-8><title>raytask</title>"
+            f"<h1>raytask</h1><p>{anchors}</p><h2>Endpoints</h2><ul>{items}</ul>"
+        )
+        return HTMLResponse(page)
+
     # -- wiring ----------------------------------------------------------------
 
     def asgi_app(self) -> Starlette:
@@ -232,6 +283,14 @@ class Routes:
 
         def guarded(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
+                if not self.config.access_log:
+                    return await answer(request)
+                start = time.perf_counter()
+                response = await answer(request)
+                self._log_access(request, response, time.perf_counter() - start)
+                return response
+
+            async def answer(request: Request) -> Response:
                 try:
                     self._check_limits(request)
                     return await handler(request)
@@ -258,13 +317,42 @@ class Routes:
         }
         if service.keys() != SERVICE_ROUTES:  # endpoint names must not shadow these
             raise RuntimeError("raytask.core.endpoint.SERVICE_ROUTES is out of date")
+
+        def named(handler: Any, name: str) -> Any:
+            async def endpoint(request: Request) -> Response:
+                request.scope["path_params"] = {"name": name}
+                return await handler(request)
+
+            return endpoint
+
+        task_routes = [
+            ("submit", self.submit, ["POST"]),
+            ("status", self.status, ["GET"]),
+            ("get", self.get, ["GET"]),
+            ("cancel", self.cancel, ["POST", "PUT"]),
+            ("retry", self.retry, ["POST", "PUT"]),
+        ]
+        # Each endpoint's routes by their own path, so that Serve's access lines name the
+        # endpoint ("POST /wordcount/submit", not "POST /{name}/submit"); the templates
+        # after them answer unknown names.
+        concrete = []
+        for e in self.endpoints.values():
+            concrete.append(
+                Route(f"/{e.name}", guarded(named(self.call, e.name)), methods=["POST"])
+            )
+            if e.is_task:
+                concrete += [
+                    Route(f"/{e.name}/{verb}", guarded(named(h, e.name)), methods=methods)
+                    for verb, h, methods in task_routes
+                ]
         routes = [
+            Route("/", guarded(self.index), methods=["GET"]),
             *(Route(f"/{path}", guarded(h), methods=["GET"]) for path, h in service.items()),
-            Route("/{name}/submit", guarded(self.submit), methods=["POST"]),
-            Route("/{name}/status", guarded(self.status), methods=["GET"]),
-            Route("/{name}/get", guarded(self.get), methods=["GET"]),
-            Route("/{name}/cancel", guarded(self.cancel), methods=["POST", "PUT"]),
-            Route("/{name}/retry", guarded(self.retry), methods=["POST", "PUT"]),
+            *concrete,
+            *(
+                Route(f"/{{name}}/{verb}", guarded(h), methods=methods)
+                for verb, h, methods in task_routes
+            ),
             Route("/{name}", guarded(self.call), methods=["POST"]),
         ]
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,29 @@ def test_in_cluster_client_from_a_driver(main_app: App) -> None:
     assert all(t.wait(timeout=60) is raytask.TaskStatus.SUCCESS for t in many)
     with pytest.raises(raytask.EndpointNotFoundError):
         raytask.get_client("no-such-app")
+
+
+SEPARATE_DRIVER = """
+import raytask
+client = raytask.get_client("main")  # no ray.init: it joins the running cluster
+print(client.wordcount.submit(text="a separate driver").get(timeout=60))
+"""
+
+
+def test_get_client_from_a_separate_driver_joins_the_running_cluster(main_app: App) -> None:
+    import ray
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    done = subprocess.run(
+        [sys.executable, "-c", SEPARATE_DRIVER],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "{'words': 3, 'top': ['a', 'driver', 'separate']}" in done.stdout
+    assert "Started a local Ray instance" not in done.stderr  # joined, never started one
 
 
 async def test_async_in_cluster_client(main_app: App) -> None:

@@ -98,3 +98,10 @@ def test_autoscaling_context_has_total_num_requests() -> None:
     from ray.serve.config import AutoscalingContext
 
     assert "total_num_requests" in inspect.signature(AutoscalingContext).parameters
+
+
+def test_only_the_head_node_has_the_head_resource(main_app: App) -> None:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    heads = [n for n in alive if compat.HEAD_NODE_RESOURCE in n["Resources"]]
+    assert len(heads) == 1  # what pins the task manager (and Serve's controller) there
+    assert main_app.stats()["on_head_node"] is True

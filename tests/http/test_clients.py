@@ -77,6 +77,12 @@ def test_submit_status_get(client: Any, server: InProcessServer) -> None:
     assert server.paths.count("/schema.json") == 1
 
 
+def test_concurrent_first_calls_fetch_the_schema_once(client: Any, server: InProcessServer) -> None:
+    tasks = run(client.wordcount.submit_many([{"text": f"w{i}"} for i in range(32)]))
+    assert len(tasks) == 32
+    assert server.paths.count("/schema.json") == 1  # 16 workers raced to discover
+
+
 def test_results_by_type(client: Any) -> None:
     assert run(client.describe("two words")).startswith("2 words")  # text
     png = run(client.long_running_image_generation.submit(prompt="a hill"))

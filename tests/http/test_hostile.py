@@ -227,3 +227,17 @@ async def test_a_bug_behind_a_route_is_a_json_500(
     response = await client.get("/wordcount/status", params={"task_id": "0" * 32})
     error = assert_error(response, 500, "internal error (KeyError)")
     assert error["code"] == "error"
+
+
+async def test_errors_say_why_in_their_message(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    response = await client.post("/wordcount/submit", json={"text": 5, "top": "x", "nope": 1})
+    message = assert_error(response, 422)["error"]
+    assert message.startswith("invalid input for wordcount: ")
+    for reason in ("text: Input should be a valid string", "top: Input should be a valid integer"):
+        assert reason in message
+    assert "nope: Extra inputs are not permitted" in message
+    task_id = await submit(client, "wordcount", {"text": "a"})
+    response = await client.get("/wordcount/get", params={"task_id": task_id})
+    assert "task.get(timeout=...) or task.wait()" in assert_error(response, 400)["error"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import httpx
 import pytest
+
+from raytask.core.config import AppConfig
+from raytask.server.routes import Routes
 
 from .conftest import LocalBackend
 
@@ -368,3 +372,39 @@ async def test_queue_and_metrics(client: httpx.AsyncClient, backend: LocalBacken
     text = (await client.get("/metrics")).text
     assert 'raytask_tasks{app="local",endpoint="noop",status="pending"} 2' in text
     assert 'raytask_oldest_pending_age_seconds{app="local",endpoint="noop"} 7.000' in text
+
+
+async def test_the_root_lists_the_endpoints_and_links(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/")).json()
+    names = {e["name"]: e for e in body["endpoints"]}
+    assert names["wordcount"] == {"name": "wordcount", "route": "/wordcount", "is_task": True}
+    assert names["describe"]["is_task"] is False
+    assert body["links"]["openapi"] == "/openapi.json"
+    for url in body["links"].values():
+        assert (await client.get(url)).status_code == 200
+    page = await client.get("/", headers={"accept": "text/html,application/xhtml+xml"})
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<code>POST /wordcount/submit</code>" in page.text and 'href="/queue"' in page.text
+
+
+async def test_access_lines_name_the_endpoint_and_the_task_when_on(
+    backend: LocalBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def requests(config: AppConfig) -> list[str]:
+        app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
+        transport = httpx.ASGITransport(app=app)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ray.serve.raytask.access"):
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+                task_id = await submit(client, "wordcount", {"text": "a"})
+                await client.get("/wordcount/status", params={"task_id": task_id})
+                await client.get("/nope/status", params={"task_id": task_id})
+        return [r.getMessage().replace(task_id, "ID") for r in caplog.records]
+
+    assert await requests(AppConfig()) == []  # off by default: a task's only line is its failure
+    lines = await requests(AppConfig(access_log=True))
+    assert [line.rsplit(" ", 1)[0] for line in lines] == [
+        "POST /wordcount/submit 200 task=ID",
+        "GET /wordcount/status 200 task=ID",
+        "GET /nope/status 404 task=ID",
+    ]

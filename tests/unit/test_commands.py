@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import subprocess
@@ -24,8 +23,9 @@ def test_make_run_spills_to_spill_dir(tmp_path: Path) -> None:
     assert f"mkdir -p {spill}" in lines
     (serve,) = [line for line in lines if "serve run" in line]
     words = shlex.split(serve)
-    config = json.loads(words[0].removeprefix("RAY_object_spilling_config="))
-    assert config == {"type": "filesystem", "params": {"directory_path": str(spill)}}
+    # The variable Ray reads without its "unstable API" warning (RAY_object_spilling_config
+    # printed it four times at every start).
+    assert words[0] == f"RAY_object_spilling_directory={spill}"
     assert words[1:] == [".venv/bin/serve", "run", "configs/app.yaml"]
 
 

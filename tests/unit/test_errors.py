@@ -91,3 +91,22 @@ def test_public_surface_is_explicit() -> None:
     public = {n for n in dir(raytask) if not n.startswith("_")}
     modules = {"autoscaling", "client", "core", "server"}
     assert public - modules - set(raytask.__all__) == set()
+
+
+def test_the_readme_error_table_lists_every_public_error() -> None:
+    import re
+
+    from ..support import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+Error)` \| (\d+|none) \|", text, re.M))
+    public = {
+        name
+        for name in raytask.__all__
+        if name.endswith("Error") and name not in ("RaytaskError", "HTTPError")
+    }
+    assert set(rows) == public
+    for name, status in rows.items():
+        cls = getattr(raytask, name)
+        expected = str(cls.status_code) if issubclass(cls, raytask.HTTPError) else "none"
+        assert status == expected, name

@@ -106,3 +106,24 @@ def test_server_side_names_without_ray_name_the_extra(name: str) -> None:
     done = run_without_ray(f"import raytask\nraytask.{name}\n")
     assert done.returncode != 0
     assert "ImportError" in done.stderr and 'pip install "raytask[serve]"' in done.stderr
+
+
+def test_get_client_never_starts_a_cluster_and_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+
+    from raytask.client import cluster
+
+    joined: list[str] = []
+
+    def init(address: str | None = None, **kwargs: object) -> None:
+        joined.append(str(address))
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(ConnectionError, match="start the app first"):
+        cluster.get_client("demo")
+    assert joined == ["auto"]  # joins (or fails); never ray.init() with no address

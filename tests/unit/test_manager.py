@@ -10,6 +10,7 @@ setting). Only the replica's side (``ReplicaResult``) is fake.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -206,6 +207,20 @@ async def test_an_exception_is_final_by_default(manager: TaskManager, calls: Fak
     state = await status(manager, task_id)
     assert state.error == "ValueError: no" and state.attempts == 1
     assert isinstance(await manager.result(task_id), HTTPError)
+
+
+async def test_a_failure_is_logged_once_with_its_id_endpoint_attempt_and_error(
+    manager: TaskManager, calls: FakeCalls, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_id, replica = await running(manager, calls)
+    with caplog.at_level(logging.INFO, logger="raytask.manager"):
+        replica.ref.finish(AttemptFailed("ValueError: no"))
+        await settle(lambda: manager.table.get(task_id).status == "failure")
+    lines = [r for r in caplog.records if task_id in r.getMessage()]
+    assert [r.levelname for r in lines] == ["WARNING"]
+    assert lines[0].getMessage() == (
+        f"raytask task {task_id} of app/work failed (attempt 1 of 3): ValueError: no"
+    )
 
 
 async def test_retry_exceptions_requeues_the_task(calls: FakeCalls) -> None:

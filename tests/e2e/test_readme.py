@@ -1,0 +1,60 @@
+"""The README's examples run as written, each in a fresh Python, against a real app.
+
+Every Python block after a ``<!-- readme-example -->`` marker runs with only its URL and
+app name pointed at the test session's demo app; each ``# -> X`` comment is an output
+the block must print, in order. So the README cannot drift from the code again.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..support import ROOT
+from .conftest import App
+
+pytestmark = pytest.mark.e2e
+
+MARKER = "<!-- readme-example -->\n```python\n"
+
+
+def readme_examples() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    blocks = []
+    start = text.find(MARKER)
+    while start != -1:
+        body = start + len(MARKER)
+        blocks.append(text[body : text.index("```", body)])
+        start = text.find(MARKER, body)
+    return blocks
+
+
+def test_the_readme_has_its_examples() -> None:
+    blocks = readme_examples()
+    assert len(blocks) == 3 and all("# ->" in block for block in blocks)
+
+
+@pytest.mark.parametrize("index", range(3), ids=["sync", "async", "in-cluster"])
+def test_a_readme_example_runs_as_written(main_app: App, index: int, tmp_path: Path) -> None:
+    import ray
+
+    code = readme_examples()[index]
+    code = code.replace("http://localhost:8000/demo", main_app.url)
+    code = code.replace('get_client("demo")', f'get_client("{main_app.name}")')
+    env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**env, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout.splitlines()
+    expected = re.findall(r"# -> (.*)$", code, re.M)
+    assert printed == expected, f"printed {printed}, the README says {expected}"
