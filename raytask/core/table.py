@@ -11,6 +11,7 @@ that the table can be journaled to disk and reloaded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import time
 import uuid
@@ -79,10 +80,15 @@ class TaskRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able snapshot (for a journal or a status answer)."""
-        data = dataclasses.asdict(self)
+        """A snapshot of plain values (what the journal stores; old rows stay readable).
+
+        Shallow: ``kwargs`` is shared (it never changes after submit), and the options'
+        dump is cached per options object (tasks of one endpoint share one), because the
+        journal calls this for every change of every task.
+        """
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS}
         data["status"] = self.status.value
-        data["options"] = self.options.model_dump()
+        data["options"] = _options_dict(self.options)
         return data
 
     @classmethod
@@ -92,6 +98,14 @@ class TaskRecord:
         data["status"] = TaskStatus(data["status"])
         data["options"] = TaskOptions(**data["options"])
         return cls(**data)
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord))
+
+
+@functools.lru_cache(maxsize=1024)
+def _options_dict(options: TaskOptions) -> dict[str, Any]:
+    return options.model_dump()
 
 
 class TaskTable:

@@ -19,18 +19,16 @@ clusters that must survive the loss of the head node).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import pickle
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from ..core.config import AppConfig, TaskOptions
+from ..core.config import AppConfig
 from ..core.errors import ServiceUnavailableError
-from ..core.status import TaskStatus
 from ..core.table import TaskRecord
 
 logger = logging.getLogger("ray.serve.raytask.journal")
@@ -38,40 +36,15 @@ logger = logging.getLogger("ray.serve.raytask.journal")
 Row = tuple[str, int, bytes, bytes | None]
 """``(task_id, seq, record, result)``: the record pickled, the result pickled or None."""
 
-_FIELDS = (
-    "task_id",
-    "endpoint",
-    "kwargs",
-    "created_at",
-    "executed_at",
-    "completed_at",
-    "expires_at",
-    "attempts",
-    "error",
-    "retry_of",
-    "seq",
-)
-
-
-@functools.lru_cache(maxsize=1024)
-def _options_dict(options: TaskOptions) -> dict[str, Any]:
-    return options.model_dump()
-
 
 def encode_record(record: TaskRecord) -> bytes:
-    """A record as journal bytes (plain values only, so old rows stay readable)."""
-    values = {name: getattr(record, name) for name in _FIELDS}
-    values["status"] = record.status.value
-    values["options"] = _options_dict(record.options)
-    return pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
+    """A record as journal bytes: its :meth:`~TaskRecord.to_dict`, pickled."""
+    return pickle.dumps(record.to_dict(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def decode_record(data: bytes) -> TaskRecord:
     """The inverse of :func:`encode_record`."""
-    values = pickle.loads(data)
-    values["status"] = TaskStatus(values["status"])
-    values["options"] = TaskOptions(**values["options"])
-    return TaskRecord(**values)
+    return TaskRecord.from_dict(pickle.loads(data))
 
 
 class Store(Protocol):

@@ -109,7 +109,9 @@ class TaskManager:
         self.table.on_change = self._changed
         self._models: list[tuple[str, type]] = []
         self._apply(routes, config)
-        if ray.is_initialized() and not compat.on_head_node():  # the options pin it there
+        # An actor never moves: where it started is where it runs (the options pin it).
+        self.on_head_node = compat.on_head_node() if ray.is_initialized() else None
+        if self.on_head_node is False:
             logger.error("raytask manager of %s is not on the head node", app_name)
         store = store or open_store(config, app_name)
         self.journal = Journal(store) if store is not None else None
@@ -365,7 +367,7 @@ class TaskManager:
             "capacity": {d: self.dispatcher.limit(d) for d in self.dispatcher.deployments},
             "results_held": len(self.attempts.results),
             "counts": self.table.counts(),
-            "on_head_node": compat.on_head_node() if ray.is_initialized() else None,
+            "on_head_node": self.on_head_node,
             "journal": None if self.journal is None else str(self.journal.store),
             "journal_commits": 0 if self.journal is None else self.journal.commits,
             "env": {name: os.environ.get(name) for name in compat.ROUTER_IN_CALLER_LOOP_ENV},
