@@ -47,10 +47,11 @@ $(BENTO_VENV)/.installed:
 install: $(VENV)/.installed
 
 ## Serve the demo task app on a local Ray (CPU): http://127.0.0.1:8000
+# `serve run` under raytask's launcher, which turns SIGTERM into serve run's clean Ctrl-C.
 run: install
 	mkdir -p $(SPILL_DIR)
 	RAY_object_spilling_directory='$(SPILL_DIR)' \
-		$(VENV)/bin/serve run configs/app.yaml
+		$(PY) -m raytask.server.launcher configs/app.yaml
 
 ## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)
 test: install lint $(BENTO_VENV)/.installed $(CLIENT_VENV)/.installed redis-server

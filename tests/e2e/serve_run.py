@@ -30,6 +30,19 @@ def serve_run(
     parsed YAML) changes. Everything the subprocess starts is in its own process session
     and is stopped with it.
     """
+    with serve_process(config_name, tmp_path, env, edit) as (_process, http, _log):
+        yield http
+
+
+@contextlib.contextmanager
+def serve_process(
+    config_name: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    launcher: bool = False,
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+    """`serve_run`, yielding the process and its log too; with ``launcher``, as `make run` does."""
     config: dict[str, Any] = yaml.safe_load((ROOT / "configs" / config_name).read_text())
     if edit is not None:
         edit(config)
@@ -45,10 +58,13 @@ def serve_run(
         "RAYTASK_HOME": str(tmp_path / "raytask-home"),  # this test's own journals
         **(env or {}),
     }
-    serve_cli = Path(sys.executable).parent / "serve"
+    if launcher:
+        command = [sys.executable, "-m", "raytask.server.launcher", str(config_path)]
+    else:
+        command = [str(Path(sys.executable).parent / "serve"), "run", str(config_path)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(serve_cli), "run", str(config_path)],
+            command,
             cwd=ROOT,
             env=full_env,
             stdout=log,
@@ -66,7 +82,7 @@ def serve_run(
                     return False
 
             wait_for(ready, 300, f"serve run {config_name} to become ready")
-            yield http
+            yield process, http, log_path
     finally:
         _stop(process)
 

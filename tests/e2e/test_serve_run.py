@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from ..support import wait_for
-from .serve_run import finish_task, run_task, serve_run
+from .serve_run import finish_task, run_task, serve_process, serve_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
@@ -86,3 +90,37 @@ def test_serve_run_stopped_and_started_again_keeps_every_task(tmp_path: Path) ->
                 return answer["status"] == "success"
 
             wait_for(finished, 60, "the queued task to run after the restart")
+
+
+def test_make_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    # `make run` is serve run under raytask's launcher: `kill`, `docker stop` and systemd send
+    # SIGTERM, which used to print Ray's native stack dump ("*** SIGTERM received") and could
+    # leave Ray's processes behind. Now it is serve run's own Ctrl-C shutdown.
+    with serve_process("app.yaml", tmp_path, edit=demo_only, launcher=True) as (
+        process,
+        http,
+        log,
+    ):
+        assert run_task(http, "/wordcount", {"text": "one two two"})["words"] == 3
+        family = psutil.Process(process.pid).children(recursive=True)
+        names = " ".join(child.name() for child in family)
+        assert "raylet" in names and "gcs_server" in names, names
+        port = http.base_url.port
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(120) == 0, log.read_text()[-3000:]
+
+            def all_gone() -> bool:
+                return not [p for p in family if p.is_running() and p.status() != "zombie"]
+
+            wait_for(all_gone, 30, "every Ray process serve run started to exit")
+        finally:
+            for child in family:  # only if the test failed: never leave them running
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+    output = log.read_text()
+    assert "shutting down" in output
+    assert "SIGTERM received" not in output and "*** " not in output, output[-3000:]
+    with socket.socket() as probe:  # no one listens on the port (closed connections may linger)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))

@@ -21,12 +21,13 @@ def test_make_run_spills_to_spill_dir(tmp_path: Path) -> None:
     spill = tmp_path / "spill here"
     lines = dry_run("run", f"SPILL_DIR={spill}").splitlines()
     assert f"mkdir -p {spill}" in lines
-    (serve,) = [line for line in lines if "serve run" in line]
+    (serve,) = [line for line in lines if "raytask.server.launcher" in line]
     words = shlex.split(serve)
     # The variable Ray reads without its "unstable API" warning (RAY_object_spilling_config
     # printed it four times at every start).
     assert words[0] == f"RAY_object_spilling_directory={spill}"
-    assert words[1:] == [".venv/bin/serve", "run", "configs/app.yaml"]
+    # serve run, under the launcher that makes SIGTERM a clean shutdown (tests/e2e/test_serve_run)
+    assert words[1:] == [".venv/bin/python", "-m", "raytask.server.launcher", "configs/app.yaml"]
 
 
 def test_the_default_spill_dir_is_the_documented_one() -> None:

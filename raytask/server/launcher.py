@@ -1,0 +1,83 @@
+"""`python -m raytask.server.launcher [serve run args]`: `serve run`, with SIGTERM made Ctrl-C.
+
+`serve run` shuts down cleanly on Ctrl-C (SIGINT): it deletes the app, stops Serve and the local
+Ray it started. SIGTERM, which `docker stop`, systemd and `kill` send, reaches Ray's native
+failure handler in the driver instead: it prints a C++ stack dump and can leave Ray's processes
+behind. Patching Ray's handlers in the driver did not help (measured: the handler still aborted
+mid-shutdown, exit -6). So this process starts `serve run` as a child in its own session and turns
+the first SIGTERM or SIGINT into one SIGINT for the child, then waits for it. A second signal
+(an impatient Ctrl-C) sends SIGTERM; a child still running `grace_s` after the first signal is
+killed.
+
+The child's own session keeps a terminal's Ctrl-C from reaching it twice (once from the terminal,
+once from here). Its exit status is this process's exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+GRACE_S = 60.0
+
+
+def serve_command(args: list[str]) -> list[str]:
+    """The `serve run` command line, preferring the `serve` next to this Python."""
+    local = os.path.join(os.path.dirname(sys.executable), "serve")
+    serve = local if os.access(local, os.X_OK) else shutil.which("serve")
+    if serve is None:
+        raise SystemExit(
+            "raytask: Ray Serve's `serve` command is not installed (pip install 'raytask[serve]')"
+        )
+    return [serve, "run", *args]
+
+
+def _exit_code(returncode: int) -> int:
+    # A child that ended by a signal returns -N; shells report 128 + N.
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `serve run` with `argv` (default: this process's arguments); return its exit status."""
+    return supervise(serve_command(sys.argv[1:] if argv is None else argv))
+
+
+def supervise(command: list[str], grace_s: float = GRACE_S) -> int:
+    """Run `command` in its own session, turning SIGTERM and SIGINT into SIGINT for it."""
+    signals_seen: list[int] = []
+    children: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        signals_seen.append(signum)
+        for child in children:
+            # First signal: ask for serve run's own clean shutdown; any further one: insist.
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT if len(signals_seen) == 1 else signal.SIGTERM)
+
+    # Handlers first: a handled signal is reset to its default in the child, while an ignored
+    # one (SIGINT in a shell's background job) would stay ignored and make Ctrl-C do nothing.
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    child = subprocess.Popen(command, start_new_session=True)
+    children.append(child)
+    if signals_seen:
+        child.send_signal(signal.SIGINT)
+    deadline: float | None = None
+    while True:
+        try:
+            return _exit_code(child.wait(timeout=0.5))
+        except subprocess.TimeoutExpired:
+            pass
+        if signals_seen and deadline is None:
+            deadline = time.monotonic() + grace_s
+        if deadline is not None and time.monotonic() > deadline:
+            child.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

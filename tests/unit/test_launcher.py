@@ -1,0 +1,73 @@
+"""The launcher of `make run`: SIGTERM becomes one SIGINT for serve run, a stuck child is killed.
+
+The supervisor runs in a subprocess of its own (signal handlers belong to a main thread) over a
+small Python child that writes down the signals it receives.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from ..support import ROOT, wait_for
+
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+log = Path(sys.argv[1])
+def note(signum, frame):
+    with log.open("a") as f:
+        f.write(signal.Signals(signum).name + "\\n")
+    if signum == signal.SIGINT and sys.argv[2] == "obliging":
+        sys.exit(0)
+signal.signal(signal.SIGINT, note)
+signal.signal(signal.SIGTERM, note)
+log.with_suffix(".ready").touch()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def start(tmp_path: Path, behaviour: str, grace_s: float) -> tuple[subprocess.Popen[bytes], Path]:
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    log = tmp_path / "signals.log"
+    command = [sys.executable, str(child), str(log), behaviour]
+    supervisor = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+                import sys
+                from raytask.server.launcher import supervise
+                sys.exit(supervise({command!r}, grace_s={grace_s}))
+            """),
+        ],
+        cwd=ROOT,
+    )
+    wait_for(log.with_suffix(".ready").exists, 30, "the child to start")
+    return supervisor, log
+
+
+def test_sigterm_reaches_the_child_as_one_sigint_and_its_exit_status_is_returned(
+    tmp_path: Path,
+) -> None:
+    supervisor, log = start(tmp_path, "obliging", grace_s=30)
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(30) == 0
+    assert log.read_text().split() == ["SIGINT"]
+
+
+def test_a_second_signal_insists_and_a_stuck_child_is_killed_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    supervisor, log = start(tmp_path, "stubborn", grace_s=1.5)
+    supervisor.send_signal(signal.SIGINT)
+    wait_for(lambda: "SIGINT" in log.read_text() if log.exists() else False, 10, "SIGINT")
+    supervisor.send_signal(signal.SIGINT)
+    # killed: a shell's 128 + 9
+    assert supervisor.wait(30) == 128 + signal.SIGKILL
+    assert log.read_text().split() == ["SIGINT", "SIGTERM"]
