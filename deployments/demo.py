@@ -81,6 +81,15 @@ class Demo:
                 self._running[tag] -= 1
 
     @raytask.task
+    def steps(self, count: int = 10, seconds: float = 0.3) -> int:
+        """Work through ``count`` steps of ``seconds`` each, reporting progress after each
+        (a sync method: it reports from its own thread)."""
+        for step in range(1, count + 1):
+            time.sleep(seconds)
+            raytask.report_progress(fraction=step / count, message=f"step {step} of {count}")
+        return count
+
+    @raytask.task
     async def nap(self, seconds: float = 1.0, tag: str = "") -> float:
         """Wait ``seconds`` in an async method, in short awaits: shows cancelling async code
         (it stops at its next ``await``). ``tag`` as for :meth:`block`."""

@@ -49,7 +49,8 @@ from .core.errors import (
     URLTooLongError,
     WaitTimeoutError,
 )
-from .core.state import TaskState
+from .core.progress import report_progress
+from .core.state import Progress, TaskState
 from .core.status import TaskStatus
 
 if _TYPE_CHECKING:
@@ -116,6 +117,7 @@ __all__ = [
     "InvalidTransitionError",
     "MalformedRequestError",
     "PayloadTooLargeError",
+    "Progress",
     "QueueDepthPolicy",
     "QueueFullError",
     "RaytaskError",
@@ -141,5 +143,6 @@ __all__ = [
     "app",
     "get_async_client",
     "get_client",
+    "report_progress",
     "task",
 ]

@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, Self
 
 import ray
 
 from ..core.batching import Coalescer
-from ..core.config import SubmitOptions
 from ..core.endpoint import Endpoint, discover
 from ..core.errors import EndpointNotFoundError, unwrap
 from ..core.names import NAMESPACE, manager_name
 from ..core.state import TaskState
 from .handles import AsyncTask, Task
-from .protocol import RemoteEndpoint
+from .protocol import (
+    DEFAULT_SUBMISSION,
+    RemoteEndpoint,
+    Submission,
+    WithOptions,
+    statuses_of,
+)
 
 SUBMIT_CHUNK = 1000  # tasks per manager call in submit_many
-_NO_OVERRIDES = SubmitOptions()  # frozen, so every submit can share it
 
 
 class ClusterTask(Task):
@@ -115,22 +119,38 @@ def _task_endpoints(models: list[tuple[str, type]]) -> dict[str, Endpoint]:
     return {e.name: e for name, cls in models for e in discover(cls, name) if e.is_task}
 
 
-class _Endpoint:
+class _Endpoint(WithOptions):
     """What both cluster endpoints share: binding and validating a call locally."""
 
-    def __init__(self, client: Any, endpoint: Endpoint) -> None:
-        self._client, self._endpoint = client, endpoint
+    def __init__(
+        self, client: Any, endpoint: Endpoint, settings: Submission = DEFAULT_SUBMISSION
+    ) -> None:
+        self._client, self._endpoint, self._settings = client, endpoint, settings
         self._binder = RemoteEndpoint.from_route(endpoint.route_info())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._endpoint.name!r})"
 
+    def _with_settings(self, settings: Submission) -> Self:
+        return type(self)(self._client, self._endpoint, settings)
+
     def _item(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         stored = self._endpoint.validate(self._binder.bind(args, kwargs))
-        return (self._endpoint.name, stored, _NO_OVERRIDES)
+        settings = self._settings
+        return (self._endpoint.name, stored, settings.options, settings.idempotency_key)
+
+    def _list_call(self, statuses: list[str] | None, limit: int, cursor: int | None) -> Any:
+        return self._client._manager.list_tasks.remote(self._endpoint.name, statuses, limit, cursor)
+
+    def _cancel_call(self, task_ids: Iterable[str] | None, status: str | None) -> Any:
+        ids = None if task_ids is None else list(task_ids)
+        statuses = None if status is None else [status]
+        return self._client._manager.cancel_many.remote(ids, statuses, self._endpoint.name)
 
     def _chunks(self, inputs: Iterable[Mapping[str, Any]]) -> list[Any]:
         """One ``submit_many`` call per :data:`SUBMIT_CHUNK` inputs, all validated first."""
+        if self._settings.idempotency_key is not None:
+            raise ValueError("an idempotency key names one task: use submit, not submit_many")
         items = [self._item((), dict(kwargs)) for kwargs in inputs]
         manager = self._client._manager
         return [
@@ -170,6 +190,22 @@ class ClusterEndpoint(_Endpoint):
         states = [unwrap(s) for chunk in ray.get(self._chunks(inputs)) for s in chunk]
         return [ClusterTask(self._client._tasks, s.task_id, self._endpoint.name) for s in states]
 
+    def list(
+        self, status: str | Iterable[str] | None = None, limit: int = 100
+    ) -> Iterator[TaskState]:
+        """This endpoint's tasks, newest first, ``limit`` a page as you iterate."""
+        statuses = statuses_of(status)
+        cursor = None
+        while True:
+            page, cursor = unwrap(ray.get(self._list_call(statuses, limit, cursor)))
+            yield from page
+            if cursor is None:
+                return
+
+    def cancel_many(self, task_ids: Iterable[str] | None = None, status: str | None = None) -> int:
+        """Cancel these tasks of the endpoint, or every one in ``status``; returns how many."""
+        return int(ray.get(self._cancel_call(task_ids, status)))
+
 
 class AsyncClusterEndpoint(_Endpoint):
     """``client.NAME`` of an :class:`AsyncClusterClient`: ``await ....submit(...)``."""
@@ -193,6 +229,25 @@ class AsyncClusterEndpoint(_Endpoint):
         states = [unwrap(s) for chunk in self._chunks(inputs) for s in await chunk]
         tasks = self._client._tasks
         return [AsyncClusterTask(tasks, s.task_id, self._endpoint.name) for s in states]
+
+    async def list(
+        self, status: str | Iterable[str] | None = None, limit: int = 100
+    ) -> AsyncIterator[TaskState]:
+        """This endpoint's tasks, newest first (see :meth:`ClusterEndpoint.list`)."""
+        statuses = statuses_of(status)
+        cursor = None
+        while True:
+            page, cursor = unwrap(await self._list_call(statuses, limit, cursor))
+            for state in page:
+                yield state
+            if cursor is None:
+                return
+
+    async def cancel_many(
+        self, task_ids: Iterable[str] | None = None, status: str | None = None
+    ) -> int:
+        """Cancel these tasks, or every one in ``status`` (see :meth:`ClusterEndpoint.cancel_many`)."""
+        return int(await self._cancel_call(task_ids, status))
 
 
 class ClusterClient:

@@ -9,15 +9,22 @@ task handle they return talks to the server through a small per-endpoint backend
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from tqdm.auto import tqdm
 
 from ..core.state import TaskState
 from .handles import AsyncTask, Task
-from .protocol import RemoteEndpoint
+from .protocol import (
+    DEFAULT_SUBMISSION,
+    MAX_BATCH,
+    RemoteEndpoint,
+    Submission,
+    WithOptions,
+    statuses_of,
+)
 
 if TYPE_CHECKING:
     from .http import AsyncHTTPClient, SyncHTTPClient
@@ -61,14 +68,24 @@ class _AsyncHTTPTasks:
         return await self._client._task_state(self._endpoint.retry(task_id))
 
 
-class SyncEndpoint:
-    """``client.NAME``: call it for a synchronous result, or ``.submit`` a task."""
+def _chunks(bodies: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [bodies[i : i + MAX_BATCH] for i in range(0, len(bodies), MAX_BATCH)]
 
-    def __init__(self, client: SyncHTTPClient, name: str) -> None:
-        self._client, self._name = client, name
+
+class SyncEndpoint(WithOptions):
+    """``client.NAME``: call it for a synchronous result, ``.submit`` a task, or set
+    per-submit ``.options(...)`` first."""
+
+    def __init__(
+        self, client: SyncHTTPClient, name: str, settings: Submission = DEFAULT_SUBMISSION
+    ) -> None:
+        self._client, self._name, self._settings = client, name, settings
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._name!r})"
+
+    def _with_settings(self, settings: Submission) -> Self:
+        return type(self)(self._client, self._name, settings)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the endpoint synchronously (``POST /NAME``) and return the result."""
@@ -78,7 +95,8 @@ class SyncEndpoint:
     def submit(self, *args: Any, **kwargs: Any) -> Task:
         """Submit a task with these arguments; returns its handle at once."""
         endpoint = self._client._endpoint(self._name, task=True)
-        state = self._client._task_state(endpoint.submit(endpoint.bind(args, kwargs)))
+        request = endpoint.submit(endpoint.bind(args, kwargs), self._settings)
+        state = self._client._task_state(request)
         return Task(_HTTPTasks(self._client, endpoint), state.task_id, endpoint.name)
 
     def task(self, task_id: str) -> Task:
@@ -87,19 +105,30 @@ class SyncEndpoint:
         return Task(_HTTPTasks(self._client, endpoint), task_id, endpoint.name)
 
     def submit_many(
-        self, inputs: Iterable[Mapping[str, Any]], concurrency: int = 16, progress: bool = False
+        self, inputs: Iterable[Mapping[str, Any]], concurrency: int = 4, progress: bool = False
     ) -> list[Task]:
-        """Submit one task per input (a dict of keyword arguments), ``concurrency`` at a time."""
-        inputs = list(inputs)
-        with tqdm(total=len(inputs), disable=not progress, desc=f"submit {self._name}") as bar:
+        """Submit one task per input (a dict of keyword arguments) with ``POST
+        /NAME/submit_many``, 1,000 a request, ``concurrency`` requests at a time.
 
-            def one(kwargs: Mapping[str, Any]) -> Task:
-                task = self.submit(**kwargs)
-                bar.update()
-                return task
+        Each request queues all its tasks or none. Returns the handles in input order.
 
-            with ThreadPoolExecutor(concurrency) as pool:
-                return list(pool.map(one, inputs))
+        Raises:
+            InvalidInputError: inputs of a request failed validation (none of it queued).
+            QueueFullError: a request did not fit in the queue (none of it queued).
+        """
+        endpoint = self._client._endpoint(self._name, task=True)
+        bodies = [endpoint.bind((), dict(kwargs)) for kwargs in inputs]
+        tasks = _HTTPTasks(self._client, endpoint)
+        with tqdm(total=len(bodies), disable=not progress, desc=f"submit {self._name}") as bar:
+
+            def one(chunk: list[dict[str, Any]]) -> list[str]:
+                ids = self._client._queued(endpoint.submit_many(chunk, self._settings))
+                bar.update(len(ids))
+                return ids
+
+            with ThreadPoolExecutor(max(1, concurrency)) as pool:
+                ids = [i for chunk in pool.map(one, _chunks(bodies)) for i in chunk]
+        return [Task(tasks, task_id, endpoint.name) for task_id in ids]
 
     def map(
         self,
@@ -109,19 +138,52 @@ class SyncEndpoint:
         progress: bool = False,
         return_exceptions: bool = False,
     ) -> list[Any]:
-        """Submit every input as a task and return all results, in input order."""
-        tasks = self.submit_many(inputs, concurrency, progress)
+        """Submit every input as a task and return all results, in input order.
+
+        With ``progress``, a bar counts finished tasks, plus the fractions that running
+        tasks report (``raytask.report_progress``).
+        """
+        tasks = self.submit_many(inputs, progress=progress)
         return self._client.wait(tasks, timeout, progress, return_exceptions)
 
+    def list(
+        self, status: str | Iterable[str] | None = None, limit: int = 100
+    ) -> Iterator[TaskState]:
+        """This endpoint's tasks, newest first, fetched ``limit`` a page as you iterate.
 
-class AsyncEndpoint:
+        Args:
+            status: only tasks in this state (or these states).
+        """
+        endpoint = self._client._endpoint(self._name, task=True)
+        statuses = statuses_of(status)
+        cursor = None
+        while True:
+            page, cursor = self._client._page(endpoint.list(statuses, limit, cursor))
+            yield from page
+            if cursor is None:
+                return
+
+    def cancel_many(self, task_ids: Iterable[str] | None = None, status: str | None = None) -> int:
+        """Cancel these tasks of the endpoint, or every one in ``status`` (``"pending"``
+        purges the queue); returns how many were cancelled."""
+        endpoint = self._client._endpoint(self._name, task=True)
+        ids = None if task_ids is None else list(task_ids)
+        return self._client._cancelled(endpoint.cancel_many(ids, status))
+
+
+class AsyncEndpoint(WithOptions):
     """``client.NAME`` of an :class:`AsyncHTTPClient`: await a call, or ``.submit`` a task."""
 
-    def __init__(self, client: AsyncHTTPClient, name: str) -> None:
-        self._client, self._name = client, name
+    def __init__(
+        self, client: AsyncHTTPClient, name: str, settings: Submission = DEFAULT_SUBMISSION
+    ) -> None:
+        self._client, self._name, self._settings = client, name, settings
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._name!r})"
+
+    def _with_settings(self, settings: Submission) -> Self:
+        return type(self)(self._client, self._name, settings)
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the endpoint synchronously (``POST /NAME``) and return the result."""
@@ -131,7 +193,8 @@ class AsyncEndpoint:
     async def submit(self, *args: Any, **kwargs: Any) -> AsyncTask:
         """Submit a task with these arguments; returns its handle at once."""
         endpoint = await self._client._endpoint(self._name, task=True)
-        state = await self._client._task_state(endpoint.submit(endpoint.bind(args, kwargs)))
+        request = endpoint.submit(endpoint.bind(args, kwargs), self._settings)
+        state = await self._client._task_state(request)
         return AsyncTask(_AsyncHTTPTasks(self._client, endpoint), state.task_id, endpoint.name)
 
     async def task(self, task_id: str) -> AsyncTask:
@@ -140,20 +203,23 @@ class AsyncEndpoint:
         return AsyncTask(_AsyncHTTPTasks(self._client, endpoint), task_id, endpoint.name)
 
     async def submit_many(
-        self, inputs: Iterable[Mapping[str, Any]], concurrency: int = 16, progress: bool = False
+        self, inputs: Iterable[Mapping[str, Any]], concurrency: int = 4, progress: bool = False
     ) -> list[AsyncTask]:
-        """Submit one task per input (a dict of keyword arguments), ``concurrency`` at a time."""
-        inputs = list(inputs)
-        limit = asyncio.Semaphore(concurrency)
-        with tqdm(total=len(inputs), disable=not progress, desc=f"submit {self._name}") as bar:
+        """Submit one task per input (see :meth:`SyncEndpoint.submit_many`)."""
+        endpoint = await self._client._endpoint(self._name, task=True)
+        bodies = [endpoint.bind((), dict(kwargs)) for kwargs in inputs]
+        tasks = _AsyncHTTPTasks(self._client, endpoint)
+        limit = asyncio.Semaphore(max(1, concurrency))
+        with tqdm(total=len(bodies), disable=not progress, desc=f"submit {self._name}") as bar:
 
-            async def one(kwargs: Mapping[str, Any]) -> AsyncTask:
+            async def one(chunk: list[dict[str, Any]]) -> list[str]:
                 async with limit:
-                    task = await self.submit(**kwargs)
-                bar.update()
-                return task
+                    ids = await self._client._queued(endpoint.submit_many(chunk, self._settings))
+                bar.update(len(ids))
+                return ids
 
-            return list(await asyncio.gather(*(one(kwargs) for kwargs in inputs)))
+            chunks = await asyncio.gather(*(one(chunk) for chunk in _chunks(bodies)))
+        return [AsyncTask(tasks, task_id, endpoint.name) for chunk in chunks for task_id in chunk]
 
     async def map(
         self,
@@ -164,5 +230,27 @@ class AsyncEndpoint:
         return_exceptions: bool = False,
     ) -> list[Any]:
         """Submit every input as a task and return all results, in input order."""
-        tasks = await self.submit_many(inputs, concurrency, progress)
+        tasks = await self.submit_many(inputs, progress=progress)
         return await self._client.wait(tasks, timeout, progress, return_exceptions)
+
+    async def list(
+        self, status: str | Iterable[str] | None = None, limit: int = 100
+    ) -> AsyncIterator[TaskState]:
+        """This endpoint's tasks, newest first (see :meth:`SyncEndpoint.list`)."""
+        endpoint = await self._client._endpoint(self._name, task=True)
+        statuses = statuses_of(status)
+        cursor = None
+        while True:
+            page, cursor = await self._client._page(endpoint.list(statuses, limit, cursor))
+            for state in page:
+                yield state
+            if cursor is None:
+                return
+
+    async def cancel_many(
+        self, task_ids: Iterable[str] | None = None, status: str | None = None
+    ) -> int:
+        """Cancel these tasks, or every one in ``status`` (see :meth:`SyncEndpoint.cancel_many`)."""
+        endpoint = await self._client._endpoint(self._name, task=True)
+        ids = None if task_ids is None else list(task_ids)
+        return await self._client._cancelled(endpoint.cancel_many(ids, status))

@@ -14,7 +14,7 @@ import time
 from typing import Any, Protocol, Self
 
 from ..core.errors import WaitTimeoutError
-from ..core.state import TaskState
+from ..core.state import Progress, TaskState
 from ..core.status import TaskStatus
 from .protocol import as_type_of, backoff, refuse_inside_event_loop
 
@@ -43,6 +43,26 @@ class TaskIdentity:
     def __init__(self, task_id: str, endpoint_name: str) -> None:
         self._id = task_id
         self._endpoint_name = endpoint_name
+        self._state: TaskState | None = None
+
+    @property
+    def progress(self) -> Progress | None:
+        """What the task last reported of its progress, as of the last status this handle
+        read (``get_state``, ``get_status``, ``wait``, or a client's ``as_completed``)."""
+        return None if self._state is None else self._state.progress
+
+    @property
+    def last_state(self) -> TaskState | None:
+        """The last status answer this handle read, if any (no request is sent)."""
+        return self._state
+
+    def _seen(self, answer: TaskState | Exception) -> bool:
+        """Keep a status answer read for this task; True if the task is finished (an
+        error answer, such as an expired id, is final too)."""
+        if isinstance(answer, Exception):
+            return True
+        self._state = answer
+        return answer.status.finished
 
     @property
     def id(self) -> str:
@@ -87,7 +107,8 @@ class Task(TaskIdentity):
 
     def get_state(self) -> TaskState:
         """Everything the server knows of the task (:class:`~raytask.TaskState`)."""
-        return self._backend.status(self._id)
+        self._state = self._backend.status(self._id)
+        return self._state
 
     def get_status(self) -> TaskStatus:
         """The task's current :class:`~raytask.TaskStatus`."""
@@ -155,7 +176,8 @@ class AsyncTask(TaskIdentity):
 
     async def get_state(self) -> TaskState:
         """Everything the server knows of the task (:class:`~raytask.TaskState`)."""
-        return await self._backend.status(self._id)
+        self._state = await self._backend.status(self._id)
+        return self._state
 
     async def get_status(self) -> TaskStatus:
         """The task's current :class:`~raytask.TaskStatus`."""

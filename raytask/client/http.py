@@ -12,12 +12,12 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 from tqdm.auto import tqdm
 
+from ..core.errors import HTTPError
 from ..core.state import TaskState
 from . import protocol
 from .endpoints import AsyncEndpoint, SyncEndpoint
@@ -40,11 +40,28 @@ def _client_kwargs(
 
 def _build(http: httpx.Client | httpx.AsyncClient, request: Request) -> httpx.Request:
     built = http.build_request(
-        request.method, request.path, params=request.params, json=request.json
+        request.method,
+        request.path,
+        params=request.params,
+        json=request.json,
+        headers=request.headers,
     )
     if request.absolute:
         built.url = built.url.copy_with(path=request.path)
     return built
+
+
+def _show(bar: tqdm, done: int, polled: list[Any], finished: list[bool]) -> None:
+    """Finished tasks, plus the fractions the running ones last reported."""
+    if bar.disable:
+        return
+    partial = sum(
+        (t.progress.fraction or 0.0)
+        for t, fin in zip(polled, finished, strict=True)
+        if not fin and t.progress is not None
+    )
+    bar.n = round(done + partial, 2)
+    bar.refresh()
 
 
 def _results(tasks: list[Any], outcomes: dict[Any, Any], return_exceptions: bool) -> list[Any]:
@@ -123,6 +140,29 @@ class SyncHTTPClient:
         response = self._send(request)
         return protocol.decode_state(response.status_code, response.content)
 
+    def _queued(self, request: Request) -> list[str]:
+        response = self._send(request)
+        return protocol.decode_queued(response.status_code, response.content)
+
+    def _page(self, request: Request) -> tuple[list[TaskState], str | None]:
+        response = self._send(request)
+        return protocol.decode_page(response.status_code, response.content)
+
+    def _cancelled(self, request: Request) -> int:
+        response = self._send(request)
+        protocol.check(response.status_code, response.content)
+        return int(response.json()["cancelled"])
+
+    def status_many(self, task_ids: Iterable[str]) -> list[TaskState | HTTPError]:
+        """The states of several tasks in one request per 1,000, in order; an unknown or
+        expired one gets its error (an exception object) in its place."""
+        ids = list(task_ids)
+        answers: list[TaskState | HTTPError] = []
+        for i in range(0, len(ids), protocol.MAX_BATCH):
+            response = self._send(protocol.status_many(ids[i : i + protocol.MAX_BATCH]))
+            answers += protocol.decode_status_many(response.status_code, response.content)
+        return answers
+
     def __getattr__(self, name: str) -> SyncEndpoint:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -151,22 +191,26 @@ class SyncHTTPClient:
     ) -> Iterator[Task]:
         """Yield the tasks as they finish (any final status).
 
+        Their states are read with ``POST /status_many`` (one request per 1,000 tasks a
+        round; ``concurrency`` is no longer used), which also keeps each handle's
+        :attr:`~raytask.Task.progress` fresh.
+
         Raises:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
         """
         protocol.refuse_inside_event_loop("as_completed()", "AsyncHTTPClient.as_completed")
-        poller = protocol.Poller(list(tasks), timeout, window=4 * concurrency)
-        with (
-            tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar,
-            ThreadPoolExecutor(concurrency) as pool,
-        ):
+        poller = protocol.Poller(list(tasks), timeout, window=protocol.MAX_BATCH)
+        with tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar:
+            done = 0
             while True:
                 polled = poller.batch()
-                finished = [s.finished for s in pool.map(lambda t: t.get_status(), polled)]
+                answers = self.status_many([t.id for t in polled])
+                finished = [t._seen(answer) for t, answer in zip(polled, answers, strict=True)]
                 for task, fin in zip(polled, finished, strict=True):
                     if fin:
-                        bar.update()
+                        done += 1
                         yield task
+                _show(bar, done, polled, finished)
                 delay = poller.update(polled, finished)
                 if delay is None:
                     return
@@ -252,6 +296,28 @@ class AsyncHTTPClient:
         response = await self._send(request)
         return protocol.decode_state(response.status_code, response.content)
 
+    async def _queued(self, request: Request) -> list[str]:
+        response = await self._send(request)
+        return protocol.decode_queued(response.status_code, response.content)
+
+    async def _page(self, request: Request) -> tuple[list[TaskState], str | None]:
+        response = await self._send(request)
+        return protocol.decode_page(response.status_code, response.content)
+
+    async def _cancelled(self, request: Request) -> int:
+        response = await self._send(request)
+        protocol.check(response.status_code, response.content)
+        return int(response.json()["cancelled"])
+
+    async def status_many(self, task_ids: Iterable[str]) -> list[TaskState | HTTPError]:
+        """The states of several tasks (see :meth:`SyncHTTPClient.status_many`)."""
+        ids = list(task_ids)
+        answers: list[TaskState | HTTPError] = []
+        for i in range(0, len(ids), protocol.MAX_BATCH):
+            response = await self._send(protocol.status_many(ids[i : i + protocol.MAX_BATCH]))
+            answers += protocol.decode_status_many(response.status_code, response.content)
+        return answers
+
     def __getattr__(self, name: str) -> AsyncEndpoint:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -279,22 +345,19 @@ class AsyncHTTPClient:
         Raises:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
         """
-        poller = protocol.Poller(list(tasks), timeout, window=4 * concurrency)
-        limit = asyncio.Semaphore(concurrency)
-
-        async def finished(task: AsyncTask) -> bool:
-            async with limit:
-                return (await task.get_status()).finished
-
+        poller = protocol.Poller(list(tasks), timeout, window=protocol.MAX_BATCH)
         with tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar:
+            done = 0
             while True:
                 polled = poller.batch()
-                done = list(await asyncio.gather(*(finished(t) for t in polled)))
-                for task, fin in zip(polled, done, strict=True):
+                answers = await self.status_many([t.id for t in polled])
+                finished = [t._seen(answer) for t, answer in zip(polled, answers, strict=True)]
+                for task, fin in zip(polled, finished, strict=True):
                     if fin:
-                        bar.update()
+                        done += 1
                         yield task
-                delay = poller.update(polled, done)
+                _show(bar, done, polled, finished)
+                delay = poller.update(polled, finished)
                 if delay is None:
                     return
                 await asyncio.sleep(delay)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
-from ..core.errors import EndpointNotFoundError, WaitTimeoutError, error_from_body
+from ..core.config import SubmitOptions
+from ..core.errors import EndpointNotFoundError, HTTPError, WaitTimeoutError, error_from_body
 from ..core.state import TaskState
 
 # Status polls start FIRST_POLL_S apart and back off by half each time, up to MAX_POLL_S.
@@ -39,6 +41,51 @@ class Request:
     params: dict[str, Any] | None = None
     json: Any = None
     absolute: bool = True
+    headers: dict[str, str] | None = None
+
+
+_NO_OPTIONS = SubmitOptions()  # frozen: every default submit shares it
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Per-submit settings kept apart from the method's arguments (``.options(...)``)."""
+
+    options: SubmitOptions = _NO_OPTIONS
+    idempotency_key: str | None = None
+
+    @classmethod
+    def of(cls, idempotency_key: str | None = None, **options: Any) -> Submission:
+        """Validated settings.
+
+        Raises:
+            ValueError: an option is unknown or out of range, or the key is malformed.
+        """
+        try:
+            checked = SubmitOptions(**options)
+        except ValidationError as exc:
+            raise ValueError(f"invalid task options: {exc}") from None
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise ValueError("idempotency_key must be 1 to 255 visible ASCII characters")
+        return cls(checked, idempotency_key)
+
+    def merged(self, idempotency_key: str | None = None, **options: Any) -> Submission:
+        """These settings with some replaced."""
+        base = self.options.model_dump(exclude_none=True)
+        key = idempotency_key if idempotency_key is not None else self.idempotency_key
+        return Submission.of(key, **(base | options))
+
+    def params(self) -> dict[str, Any]:
+        """The options as query parameters."""
+        return self.options.model_dump(exclude_none=True)
+
+    def headers(self) -> dict[str, str] | None:
+        return None if self.idempotency_key is None else {"Idempotency-Key": self.idempotency_key}
+
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+DEFAULT_SUBMISSION = Submission()
+MAX_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -93,8 +140,31 @@ class RemoteEndpoint:
     def call(self, body: dict[str, Any]) -> Request:
         return Request("POST", self.route, json=body)
 
-    def submit(self, body: dict[str, Any]) -> Request:
-        return Request("POST", f"{self.route}/submit", json=body)
+    def submit(self, body: dict[str, Any], settings: Submission = DEFAULT_SUBMISSION) -> Request:
+        return Request(
+            "POST",
+            f"{self.route}/submit",
+            params=settings.params() or None,
+            json=body,
+            headers=settings.headers(),
+        )
+
+    def submit_many(self, bodies: list[dict[str, Any]], settings: Submission) -> Request:
+        if settings.idempotency_key is not None:
+            raise ValueError("an idempotency key names one task: use submit, not submit_many")
+        return Request("POST", f"{self.route}/submit_many", params=settings.params(), json=bodies)
+
+    def list(self, statuses: list[str] | None, limit: int, cursor: str | None) -> Request:
+        params: dict[str, Any] = {"limit": limit}
+        if statuses:
+            params["status"] = ",".join(statuses)
+        if cursor is not None:
+            params["cursor"] = cursor
+        return Request("GET", f"{self.route}/tasks", params=params)
+
+    def cancel_many(self, task_ids: list[str] | None, status: str | None) -> Request:
+        body = {"task_ids": task_ids} if task_ids is not None else {"status": status}
+        return Request("POST", f"{self.route}/cancel_many", json=body)
 
     def status(self, task_id: str) -> Request:
         return Request("GET", f"{self.route}/status", params={"task_id": task_id})
@@ -109,7 +179,106 @@ class RemoteEndpoint:
         return Request("POST", f"{self.route}/retry", params={"task_id": task_id})
 
 
+def settings_with(
+    settings: Submission,
+    priority: int | None,
+    max_queue_s: float | None,
+    idempotency_key: str | None,
+    ttl_s: float | None,
+    timeout_s: float | None,
+    max_attempts: int | None,
+) -> Submission:
+    """``settings`` with the options a caller of ``.options(...)`` gave."""
+    options = {
+        "priority": priority,
+        "max_queue_s": max_queue_s,
+        "ttl_s": ttl_s,
+        "timeout_s": timeout_s,
+        "max_attempts": max_attempts,
+    }
+    return settings.merged(idempotency_key, **{k: v for k, v in options.items() if v is not None})
+
+
+class WithOptions:
+    """``.options(...)`` for every client's ``client.NAME``: per-submit settings kept apart
+    from the method's arguments (a subclass says how to copy itself with new settings)."""
+
+    _settings: Submission
+
+    def _with_settings(self, settings: Submission) -> Self:
+        raise NotImplementedError
+
+    def options(
+        self,
+        *,
+        priority: int | None = None,
+        max_queue_s: float | None = None,
+        idempotency_key: str | None = None,
+        ttl_s: float | None = None,
+        timeout_s: float | None = None,
+        max_attempts: int | None = None,
+    ) -> Self:
+        """This endpoint with per-submit options, kept apart from the method's arguments.
+
+        Example::
+
+            task = client.render.options(priority=5, max_queue_s=60).submit(scene="a")
+
+        Raises:
+            ValueError: an option is out of range (priority -10..10, durations > 0) or the
+                idempotency key is not 1-255 visible ASCII characters.
+        """
+        return self._with_settings(
+            settings_with(
+                self._settings,
+                priority,
+                max_queue_s,
+                idempotency_key,
+                ttl_s,
+                timeout_s,
+                max_attempts,
+            )
+        )
+
+
+def statuses_of(status: str | Iterable[str] | None) -> list[str] | None:
+    """The ``status=`` of a listing as a list of state names."""
+    if status is None:
+        return None
+    return [status] if isinstance(status, str) else [str(s) for s in status]
+
+
 SCHEMA = Request("GET", "/schema.json", absolute=False)
+
+
+def status_many(task_ids: list[str]) -> Request:
+    """``POST /status_many`` (relative to the app's URL)."""
+    return Request("POST", "/status_many", json={"task_ids": task_ids}, absolute=False)
+
+
+def decode_status_many(status_code: int, body: bytes) -> list[TaskState | HTTPError]:
+    """Each entry of a ``status_many`` answer: a state, or the error it stands for."""
+    check(status_code, body)
+    answers: list[TaskState | HTTPError] = []
+    for entry in json.loads(body)["tasks"]:
+        if "status_code" in entry:
+            answers.append(error_from_body(entry["status_code"], entry))
+        else:
+            answers.append(TaskState.model_validate(entry))
+    return answers
+
+
+def decode_page(status_code: int, body: bytes) -> tuple[list[TaskState], str | None]:
+    """The tasks and the next cursor of a listing page."""
+    check(status_code, body)
+    page = json.loads(body)
+    return [TaskState.model_validate(t) for t in page["tasks"]], page["next_cursor"]
+
+
+def decode_queued(status_code: int, body: bytes) -> list[str]:
+    """The task ids of a ``submit_many`` answer, in input order."""
+    check(status_code, body)
+    return [task["task_id"] for task in json.loads(body)["tasks"]]
 
 
 def parse_schema(status_code: int, body: bytes) -> dict[str, RemoteEndpoint]:

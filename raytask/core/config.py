@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .queue import MAX_PRIORITY, MIN_PRIORITY
 
 DAY_S = 86_400.0
 MAX_DURATION_S = 366 * DAY_S
@@ -52,6 +53,18 @@ class TaskOptions(BaseModel):
         description="Whether a success whose result was too large to journal, and was lost "
         "with a task-manager restart, runs again (off: it ends in failure).",
     )
+    priority: int = Field(
+        0,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="Higher runs first within the endpoint; equal priorities in submit order.",
+    )
+    max_queue_s: float | None = Field(
+        None,
+        description="A task not started within this many seconds of its submit never runs: "
+        "it ends cancelled, its error starting 'expired:' (unset: it waits as long as it must).",
+        **_DURATION,
+    )
 
 
 class SubmitOptions(BaseModel):
@@ -62,6 +75,15 @@ class SubmitOptions(BaseModel):
     ttl_s: float | None = Field(None, description="Overrides the result TTL.", **_DURATION)
     timeout_s: float | None = Field(None, description="Overrides the attempt timeout.", **_DURATION)
     max_attempts: int | None = Field(None, ge=1, le=100, description="Overrides max_attempts.")
+    priority: int | None = Field(
+        None,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="-10..10, higher runs first within the endpoint (default 0).",
+    )
+    max_queue_s: float | None = Field(
+        None, description="Seconds the task may wait to start; then it expires.", **_DURATION
+    )
 
     def apply(self, base: TaskOptions) -> TaskOptions:
         """``base`` with the fields this submit set."""

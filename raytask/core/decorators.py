@@ -55,6 +55,8 @@ def task(
     max_attempts: int | None = None,
     retry_exceptions: bool | None = None,
     rerun_lost_results: bool | None = None,
+    priority: int | None = None,
+    max_queue_s: float | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -67,6 +69,8 @@ def task(
     max_attempts: int | None = None,
     retry_exceptions: bool | None = None,
     rerun_lost_results: bool | None = None,
+    priority: int | None = None,
+    max_queue_s: float | None = None,
 ) -> F | Callable[[F], F]:
     """Mark a deployment method as an async task endpoint.
 
@@ -83,6 +87,9 @@ def task(
         rerun_lost_results: whether a success whose result was lost with a task-manager
             restart runs again (default) or ends in ``failure`` (for methods with side
             effects that must not repeat).
+        priority: the default priority of its tasks, -10..10 (higher runs first; 0).
+        max_queue_s: the default queue deadline: a task not started this many seconds
+            after its submit ends ``cancelled`` with an ``expired:`` error (default: none).
 
     Returns:
         The method itself, marked.
@@ -105,6 +112,8 @@ def task(
             "max_attempts": max_attempts,
             "retry_exceptions": retry_exceptions,
             "rerun_lost_results": rerun_lost_results,
+            "priority": priority,
+            "max_queue_s": max_queue_s,
         }.items()
         if value is not None
     }

@@ -20,10 +20,10 @@ import io
 import typing
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from .config import TaskOptions
 from .decorators import EndpointSpec, get_spec
@@ -33,6 +33,10 @@ SERVICE_ROUTES = frozenset(
     {"schema.json", "openapi.json", "docs.json", "readyz", "livez", "healthz", "metrics", "queue"}
 )
 """The app-wide routes the ingress serves, so no endpoint may take their names."""
+BATCH_ROUTES = frozenset({"tasks", "status_many"})
+"""App-wide routes of task control (``GET /tasks``, ``POST /status_many``): reserved too."""
+MAX_BATCH = 1000
+"""Items one ``submit_many``, ``status_many`` or ``cancel_many`` request may carry."""
 
 MAX_JSON_DEPTH = 201
 """Levels of nested arrays and objects a request body may have, the body itself included
@@ -72,9 +76,10 @@ class Endpoint:
         self.kind = spec.kind
         self.deployment = deployment
         self.options = (defaults or TaskOptions()).model_copy(update=spec.options)
-        if self.name in SERVICE_ROUTES or "/" in self.name:
+        if self.name in SERVICE_ROUTES | BATCH_ROUTES or "/" in self.name:
             raise ConfigError(f"endpoint name {self.name!r} is reserved or not a path segment")
         self.is_async = inspect.iscoroutinefunction(func)
+        self._batch: TypeAdapter[list[Any]] | None = None
         self._hints = self._resolve_hints()
         self._check_signature()
 
@@ -168,6 +173,54 @@ class Endpoint:
             # values failed, so lax mode (which takes them) changes nothing else.
             model = self.input_model.model_validate_json(body)
         return self._stored(model)
+
+    def validate_json_many(self, body: bytes) -> list[dict[str, Any]]:
+        """Parse and validate the body of ``submit_many``: a JSON array of at most
+        ``MAX_BATCH`` input objects, all checked before any is used.
+
+        Raises:
+            MalformedRequestError: the body is not JSON.
+            InvalidInputError: not an array of objects, too long, or some items are bad
+                (the message names each bad index; ``detail`` has each error's ``loc``,
+                which starts with the index).
+        """
+        adapter = self._batch_adapter()
+        try:
+            models = adapter.validate_json(body.strip() or b"null", strict=True)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if any(error["type"] == "json_invalid" for error in errors):
+                raise MalformedRequestError("request body is not valid JSON") from None
+            if not all(map(_integral_float, errors)):
+                raise self._invalid_many(exc) from None
+            models = adapter.validate_json(body)
+        return [self._stored(model) for model in models]
+
+    def _batch_adapter(self) -> TypeAdapter[list[Any]]:
+        if self._batch is None:
+            self._batch = TypeAdapter(
+                Annotated[list[self.input_model], Field(max_length=MAX_BATCH)]  # type: ignore[name-defined]
+            )
+        return self._batch
+
+    def _invalid_many(self, exc: ValidationError) -> InvalidInputError:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(not error["loc"] for error in errors):  # the body itself is wrong
+            return InvalidInputError(
+                f"the body of {self.name}/submit_many must be a JSON array of at most "
+                f"{MAX_BATCH} objects of its arguments ({errors[0]['msg']})"
+            )
+        bad = sorted({error["loc"][0] for error in errors})
+        reasons = "; ".join(
+            f"[{e['loc'][0]}] {'.'.join(map(str, e['loc'][1:])) or 'item'}: {e['msg']}"
+            for e in errors[:5]
+        )
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return InvalidInputError(
+            f"invalid input for {self.name} at index {', '.join(map(str, bad[:20]))}"
+            f"{' ...' if len(bad) > 20 else ''}: {reasons}{more}; nothing was queued",
+            errors,
+        )
 
     def _invalid(self, exc: ValidationError) -> InvalidInputError:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)

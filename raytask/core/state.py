@@ -58,6 +58,22 @@ def _status(value: Any) -> Any:
     return _FROM_WIRE.get(value, value) if isinstance(value, str) else value
 
 
+class Progress(BaseModel):
+    """What a running task last said of its progress (:func:`raytask.report_progress`).
+
+    Attributes:
+        fraction: how much is done, 0.0 to 1.0, or ``None`` if it did not say.
+        message: a short note (at most 1,000 characters), or ``None``.
+        updated_at: when the manager got the report (epoch seconds; ISO-8601 on the wire).
+    """
+
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+
+    fraction: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    message: str | None = Field(None, max_length=1000)
+    updated_at: Timestamp
+
+
 class TaskState(BaseModel):
     """What the server knows of one task (the JSON of a status answer).
 
@@ -70,6 +86,10 @@ class TaskState(BaseModel):
         attempts: attempts started so far.
         error: why the last attempt failed (``None`` after a success).
         retry_of: the task this one retries, if any.
+        priority: -10..10; higher runs first within its endpoint.
+        queue_position: while ``pending``, how many tasks of its endpoint run before it
+            (0: it is next); otherwise ``None``.
+        progress: what the running method last reported, or ``None``.
     """
 
     # Every field is always sent: the serialization schema lists them all as required.
@@ -87,6 +107,9 @@ class TaskState(BaseModel):
     attempts: int = 0
     error: str | None = None
     retry_of: str | None = None
+    priority: int = 0
+    queue_position: int | None = None
+    progress: Progress | None = None
 
     @classmethod
     def of(cls, *values: Any) -> TaskState:

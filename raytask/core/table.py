@@ -10,12 +10,16 @@ that the table can be journaled to disk and reloaded.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
+import hashlib
 import heapq
+import json
+import pickle
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +35,8 @@ from .errors import (
     TaskNotCompletedError,
     TaskNotFoundError,
 )
-from .state import TaskState
+from .queue import PendingQueue
+from .state import Progress, TaskState
 from .status import TaskStatus, can_transition
 
 Clock = Callable[[], float]
@@ -44,6 +49,20 @@ def _ignore(_: Any) -> None:
 def new_task_id() -> str:
     """An unguessable task id: 32 lowercase hex digits (uuid4)."""
     return uuid.uuid4().hex
+
+
+def _unjsonable(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # pydantic models by their fields
+    if callable(dump):
+        return dump(mode="json")
+    return pickle.dumps(value, protocol=5).hex()
+
+
+def input_digest(kwargs: dict[str, Any]) -> str:
+    """A fingerprint of a task's inputs: equal for equal inputs in any key order (what an
+    idempotency key compares)."""
+    text = json.dumps(kwargs, sort_keys=True, default=_unjsonable, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(slots=True)
@@ -63,9 +82,12 @@ class TaskRecord:
     error: str | None = None
     retry_of: str | None = None
     seq: int = 0  # submission order, kept across restarts (pending tasks requeue in it)
+    idempotency_key: str | None = None
+    input_digest: str | None = None  # of the inputs, kept with an idempotency key
+    progress: Progress | None = None
 
-    def state(self) -> TaskState:
-        """The status answer of this task."""
+    def state(self, queue_position: int | None = None) -> TaskState:
+        """The status answer of this task (the table knows its ``queue_position``)."""
         return TaskState.of(
             self.task_id,
             self.status,
@@ -77,7 +99,15 @@ class TaskRecord:
             self.attempts,
             self.error,
             self.retry_of,
+            self.options.priority,
+            queue_position,
+            self.progress,
         )
+
+    def queue_deadline(self) -> float | None:
+        """When this task expires unless it has started (``max_queue_s`` after submit)."""
+        max_queue_s = self.options.max_queue_s
+        return None if max_queue_s is None else self.created_at + max_queue_s
 
     def to_dict(self) -> dict[str, Any]:
         """A snapshot of plain values (what the journal stores; old rows stay readable).
@@ -108,8 +138,13 @@ def _options_dict(options: TaskOptions) -> dict[str, Any]:
     return options.model_dump()
 
 
+LIST_SCAN = 10_000
+"""Tasks one listing page looks at beyond its ``limit`` before it answers with what it
+found and a cursor (so a filter that matches little cannot make a page scan everything)."""
+
+
 class TaskTable:
-    """Tasks by id, FIFO pending queues per endpoint, and expiry.
+    """Tasks by id, priority queues per endpoint, queue deadlines, keys and expiry.
 
     Args:
         max_queue_size: pending tasks allowed across all endpoints before
@@ -131,11 +166,15 @@ class TaskTable:
         self.clock = clock
         self.max_tombstones = max_tombstones
         self._records: dict[str, TaskRecord] = {}
-        self._queues: dict[str, deque[str]] = {}
+        self._queues: dict[str, PendingQueue] = {}
         self._pending = 0
         self._counts: dict[str, Counter[TaskStatus]] = {}
         self._tombstones: OrderedDict[str, float] = OrderedDict()
         self._expiries: list[tuple[float, str]] = []  # a heap of (expires_at, task_id)
+        self._deadlines: list[tuple[float, str]] = []  # a heap of (queue deadline, task_id)
+        self._keys: dict[tuple[str, str], str] = {}  # (endpoint, idempotency key) -> id
+        self._order: list[tuple[int, str]] = []  # (seq, id) ascending: listings, newest first
+        self._forgotten = 0  # entries of _order whose task is gone
         self._seq = 0
         # Called with each record that was created or changed, and each id forgotten:
         # the task manager journals them.
@@ -145,7 +184,7 @@ class TaskTable:
     # -- reading ---------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskRecord:
-        """The record of ``task_id``.
+        """The record of ``task_id`` (a queued task past its deadline expires first).
 
         Raises:
             TaskExpiredError: the task's result outlived its TTL.
@@ -153,10 +192,29 @@ class TaskTable:
         """
         record = self._records.get(task_id)
         if record is not None:
+            if record.status is TaskStatus.PENDING and self._overdue(record, self.clock()):
+                self._expire(record)
             return record
         if task_id in self._tombstones:
             raise TaskExpiredError(f"task {task_id} has expired: its result was deleted")
         raise TaskNotFoundError(f"task {task_id} not found")
+
+    def state(self, task_id: str) -> TaskState:
+        """The status answer of ``task_id``, with its queue position (see :meth:`get`)."""
+        record = self.get(task_id)
+        return record.state(self.position(record))
+
+    def endpoint_of(self, task_id: str) -> str | None:
+        """The endpoint of a task the table holds, else None."""
+        record = self._records.get(task_id)
+        return None if record is None else record.endpoint
+
+    def position(self, record: TaskRecord) -> int | None:
+        """How many tasks of its endpoint run before a pending task (0: next), else None."""
+        if record.status is not TaskStatus.PENDING:
+            return None
+        queue = self._queues.get(record.endpoint)
+        return None if queue is None else queue.position(record.task_id)
 
     def check_result(self, task_id: str) -> TaskRecord:
         """The record of a task that has a result, or the error ``get`` should answer.
@@ -172,7 +230,8 @@ class TaskTable:
         if record.status is TaskStatus.FAILURE:
             raise TaskFailedError(f"task {task_id} failed: {record.error}")
         if record.status is TaskStatus.CANCELLED:
-            raise TaskCancelledError(f"task {task_id} was cancelled")
+            reason = f": {record.error}" if record.error else ""
+            raise TaskCancelledError(f"task {task_id} was cancelled{reason}")
         raise TaskNotCompletedError(
             f"task {task_id} is not completed yet (status: {record.status.value}); wait for "
             "it with task.get(timeout=...) or task.wait(), or poll its status"
@@ -206,6 +265,9 @@ class TaskTable:
     def ids_in(self, statuses: Iterable[TaskStatus], endpoint: str | None = None) -> list[str]:
         """Ids of the tasks in one of ``statuses`` (of ``endpoint``, or of every endpoint)."""
         wanted = frozenset(statuses)
+        if wanted == {TaskStatus.PENDING}:  # the queues know them without a scan
+            queues = [self._queues.get(endpoint)] if endpoint else list(self._queues.values())
+            return [task_id for queue in queues if queue for task_id in queue]
         return [
             r.task_id
             for r in self._records.values()
@@ -218,15 +280,36 @@ class TaskTable:
         return counter[TaskStatus.PENDING] if counter else 0
 
     def has_pending(self, endpoint: str) -> bool:
-        """Whether ``endpoint`` has a task waiting (cancelled leftovers are dropped)."""
-        queue = self._queues.get(endpoint)
-        while queue:
-            if self._records.get(queue[0]) is not None and (
-                self._records[queue[0]].status is TaskStatus.PENDING
+        """Whether ``endpoint`` has a task waiting."""
+        return bool(self._queues.get(endpoint))
+
+    def list(
+        self,
+        endpoint: str | None = None,
+        statuses: Iterable[TaskStatus] | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> tuple[list[TaskRecord], int | None]:
+        """One page of tasks, newest first: those of ``endpoint`` (or every endpoint) in
+        one of ``statuses`` (or any), submitted before ``cursor``. Returns the page and the
+        cursor of the next one (None at the end)."""
+        wanted = None if statuses is None else frozenset(statuses)
+        end = len(self._order) if cursor is None else bisect.bisect_left(self._order, (cursor,))
+        page: list[TaskRecord] = []
+        budget = LIST_SCAN + limit
+        index = end - 1
+        while index >= 0 and len(page) < limit and budget > 0:
+            _, task_id = self._order[index]
+            index -= 1
+            budget -= 1
+            record = self._records.get(task_id)
+            if (
+                record is not None
+                and (endpoint is None or record.endpoint == endpoint)
+                and (wanted is None or record.status in wanted)
             ):
-                return True
-            queue.popleft()
-        return False
+                page.append(record)
+        return page, (self._order[index + 1][0] if index >= 0 else None)
 
     # -- changing --------------------------------------------------------------
 
@@ -240,6 +323,7 @@ class TaskTable:
         counter[target] += 1
         if record.status is TaskStatus.PENDING:
             self._pending -= 1
+            self._queues[record.endpoint].remove(record.task_id)
         if target is TaskStatus.PENDING:
             self._pending += 1
         elif target is TaskStatus.IN_PROGRESS:
@@ -252,23 +336,72 @@ class TaskTable:
         record.status = target
         self.on_change(record)
 
+    def _queue(self, record: TaskRecord, front: bool = False) -> None:
+        queue = self._queues.get(record.endpoint)
+        if queue is None:
+            queue = self._queues[record.endpoint] = PendingQueue()
+        queue.push(record.task_id, record.options.priority, front)
+
+    def _check_room(self, count: int) -> None:
+        if self._pending + count > self.max_queue_size:
+            room = max(0, self.max_queue_size - self._pending)
+            raise QueueFullError(
+                f"the task queue is full ({self.max_queue_size} tasks may wait, room for "
+                f"{room}, {count} submitted); retry later",
+                retry_after_s=self.retry_after_s,
+            )
+
     def submit(
         self,
         endpoint: str,
         kwargs: dict[str, Any],
         options: TaskOptions,
         retry_of: str | None = None,
+        idempotency_key: str | None = None,
     ) -> TaskRecord:
-        """Queue a new task at the back of its endpoint's queue.
+        """Queue a new task behind the pending ones of its priority.
+
+        With an ``idempotency_key`` already used at ``endpoint`` by a task the table still
+        holds, nothing is queued: that task comes back if its inputs are these.
 
         Raises:
             QueueFullError: ``max_queue_size`` tasks are already pending.
+            TaskConflictError: the key was used with other inputs.
         """
-        if self._pending >= self.max_queue_size:
-            raise QueueFullError(
-                f"the task queue is full ({self.max_queue_size} pending); retry later",
-                retry_after_s=self.retry_after_s,
-            )
+        digest = None
+        if idempotency_key is not None:
+            digest = input_digest(kwargs)
+            earlier = self._records.get(self._keys.get((endpoint, idempotency_key), ""))
+            if earlier is not None:
+                if earlier.input_digest != digest:
+                    raise TaskConflictError(
+                        f"Idempotency-Key {idempotency_key!r} was used for task "
+                        f"{earlier.task_id} with other inputs; use a new key"
+                    )
+                return earlier
+        self._check_room(1)
+        return self._add(endpoint, kwargs, options, retry_of, idempotency_key, digest)
+
+    def submit_many(
+        self, endpoint: str, inputs: list[dict[str, Any]], options: TaskOptions
+    ) -> list[TaskRecord]:
+        """Queue one task per input, all or none (in order, behind their equals).
+
+        Raises:
+            QueueFullError: they do not all fit.
+        """
+        self._check_room(len(inputs))
+        return [self._add(endpoint, kwargs, options, None, None, None) for kwargs in inputs]
+
+    def _add(
+        self,
+        endpoint: str,
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        retry_of: str | None,
+        idempotency_key: str | None,
+        digest: str | None,
+    ) -> TaskRecord:
         self._seq += 1
         record = TaskRecord(
             task_id=new_task_id(),
@@ -278,34 +411,54 @@ class TaskTable:
             created_at=self.clock(),
             retry_of=retry_of,
             seq=self._seq,
+            idempotency_key=idempotency_key,
+            input_digest=digest,
         )
-        self._records[record.task_id] = record
-        self._queues.setdefault(endpoint, deque()).append(record.task_id)
+        self._index(record)
         self._pending += 1
         self._counts.setdefault(endpoint, Counter())[TaskStatus.PENDING] += 1
+        self._queue(record)
         self.on_change(record)
         return record
+
+    def _index(self, record: TaskRecord) -> None:
+        """Enter a record in the lookups every task is in (ids, keys, listing, deadline)."""
+        self._records[record.task_id] = record
+        self._order.append((record.seq, record.task_id))
+        if record.idempotency_key is not None:
+            self._keys[(record.endpoint, record.idempotency_key)] = record.task_id
+        deadline = record.queue_deadline()
+        if deadline is not None and record.status is TaskStatus.PENDING and not record.attempts:
+            heapq.heappush(self._deadlines, (deadline, record.task_id))
 
     def restore(self, records: Iterable[TaskRecord]) -> None:
         """Load records as they are (a journal's, after recovery decided their states):
         pending ones queue in submission order, finished ones expire at their time."""
         for record in sorted(records, key=lambda r: r.seq):
-            self._records[record.task_id] = record
+            record.progress = None  # it described an attempt that is over
+            self._index(record)
             self._counts.setdefault(record.endpoint, Counter())[record.status] += 1
             self._seq = max(self._seq, record.seq)
             if record.status is TaskStatus.PENDING:
-                self._queues.setdefault(record.endpoint, deque()).append(record.task_id)
+                self._queue(record, front=record.attempts > 0)
                 self._pending += 1
             elif record.status.finished and record.expires_at is not None:
                 heapq.heappush(self._expiries, (record.expires_at, record.task_id))
+        self._order.sort()
 
     def pop_next(self, endpoint: str) -> TaskRecord | None:
-        """Start the oldest pending task of ``endpoint`` (now ``in_progress``), if any."""
-        if not self.has_pending(endpoint):
-            return None
-        record = self._records[self._queues[endpoint].popleft()]
-        self._move(record, TaskStatus.IN_PROGRESS)
-        return record
+        """Start the next pending task of ``endpoint`` (now ``in_progress``), if any;
+        a task past its queue deadline expires instead of starting."""
+        queue = self._queues.get(endpoint)
+        now = self.clock()
+        while queue:
+            record = self._records[queue.peek() or ""]  # _move takes it out of the queue
+            if self._overdue(record, now):
+                self._expire(record)
+                continue
+            self._move(record, TaskStatus.IN_PROGRESS)
+            return record
+        return None
 
     def succeed(self, task_id: str) -> TaskRecord:
         """Record a successful run."""
@@ -326,8 +479,8 @@ class TaskTable:
         # answer of this task could ever be encoded.
         record.error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         if retryable and record.attempts < record.options.max_attempts:
+            self._queue(record, front=True)
             self._move(record, TaskStatus.PENDING)
-            self._queues.setdefault(record.endpoint, deque()).appendleft(task_id)
         else:
             if retryable:
                 record.error += f" (gave up after {record.attempts} attempts)"
@@ -362,12 +515,54 @@ class TaskTable:
             )
         return self.submit(original.endpoint, original.kwargs, original.options, retry_of=task_id)
 
+    def report_progress(
+        self, task_id: str, attempt_no: int, fraction: float | None, message: str | None
+    ) -> bool:
+        """Record a running attempt's progress report; False if it was dropped (the
+        attempt is over). Runners send at most one report per ``PROGRESS_INTERVAL_S``
+        (see :mod:`raytask.core.progress`), so the manager sees no flood."""
+        record = self._records.get(task_id)
+        if (
+            record is None
+            or record.status is not TaskStatus.IN_PROGRESS
+            or record.attempts != attempt_no
+        ):
+            return False
+        record.progress = Progress(fraction=fraction, message=message, updated_at=self.clock())
+        return True
+
+    def _overdue(self, record: TaskRecord, now: float) -> bool:
+        deadline = record.queue_deadline()
+        return deadline is not None and record.attempts == 0 and now >= deadline
+
+    def _expire(self, record: TaskRecord) -> None:
+        record.error = (
+            f"expired: not started within max_queue_s={record.options.max_queue_s:g} s "
+            "of its submit"
+        )
+        self._move(record, TaskStatus.CANCELLED)
+
+    def expire_queued(self) -> list[str]:
+        """Expire the pending tasks past their queue deadline; return their ids."""
+        now = self.clock()
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, task_id = heapq.heappop(self._deadlines)
+            record = self._records.get(task_id)
+            if record is not None and record.status is TaskStatus.PENDING:
+                if self._overdue(record, now):
+                    self._expire(record)
+                    expired.append(task_id)
+        return expired
+
     def sweep(self) -> list[str]:
-        """Forget finished tasks past their TTL; return their ids.
+        """Expire overdue queued tasks, and forget finished tasks past their TTL; return
+        the ids forgotten.
 
         Their ids become tombstones, so :meth:`get` answers "expired" rather than
         "not found"; the oldest tombstones go once there are ``max_tombstones``.
         """
+        self.expire_queued()
         now = self.clock()
         expired = []
         while self._expiries and self._expiries[0][0] <= now:
@@ -376,14 +571,23 @@ class TaskTable:
             if record is not None:
                 self._counts[record.endpoint][record.status] -= 1
                 self._tombstones[task_id] = now
+                key = (record.endpoint, record.idempotency_key or "")
+                if self._keys.get(key) == task_id:
+                    del self._keys[key]
+                self._forgotten += 1
                 expired.append(task_id)
                 self.on_forget(task_id)
         while len(self._tombstones) > self.max_tombstones:
             self._tombstones.popitem(last=False)
+        if self._forgotten > 1024 and 2 * self._forgotten > len(self._order):
+            self._order = [entry for entry in self._order if entry[1] in self._records]
+            self._forgotten = 0
         return expired
 
     def oldest_pending_age(self, endpoint: str) -> float | None:
-        """Seconds the oldest pending task of ``endpoint`` has waited, if any."""
-        if not self.has_pending(endpoint):
+        """Seconds the longest-waiting pending task of ``endpoint`` has waited, if any."""
+        queue = self._queues.get(endpoint)
+        if not queue:
             return None
-        return self.clock() - self._records[self._queues[endpoint][0]].created_at
+        oldest = min(self._records[task_id].created_at for task_id in queue.firsts())
+        return self.clock() - oldest

@@ -66,7 +66,10 @@ class Attempts:
     def start(self) -> None:
         """Send every queued task that the dispatcher lets start now."""
         for attempt, record, route in self.dispatcher.take():
-            call = _Call(attempt, self.calls.send(route.deployment, route.method, record.kwargs))
+            response = self.calls.send(
+                route.deployment, route.method, record.kwargs, (record.task_id, record.attempts)
+            )
+            call = _Call(attempt, response)
             self._calls[attempt.task_id] = call
             call.assigner = asyncio.create_task(self._assigned(call, record.options.timeout_s))
 

@@ -43,9 +43,12 @@ class ReplicaCalls:
         for deployment in deployments:
             compat.warm_handle(self._handle(deployment))
 
-    def send(self, deployment: str, method: str, kwargs: dict[str, Any]) -> Any:
-        """Start ``method(**kwargs)`` on a replica of ``deployment``; returns the response."""
-        return self._handle(deployment).remote(method, kwargs)
+    def send(
+        self, deployment: str, method: str, kwargs: dict[str, Any], attempt: tuple[str, int]
+    ) -> Any:
+        """Start ``method(**kwargs)`` on a replica of ``deployment``, as attempt
+        ``(task id, attempt number)`` (its progress reports name it); returns the response."""
+        return self._handle(deployment).remote(method, kwargs, (self.app_name, *attempt))
 
     async def assigned(self, response: Any) -> ray.ObjectRef:
         """Wait until the response has a replica; returns its result's ref (unfetched)."""

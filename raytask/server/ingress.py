@@ -22,6 +22,7 @@ from ..core.dispatcher import EndpointRoute
 from ..core.endpoint import Endpoint, discover
 from ..core.errors import (
     EndpointNotFoundError,
+    HTTPError,
     ServiceUnavailableError,
     TaskFailedError,
     unwrap,
@@ -56,7 +57,7 @@ class RayBackend:
         self.timeout_s = timeout_s
         # Submits and status reads are most of the traffic: concurrent ones share one
         # manager call (see raytask.core.batching).
-        self._submits: Coalescer[tuple[str, dict[str, Any], SubmitOptions], Any] = Coalescer(
+        self._submits: Coalescer[tuple[Any, ...], Any] = Coalescer(
             lambda items: self._ask(manager.submit_many.remote(items))
         )
         self._statuses: Coalescer[str, Any] = Coalescer(
@@ -78,12 +79,35 @@ class RayBackend:
             ) from None
 
     async def submit(
-        self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
+        self,
+        endpoint: str,
+        kwargs: dict[str, Any],
+        options: SubmitOptions,
+        idempotency_key: str | None = None,
     ) -> TaskState:
-        return unwrap(await self._submits((endpoint, kwargs, options)))
+        return unwrap(await self._submits((endpoint, kwargs, options, idempotency_key)))
+
+    async def submit_many(
+        self, endpoint: str, inputs: list[dict[str, Any]], options: SubmitOptions
+    ) -> list[TaskState]:
+        return unwrap(await self._ask(self.manager.submit_batch.remote(endpoint, inputs, options)))
 
     async def status(self, task_id: str) -> TaskState:
         return unwrap(await self._statuses(task_id))
+
+    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
+        return await self._ask(self.manager.status_many.remote(task_ids))
+
+    async def cancel_many(
+        self, endpoint: str, task_ids: list[str] | None, statuses: list[str] | None
+    ) -> int:
+        return await self._ask(self.manager.cancel_many.remote(task_ids, statuses, endpoint))
+
+    async def list_tasks(
+        self, endpoint: str | None, statuses: list[str] | None, limit: int, cursor: int | None
+    ) -> tuple[list[TaskState], int | None]:
+        call = self.manager.list_tasks.remote(endpoint, statuses, limit, cursor)
+        return unwrap(await self._ask(call))
 
     async def result(self, task_id: str) -> Any:
         (ref,) = unwrap(await self._ask(self.manager.result.remote(task_id)))

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import ray
 from ray import cloudpickle
 
-from ..core.config import AppConfig, SubmitOptions
+from ..core.config import AppConfig, SubmitOptions, TaskOptions
 from ..core.dispatcher import Dispatcher, EndpointRoute
 from ..core.errors import HTTPError, TaskFailedError, unwrap
 from ..core.metrics import samples
@@ -239,18 +239,21 @@ class TaskManager:
     # -- the API the ingress and the clients call --------------------------------
 
     async def submit(
-        self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
+        self,
+        endpoint: str,
+        kwargs: dict[str, Any],
+        options: SubmitOptions,
+        idempotency_key: str | None = None,
     ) -> TaskState | HTTPError:
-        """Queue a task; returns its status answer (``pending``)."""
-        (answer,) = await self.submit_many([(endpoint, kwargs, options)])
+        """Queue a task; returns its status answer (``pending``, or with a known
+        ``idempotency_key`` the answer of the task it named)."""
+        (answer,) = await self.submit_many([(endpoint, kwargs, options, idempotency_key)])
         return answer
 
-    async def submit_many(
-        self, items: list[tuple[str, dict[str, Any], SubmitOptions]]
-    ) -> list[TaskState | HTTPError]:
-        """Queue several tasks: ``(endpoint, kwargs, options)`` each. One answer per item,
-        in order: its status answer, or its error (a full queue refuses the items past its
-        room, not the whole call)."""
+    async def submit_many(self, items: list[tuple[Any, ...]]) -> list[TaskState | HTTPError]:
+        """Queue several tasks: ``(endpoint, kwargs, options[, idempotency key])`` each.
+        One answer per item, in order: its status answer, or its error (a full queue
+        refuses the items past its room, not the whole call)."""
         answers = _each(items, lambda item: self._submit_one(*item))
         self._kick()
         try:
@@ -259,11 +262,33 @@ class TaskManager:
             return [exc] * len(items)
         return answers
 
-    def _submit_one(self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions) -> Any:
+    def _options(self, endpoint: str, options: SubmitOptions) -> TaskOptions:
         route = self.routes.get(endpoint)
         if route is None:
             raise TaskFailedError(f"the task manager has no endpoint {endpoint!r}")
-        return self.table.submit(endpoint, kwargs, options.apply(route.options)).state()
+        return options.apply(route.options)
+
+    def _submit_one(
+        self,
+        endpoint: str,
+        kwargs: dict[str, Any],
+        options: SubmitOptions,
+        idempotency_key: str | None = None,
+    ) -> TaskState:
+        record = self.table.submit(
+            endpoint, kwargs, self._options(endpoint, options), idempotency_key=idempotency_key
+        )
+        return self.table.state(record.task_id)
+
+    @_errors_as_values
+    async def submit_batch(
+        self, endpoint: str, inputs: list[dict[str, Any]], options: SubmitOptions
+    ) -> list[TaskState]:
+        """Queue one task per input, all or none (``POST /NAME/submit_many``)."""
+        records = self.table.submit_many(endpoint, inputs, self._options(endpoint, options))
+        self._kick()
+        await self._flush()
+        return [self.table.state(record.task_id) for record in records]
 
     @_errors_as_values
     async def status(self, task_id: str) -> TaskState:
@@ -279,7 +304,7 @@ class TaskManager:
                 await self.journal.flush()
             except HTTPError as exc:
                 return [exc] * len(task_ids)
-        return _each(task_ids, lambda task_id: self.table.get(task_id).state())
+        return _each(task_ids, self.table.state)
 
     @_errors_as_values
     async def result(self, task_id: str) -> list[ray.ObjectRef]:
@@ -293,12 +318,12 @@ class TaskManager:
         confirms)."""
         self._cancel_one(task_id)
         await self._flush()
-        return self.table.get(task_id).state()
+        return self.table.state(task_id)
 
     def _cancel_one(self, task_id: str) -> TaskState:
         if self.table.cancel(task_id) is TaskStatus.IN_PROGRESS:
             self.attempts.stop(task_id)
-        return self.table.get(task_id).state()
+        return self.table.state(task_id)
 
     async def cancel_many(
         self,
@@ -306,11 +331,13 @@ class TaskManager:
         statuses: list[str] | None = None,
         endpoint: str | None = None,
     ) -> int:
-        """Cancel the tasks ``task_ids``, or else every task in ``statuses`` (``pending``,
-        ``in_progress``) of ``endpoint`` or of the whole app; unknown and finished ones are
-        skipped. Returns how many were cancelled."""
+        """Cancel the tasks ``task_ids`` (those of ``endpoint``, if given), or else every
+        task in ``statuses`` (``pending``, ``in_progress``) of ``endpoint`` or of the whole
+        app; unknown and finished ones are skipped. Returns how many were cancelled."""
         if task_ids is None:
             task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
+        elif endpoint is not None:
+            task_ids = [t for t in task_ids if self.table.endpoint_of(t) == endpoint]
         answers = _each(task_ids, self._cancel_one)
         await self._flush()  # one journal write for them all
         return sum(1 for answer in answers if isinstance(answer, TaskState))
@@ -321,7 +348,28 @@ class TaskManager:
         record = self.table.retry(task_id)
         self._kick()
         await self._flush()
-        return record.state()
+        return self.table.state(record.task_id)
+
+    @_errors_as_values
+    async def list_tasks(
+        self,
+        endpoint: str | None = None,
+        statuses: list[str] | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> tuple[list[TaskState], int | None]:
+        """A page of status answers, newest first, and the next page's cursor (None at
+        the end): ``GET /NAME/tasks`` and ``GET /tasks``."""
+        await self._flush()  # no state the journal does not hold yet
+        wanted = None if statuses is None else [TaskStatus(s) for s in statuses]
+        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor)
+        return [r.state(self.table.position(r)) for r in records], next_cursor
+
+    async def report_progress(
+        self, task_id: str, attempt_no: int, fraction: float | None, message: str | None
+    ) -> None:
+        """A running attempt's progress (from :func:`raytask.report_progress`)."""
+        self.table.report_progress(task_id, attempt_no, fraction, message)
 
     async def configure(
         self, routes: list[EndpointRoute], config: AppConfig, models: list[tuple[str, type]]

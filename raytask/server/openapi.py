@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..core.config import AppConfig, SubmitOptions
-from ..core.endpoint import Endpoint
+from ..core.endpoint import MAX_BATCH, Endpoint
 from ..core.errors import (
     EndpointNotFoundError,
     HeadersTooLargeError,
@@ -32,6 +32,15 @@ from ..core.errors import (
     URLTooLongError,
 )
 from ..core.state import TASK_ID_PATTERN, TaskState
+from ..core.status import TaskStatus
+from .bodies import (
+    CancelManyAnswer,
+    CancelManyRequest,
+    StatusManyAnswer,
+    StatusManyRequest,
+    SubmitManyAnswer,
+    TaskPage,
+)
 
 _REF = "#/components/schemas/{model}"
 RESULT_MEDIA_TYPES = ("application/json", "text/plain", "application/octet-stream", "image/png")
@@ -120,6 +129,45 @@ def _option_parameters() -> list[dict[str, Any]]:
     return parameters
 
 
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1-255 visible ASCII characters: a later submit to this endpoint with the "
+    "same key and input answers the same task and queues nothing (until it expires); the "
+    "same key with another input is 409.",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+}
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    statuses = sorted(s.value for s in TaskStatus)
+    return [
+        _query(
+            "status",
+            {"type": "array", "items": {"type": "string", "enum": statuses}},
+            "Only tasks in these states (repeat it, or separate states with commas).",
+            required=False,
+        ),
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 100},
+            "Most tasks in the page.",
+            required=False,
+        ),
+        _query(
+            "cursor",
+            {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            "The next_cursor of the page before.",
+            required=False,
+        ),
+    ]
+
+
+def _model_body(ref: str, description: str) -> dict[str, Any]:
+    return {"required": True, "description": description, "content": _json(ref)}
+
+
 def _task_links(name: str) -> dict[str, Any]:
     task_id = {"task_id": "$response.body#/task_id"}
     return {
@@ -197,10 +245,72 @@ def openapi_document(
             "post": {
                 "summary": f"queue a {e.name} task",
                 "operationId": f"submit_{e.name}",
-                "parameters": _option_parameters(),
+                "parameters": [*_option_parameters(), _IDEMPOTENCY_KEY],
                 "requestBody": body,
                 "responses": _responses(
-                    queued, *body_errors, QueueFullError, ServiceUnavailableError
+                    queued,
+                    *body_errors,
+                    TaskConflictError,
+                    QueueFullError,
+                    ServiceUnavailableError,
+                ),
+            }
+        }
+        paths[f"{base}/submit_many"] = {
+            "post": {
+                "summary": f"queue one {e.name} task per input, all or none",
+                "operationId": f"submit_many_{e.name}",
+                "parameters": _option_parameters(),
+                "requestBody": {
+                    "required": True,
+                    "description": f"a JSON array of at most {MAX_BATCH} argument objects",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "array",
+                                "items": input_schema,
+                                "maxItems": MAX_BATCH,
+                            }
+                        }
+                    },
+                },
+                "responses": _responses(
+                    {
+                        "description": "the new tasks, in order",
+                        "content": _json("SubmitManyAnswer"),
+                    },
+                    *body_errors,
+                    QueueFullError,
+                    ServiceUnavailableError,
+                ),
+            }
+        }
+        paths[f"{base}/tasks"] = {
+            "get": {
+                "summary": f"list {e.name} tasks, newest first",
+                "operationId": f"list_{e.name}",
+                "parameters": _list_parameters(),
+                "responses": _responses(
+                    {"description": "a page of tasks", "content": _json("TaskPage")},
+                    InvalidInputError,
+                    ServiceUnavailableError,
+                ),
+            }
+        }
+        paths[f"{base}/cancel_many"] = {
+            "post": {
+                "summary": f"cancel several {e.name} tasks, or purge its queue",
+                "operationId": f"cancel_many_{e.name}",
+                "requestBody": _model_body("CancelManyRequest", "task ids, or a status"),
+                "responses": _responses(
+                    {
+                        "description": "how many were cancelled",
+                        "content": _json("CancelManyAnswer"),
+                    },
+                    MalformedRequestError,
+                    PayloadTooLargeError,
+                    InvalidInputError,
+                    ServiceUnavailableError,
                 ),
             }
         }
@@ -239,6 +349,41 @@ def openapi_document(
                 for method in ("post", "put")
             }
     paths.update(_service_paths(prefix))
+    paths[f"{prefix}/tasks"] = {
+        "get": {
+            "summary": "list every endpoint's tasks, newest first",
+            "operationId": "list_tasks",
+            "parameters": [
+                _query(
+                    "endpoint",
+                    {"type": "string", "enum": [e.name for e in endpoints if e.is_task]},
+                    "Only this endpoint's tasks.",
+                    required=False,
+                ),
+                *_list_parameters(),
+            ],
+            "responses": _responses(
+                {"description": "a page of tasks", "content": _json("TaskPage")},
+                EndpointNotFoundError,
+                InvalidInputError,
+                ServiceUnavailableError,
+            ),
+        }
+    }
+    paths[f"{prefix}/status_many"] = {
+        "post": {
+            "summary": "the status of several tasks, in order",
+            "operationId": "status_many",
+            "requestBody": _model_body("StatusManyRequest", f"at most {MAX_BATCH} task ids"),
+            "responses": _responses(
+                {"description": "one entry per id", "content": _json("StatusManyAnswer")},
+                MalformedRequestError,
+                PayloadTooLargeError,
+                InvalidInputError,
+                ServiceUnavailableError,
+            ),
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "raytask", "version": "1"},
@@ -248,6 +393,17 @@ def openapi_document(
             | _schemas(
                 ErrorBody.model_json_schema(ref_template=_REF),
                 TaskState.model_json_schema(mode="serialization", ref_template=_REF),
+                *(
+                    model.model_json_schema(mode=mode, ref_template=_REF)
+                    for model, mode in (
+                        (SubmitManyAnswer, "serialization"),
+                        (StatusManyAnswer, "serialization"),
+                        (TaskPage, "serialization"),
+                        (CancelManyAnswer, "serialization"),
+                        (StatusManyRequest, "validation"),
+                        (CancelManyRequest, "validation"),
+                    )
+                ),
             )
         },
     }

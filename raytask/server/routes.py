@@ -11,9 +11,10 @@ import html
 import logging
 import re
 import time
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -21,7 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..core.config import AppConfig, SubmitOptions
-from ..core.endpoint import SERVICE_ROUTES, Endpoint, encode_result
+from ..core.endpoint import MAX_BATCH, SERVICE_ROUTES, Endpoint, encode_result
 from ..core.errors import (
     EndpointNotFoundError,
     HeadersTooLargeError,
@@ -37,11 +38,17 @@ from ..core.errors import (
 )
 from ..core.metrics import prometheus_text
 from ..core.state import TASK_ID_PATTERN, TaskState
+from ..core.status import BENTOML_SPELLING, TaskStatus
+from .bodies import CancelManyRequest, StatusManyRequest
 from .openapi import openapi_document
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 _ANSWERED_ID = re.compile(rb'^\{"task_id":"([0-9a-f]{32})"')
 BENTOML_USER_AGENT = "BentoML HTTP Client"
+DEFAULT_LIST_LIMIT = 100
+_STATUS_VALUES = frozenset({s.value for s in TaskStatus} | set(BENTOML_SPELLING.values()))
+_FROM_BENTOML = {v: k.value for k, v in BENTOML_SPELLING.items()}
+M = TypeVar("M", bound=BaseModel)
 logger = logging.getLogger("ray.serve.raytask.routes")
 # A child of Serve's logger, so its lines land where Serve's access lines would.
 access_logger = logging.getLogger("ray.serve.raytask.access")
@@ -55,9 +62,23 @@ class Backend(Protocol):
     """
 
     async def submit(
-        self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
+        self,
+        endpoint: str,
+        kwargs: dict[str, Any],
+        options: SubmitOptions,
+        idempotency_key: str | None = None,
     ) -> TaskState: ...
+    async def submit_many(
+        self, endpoint: str, inputs: list[dict[str, Any]], options: SubmitOptions
+    ) -> list[TaskState]: ...
     async def status(self, task_id: str) -> TaskState: ...
+    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]: ...
+    async def cancel_many(
+        self, endpoint: str, task_ids: list[str] | None, statuses: list[str] | None
+    ) -> int: ...
+    async def list_tasks(
+        self, endpoint: str | None, statuses: list[str] | None, limit: int, cursor: int | None
+    ) -> tuple[list[TaskState], int | None]: ...
     async def result(self, task_id: str) -> Any: ...
     async def cancel(self, task_id: str) -> TaskState: ...
     async def retry(self, task_id: str) -> TaskState: ...
@@ -72,6 +93,67 @@ def error_response(error: HTTPError) -> JSONResponse:
     if isinstance(error, QueueFullError | ServiceUnavailableError):
         headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The submit's ``Idempotency-Key`` header: 1-255 visible ASCII characters."""
+    values = request.headers.getlist(IDEMPOTENCY_KEY)
+    if not values:
+        return None
+    if len(values) > 1 or not _KEY.fullmatch(values[0]):
+        raise MalformedRequestError(
+            f"{IDEMPOTENCY_KEY} must be one value of 1 to 255 visible ASCII characters"
+        )
+    return values[0]
+
+
+def _item_error(task_id: str, error: HTTPError) -> dict[str, Any]:
+    return {"task_id": task_id, "error": str(error), "status_code": error.status_code}
+
+
+def _parse(model: type[M], body: bytes, route: str) -> M:
+    try:
+        return model.model_validate_json(body.strip() or b"null")
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise MalformedRequestError("request body is not valid JSON") from None
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]
+        )
+        raise InvalidInputError(f"invalid body for {route}: {reasons}", errors) from None
+
+
+@dataclass(frozen=True)
+class _ListQuery:
+    statuses: list[str] | None
+    limit: int
+    cursor: int | None
+
+    @classmethod
+    def parse(cls, request: Request) -> _ListQuery:
+        params = request.query_params
+        statuses = [s for value in params.getlist("status") for s in value.split(",") if s]
+        wrong = [s for s in statuses if s not in _STATUS_VALUES]
+        if wrong:
+            raise InvalidInputError(
+                f"unknown status {wrong[0][:40]!r}: use {', '.join(sorted(_STATUS_VALUES))}"
+            )
+        limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_BATCH:
+            raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH}")
+        cursor_text = params.get("cursor")
+        if cursor_text is not None and not (cursor_text.isdigit() and len(cursor_text) <= 19):
+            raise InvalidInputError("malformed cursor: pass back a next_cursor as it came")
+        return cls(
+            [_FROM_BENTOML.get(s, s) for s in statuses] or None,
+            int(limit_text),
+            None if cursor_text is None else int(cursor_text),
+        )
 
 
 class Routes:
@@ -179,9 +261,79 @@ class Routes:
     async def submit(self, request: Request) -> Response:
         endpoint = self._endpoint(request, task_only=True)
         options = self._submit_options(request)
+        key = _idempotency_key(request)
         kwargs = endpoint.validate_json(await self._body(request))
-        state = await self.backend.submit(endpoint.name, kwargs, options)
+        state = await self.backend.submit(endpoint.name, kwargs, options, key)
         return JSONResponse(self._view(request, state))
+
+    async def submit_many(self, request: Request) -> Response:
+        endpoint = self._endpoint(request, task_only=True)
+        options = self._submit_options(request)
+        if IDEMPOTENCY_KEY in request.headers:
+            raise MalformedRequestError(
+                f"{IDEMPOTENCY_KEY} is for submit, one task per key; submit_many takes none"
+            )
+        inputs = endpoint.validate_json_many(await self._body(request))
+        states = await self.backend.submit_many(endpoint.name, inputs, options)
+        return JSONResponse(
+            {
+                "tasks": [
+                    {"task_id": s.task_id, "status": self._view(request, s)["status"]}
+                    for s in states
+                ]
+            }
+        )
+
+    async def list_tasks(self, request: Request) -> Response:
+        name = request.path_params.get("name")
+        if name is not None:
+            endpoint: str | None = self._endpoint(request, task_only=True).name
+        else:
+            endpoint = request.query_params.get("endpoint")
+            if endpoint is not None and endpoint not in self._task_endpoints():
+                raise EndpointNotFoundError(f"no task endpoint named {endpoint!r}")
+        query = _ListQuery.parse(request)
+        states, cursor = await self.backend.list_tasks(
+            endpoint, query.statuses, query.limit, query.cursor
+        )
+        return JSONResponse(
+            {
+                "tasks": [self._view(request, state) for state in states],
+                "next_cursor": None if cursor is None else str(cursor),
+            }
+        )
+
+    async def status_many(self, request: Request) -> Response:
+        body = _parse(StatusManyRequest, await self._body(request), "status_many")
+        wellformed = [t for t in body.task_ids if _TASK_ID.fullmatch(t)]
+        answers = iter(await self.backend.status_many(wellformed) if wellformed else [])
+        tasks: list[dict[str, Any]] = []
+        for task_id in body.task_ids:
+            if not _TASK_ID.fullmatch(task_id):
+                error: HTTPError = MalformedRequestError(
+                    f"malformed task_id {task_id[:64]!r}: expected 32 hex digits"
+                )
+                tasks.append(_item_error(task_id, error))
+                continue
+            answer = next(answers)
+            if isinstance(answer, HTTPError):
+                tasks.append(_item_error(task_id, answer))
+            else:
+                tasks.append(self._view(request, answer))
+        return JSONResponse({"tasks": tasks})
+
+    async def cancel_many(self, request: Request) -> Response:
+        endpoint = self._endpoint(request, task_only=True)
+        body = _parse(CancelManyRequest, await self._body(request), f"{endpoint.name}/cancel_many")
+        task_ids = body.task_ids
+        if task_ids is not None:
+            task_ids = [t for t in task_ids if _TASK_ID.fullmatch(t)]  # unknown: skipped
+        statuses = None if body.status is None else [body.status]
+        cancelled = await self.backend.cancel_many(endpoint.name, task_ids, statuses)
+        return JSONResponse({"cancelled": cancelled})
+
+    def _task_endpoints(self) -> list[str]:
+        return [e.name for e in self.endpoints.values() if e.is_task]
 
     async def status(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
@@ -203,7 +355,7 @@ class Routes:
         return JSONResponse(self._view(request, state))
 
     async def call(self, request: Request) -> Response:
-        if request.path_params["name"] in SERVICE_ROUTES:  # e.g. POST /readyz
+        if request.path_params["name"] in SERVICE_ROUTES | {"tasks"}:  # e.g. POST /readyz
             raise StarletteHTTPException(405, headers={"Allow": "GET"})
         endpoint = self._endpoint(request)
         kwargs = endpoint.validate_json(await self._body(request))
@@ -327,6 +479,9 @@ class Routes:
 
         task_routes = [
             ("submit", self.submit, ["POST"]),
+            ("submit_many", self.submit_many, ["POST"]),
+            ("tasks", self.list_tasks, ["GET"]),
+            ("cancel_many", self.cancel_many, ["POST"]),
             ("status", self.status, ["GET"]),
             ("get", self.get, ["GET"]),
             ("cancel", self.cancel, ["POST", "PUT"]),
@@ -347,6 +502,8 @@ class Routes:
                 ]
         routes = [
             Route("/", guarded(self.index), methods=["GET"]),
+            Route("/tasks", guarded(self.list_tasks), methods=["GET"]),
+            Route("/status_many", guarded(self.status_many), methods=["POST"]),
             *(Route(f"/{path}", guarded(h), methods=["GET"]) for path, h in service.items()),
             *concrete,
             *(

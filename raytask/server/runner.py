@@ -17,6 +17,7 @@ result's size; a plain return does not touch the caller's memory.)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import threading
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.endpoint import Endpoint, check_result, discover
+from ..core.progress import ProgressReporter
 
 RUN_METHOD = "__raytask_run__"
 MAX_ERROR_CHARS = 8_192
@@ -68,7 +70,11 @@ async def call_in_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> An
         else:
             loop.call_soon_threadsafe(settle, future.set_result, result)
 
-    thread = threading.Thread(target=run, name=f"raytask-{func.__name__}", daemon=True)
+    # The thread runs in a copy of this context: raytask.report_progress finds its reporter.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(run,), name=f"raytask-{func.__name__}", daemon=True
+    )
     thread.start()
     try:
         return await future
@@ -86,8 +92,17 @@ def _endpoints_of(cls: type) -> dict[str, Endpoint]:
     return _ENDPOINTS[cls]
 
 
-async def run_attempt(instance: Any, method: str, kwargs: dict[str, Any]) -> Any:
-    """Run ``instance.method(**kwargs)`` as one task attempt; failures become values."""
+async def run_attempt(
+    instance: Any,
+    method: str,
+    kwargs: dict[str, Any],
+    reporter: ProgressReporter | None = None,
+) -> Any:
+    """Run ``instance.method(**kwargs)`` as one task attempt; failures become values.
+
+    With a ``reporter``, :func:`raytask.report_progress` inside the method reaches it.
+    """
+    token = reporter.activate() if reporter is not None else None
     try:
         endpoint = _endpoints_of(type(instance))[method]
         call_kwargs = endpoint.to_call_kwargs(kwargs)
@@ -102,12 +117,45 @@ async def run_attempt(instance: Any, method: str, kwargs: dict[str, Any]) -> Any
         return value
     except Exception as exc:
         return AttemptFailed(f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+    finally:
+        if reporter is not None:
+            reporter.close()
+            reporter.deactivate(token)
+
+
+_MANAGERS: dict[str, Any] = {}
+
+
+def _progress_sender(app_name: str, task_id: str, attempt_no: int) -> Callable[..., None]:
+    """Send one attempt's progress reports to its app's task manager (fire and forget)."""
+    import ray
+
+    from ..core.names import NAMESPACE, manager_name
+
+    def send(fraction: float | None, message: str | None) -> None:
+        manager = _MANAGERS.get(app_name)
+        if manager is None:
+            manager = _MANAGERS[app_name] = ray.get_actor(
+                manager_name(app_name), namespace=NAMESPACE
+            )
+        manager.report_progress.remote(task_id, attempt_no, fraction, message)
+
+    return send
 
 
 def with_runner(cls: type) -> type:
     """A subclass of the deployment class ``cls`` that also has ``__raytask_run__``."""
 
-    async def __raytask_run__(self: Any, method: str, kwargs: dict[str, Any]) -> Any:
-        return await run_attempt(self, method, kwargs)
+    async def __raytask_run__(
+        self: Any,
+        method: str,
+        kwargs: dict[str, Any],
+        context: tuple[str, str, int] | None = None,
+    ) -> Any:
+        # context: (app name, task id, attempt number), for progress reports
+        reporter = None
+        if context is not None:
+            reporter = ProgressReporter(_progress_sender(*context), asyncio.get_running_loop())
+        return await run_attempt(self, method, kwargs, reporter)
 
     return type(cls.__name__, (cls,), {RUN_METHOD: __raytask_run__, "__doc__": cls.__doc__})

@@ -21,7 +21,7 @@ import pytest
 from deployments.demo import Demo
 from raytask.core.config import AppConfig, SubmitOptions
 from raytask.core.endpoint import discover
-from raytask.core.errors import EndpointNotFoundError, TaskFailedError
+from raytask.core.errors import EndpointNotFoundError, HTTPError, TaskFailedError
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
 from raytask.core.table import TaskTable
@@ -44,12 +44,22 @@ class LocalBackend:
         self.polls: Counter[str] = Counter()
 
     async def submit(
-        self, endpoint: str, kwargs: dict[str, Any], options: SubmitOptions
+        self,
+        endpoint: str,
+        kwargs: dict[str, Any],
+        options: SubmitOptions,
+        idempotency_key: str | None = None,
     ) -> TaskState:
-        record = self.table.submit(
-            endpoint, kwargs, options.apply(self.endpoints[endpoint].options)
-        )
-        return record.state()
+        options_ = options.apply(self.endpoints[endpoint].options)
+        record = self.table.submit(endpoint, kwargs, options_, idempotency_key=idempotency_key)
+        return self.table.state(record.task_id)
+
+    async def submit_many(
+        self, endpoint: str, inputs: list[dict[str, Any]], options: SubmitOptions
+    ) -> list[TaskState]:
+        options_ = options.apply(self.endpoints[endpoint].options)
+        records = self.table.submit_many(endpoint, inputs, options_)
+        return [self.table.state(r.task_id) for r in records]
 
     async def status(self, task_id: str) -> TaskState:
         record = self.table.get(task_id)
@@ -57,7 +67,38 @@ class LocalBackend:
             self.polls[task_id] += 1
             if self.polls[task_id] >= self.run_after_polls:
                 await self.drain()
-        return record.state()
+        return self.table.state(task_id)
+
+    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
+        answers: list[TaskState | HTTPError] = []
+        for task_id in task_ids:
+            try:
+                answers.append(await self.status(task_id))
+            except HTTPError as exc:
+                answers.append(exc)
+        return answers
+
+    async def cancel_many(
+        self, endpoint: str, task_ids: list[str] | None, statuses: list[str] | None
+    ) -> int:
+        if task_ids is None:
+            task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
+        cancelled = 0
+        for task_id in task_ids:
+            if self.table.endpoint_of(task_id) == endpoint:
+                try:
+                    self.table.cancel(task_id)
+                    cancelled += 1
+                except HTTPError:
+                    pass
+        return cancelled
+
+    async def list_tasks(
+        self, endpoint: str | None, statuses: list[str] | None, limit: int, cursor: int | None
+    ) -> tuple[list[TaskState], int | None]:
+        wanted = None if statuses is None else [TaskStatus(s) for s in statuses]
+        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor)
+        return [r.state(self.table.position(r)) for r in records], next_cursor
 
     async def result(self, task_id: str) -> Any:
         self.table.check_result(task_id)
@@ -65,10 +106,10 @@ class LocalBackend:
 
     async def cancel(self, task_id: str) -> TaskState:
         self.table.cancel(task_id)
-        return self.table.get(task_id).state()
+        return self.table.state(task_id)
 
     async def retry(self, task_id: str) -> TaskState:
-        return self.table.retry(task_id).state()
+        return self.table.state(self.table.retry(task_id).task_id)
 
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any:
         if endpoint not in self.endpoints:

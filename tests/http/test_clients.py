@@ -349,3 +349,59 @@ def test_retries_are_bounded(kind: str) -> None:
     with pytest.raises(raytask.QueueFullError):
         run(client.generate.submit(prompt="x"))
     assert len(seen) == 3  # the first try and two retries
+
+
+# -- task control (SPEC §7) ------------------------------------------------------------
+
+
+def test_options_travel_apart_from_the_arguments(client: Any, backend: LocalBackend) -> None:
+    urgent = client.wordcount.options(priority=7, max_queue_s=60, ttl_s=120)
+    task = run(urgent.submit(text="priority"))
+    record = backend.table.get(task.id)
+    assert record.kwargs == {"text": "priority"}
+    assert (record.options.priority, record.options.max_queue_s, record.options.ttl_s) == (
+        7,
+        60,
+        120,
+    )
+    state = run(task.get_state())
+    assert state.priority == 7 and state.queue_position == 0
+    keyed = client.wordcount.options(idempotency_key="once")
+    assert run(keyed.submit(text="x")).id == run(keyed.submit(text="x")).id
+    with pytest.raises(raytask.TaskConflictError, match="other inputs"):
+        run(keyed.submit(text="y"))
+    with pytest.raises(ValueError, match="priority"):
+        client.wordcount.options(priority=11)
+    with pytest.raises(ValueError, match="idempotency_key"):
+        client.wordcount.options(idempotency_key="x" * 256)
+
+
+def test_batches_use_the_batch_routes(client: Any, server: InProcessServer) -> None:
+    inputs = [{"text": f"w{i}"} for i in range(30)]
+    results = run(client.wordcount.map(inputs, timeout=30))
+    assert [r["top"] for r in results] == [[f"w{i}"] for i in range(30)]
+    assert server.paths.count("/wordcount/submit_many") == 1
+    assert "/wordcount/submit" not in server.paths and "/wordcount/status" not in server.paths
+    assert "/status_many" in server.paths
+
+
+def test_listing_and_cancel_many(client: Any, backend: LocalBackend) -> None:
+    tasks = run(client.wordcount.submit_many([{"text": f"t{i}"} for i in range(12)]))
+    listed = run(client.wordcount.list(limit=5))  # pages of 5, read to the end
+    assert [s.task_id for s in listed] == [t.id for t in reversed(tasks)]
+    assert run(client.wordcount.cancel_many([tasks[0].id, tasks[1].id])) == 2
+    cancelled = run(client.wordcount.list(status="cancelled"))
+    assert [s.task_id for s in cancelled] == [tasks[1].id, tasks[0].id]
+    assert run(client.wordcount.cancel_many(status="pending")) == 10
+    assert backend.table.pending_count == 0
+
+
+def test_a_handle_shows_the_progress_it_last_read(client: Any, backend: LocalBackend) -> None:
+    task = run(client.wordcount.submit(text="x"))
+    assert task.progress is None
+    backend.table.pop_next("wordcount")
+    backend.table.report_progress(task.id, 1, 0.75, "three quarters")
+    assert task.progress is None  # no request was sent yet
+    run(task.get_state())
+    assert task.progress is not None and task.progress.fraction == 0.75
+    assert task.last_state is not None and task.last_state.progress == task.progress

@@ -52,7 +52,10 @@ def test_the_readme_defaults_table_is_true() -> None:
     defaults = TaskOptions()
     for name, value in documented.items():
         actual = getattr(defaults, name)
-        expected = value == "true" if isinstance(actual, bool) else type(actual)(value)
+        if actual is None:
+            expected = None if value == "none" else value
+        else:
+            expected = value == "true" if isinstance(actual, bool) else type(actual)(value)
         assert actual == expected, name
 
 

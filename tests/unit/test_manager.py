@@ -68,7 +68,9 @@ class FakeCalls(ReplicaCalls):
         self.exported: list[Any] = []
         self.watching: set[Any] = set()
 
-    def send(self, deployment: str, method: str, kwargs: dict[str, Any]) -> DeploymentResponse:
+    def send(
+        self, deployment: str, method: str, kwargs: dict[str, Any], attempt: tuple[str, int]
+    ) -> DeploymentResponse:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         metadata = RequestMetadata(request_id=uuid.uuid4().hex, internal_request_id="x")
         response = DeploymentResponse(future, metadata, _is_router_running_in_separate_loop=False)

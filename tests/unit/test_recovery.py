@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
-from raytask.core.errors import TaskNotFoundError
+from raytask.core.errors import TaskConflictError, TaskNotFoundError
 from raytask.core.recovery import LOST_RESULT, LOST_RUN, recover
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
@@ -263,3 +263,27 @@ async def test_a_status_waits_until_the_change_it_shows_is_journaled() -> None:
     assert (await status).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
     assert store.commits[-1] == [task_id]
     await m.shutdown()
+
+
+async def test_keys_priorities_and_queue_deadlines_survive_a_restart(path: Stores) -> None:
+    first = manager(path, FakeCalls())
+    first.dispatcher.max_in_flight = 0  # nothing starts: every task stays queued
+    keyed = await first.submit("work", {"n": 1}, SubmitOptions(), "key-1")
+    low = await first.submit("work", {"n": 2}, SubmitOptions(priority=-5))
+    high = await first.submit("work", {"n": 3}, SubmitOptions(priority=9, max_queue_s=3600))
+    await crash(first)
+    second = manager(path, FakeCalls())
+    second.dispatcher.max_in_flight = 0
+    again = await second.submit("work", {"n": 1}, SubmitOptions(), "key-1")
+    assert again.task_id == keyed.task_id  # type: ignore[union-attr]
+    conflict = await second.submit("work", {"n": 9}, SubmitOptions(), "key-1")
+    assert isinstance(conflict, TaskConflictError)
+    positions = {
+        s.task_id: s.queue_position
+        for s in await second.status_many([keyed.task_id, low.task_id, high.task_id])  # type: ignore[union-attr]
+    }
+    assert positions == {high.task_id: 0, keyed.task_id: 1, low.task_id: 2}  # type: ignore[union-attr]
+    assert second.table.get(high.task_id).queue_deadline() == pytest.approx(  # type: ignore[union-attr]
+        second.table.get(high.task_id).created_at + 3600  # type: ignore[union-attr]
+    )
+    await second.shutdown()

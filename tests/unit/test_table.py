@@ -241,3 +241,133 @@ def test_endpoint_stats(table: TaskTable, clock: FakeClock) -> None:
             "oldest_pending_age_s": None,
         },
     }
+
+
+# -- task control (SPEC §7) ------------------------------------------------------
+
+
+def test_priority_runs_first_within_an_endpoint_and_fifo_among_equals(table: TaskTable) -> None:
+    table.max_queue_size = 100
+    low = [table.submit("a", {"i": i}, OPTS) for i in range(3)]
+    high = table.submit("a", {}, OPTS.model_copy(update={"priority": 7}))
+    other = table.submit("b", {}, OPTS.model_copy(update={"priority": 10}))
+    assert table.state(high.task_id).queue_position == 0
+    assert [table.state(r.task_id).queue_position for r in low] == [1, 2, 3]
+    assert table.state(other.task_id).queue_position == 0  # positions are per endpoint
+    assert table.state(high.task_id).priority == 7
+    assert table.pop_next("a") is high
+    assert [table.pop_next("a") for _ in low] == low
+    assert table.state(high.task_id).queue_position is None  # not pending
+
+
+def test_a_requeued_attempt_goes_before_any_priority(table: TaskTable) -> None:
+    first = table.submit("a", {}, OPTS)
+    table.pop_next("a")
+    urgent = table.submit("a", {}, OPTS.model_copy(update={"priority": 10}))
+    table.fail(first.task_id, "replica died", retryable=True)
+    assert table.pop_next("a") is first and table.pop_next("a") is urgent
+
+
+def test_a_queue_deadline_expires_a_task_that_did_not_start(
+    table: TaskTable, clock: FakeClock
+) -> None:
+    hurry = OPTS.model_copy(update={"max_queue_s": 10})
+    late, started, blocked = (table.submit("a", {"i": i}, hurry) for i in range(3))
+    assert table.pop_next("a") is late  # it started in time: the deadline is over for it
+    clock.advance(10)
+    # an expired task never runs: the queue skips it, status and the sweep see it too
+    assert table.pop_next("a") is None
+    for record in (started, blocked):
+        state = table.state(record.task_id)
+        assert state.status is TaskStatus.CANCELLED and state.attempts == 0
+        assert state.error is not None and state.error.startswith("expired:")
+    assert table.get(late.task_id).status is TaskStatus.IN_PROGRESS
+    assert table.pending_count == 0
+    with pytest.raises(TaskCancelledError, match="expired"):
+        table.check_result(started.task_id)
+    assert table.retry(started.task_id).status is TaskStatus.PENDING  # like any finished task
+
+
+def test_the_sweep_expires_queued_tasks_without_anyone_asking(
+    table: TaskTable, clock: FakeClock
+) -> None:
+    waiting = table.submit("a", {}, OPTS.model_copy(update={"max_queue_s": 5}))
+    patient = table.submit("a", {}, OPTS)
+    clock.advance(4.9)
+    table.sweep()
+    assert table._records[waiting.task_id].status is TaskStatus.PENDING
+    clock.advance(0.1)
+    table.sweep()
+    assert table._records[waiting.task_id].status is TaskStatus.CANCELLED
+    assert table.state(patient.task_id).queue_position == 0
+
+
+def test_an_idempotency_key_gives_one_task_per_input(table: TaskTable, clock: FakeClock) -> None:
+    first = table.submit("a", {"x": 1, "y": [1, 2]}, OPTS, idempotency_key="k1")
+    again = table.submit("a", {"y": [1, 2], "x": 1}, OPTS, idempotency_key="k1")  # key order
+    assert again is first and table.pending_count == 1
+    with pytest.raises(TaskConflictError, match="other inputs"):
+        table.submit("a", {"x": 2}, OPTS, idempotency_key="k1")
+    assert table.submit("b", {"x": 2}, OPTS, idempotency_key="k1") is not first  # per endpoint
+    # until the task is forgotten at its TTL: then the key is free again
+    table.pop_next("a")
+    table.succeed(first.task_id)
+    clock.advance(61)
+    table.sweep()
+    fresh = table.submit("a", {"x": 2}, OPTS, idempotency_key="k1")
+    assert fresh.task_id != first.task_id
+
+
+def test_keys_come_back_with_restored_records(table: TaskTable, clock: FakeClock) -> None:
+    record = table.submit("a", {"x": 1}, OPTS, idempotency_key="k")
+    reloaded = TaskTable(clock=clock)
+    reloaded.restore([TaskRecord.from_dict(record.to_dict())])
+    assert reloaded.submit("a", {"x": 1}, OPTS, idempotency_key="k").task_id == record.task_id
+    with pytest.raises(TaskConflictError):
+        reloaded.submit("a", {"x": 3}, OPTS, idempotency_key="k")
+
+
+def test_submit_many_queues_all_or_none(table: TaskTable) -> None:
+    table.submit("a", {}, OPTS)
+    with pytest.raises(QueueFullError, match="room for 4, 5 submitted"):
+        table.submit_many("a", [{"i": i} for i in range(5)], OPTS)
+    assert table.pending_count == 1
+    records = table.submit_many("a", [{"i": i} for i in range(4)], OPTS)
+    assert [r.kwargs["i"] for r in records] == [0, 1, 2, 3]
+    assert [table.state(r.task_id).queue_position for r in records] == [1, 2, 3, 4]
+
+
+def test_progress_of_the_running_attempt_only(table: TaskTable, clock: FakeClock) -> None:
+    record = table.submit("a", {}, OPTS)
+    assert not table.report_progress(record.task_id, 1, 0.1, "queued?")  # not running
+    table.pop_next("a")
+    assert table.report_progress(record.task_id, 1, 0.25, "a quarter")
+    progress = table.state(record.task_id).progress
+    assert progress is not None and progress.fraction == 0.25 and progress.message == "a quarter"
+    assert progress.updated_at == clock.now
+    clock.advance(0.5)
+    assert table.report_progress(record.task_id, 1, None, "no fraction")
+    assert not table.report_progress(record.task_id, 2, 0.9, "a stale attempt")
+    state = table.state(record.task_id)
+    assert state.progress is not None and state.progress.fraction is None
+    assert state.model_dump(mode="json")["progress"]["message"] == "no fraction"
+
+
+def test_listing_pages_newest_first_with_filters(table: TaskTable) -> None:
+    table.max_queue_size = 1000
+    records = [table.submit("ab"[i % 2], {"i": i}, OPTS) for i in range(25)]
+    for record in records[:6]:
+        table.cancel(record.task_id)
+    seen, cursor = [], None
+    while True:
+        page, cursor = table.list(limit=10, cursor=cursor)
+        seen += page
+        if cursor is None:
+            break
+    assert seen == records[::-1]
+    page, cursor = table.list(endpoint="a", statuses=[TaskStatus.PENDING], limit=100)
+    assert page == [r for r in records[::-1] if r.endpoint == "a" and r.kwargs["i"] >= 6]
+    assert cursor is None
+    page, cursor = table.list(statuses=[TaskStatus.CANCELLED], limit=2)
+    assert page == [records[5], records[4]] and cursor == records[4].seq
+    assert table.list(statuses=[TaskStatus.CANCELLED], cursor=cursor)[0] == records[3::-1]

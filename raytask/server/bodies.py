@@ -1,0 +1,95 @@
+"""The JSON bodies of the task-control routes (SPEC §7), as models.
+
+The routes validate requests with the request models; the OpenAPI document is generated
+from all of them, so the two cannot drift (the fuzz tier checks the answers against it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..core.endpoint import MAX_BATCH
+from ..core.state import TaskState
+
+
+class StatusManyRequest(BaseModel):
+    """``POST /status_many``: the tasks whose status to read, in the order to answer."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="StatusManyRequest")
+
+    task_ids: list[str] = Field(max_length=MAX_BATCH, description="At most 1000 task ids.")
+
+
+class CancelManyRequest(BaseModel):
+    """``POST /NAME/cancel_many``: either ``task_ids``, or a ``status`` to purge."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        title="CancelManyRequest",
+        json_schema_extra={"oneOf": [{"required": ["task_ids"]}, {"required": ["status"]}]},
+    )
+
+    # Not nullable: a field is given or left out (the schema's oneOf says which).
+    task_ids: list[str] = Field(  # type: ignore[assignment]
+        None,
+        max_length=MAX_BATCH,
+        description="Tasks to cancel (unknown, finished and other endpoints' ones are skipped).",
+    )
+    status: Literal["pending", "in_progress"] = Field(  # type: ignore[assignment]
+        None, description='Cancel every task of the endpoint in this state ("pending": purge).'
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CancelManyRequest:
+        if (self.task_ids is None) == (self.status is None):
+            raise ValueError('give either "task_ids" or "status", not both and not neither')
+        return self
+
+
+class Queued(BaseModel):
+    """One task of a ``submit_many`` answer."""
+
+    task_id: str
+    status: str
+
+
+class SubmitManyAnswer(BaseModel):
+    """``POST /NAME/submit_many``: the new tasks, in input order."""
+
+    tasks: list[Queued]
+
+
+class ItemError(BaseModel):
+    """A task of ``status_many`` that has no status answer, and why."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    task_id: str
+    error: str
+    status_code: int = Field(description="What GET /NAME/status would have answered.")
+
+
+class StatusManyAnswer(BaseModel):
+    """``POST /status_many``: one entry per id asked, in order."""
+
+    tasks: list[TaskState | ItemError]
+
+
+class TaskPage(BaseModel):
+    """``GET /NAME/tasks`` and ``GET /tasks``: a page of status answers, newest first."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    tasks: list[TaskState]
+    next_cursor: str | None = Field(
+        None, description="Pass it as `cursor` for the next page; null on the last one."
+    )
+
+
+class CancelManyAnswer(BaseModel):
+    """``POST /NAME/cancel_many``: how many tasks this request cancelled."""
+
+    cancelled: int
