@@ -48,10 +48,12 @@ from .core.errors import (
     TaskNotFoundError,
     URLTooLongError,
     WaitTimeoutError,
+    WebhookVerificationError,
 )
 from .core.progress import report_progress
 from .core.state import Progress, TaskState
 from .core.status import TaskStatus
+from .core.webhooks import verify_webhook
 
 if _TYPE_CHECKING:
     from .client.cluster import (
@@ -138,6 +140,7 @@ __all__ = [
     "TaskStatus",
     "URLTooLongError",
     "WaitTimeoutError",
+    "WebhookVerificationError",
     "__version__",
     "api",
     "app",
@@ -145,4 +148,5 @@ __all__ = [
     "get_client",
     "report_progress",
     "task",
+    "verify_webhook",
 ]

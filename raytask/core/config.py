@@ -7,12 +7,22 @@ may set) the per-submit overrides sent apart from the method's arguments.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .queue import MAX_PRIORITY, MIN_PRIORITY
+from .webhooks import (
+    DEFAULT_EVENTS,
+    DEFAULT_RETRY_DELAYS_S,
+    EVENTS_PATTERN,
+    SECRET_ENV,
+    URL_PATTERN,
+    check_secret,
+    parse_events,
+)
 
 DAY_S = 86_400.0
 MAX_DURATION_S = 366 * DAY_S
@@ -65,6 +75,20 @@ class TaskOptions(BaseModel):
         "it ends cancelled, its error starting 'expired:' (unset: it waits as long as it must).",
         **_DURATION,
     )
+    webhook_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Where the task's events are POSTed, signed (Standard Webhooks).",
+    )
+    webhook_events: tuple[str, ...] = Field(
+        DEFAULT_EVENTS,
+        description="Which events are sent: started, progress, completed, failed, cancelled.",
+    )
+
+    @field_validator("webhook_events", mode="before")
+    @classmethod
+    def _events(cls, value: Any) -> tuple[str, ...]:
+        return parse_events(value)
 
 
 class SubmitOptions(BaseModel):
@@ -84,10 +108,32 @@ class SubmitOptions(BaseModel):
     max_queue_s: float | None = Field(
         None, description="Seconds the task may wait to start; then it expires.", **_DURATION
     )
+    webhook_url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=URL_PATTERN,
+        description="An http(s) URL that gets the task's events, signed (Standard Webhooks).",
+    )
+    webhook_events: str | None = Field(
+        None,
+        max_length=200,
+        pattern=EVENTS_PATTERN,
+        description="Comma-separated events to send: started, progress, completed, failed, "
+        "cancelled (default: the three terminal ones).",
+    )
+
+    @field_validator("webhook_events", mode="before")
+    @classmethod
+    def _events(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return ",".join(parse_events(value))
 
     def apply(self, base: TaskOptions) -> TaskOptions:
         """``base`` with the fields this submit set."""
-        changes = self.model_dump(exclude_none=True)
+        changes: dict[str, Any] = self.model_dump(exclude_none=True)
+        if "webhook_events" in changes:
+            changes["webhook_events"] = parse_events(changes["webhook_events"])
         return base.model_copy(update=changes) if changes else base
 
 
@@ -163,6 +209,44 @@ class AppConfig(BaseModel):
         description="Most tasks dispatched to one model deployment at once; by default "
         "its running replicas times its max_ongoing_requests.",
     )
+    webhook_secret: str | None = Field(
+        None,
+        description="The whsec_<base64> secret that signs webhooks (default: the "
+        "RAYTASK_WEBHOOK_SECRET environment variable; webhooks need one of the two).",
+    )
+    webhook_allow_private_networks: bool = Field(
+        False,
+        description="Whether webhooks may go to loopback, private and link-local addresses "
+        "(off: a task API must not become a way into the internal network).",
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, le=300, allow_inf_nan=False, description="Timeout of one delivery attempt."
+    )
+    webhook_retry_delays_s: tuple[float, ...] = Field(
+        DEFAULT_RETRY_DELAYS_S,
+        max_length=20,
+        description="Waits before each retry of a failed delivery (its length + 1 attempts).",
+    )
+    webhook_max_concurrency: int = Field(
+        64, ge=1, le=10_000, description="Deliveries in flight at once, over all tasks."
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        return None if value is None else check_secret(value)
+
+    @field_validator("webhook_retry_delays_s")
+    @classmethod
+    def _delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not (0 <= delay <= MAX_DURATION_S) for delay in value):
+            raise ValueError("each retry delay is from 0 to 366 days")
+        return value
+
+    def resolved_webhook_secret(self) -> str | None:
+        """The secret that signs webhooks: this config's, else ``RAYTASK_WEBHOOK_SECRET``."""
+        secret = self.webhook_secret or os.environ.get(SECRET_ENV) or None
+        return None if secret is None else check_secret(secret)
 
     @classmethod
     def parse(cls, value: AppConfig | dict[str, Any] | None, **overrides: Any) -> AppConfig:

@@ -57,6 +57,8 @@ def task(
     rerun_lost_results: bool | None = None,
     priority: int | None = None,
     max_queue_s: float | None = None,
+    webhook_url: str | None = None,
+    webhook_events: str | list[str] | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -71,6 +73,8 @@ def task(
     rerun_lost_results: bool | None = None,
     priority: int | None = None,
     max_queue_s: float | None = None,
+    webhook_url: str | None = None,
+    webhook_events: str | list[str] | None = None,
 ) -> F | Callable[[F], F]:
     """Mark a deployment method as an async task endpoint.
 
@@ -90,6 +94,8 @@ def task(
         priority: the default priority of its tasks, -10..10 (higher runs first; 0).
         max_queue_s: the default queue deadline: a task not started this many seconds
             after its submit ends ``cancelled`` with an ``expired:`` error (default: none).
+        webhook_url: where its tasks' events are POSTed by default (signed webhooks).
+        webhook_events: which events (default: ``completed``, ``failed``, ``cancelled``).
 
     Returns:
         The method itself, marked.
@@ -114,6 +120,8 @@ def task(
             "rerun_lost_results": rerun_lost_results,
             "priority": priority,
             "max_queue_s": max_queue_s,
+            "webhook_url": webhook_url,
+            "webhook_events": webhook_events,
         }.items()
         if value is not None
     }

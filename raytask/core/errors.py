@@ -22,6 +22,7 @@
         ├── TaskFailedError         500   the task raised or was lost for good
         └── ServiceUnavailableError 503   the task manager cannot be reached (``retry_after_s``)
     WaitTimeoutError (also a TimeoutError) a client-side wait ran out of time
+    WebhookVerificationError            a received webhook does not check out
 
 Every constructor passes all its arguments to ``super().__init__`` so that the errors
 pickle across Ray processes. Each HTTP error has a machine-readable ``code`` that its JSON
@@ -192,6 +193,11 @@ class ServiceUnavailableError(HTTPError):
         super().__init__(message, detail)
         self.args = (message, detail, retry_after_s)
         self.retry_after_s = retry_after_s
+
+
+class WebhookVerificationError(RaytaskError):
+    """A received webhook's signature, timestamp or headers do not check out
+    (:func:`raytask.verify_webhook`)."""
 
 
 class WaitTimeoutError(RaytaskError, TimeoutError):

@@ -12,7 +12,7 @@ are written as ISO-8601 text, and a state pickles as a tuple of plain values.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
@@ -74,6 +74,23 @@ class Progress(BaseModel):
     updated_at: Timestamp
 
 
+class WebhookState(BaseModel):
+    """How the task's webhook deliveries stand (``null`` in a status answer without one).
+
+    Attributes:
+        state: ``pending`` while a delivery is on its way or waits to retry, then
+            ``delivered`` or ``failed`` (of the latest event).
+        attempts: attempts of the latest event's delivery.
+        last_error: why its last attempt failed, or ``None``.
+    """
+
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int = 0
+    last_error: str | None = None
+
+
 class TaskState(BaseModel):
     """What the server knows of one task (the JSON of a status answer).
 
@@ -90,6 +107,7 @@ class TaskState(BaseModel):
         queue_position: while ``pending``, how many tasks of its endpoint run before it
             (0: it is next); otherwise ``None``.
         progress: what the running method last reported, or ``None``.
+        webhook: how its webhook deliveries stand, or ``None`` without a webhook.
     """
 
     # Every field is always sent: the serialization schema lists them all as required.
@@ -110,6 +128,7 @@ class TaskState(BaseModel):
     priority: int = 0
     queue_position: int | None = None
     progress: Progress | None = None
+    webhook: WebhookState | None = None
 
     @classmethod
     def of(cls, *values: Any) -> TaskState:

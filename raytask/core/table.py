@@ -38,6 +38,7 @@ from .errors import (
 from .queue import PendingQueue
 from .state import Progress, TaskState
 from .status import TaskStatus, can_transition
+from .webhooks import WebhookLog
 
 Clock = Callable[[], float]
 
@@ -85,6 +86,7 @@ class TaskRecord:
     idempotency_key: str | None = None
     input_digest: str | None = None  # of the inputs, kept with an idempotency key
     progress: Progress | None = None
+    webhook: WebhookLog | None = None
 
     def state(self, queue_position: int | None = None) -> TaskState:
         """The status answer of this task (the table knows its ``queue_position``)."""
@@ -102,6 +104,7 @@ class TaskRecord:
             self.options.priority,
             queue_position,
             self.progress,
+            None if self.webhook is None else self.webhook.summary,
         )
 
     def queue_deadline(self) -> float | None:
@@ -463,8 +466,9 @@ class TaskTable:
     def succeed(self, task_id: str) -> TaskRecord:
         """Record a successful run."""
         record = self.get(task_id)
+        if record.status is TaskStatus.IN_PROGRESS:
+            record.error = None  # before the change is told (journal, webhooks)
         self._move(record, TaskStatus.SUCCESS)
-        record.error = None
         return record
 
     def fail(self, task_id: str, error: str, retryable: bool = False) -> TaskRecord:

@@ -41,10 +41,12 @@ from ..core.recovery import recover
 from ..core.state import TaskState
 from ..core.status import TaskStatus
 from ..core.table import TaskRecord, TaskTable
+from ..core.webhooks import event_of
 from . import compat
 from .attempts import Attempts
 from .calls import ReplicaCalls
 from .journal import Journal, Store, open_store
+from .webhooks import Webhooks
 
 logger = logging.getLogger("raytask.manager")
 
@@ -107,6 +109,9 @@ class TaskManager:
         self.attempts = Attempts(self.dispatcher, calls or ReplicaCalls(app_name), self._wake.set)
         self.attempts.on_result = self._keep_result
         self.table.on_change = self._changed
+        self.webhooks = Webhooks(
+            config, lambda r: r.state(self.table.position(r)).wire(), self._journal
+        )
         self._models: list[tuple[str, type]] = []
         self._apply(routes, config)
         # An actor never moves: where it started is where it runs (the options pin it).
@@ -136,6 +141,7 @@ class TaskManager:
                 logger.warning("raytask: cannot restore the result of %s: %s", task_id, exc)
         outcome = recover(records, [r.name for r in routes], kept, self.table.clock())
         self.table.restore(outcome.records)
+        self.webhooks.resume(outcome.records)
         self.attempts.results.update(kept)
         self.table.on_forget = journal.forgotten
         journal.rewrite(self.table.get(task_id) for task_id in outcome.changed)
@@ -149,11 +155,18 @@ class TaskManager:
             time.monotonic() - started,
         )
 
-    def _changed(self, record: TaskRecord) -> None:
-        """Every created or changed task: journaled, and a failure logged (once, here,
-        where the reason is known: the replica's own log only shows the call)."""
+    def _journal(self, record: TaskRecord) -> None:
         if self.journal is not None:
             self.journal.changed(record)
+
+    def _changed(self, record: TaskRecord) -> None:
+        """Every created or changed task: its webhook event queued, journaled (with the
+        event), and a failure logged (once, here, where the reason is known: the
+        replica's own log only shows the call)."""
+        event = event_of(record.status)
+        if event is not None and record.options.webhook_url is not None:
+            self.webhooks.fire(record, event)
+        self._journal(record)
         if record.status is TaskStatus.FAILURE:
             logger.warning(
                 "raytask task %s of %s/%s failed (attempt %d of %d): %s",
@@ -186,6 +199,7 @@ class TaskManager:
         self.table.max_queue_size = config.max_queue_size
         self.table.retry_after_s = config.retry_after_s
         self.dispatcher.configure(routes, config.max_in_flight)
+        self.webhooks.configure(config)
 
     # -- background loops ----------------------------------------------------------
 
@@ -369,7 +383,11 @@ class TaskManager:
         self, task_id: str, attempt_no: int, fraction: float | None, message: str | None
     ) -> None:
         """A running attempt's progress (from :func:`raytask.report_progress`)."""
-        self.table.report_progress(task_id, attempt_no, fraction, message)
+        if self.table.report_progress(task_id, attempt_no, fraction, message):
+            record = self.table.get(task_id)
+            if record.options.webhook_url is not None:
+                self.webhooks.fire(record, "progress")
+                self._journal(record)
 
     async def configure(
         self, routes: list[EndpointRoute], config: AppConfig, models: list[tuple[str, type]]
@@ -400,6 +418,7 @@ class TaskManager:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.webhooks.close()
 
     async def ping(self) -> bool:
         """Liveness for the ingress's /readyz (cheap, unlike :meth:`stats`)."""

@@ -39,6 +39,7 @@ from ..core.errors import (
 from ..core.metrics import prometheus_text
 from ..core.state import TASK_ID_PATTERN, TaskState
 from ..core.status import BENTOML_SPELLING, TaskStatus
+from ..core.webhooks import check_url
 from .bodies import CancelManyRequest, StatusManyRequest
 from .openapi import openapi_document
 
@@ -233,14 +234,28 @@ class Routes:
             )
         return task_id
 
-    @staticmethod
-    def _submit_options(request: Request) -> SubmitOptions:
+    def _submit_options(self, request: Request) -> SubmitOptions:
         params = {k: v for k, v in request.query_params.items()}
         try:
-            return SubmitOptions.model_validate(params)
+            options = SubmitOptions.model_validate(params)
         except ValidationError as exc:
             detail = exc.errors(include_url=False, include_context=False, include_input=False)
-            raise InvalidInputError("invalid task options in the query string", detail) from None
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in detail[:5])
+            raise InvalidInputError(
+                f"invalid task options in the query string: {reasons}", detail
+            ) from None
+        if options.webhook_url is not None:
+            check_url(options.webhook_url, self.config.webhook_allow_private_networks)
+            try:
+                secret = self.config.resolved_webhook_secret()
+            except ValueError as exc:
+                raise InvalidInputError(f"the app's webhook secret is unusable: {exc}") from None
+            if secret is None:
+                raise InvalidInputError(
+                    "this app has no webhook secret to sign webhooks with: set webhook_secret "
+                    "in its config or RAYTASK_WEBHOOK_SECRET"
+                )
+        return options
 
     @staticmethod
     def _view(request: Request, state: TaskState) -> dict[str, Any]:

@@ -54,6 +54,8 @@ def test_the_readme_defaults_table_is_true() -> None:
         actual = getattr(defaults, name)
         if actual is None:
             expected = None if value == "none" else value
+        elif isinstance(actual, tuple):
+            expected, actual = value, ",".join(actual)
         else:
             expected = value == "true" if isinstance(actual, bool) else type(actual)(value)
         assert actual == expected, name

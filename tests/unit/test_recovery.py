@@ -287,3 +287,54 @@ async def test_keys_priorities_and_queue_deadlines_survive_a_restart(path: Store
         second.table.get(high.task_id).created_at + 3600  # type: ignore[union-attr]
     )
     await second.shutdown()
+
+
+async def test_a_pending_webhook_delivery_survives_a_restart(path: Stores) -> None:
+    # A real receiver on 127.0.0.1: 500 to the first attempt, 200 after.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            seen.append(self.headers["webhook-id"])
+            self.send_response(500 if len(seen) == 1 else 200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = AppConfig(
+        webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        webhook_allow_private_networks=True,
+        webhook_retry_delays_s=(1.0,),
+    )
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        first = TaskManager("app", [route()], config, calls=FakeCalls(), store=path())
+        first.dispatcher.max_in_flight = 0
+        answer = await first.submit("work", {"n": 1}, SubmitOptions(webhook_url=url))
+        task_id = answer.task_id  # type: ignore[union-attr]
+        await first.cancel(task_id)  # "cancelled" is one of the default events
+        await settle(
+            lambda: bool(seen) and first.table.get(task_id).webhook.summary.attempts == 1,  # type: ignore[union-attr]
+            timeout_s=10,
+        )
+        await first.journal.flush()  # type: ignore[union-attr]
+        await crash(first)  # the retry, due in 1 s, is pending in the journal only
+        second = TaskManager("app", [route()], config, calls=FakeCalls(), store=path())
+        await settle(lambda: len(seen) == 2, timeout_s=10)
+        assert seen[0] == seen[1]  # the same delivery, resumed
+        await settle(
+            lambda: second.table.state(task_id).webhook.state == "delivered"  # type: ignore[union-attr]
+        )
+        assert second.table.state(task_id).webhook.attempts == 2  # type: ignore[union-attr]
+        await second.shutdown()
+    finally:
+        server.shutdown()
+        server.server_close()

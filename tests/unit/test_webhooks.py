@@ -1,0 +1,230 @@
+"""Webhooks: Standard Webhooks signatures, URL rules, the retry plan, and the deliverer over
+a fake transport (the e2e tier sends real ones to a receiver on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+import raytask
+from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
+from raytask.core.errors import InvalidInputError, WebhookVerificationError
+from raytask.core.status import TaskStatus
+from raytask.core.table import TaskTable
+from raytask.core.webhooks import (
+    check_url,
+    event_of,
+    headers,
+    new_secret,
+    parse_events,
+    retry_delay,
+    sign,
+)
+from raytask.server.webhooks import Webhooks
+
+# The test vector Standard Webhooks publishes with its reference libraries.
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TIMESTAMP = 1614265330
+VECTOR_BODY = b'{"test": 2432232314}'
+VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_the_signature_matches_the_published_test_vector() -> None:
+    assert sign(VECTOR_SECRET, VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY) == VECTOR_SIGNATURE
+
+
+def test_verify_accepts_the_vector_and_refuses_what_does_not_check_out() -> None:
+    sent = headers(VECTOR_SECRET, VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY)
+    assert sent["webhook-signature"] == VECTOR_SIGNATURE
+    now = VECTOR_TIMESTAMP + 10
+    assert raytask.verify_webhook(VECTOR_SECRET, sent, VECTOR_BODY, now=now) == {"test": 2432232314}
+    several = {**sent, "webhook-signature": "v1,bm9wZQ== " + VECTOR_SIGNATURE}  # key rotation
+    assert raytask.verify_webhook(VECTOR_SECRET, several, VECTOR_BODY, now=now)
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        raytask.verify_webhook(VECTOR_SECRET, sent, VECTOR_BODY, now=VECTOR_TIMESTAMP + 301)
+    with pytest.raises(WebhookVerificationError, match="no webhook-signature"):
+        raytask.verify_webhook(VECTOR_SECRET, sent, VECTOR_BODY + b" ", now=now)
+    with pytest.raises(WebhookVerificationError, match="no webhook-signature"):
+        raytask.verify_webhook(new_secret(), sent, VECTOR_BODY, now=now)
+    with pytest.raises(WebhookVerificationError, match="missing header webhook-id"):
+        raytask.verify_webhook(VECTOR_SECRET, {}, VECTOR_BODY, now=now)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.0.0.5/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata: link-local
+        "http://0.0.0.0/",
+        "ftp://example.com/",
+        "http:///no-host",
+        "http://user:pw@example.com/",
+        "http://[::1]/",
+        "https://example.com:99999/",
+        "https://exa mple.com/",
+    ],
+)
+def test_urls_that_are_refused(url: str) -> None:
+    with pytest.raises(InvalidInputError):
+        check_url(url)
+
+
+def test_urls_that_are_taken_and_private_ones_when_allowed() -> None:
+    assert check_url("https://hooks.example.com/a?b=c") == "https://hooks.example.com/a?b=c"
+    assert check_url("http://8.8.8.8:8443/x")
+    assert check_url("http://127.0.0.1:8080/hook", allow_private=True)
+    with pytest.raises(InvalidInputError):
+        check_url("ftp://127.0.0.1/", allow_private=True)
+
+
+def test_events_and_their_order() -> None:
+    assert parse_events("failed,completed") == ("completed", "failed")
+    assert event_of(TaskStatus.SUCCESS) == "completed"
+    assert event_of(TaskStatus.PENDING) is None
+    for bad in ("", "done", "completed,", "completed, failed"):
+        with pytest.raises(ValueError):
+            parse_events(bad)
+    assert SubmitOptions(webhook_events="progress").apply(TaskOptions()).webhook_events == (
+        "progress",
+    )
+
+
+def test_the_retry_plan() -> None:
+    delays = AppConfig().webhook_retry_delays_s
+    assert [retry_delay(n, delays) for n in range(1, 6)] == [5.0, 30.0, 120.0, 600.0, None]
+    assert sum(delays) == 755  # five attempts over about 12.5 minutes
+
+
+class Receiver:
+    """A fake receiver: answers the status codes it is given, records what arrives."""
+
+    def __init__(self, *codes: int) -> None:
+        self.codes = list(codes)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(self.codes.pop(0) if self.codes else 200)
+
+
+def deliverer(receiver: Any, **config: Any) -> tuple[Webhooks, TaskTable, list[str]]:
+    settings = AppConfig(
+        webhook_secret=VECTOR_SECRET,
+        webhook_allow_private_networks=True,
+        webhook_retry_delays_s=(0.01, 0.01),
+        **config,
+    )
+    table = TaskTable()
+    journaled: list[str] = []
+    hooks = Webhooks(
+        settings,
+        lambda r: r.state().wire(),
+        lambda r: journaled.append(r.task_id),
+        transport=httpx.MockTransport(receiver),
+    )
+    return hooks, table, journaled
+
+
+def hooked(table: TaskTable, events: tuple[str, ...] = ("completed",)) -> Any:
+    options = TaskOptions(webhook_url="http://127.0.0.1:9/hook", webhook_events=events)
+    return table.submit("e", {"x": 1}, options)
+
+
+async def test_a_delivery_is_signed_and_retried_until_delivered() -> None:
+    receiver = Receiver(500, 503, 200)
+    hooks, table, journaled = deliverer(receiver)
+    record = hooked(table)
+    table.pop_next("e")
+    table.succeed(record.task_id)
+    hooks.fire(record, "completed")
+    assert record.state().webhook.state == "pending"  # type: ignore[union-attr]
+    await hooks.idle()
+    assert len(receiver.requests) == 3
+    ids = {r.headers["webhook-id"] for r in receiver.requests}
+    assert len(ids) == 1  # one delivery: the same id on every retry
+    last = receiver.requests[-1]
+    body = raytask.verify_webhook(VECTOR_SECRET, last.headers, last.content)
+    assert body["type"] == "task.completed" and body["data"]["task_id"] == record.task_id
+    assert body["data"]["status"] == "success"
+    webhook = record.state().webhook
+    assert webhook is not None and (webhook.state, webhook.attempts) == ("delivered", 3)
+    assert webhook.last_error is None and journaled.count(record.task_id) == 3
+    assert record.webhook is not None and record.webhook.pending == ()
+
+
+async def test_a_receiver_that_keeps_failing_ends_failed() -> None:
+    receiver = Receiver(500, 500, 500, 500)
+    hooks, table, _ = deliverer(receiver)
+    record = hooked(table)
+    hooks.fire(record, "completed")
+    await hooks.idle()
+    webhook = record.state().webhook
+    assert webhook is not None and webhook.state == "failed" and webhook.attempts == 3
+    assert webhook.last_error == "the receiver answered 500"
+    assert len(receiver.requests) == 3  # 1 + two retries
+
+
+async def test_only_the_events_asked_for_are_sent() -> None:
+    receiver = Receiver()
+    hooks, table, _ = deliverer(receiver)
+    record = hooked(table, events=("failed",))
+    hooks.fire(record, "completed")
+    hooks.fire(record, "started")
+    await hooks.idle()
+    assert receiver.requests == [] and record.webhook is None
+
+
+async def test_a_slow_receiver_does_not_hold_up_another_task() -> None:
+    async def slow_or_fast(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/slow":
+            await asyncio.sleep(5)
+        return httpx.Response(200)
+
+    hooks, table, _ = deliverer(slow_or_fast, webhook_timeout_s=5)
+    slow = table.submit("e", {}, TaskOptions(webhook_url="http://127.0.0.1:9/slow"))
+    fast = table.submit("e", {}, TaskOptions(webhook_url="http://127.0.0.1:9/fast"))
+    hooks.fire(slow, "completed")
+    hooks.fire(fast, "completed")
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if fast.webhook is not None and fast.webhook.summary.state == "delivered":
+            break
+    assert fast.webhook is not None and fast.webhook.summary.state == "delivered"
+    assert slow.webhook is not None and slow.webhook.summary.state == "pending"
+    await hooks.close()
+
+
+async def test_a_host_name_that_resolves_to_a_private_address_is_refused() -> None:
+    receiver = Receiver()
+    hooks, table, _ = deliverer(receiver)
+    hooks.config = hooks.config.model_copy(update={"webhook_allow_private_networks": False})
+    record = table.submit("e", {}, TaskOptions(webhook_url="http://localhost:9/x"))
+    hooks.fire(record, "completed")
+    await hooks.idle()
+    assert receiver.requests == []
+    assert record.webhook is not None and "non-public" in str(record.webhook.summary.last_error)
+
+
+def test_the_body_is_the_status_answer_in_an_envelope() -> None:
+    receiver = Receiver()
+    table = TaskTable()
+    record = hooked(table)
+    hooks = Webhooks(AppConfig(), lambda r: r.state().wire(), lambda r: None)
+    assert hooks.config.webhook_secret is None
+
+    async def fire() -> None:
+        hooks.fire(record, "completed")
+
+    asyncio.run(fire())
+    delivery = record.webhook.pending[0]  # type: ignore[union-attr]
+    body = json.loads(delivery.body)
+    assert set(body) == {"type", "timestamp", "data"} and body["data"]["task_id"] == record.task_id
+    assert receiver.requests == []
