@@ -9,6 +9,7 @@ concurrency and can show a tqdm progress bar.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -27,14 +28,23 @@ from .protocol import RemoteEndpoint, Request
 _USER_AGENT = "raytask-client/0.1"
 
 
+TOKEN_ENV = "RAYTASK_API_TOKEN"
+
+
 def _client_kwargs(
-    url: str, timeout: float, transport: Any, headers: Mapping[str, str] | None
+    url: str,
+    timeout: float,
+    transport: Any,
+    headers: Mapping[str, str] | None,
+    token: str | None,
 ) -> dict:
+    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     return {
         "base_url": url,
         "timeout": timeout,
         "transport": transport,
-        "headers": {"User-Agent": _USER_AGENT, **(headers or {})},
+        "headers": {"User-Agent": _USER_AGENT, **auth, **(headers or {})},
     }
 
 
@@ -81,6 +91,8 @@ class SyncHTTPClient:
         timeout: seconds for each HTTP request.
         transport: an httpx transport (tests pass ``httpx.MockTransport``).
         headers: extra headers for every request.
+        token: the app's API token, sent as ``Authorization: Bearer <token>`` (default:
+            the ``RAYTASK_API_TOKEN`` environment variable, if set).
         max_retries: how often a request answered 429 (queue full) or 503 (task manager
             unreachable) is sent again, after the answer's ``Retry-After``.
 
@@ -99,8 +111,9 @@ class SyncHTTPClient:
         transport: httpx.BaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         max_retries: int = 3,
+        token: str | None = None,
     ) -> None:
-        self._http = httpx.Client(**_client_kwargs(url, timeout, transport, headers))
+        self._http = httpx.Client(**_client_kwargs(url, timeout, transport, headers, token))
         self._endpoints: dict[str, RemoteEndpoint] | None = None
         self._discovery = threading.Lock()  # concurrent first calls fetch the schema once
         self._max_retries = max_retries
@@ -256,8 +269,9 @@ class AsyncHTTPClient:
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         max_retries: int = 3,
+        token: str | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(**_client_kwargs(url, timeout, transport, headers))
+        self._http = httpx.AsyncClient(**_client_kwargs(url, timeout, transport, headers, token))
         self._endpoints: dict[str, RemoteEndpoint] | None = None
         self._discovery: asyncio.Lock | None = None  # made in the loop that first needs it
         self._max_retries = max_retries

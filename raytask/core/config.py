@@ -8,6 +8,7 @@ may set) the per-submit overrides sent apart from the method's arguments.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,6 +33,21 @@ written as a date."""
 # Durations are finite floats in (0, MAX_DURATION_S]: ``inf`` or ``1e309`` would never
 # expire, and ``1e12`` seconds cannot be written as a date.
 _DURATION = {"gt": 0, "le": MAX_DURATION_S, "allow_inf_nan": False}
+
+
+TOKENS_ENV = "RAYTASK_API_TOKENS"
+_TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")
+
+
+def check_token(token: str) -> str:
+    """``token`` if it can be an API token: 8 to 512 visible ASCII characters.
+
+    Raises:
+        ValueError: it cannot (the message never repeats it).
+    """
+    if not _TOKEN.fullmatch(token):
+        raise ValueError("an API token is 8 to 512 visible ASCII characters (no spaces)")
+    return token
 
 
 class TaskOptions(BaseModel):
@@ -230,6 +246,43 @@ class AppConfig(BaseModel):
     webhook_max_concurrency: int = Field(
         64, ge=1, le=10_000, description="Deliveries in flight at once, over all tasks."
     )
+
+    api_tokens: tuple[str, ...] | None = Field(
+        None,
+        description="Bearer tokens the app accepts; when any are set (here, in "
+        "api_tokens_file or in RAYTASK_API_TOKENS), every route but /livez, /healthz, "
+        "/readyz and the dashboard's page needs one.",
+    )
+    api_tokens_file: str | None = Field(
+        None, description="A file of API tokens, one per line (# starts a comment)."
+    )
+    token_isolation: bool = Field(
+        False,
+        description="Whether a task is visible only to the token that submitted it (404 to "
+        "the others): one app, several tenants.",
+    )
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else tuple(check_token(token) for token in value)
+
+    def resolved_api_tokens(self) -> frozenset[str]:
+        """Every token the app accepts: ``api_tokens``, ``api_tokens_file`` and the
+        comma-separated ``RAYTASK_API_TOKENS``; empty when the app is open.
+
+        Raises:
+            ConfigError: the file cannot be read, or a token is malformed.
+        """
+        tokens = list(self.api_tokens or ())
+        try:
+            if self.api_tokens_file:
+                with open(self.api_tokens_file, encoding="utf-8") as lines:
+                    tokens += [line.split("#")[0].strip() for line in lines]
+            tokens += os.environ.get(TOKENS_ENV, "").split(",")
+            return frozenset(check_token(t.strip()) for t in tokens if t.strip())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"invalid raytask API tokens: {exc}") from None
 
     @field_validator("webhook_secret")
     @classmethod

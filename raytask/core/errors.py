@@ -8,6 +8,7 @@
     ├── ResultEncodingError               a result HTTP cannot carry (its task fails)
     └── HTTPError                         anything that maps to an HTTP status
         ├── MalformedRequestError   400   not JSON, not an object, bad task id
+        ├── UnauthorizedError       401   no API token, or not one of the app's
         ├── TaskNotCompletedError   400   get() on a pending / in-progress task
         ├── TaskNotFoundError       404   unknown task id
         ├── EndpointNotFoundError   404   unknown route or endpoint
@@ -93,6 +94,14 @@ class MalformedRequestError(HTTPError):
 
     status_code = 400
     code = "malformed_request"
+
+
+class UnauthorizedError(HTTPError):
+    """The app requires an API token (``Authorization: Bearer <token>``) and the request
+    carried none, or one it does not know."""
+
+    status_code = 401
+    code = "unauthorized"
 
 
 class TaskNotCompletedError(HTTPError):
@@ -214,6 +223,7 @@ class WaitTimeoutError(RaytaskError, TimeoutError):
 _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     MalformedRequestError,
     TaskNotCompletedError,
+    UnauthorizedError,
     TaskNotFoundError,
     EndpointNotFoundError,
     TaskConflictError,
@@ -231,6 +241,7 @@ _BY_CODE: dict[str, type[HTTPError]] = {cls.code: cls for cls in _HTTP_ERRORS}
 
 _BY_STATUS: dict[int, type[HTTPError]] = {
     400: MalformedRequestError,
+    401: UnauthorizedError,
     404: TaskNotFoundError,
     409: TaskConflictError,
     410: TaskExpiredError,

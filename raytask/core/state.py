@@ -129,6 +129,9 @@ class TaskState(BaseModel):
     queue_position: int | None = None
     progress: Progress | None = None
     webhook: WebhookState | None = None
+    # A hash of the API token that submitted the task (token isolation): checked by the
+    # routes, never sent.
+    owner: str | None = Field(None, exclude=True)
 
     @classmethod
     def of(cls, *values: Any) -> TaskState:

@@ -87,6 +87,7 @@ class TaskRecord:
     input_digest: str | None = None  # of the inputs, kept with an idempotency key
     progress: Progress | None = None
     webhook: WebhookLog | None = None
+    owner: str | None = None  # a hash of the submitting API token, with token isolation
 
     def state(self, queue_position: int | None = None) -> TaskState:
         """The status answer of this task (the table knows its ``queue_position``)."""
@@ -105,6 +106,7 @@ class TaskRecord:
             queue_position,
             self.progress,
             None if self.webhook is None else self.webhook.summary,
+            self.owner,
         )
 
     def queue_deadline(self) -> float | None:
@@ -175,7 +177,8 @@ class TaskTable:
         self._tombstones: OrderedDict[str, float] = OrderedDict()
         self._expiries: list[tuple[float, str]] = []  # a heap of (expires_at, task_id)
         self._deadlines: list[tuple[float, str]] = []  # a heap of (queue deadline, task_id)
-        self._keys: dict[tuple[str, str], str] = {}  # (endpoint, idempotency key) -> id
+        # (endpoint, owner, idempotency key) -> id: tenants never share a key
+        self._keys: dict[tuple[str, str | None, str], str] = {}
         self._order: list[tuple[int, str]] = []  # (seq, id) ascending: listings, newest first
         self._forgotten = 0  # entries of _order whose task is gone
         self._seq = 0
@@ -206,6 +209,11 @@ class TaskTable:
         """The status answer of ``task_id``, with its queue position (see :meth:`get`)."""
         record = self.get(task_id)
         return record.state(self.position(record))
+
+    def owner_of(self, task_id: str) -> str | None:
+        """The owner of a task the table holds, else None."""
+        record = self._records.get(task_id)
+        return None if record is None else record.owner
 
     def endpoint_of(self, task_id: str) -> str | None:
         """The endpoint of a task the table holds, else None."""
@@ -292,10 +300,11 @@ class TaskTable:
         statuses: Iterable[TaskStatus] | None = None,
         limit: int = 100,
         cursor: int | None = None,
+        owner: str | None = None,
     ) -> tuple[list[TaskRecord], int | None]:
         """One page of tasks, newest first: those of ``endpoint`` (or every endpoint) in
-        one of ``statuses`` (or any), submitted before ``cursor``. Returns the page and the
-        cursor of the next one (None at the end)."""
+        one of ``statuses`` (or any), submitted before ``cursor`` (by ``owner``, if given).
+        Returns the page and the cursor of the next one (None at the end)."""
         wanted = None if statuses is None else frozenset(statuses)
         end = len(self._order) if cursor is None else bisect.bisect_left(self._order, (cursor,))
         page: list[TaskRecord] = []
@@ -310,6 +319,7 @@ class TaskTable:
                 record is not None
                 and (endpoint is None or record.endpoint == endpoint)
                 and (wanted is None or record.status in wanted)
+                and (owner is None or record.owner == owner)
             ):
                 page.append(record)
         return page, (self._order[index + 1][0] if index >= 0 else None)
@@ -361,8 +371,10 @@ class TaskTable:
         options: TaskOptions,
         retry_of: str | None = None,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> TaskRecord:
-        """Queue a new task behind the pending ones of its priority.
+        """Queue a new task behind the pending ones of its priority (``owner``: who may
+        see it, with token isolation).
 
         With an ``idempotency_key`` already used at ``endpoint`` by a task the table still
         holds, nothing is queued: that task comes back if its inputs are these.
@@ -374,7 +386,7 @@ class TaskTable:
         digest = None
         if idempotency_key is not None:
             digest = input_digest(kwargs)
-            earlier = self._records.get(self._keys.get((endpoint, idempotency_key), ""))
+            earlier = self._records.get(self._keys.get((endpoint, owner, idempotency_key), ""))
             if earlier is not None:
                 if earlier.input_digest != digest:
                     raise TaskConflictError(
@@ -383,10 +395,14 @@ class TaskTable:
                     )
                 return earlier
         self._check_room(1)
-        return self._add(endpoint, kwargs, options, retry_of, idempotency_key, digest)
+        return self._add(endpoint, kwargs, options, retry_of, idempotency_key, digest, owner)
 
     def submit_many(
-        self, endpoint: str, inputs: list[dict[str, Any]], options: TaskOptions
+        self,
+        endpoint: str,
+        inputs: list[dict[str, Any]],
+        options: TaskOptions,
+        owner: str | None = None,
     ) -> list[TaskRecord]:
         """Queue one task per input, all or none (in order, behind their equals).
 
@@ -394,7 +410,7 @@ class TaskTable:
             QueueFullError: they do not all fit.
         """
         self._check_room(len(inputs))
-        return [self._add(endpoint, kwargs, options, None, None, None) for kwargs in inputs]
+        return [self._add(endpoint, kwargs, options, None, None, None, owner) for kwargs in inputs]
 
     def _add(
         self,
@@ -404,6 +420,7 @@ class TaskTable:
         retry_of: str | None,
         idempotency_key: str | None,
         digest: str | None,
+        owner: str | None,
     ) -> TaskRecord:
         self._seq += 1
         record = TaskRecord(
@@ -416,6 +433,7 @@ class TaskTable:
             seq=self._seq,
             idempotency_key=idempotency_key,
             input_digest=digest,
+            owner=owner,
         )
         self._index(record)
         self._pending += 1
@@ -429,7 +447,7 @@ class TaskTable:
         self._records[record.task_id] = record
         self._order.append((record.seq, record.task_id))
         if record.idempotency_key is not None:
-            self._keys[(record.endpoint, record.idempotency_key)] = record.task_id
+            self._keys[(record.endpoint, record.owner, record.idempotency_key)] = record.task_id
         deadline = record.queue_deadline()
         if deadline is not None and record.status is TaskStatus.PENDING and not record.attempts:
             heapq.heappush(self._deadlines, (deadline, record.task_id))
@@ -517,7 +535,9 @@ class TaskTable:
             raise TaskConflictError(
                 f"task {task_id} has not finished yet (status: {original.status.value})"
             )
-        return self.submit(original.endpoint, original.kwargs, original.options, retry_of=task_id)
+        return self.submit(
+            original.endpoint, original.kwargs, original.options, task_id, owner=original.owner
+        )
 
     def report_progress(
         self, task_id: str, attempt_no: int, fraction: float | None, message: str | None
@@ -575,7 +595,7 @@ class TaskTable:
             if record is not None:
                 self._counts[record.endpoint][record.status] -= 1
                 self._tombstones[task_id] = now
-                key = (record.endpoint, record.idempotency_key or "")
+                key = (record.endpoint, record.owner, record.idempotency_key or "")
                 if self._keys.get(key) == task_id:
                     del self._keys[key]
                 self._forgotten += 1

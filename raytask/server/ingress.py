@@ -84,13 +84,19 @@ class RayBackend:
         kwargs: dict[str, Any],
         options: SubmitOptions,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> TaskState:
-        return unwrap(await self._submits((endpoint, kwargs, options, idempotency_key)))
+        return unwrap(await self._submits((endpoint, kwargs, options, idempotency_key, owner)))
 
     async def submit_many(
-        self, endpoint: str, inputs: list[dict[str, Any]], options: SubmitOptions
+        self,
+        endpoint: str,
+        inputs: list[dict[str, Any]],
+        options: SubmitOptions,
+        owner: str | None = None,
     ) -> list[TaskState]:
-        return unwrap(await self._ask(self.manager.submit_batch.remote(endpoint, inputs, options)))
+        call = self.manager.submit_batch.remote(endpoint, inputs, options, owner)
+        return unwrap(await self._ask(call))
 
     async def status(self, task_id: str) -> TaskState:
         return unwrap(await self._statuses(task_id))
@@ -99,14 +105,24 @@ class RayBackend:
         return await self._ask(self.manager.status_many.remote(task_ids))
 
     async def cancel_many(
-        self, endpoint: str, task_ids: list[str] | None, statuses: list[str] | None
+        self,
+        endpoint: str,
+        task_ids: list[str] | None,
+        statuses: list[str] | None,
+        owner: str | None = None,
     ) -> int:
-        return await self._ask(self.manager.cancel_many.remote(task_ids, statuses, endpoint))
+        call = self.manager.cancel_many.remote(task_ids, statuses, endpoint, owner)
+        return await self._ask(call)
 
     async def list_tasks(
-        self, endpoint: str | None, statuses: list[str] | None, limit: int, cursor: int | None
+        self,
+        endpoint: str | None,
+        statuses: list[str] | None,
+        limit: int,
+        cursor: int | None,
+        owner: str | None = None,
     ) -> tuple[list[TaskState], int | None]:
-        call = self.manager.list_tasks.remote(endpoint, statuses, limit, cursor)
+        call = self.manager.list_tasks.remote(endpoint, statuses, limit, cursor, owner)
         return unwrap(await self._ask(call))
 
     async def result(self, task_id: str) -> Any:

@@ -258,14 +258,17 @@ class TaskManager:
         kwargs: dict[str, Any],
         options: SubmitOptions,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> TaskState | HTTPError:
         """Queue a task; returns its status answer (``pending``, or with a known
-        ``idempotency_key`` the answer of the task it named)."""
-        (answer,) = await self.submit_many([(endpoint, kwargs, options, idempotency_key)])
+        ``idempotency_key`` the answer of the task it named). ``owner``: see
+        ``token_isolation``."""
+        (answer,) = await self.submit_many([(endpoint, kwargs, options, idempotency_key, owner)])
         return answer
 
     async def submit_many(self, items: list[tuple[Any, ...]]) -> list[TaskState | HTTPError]:
-        """Queue several tasks: ``(endpoint, kwargs, options[, idempotency key])`` each.
+        """Queue several tasks: ``(endpoint, kwargs, options[, idempotency key[, owner]])``
+        each.
         One answer per item, in order: its status answer, or its error (a full queue
         refuses the items past its room, not the whole call)."""
         answers = _each(items, lambda item: self._submit_one(*item))
@@ -288,18 +291,27 @@ class TaskManager:
         kwargs: dict[str, Any],
         options: SubmitOptions,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> TaskState:
         record = self.table.submit(
-            endpoint, kwargs, self._options(endpoint, options), idempotency_key=idempotency_key
+            endpoint,
+            kwargs,
+            self._options(endpoint, options),
+            idempotency_key=idempotency_key,
+            owner=owner,
         )
         return self.table.state(record.task_id)
 
     @_errors_as_values
     async def submit_batch(
-        self, endpoint: str, inputs: list[dict[str, Any]], options: SubmitOptions
+        self,
+        endpoint: str,
+        inputs: list[dict[str, Any]],
+        options: SubmitOptions,
+        owner: str | None = None,
     ) -> list[TaskState]:
         """Queue one task per input, all or none (``POST /NAME/submit_many``)."""
-        records = self.table.submit_many(endpoint, inputs, self._options(endpoint, options))
+        records = self.table.submit_many(endpoint, inputs, self._options(endpoint, options), owner)
         self._kick()
         await self._flush()
         return [self.table.state(record.task_id) for record in records]
@@ -344,14 +356,18 @@ class TaskManager:
         task_ids: list[str] | None = None,
         statuses: list[str] | None = None,
         endpoint: str | None = None,
+        owner: str | None = None,
     ) -> int:
         """Cancel the tasks ``task_ids`` (those of ``endpoint``, if given), or else every
         task in ``statuses`` (``pending``, ``in_progress``) of ``endpoint`` or of the whole
-        app; unknown and finished ones are skipped. Returns how many were cancelled."""
+        app; unknown and finished ones, and with an ``owner`` those of others, are
+        skipped. Returns how many were cancelled."""
         if task_ids is None:
             task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
         elif endpoint is not None:
             task_ids = [t for t in task_ids if self.table.endpoint_of(t) == endpoint]
+        if owner is not None:
+            task_ids = [t for t in task_ids if self.table.owner_of(t) == owner]
         answers = _each(task_ids, self._cancel_one)
         await self._flush()  # one journal write for them all
         return sum(1 for answer in answers if isinstance(answer, TaskState))
@@ -371,12 +387,13 @@ class TaskManager:
         statuses: list[str] | None = None,
         limit: int = 100,
         cursor: int | None = None,
+        owner: str | None = None,
     ) -> tuple[list[TaskState], int | None]:
         """A page of status answers, newest first, and the next page's cursor (None at
-        the end): ``GET /NAME/tasks`` and ``GET /tasks``."""
+        the end): ``GET /NAME/tasks`` and ``GET /tasks`` (only ``owner``'s, if given)."""
         await self._flush()  # no state the journal does not hold yet
         wanted = None if statuses is None else [TaskStatus(s) for s in statuses]
-        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor)
+        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor, owner)
         return [r.state(self.table.position(r)) for r in records], next_cursor
 
     async def report_progress(

@@ -29,10 +29,12 @@ from ..core.errors import (
     TaskExpiredError,
     TaskFailedError,
     TaskNotFoundError,
+    UnauthorizedError,
     URLTooLongError,
 )
 from ..core.state import TASK_ID_PATTERN, TaskState
 from ..core.status import TaskStatus
+from .auth import PUBLIC_ROUTES
 from .bodies import (
     CancelManyAnswer,
     CancelManyRequest,
@@ -90,6 +92,7 @@ _ERRORS: dict[type[HTTPError], str] = {
     TaskFailedError: "the task or the call failed (the error says why)",
     ServiceUnavailableError: "the task manager cannot be reached now",
     EndpointNotFoundError: "no such route or endpoint",
+    UnauthorizedError: "no API token, or not one of the app's (Authorization: Bearer <token>)",
 }
 
 
@@ -349,6 +352,7 @@ def openapi_document(
                 for method in ("post", "put")
             }
     paths.update(_service_paths(prefix))
+    secured = bool(config.resolved_api_tokens())
     paths[f"{prefix}/tasks"] = {
         "get": {
             "summary": "list every endpoint's tasks, newest first",
@@ -384,11 +388,18 @@ def openapi_document(
             ),
         }
     }
+    if secured:
+        _require_tokens(paths, prefix)
     return {
         "openapi": "3.1.0",
         "info": {"title": "raytask", "version": "1"},
         "paths": paths,
         "components": {
+            **(
+                {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
+                if secured
+                else {}
+            ),
             "schemas": nested
             | _schemas(
                 ErrorBody.model_json_schema(ref_template=_REF),
@@ -404,9 +415,21 @@ def openapi_document(
                         (CancelManyRequest, "validation"),
                     )
                 ),
-            )
+            ),
         },
     }
+
+
+def _require_tokens(paths: dict[str, Any], prefix: str) -> None:
+    """Every route but the public ones needs a bearer token and may answer 401."""
+    public = {f"{prefix}/{name}" for name in PUBLIC_ROUTES}
+    for path, operations in paths.items():
+        if path in public:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearer": []}]
+            operation["responses"]["401"] = _error(UnauthorizedError)
+            operation["responses"] = dict(sorted(operation["responses"].items()))
 
 
 def _service_paths(prefix: str) -> dict[str, Any]:

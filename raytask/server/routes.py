@@ -34,12 +34,15 @@ from ..core.errors import (
     ResultEncodingError,
     ServiceUnavailableError,
     TaskFailedError,
+    TaskNotFoundError,
+    UnauthorizedError,
     URLTooLongError,
 )
 from ..core.metrics import prometheus_text
 from ..core.state import TASK_ID_PATTERN, TaskState
 from ..core.status import BENTOML_SPELLING, TaskStatus
 from ..core.webhooks import check_url
+from .auth import PUBLIC_ROUTES, Tokens
 from .bodies import CancelManyRequest, StatusManyRequest
 from .openapi import openapi_document
 
@@ -68,17 +71,31 @@ class Backend(Protocol):
         kwargs: dict[str, Any],
         options: SubmitOptions,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> TaskState: ...
     async def submit_many(
-        self, endpoint: str, inputs: list[dict[str, Any]], options: SubmitOptions
+        self,
+        endpoint: str,
+        inputs: list[dict[str, Any]],
+        options: SubmitOptions,
+        owner: str | None = None,
     ) -> list[TaskState]: ...
     async def status(self, task_id: str) -> TaskState: ...
     async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]: ...
     async def cancel_many(
-        self, endpoint: str, task_ids: list[str] | None, statuses: list[str] | None
+        self,
+        endpoint: str,
+        task_ids: list[str] | None,
+        statuses: list[str] | None,
+        owner: str | None = None,
     ) -> int: ...
     async def list_tasks(
-        self, endpoint: str | None, statuses: list[str] | None, limit: int, cursor: int | None
+        self,
+        endpoint: str | None,
+        statuses: list[str] | None,
+        limit: int,
+        cursor: int | None,
+        owner: str | None = None,
     ) -> tuple[list[TaskState], int | None]: ...
     async def result(self, task_id: str) -> Any: ...
     async def cancel(self, task_id: str) -> TaskState: ...
@@ -89,10 +106,14 @@ class Backend(Protocol):
 
 
 def error_response(error: HTTPError) -> JSONResponse:
-    """The JSON response for a raytask error (with ``Retry-After`` for 429 and 503)."""
+    """The JSON response for a raytask error (with ``Retry-After`` for 429 and 503, and
+    ``WWW-Authenticate`` for 401)."""
     headers = {}
     if isinstance(error, QueueFullError | ServiceUnavailableError):
         headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
+    if isinstance(error, UnauthorizedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="raytask"'
+
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
 
 
@@ -170,6 +191,24 @@ class Routes:
         self.endpoints = {e.name: e for e in endpoints}
         self.backend = backend
         self.config = config
+        self.tokens = Tokens(config.resolved_api_tokens(), config.token_isolation)
+
+    # -- access ------------------------------------------------------------------
+
+    @staticmethod
+    def _owner(request: Request) -> str | None:
+        return request.scope.get("raytask.owner")
+
+    async def _owned(self, request: Request, task_id: str) -> TaskState | None:
+        """With token isolation, the task's state if the caller's token submitted it
+        (else 404, as for an unknown id); without, None (nothing to check)."""
+        owner = self._owner(request)
+        if owner is None:
+            return None
+        state = await self.backend.status(task_id)
+        if state.owner != owner:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        return state
 
     # -- helpers ---------------------------------------------------------------
 
@@ -278,7 +317,7 @@ class Routes:
         options = self._submit_options(request)
         key = _idempotency_key(request)
         kwargs = endpoint.validate_json(await self._body(request))
-        state = await self.backend.submit(endpoint.name, kwargs, options, key)
+        state = await self.backend.submit(endpoint.name, kwargs, options, key, self._owner(request))
         return JSONResponse(self._view(request, state))
 
     async def submit_many(self, request: Request) -> Response:
@@ -289,7 +328,9 @@ class Routes:
                 f"{IDEMPOTENCY_KEY} is for submit, one task per key; submit_many takes none"
             )
         inputs = endpoint.validate_json_many(await self._body(request))
-        states = await self.backend.submit_many(endpoint.name, inputs, options)
+        states = await self.backend.submit_many(
+            endpoint.name, inputs, options, self._owner(request)
+        )
         return JSONResponse(
             {
                 "tasks": [
@@ -309,7 +350,7 @@ class Routes:
                 raise EndpointNotFoundError(f"no task endpoint named {endpoint!r}")
         query = _ListQuery.parse(request)
         states, cursor = await self.backend.list_tasks(
-            endpoint, query.statuses, query.limit, query.cursor
+            endpoint, query.statuses, query.limit, query.cursor, self._owner(request)
         )
         return JSONResponse(
             {
@@ -331,6 +372,9 @@ class Routes:
                 tasks.append(_item_error(task_id, error))
                 continue
             answer = next(answers)
+            owner = self._owner(request)
+            if owner is not None and isinstance(answer, TaskState) and answer.owner != owner:
+                answer = TaskNotFoundError(f"task {task_id} not found")
             if isinstance(answer, HTTPError):
                 tasks.append(_item_error(task_id, answer))
             else:
@@ -344,7 +388,9 @@ class Routes:
         if task_ids is not None:
             task_ids = [t for t in task_ids if _TASK_ID.fullmatch(t)]  # unknown: skipped
         statuses = None if body.status is None else [body.status]
-        cancelled = await self.backend.cancel_many(endpoint.name, task_ids, statuses)
+        cancelled = await self.backend.cancel_many(
+            endpoint.name, task_ids, statuses, self._owner(request)
+        )
         return JSONResponse({"cancelled": cancelled})
 
     def _task_endpoints(self) -> list[str]:
@@ -352,21 +398,28 @@ class Routes:
 
     async def status(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
-        state = await self.backend.status(self._task_id(request))
+        task_id = self._task_id(request)
+        state = await self._owned(request, task_id) or await self.backend.status(task_id)
         return JSONResponse(self._view(request, state))
 
     async def get(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
-        return self._result_response(await self.backend.result(self._task_id(request)))
+        task_id = self._task_id(request)
+        await self._owned(request, task_id)
+        return self._result_response(await self.backend.result(task_id))
 
     async def cancel(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
-        state = await self.backend.cancel(self._task_id(request))
+        task_id = self._task_id(request)
+        await self._owned(request, task_id)
+        state = await self.backend.cancel(task_id)
         return JSONResponse(self._view(request, state))
 
     async def retry(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
-        state = await self.backend.retry(self._task_id(request))
+        task_id = self._task_id(request)
+        await self._owned(request, task_id)
+        state = await self.backend.retry(task_id)
         return JSONResponse(self._view(request, state))
 
     async def call(self, request: Request) -> Response:
@@ -448,7 +501,7 @@ class Routes:
     def asgi_app(self) -> Starlette:
         """The Starlette application serving every route of SPEC §2."""
 
-        def guarded(handler: Any) -> Any:
+        def guarded(handler: Any, public: bool = False) -> Any:
             async def endpoint(request: Request) -> Response:
                 if not self.config.access_log:
                     return await answer(request)
@@ -460,6 +513,9 @@ class Routes:
             async def answer(request: Request) -> Response:
                 try:
                     self._check_limits(request)
+                    if not public:
+                        owner = self.tokens.check(request.headers.getlist("authorization"))
+                        request.scope["raytask.owner"] = owner
                     return await handler(request)
                 except HTTPError as exc:
                     return error_response(exc)
@@ -519,7 +575,10 @@ class Routes:
             Route("/", guarded(self.index), methods=["GET"]),
             Route("/tasks", guarded(self.list_tasks), methods=["GET"]),
             Route("/status_many", guarded(self.status_many), methods=["POST"]),
-            *(Route(f"/{path}", guarded(h), methods=["GET"]) for path, h in service.items()),
+            *(
+                Route(f"/{path}", guarded(h, public=path in PUBLIC_ROUTES), methods=["GET"])
+                for path, h in service.items()
+            ),
             *concrete,
             *(
                 Route(f"/{{name}}/{verb}", guarded(h), methods=methods)

@@ -1,6 +1,8 @@
 """Drive a raytask app with BentoML's own HTTP clients (run by the bentoml virtualenv).
 
-python bentoml_driver.py URL    -> prints one JSON object of observations
+python bentoml_driver.py URL [TOKEN]    -> prints one JSON object of observations
+
+With a TOKEN, both clients get it as BentoML's own ``token=`` (sent as a bearer token).
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import time
 import bentoml
 
 URL = sys.argv[1]
+TOKEN = sys.argv[2] if len(sys.argv) > 2 else None
 
 
 def wait_sync(task, want):
@@ -33,7 +36,7 @@ async def wait_async(task, want):
 
 def sync_session():
     seen = {}
-    client = bentoml.SyncHTTPClient(URL)
+    client = bentoml.SyncHTTPClient(URL, token=TOKEN)
     client._opened_files = []  # BentoML 1.4.40's sync submit() needs it (its own bug)
     task = client.wordcount.submit(text="to be or not to be", top=2)
     seen["first_status"] = task.get_status().value
@@ -55,7 +58,7 @@ def sync_session():
 
 async def async_session():
     seen = {}
-    async with bentoml.AsyncHTTPClient(URL) as client:
+    async with bentoml.AsyncHTTPClient(URL, token=TOKEN) as client:
         return await async_calls(client, seen)
 
 

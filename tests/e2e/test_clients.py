@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -175,6 +176,11 @@ def test_submit_many_travels_in_chunks_and_keeps_the_order(
 
 
 def test_real_bentoml_clients(root_app: App) -> None:
+    check_bentoml_session(run_bentoml_driver(root_app.url))
+
+
+def run_bentoml_driver(url: str, token: str | None = None) -> dict[str, Any]:
+    """BentoML's own clients, sync and async, against ``url`` (from .venv-bentoml)."""
     python = os.environ.get(
         "RAYTASK_BENTOML_PYTHON", str(Path(".venv-bentoml/bin/python").absolute())
     )
@@ -183,14 +189,18 @@ def test_real_bentoml_clients(root_app: App) -> None:
     )
     driver = Path(__file__).with_name("bentoml_driver.py")
     done = subprocess.run(
-        [python, str(driver), root_app.url],
+        [python, str(driver), url, *([token] if token else [])],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return seen
+
+
+def check_bentoml_session(seen: dict[str, Any]) -> None:
     assert seen["version"].startswith("1.4.")
     sync, asynchronous = seen["sync"], seen["async"]
     assert sync["first_status"] in ("pending", "in_progress", "completed")

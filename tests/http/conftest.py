@@ -49,16 +49,23 @@ class LocalBackend:
         kwargs: dict[str, Any],
         options: SubmitOptions,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> TaskState:
         options_ = options.apply(self.endpoints[endpoint].options)
-        record = self.table.submit(endpoint, kwargs, options_, idempotency_key=idempotency_key)
+        record = self.table.submit(
+            endpoint, kwargs, options_, idempotency_key=idempotency_key, owner=owner
+        )
         return self.table.state(record.task_id)
 
     async def submit_many(
-        self, endpoint: str, inputs: list[dict[str, Any]], options: SubmitOptions
+        self,
+        endpoint: str,
+        inputs: list[dict[str, Any]],
+        options: SubmitOptions,
+        owner: str | None = None,
     ) -> list[TaskState]:
         options_ = options.apply(self.endpoints[endpoint].options)
-        records = self.table.submit_many(endpoint, inputs, options_)
+        records = self.table.submit_many(endpoint, inputs, options_, owner)
         return [self.table.state(r.task_id) for r in records]
 
     async def status(self, task_id: str) -> TaskState:
@@ -79,13 +86,18 @@ class LocalBackend:
         return answers
 
     async def cancel_many(
-        self, endpoint: str, task_ids: list[str] | None, statuses: list[str] | None
+        self,
+        endpoint: str,
+        task_ids: list[str] | None,
+        statuses: list[str] | None,
+        owner: str | None = None,
     ) -> int:
         if task_ids is None:
             task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
         cancelled = 0
         for task_id in task_ids:
-            if self.table.endpoint_of(task_id) == endpoint:
+            mine = owner is None or self.table.owner_of(task_id) == owner
+            if self.table.endpoint_of(task_id) == endpoint and mine:
                 try:
                     self.table.cancel(task_id)
                     cancelled += 1
@@ -94,10 +106,15 @@ class LocalBackend:
         return cancelled
 
     async def list_tasks(
-        self, endpoint: str | None, statuses: list[str] | None, limit: int, cursor: int | None
+        self,
+        endpoint: str | None,
+        statuses: list[str] | None,
+        limit: int,
+        cursor: int | None,
+        owner: str | None = None,
     ) -> tuple[list[TaskState], int | None]:
         wanted = None if statuses is None else [TaskStatus(s) for s in statuses]
-        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor)
+        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor, owner)
         return [r.state(self.table.position(r)) for r in records], next_cursor
 
     async def result(self, task_id: str) -> Any:

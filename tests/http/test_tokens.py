@@ -1,0 +1,214 @@
+"""API tokens and token isolation over HTTP, in process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+import raytask
+from raytask.core.config import AppConfig
+from raytask.server.routes import Routes
+
+from .conftest import InProcessServer, LocalBackend
+from .test_routes import assert_error
+
+ALICE, BOB = "alice-token-0001", "bob-token-0002"
+
+
+@pytest.fixture
+def config() -> AppConfig:
+    return AppConfig(max_queue_size=100, api_tokens=(ALICE, BOB), token_isolation=True)
+
+
+@pytest.fixture
+async def anyone(backend: LocalBackend, config: AppConfig) -> AsyncIterator[httpx.AsyncClient]:
+    app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://raytask"
+    ) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def example(path: str) -> str:
+    return path.replace("{name}", "wordcount")
+
+
+async def test_every_protected_route_is_401_without_a_token(anyone: httpx.AsyncClient) -> None:
+    document = (await anyone.get("/openapi.json", headers=bearer(ALICE))).json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    checked = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            response = await anyone.request(method.upper(), example(path), json={})
+            if path in ("/livez", "/healthz", "/readyz"):
+                assert response.status_code == 200, path
+                assert "security" not in operation
+                continue
+            assert_error(response, 401, "API token")
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert "401" in operation["responses"] and operation["security"] == [{"bearer": []}]
+            checked += 1
+    assert checked > 40
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer not-a-known-token"},
+        {"Authorization": f"Basic {ALICE}"},
+        {"Authorization": "Bearer "},
+        {"Authorization": ALICE},
+    ],
+)
+async def test_wrong_tokens_are_401(anyone: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    assert_error(await anyone.get("/queue", headers=headers), 401)
+
+
+async def test_each_token_sees_only_its_own_tasks(
+    anyone: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    submitted = await anyone.post(
+        "/wordcount/submit", json={"text": "alice's"}, headers=bearer(ALICE)
+    )
+    task_id = submitted.json()["task_id"]
+    assert "owner" not in submitted.json()  # the owner is never sent
+    params = {"task_id": task_id}
+    as_bob = bearer(BOB)
+    for method, route in [
+        ("GET", "/wordcount/status"),
+        ("GET", "/wordcount/get"),
+        ("POST", "/wordcount/cancel"),
+        ("POST", "/wordcount/retry"),
+    ]:
+        response = await anyone.request(method, route, params=params, headers=as_bob)
+        assert_error(response, 404, "not found")
+    many = await anyone.post("/status_many", json={"task_ids": [task_id]}, headers=as_bob)
+    assert many.json()["tasks"][0]["status_code"] == 404
+    listed = await anyone.get("/wordcount/tasks", headers=as_bob)
+    assert listed.json()["tasks"] == []
+    purge = await anyone.post("/wordcount/cancel_many", json={"status": "pending"}, headers=as_bob)
+    assert purge.json() == {"cancelled": 0}
+    by_id = await anyone.post(
+        "/wordcount/cancel_many", json={"task_ids": [task_id]}, headers=as_bob
+    )
+    assert by_id.json() == {"cancelled": 0}
+    mine = await anyone.get("/wordcount/status", params=params, headers=bearer(ALICE))
+    assert mine.json()["status"] == "pending"
+    # idempotency keys are per token too: bob's "k" is not alice's "k"
+    keyed = {"Idempotency-Key": "k"}
+    a = await anyone.post("/wordcount/submit", json={"text": "x"}, headers=bearer(ALICE) | keyed)
+    b = await anyone.post("/wordcount/submit", json={"text": "y"}, headers=as_bob | keyed)
+    assert a.status_code == b.status_code == 200 and a.json()["task_id"] != b.json()["task_id"]
+
+
+def test_the_clients_send_their_token(
+    server: InProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with raytask.SyncHTTPClient(
+        "http://raytask", transport=server.sync_transport(), token=ALICE
+    ) as client:
+        task = client.wordcount.submit(text="with a token")
+        assert task.get_status() is raytask.TaskStatus.PENDING
+    monkeypatch.setenv("RAYTASK_API_TOKEN", BOB)
+    with raytask.SyncHTTPClient("http://raytask", transport=server.sync_transport()) as client:
+        with pytest.raises(raytask.TaskNotFoundError):
+            client.wordcount.task(task.id).get_status()  # bob's token: not his task
+    monkeypatch.delenv("RAYTASK_API_TOKEN")
+    with raytask.SyncHTTPClient("http://raytask", transport=server.sync_transport()) as client:
+        with pytest.raises(raytask.UnauthorizedError):
+            client.wordcount.submit(text="no token")
+
+
+def test_a_token_is_never_in_an_error_or_a_log(
+    server: InProcessServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with raytask.SyncHTTPClient(
+        "http://raytask", transport=server.sync_transport(), token="wrong-token-secret-1"
+    ) as client:
+        with pytest.raises(raytask.UnauthorizedError) as info:
+            client.wordcount.submit(text="x")
+    assert "wrong-token-secret-1" not in str(info.value)
+    assert "wrong-token-secret-1" not in caplog.text
+
+
+def test_a_malformed_configured_token_is_a_config_error() -> None:
+    with pytest.raises(Exception, match="8 to 512 visible ASCII"):
+        AppConfig(api_tokens=("short",))
+
+
+def test_tokens_from_a_file_and_the_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("# team tokens\nfile-token-0001\n\nfile-token-0002  # ci\n")
+    monkeypatch.setenv("RAYTASK_API_TOKENS", "env-token-0001, env-token-0002")
+    tokens = AppConfig(api_tokens_file=str(path)).resolved_api_tokens()
+    assert tokens == {"file-token-0001", "file-token-0002", "env-token-0001", "env-token-0002"}
+
+
+BENTOML_SCRIPT = """
+import sys, time, bentoml
+url, token = sys.argv[1], sys.argv[2] or None
+try:
+    client = bentoml.SyncHTTPClient(url, token=token)
+except Exception as exc:
+    print("refused", type(exc).__name__)
+    raise SystemExit(0)
+client._opened_files = []
+task = client.wordcount.submit(text="bento with a token")
+while task.get_status().value != "completed":
+    time.sleep(0.05)
+print("result", task.get()["words"])
+"""
+
+
+def test_bentoml_clients_token_is_accepted(backend: LocalBackend, config: AppConfig) -> None:
+    # BentoML's own client (its virtualenv), with its token=, against the real routes served
+    # by uvicorn on 127.0.0.1 (BentoML's client needs the app at the root of a real port).
+    import os
+    import subprocess
+    import threading
+    from pathlib import Path
+
+    import uvicorn
+
+    from ..support import free_port, wait_for
+
+    python = os.environ.get(
+        "RAYTASK_BENTOML_PYTHON", str(Path(".venv-bentoml/bin/python").absolute())
+    )
+    if not Path(python).exists():
+        pytest.fail(f"the BentoML virtualenv is missing ({python}): `make test` creates it")
+    backend.run_after_polls = 2
+    app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 30, "uvicorn to start")
+        url = f"http://127.0.0.1:{port}"
+
+        def bento(token: str) -> str:
+            done = subprocess.run(
+                [python, "-c", BENTOML_SCRIPT, url, token],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            return done.stdout.strip().splitlines()[-1]
+
+        assert bento(ALICE) == "result 4"
+        assert bento("").startswith("refused")  # no token: /schema.json answers 401
+    finally:
+        server.should_exit = True
+        thread.join(10)
