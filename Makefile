@@ -21,7 +21,7 @@ BENTO_VENV ?= .venv-bentoml
 BENTOML_VERSION ?= 1.4.40
 export RAYTASK_BENTOML_PYTHON := $(CURDIR)/$(BENTO_VENV)/bin/python
 
-.PHONY: install run test test-fast bench lint format clean redis-server
+.PHONY: install run test test-fast bench lint format clean redis-server chromium
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raytask needs Python >= 3.11, found " + sys.version'
@@ -54,7 +54,7 @@ run: install
 		$(PY) -m raytask.server.launcher configs/app.yaml
 
 ## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)
-test: install lint $(BENTO_VENV)/.installed $(CLIENT_VENV)/.installed redis-server
+test: install lint $(BENTO_VENV)/.installed $(CLIENT_VENV)/.installed redis-server chromium
 	$(PY) -m pytest
 
 # The Redis journal's tests start their own redis-server (Debian's package). Install it if
@@ -66,6 +66,16 @@ redis-server:
 	          || { apt-get update -q >/dev/null \
 	               && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; }; }; } \
 	|| echo "raytask: redis-server is missing and cannot be installed here (needs root and apt-get): the Redis journal tests will skip"
+
+# The dashboard's browser test drives Debian's chromium (Playwright's own browser builds are
+# not downloaded). Install it if this machine can; otherwise that test skips and says why.
+chromium:
+	@command -v chromium >/dev/null \
+	|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	     && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+	          || { apt-get update -q >/dev/null \
+	               && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }; } \
+	|| echo "raytask: chromium is missing and cannot be installed here (needs root and apt-get): the dashboard browser test will skip"
 
 ## Unit and HTTP tiers only (seconds, no Ray cluster)
 test-fast: install

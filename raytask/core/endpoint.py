@@ -30,7 +30,17 @@ from .decorators import EndpointSpec, get_spec
 from .errors import ConfigError, InvalidInputError, MalformedRequestError, ResultEncodingError
 
 SERVICE_ROUTES = frozenset(
-    {"schema.json", "openapi.json", "docs.json", "readyz", "livez", "healthz", "metrics", "queue"}
+    {
+        "schema.json",
+        "openapi.json",
+        "docs.json",
+        "readyz",
+        "livez",
+        "healthz",
+        "metrics",
+        "queue",
+        "dashboard",
+    }
 )
 """The app-wide routes the ingress serves, so no endpoint may take their names."""
 BATCH_ROUTES = frozenset({"tasks", "status_many"})

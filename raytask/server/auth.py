@@ -16,8 +16,10 @@ from collections.abc import Iterable
 
 from ..core.errors import UnauthorizedError
 
-PUBLIC_ROUTES = frozenset({"livez", "healthz", "readyz"})
-"""Service routes that answer without a token (load balancers and probes call them)."""
+PUBLIC_ROUTES = frozenset({"livez", "healthz", "readyz", "dashboard"})
+"""Service routes that answer without a token: the health checks (load balancers and probes
+call them) and the dashboard's page and files (which hold no data: the page asks for a token
+and sends it with every request for data)."""
 
 
 def _digest(token: str) -> bytes:

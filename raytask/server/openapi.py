@@ -422,7 +422,7 @@ def openapi_document(
 
 def _require_tokens(paths: dict[str, Any], prefix: str) -> None:
     """Every route but the public ones needs a bearer token and may answer 401."""
-    public = {f"{prefix}/{name}" for name in PUBLIC_ROUTES}
+    public = {f"{prefix}/{name}" for name in PUBLIC_ROUTES} | {f"{prefix}/dashboard/{{asset}}"}
     for path, operations in paths.items():
         if path in public:
             continue
@@ -462,4 +462,28 @@ def _service_paths(prefix: str) -> dict[str, Any]:
         f"{prefix}/healthz": get("the ingress is up", json_ok("alive", status)),
         f"{prefix}/queue": get("counts per endpoint and deployment", json_ok(""), unavailable),
         f"{prefix}/metrics": get("the queue's metrics", text, unavailable),
+        f"{prefix}/dashboard": get(
+            "the live task dashboard (a web page; its data routes need the token)",
+            {"description": "the page", "content": {"text/html": {"schema": {}}}},
+        ),
+        f"{prefix}/dashboard/{{asset}}": {
+            "get": {
+                "summary": "a file of the dashboard page",
+                "parameters": [
+                    {
+                        "name": "asset",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["app.js", "style.css"]},
+                    }
+                ],
+                "responses": _responses(
+                    {
+                        "description": "the file",
+                        "content": {"text/javascript": {"schema": {}}, "text/css": {"schema": {}}},
+                    },
+                    EndpointNotFoundError,
+                ),
+            }
+        },
     }

@@ -44,6 +44,7 @@ from ..core.status import BENTOML_SPELLING, TaskStatus
 from ..core.webhooks import check_url
 from .auth import PUBLIC_ROUTES, Tokens
 from .bodies import CancelManyRequest, StatusManyRequest
+from .dashboard import DASHBOARD
 from .openapi import openapi_document
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
@@ -463,6 +464,18 @@ class Routes:
             prometheus_text(await self.backend.queue()), media_type="text/plain; version=0.0.4"
         )
 
+    async def dashboard(self, request: Request) -> Response:
+        """``GET /dashboard``: the live task dashboard (its data routes need the token)."""
+        base = html.escape(f"{self._prefix(request)}/", quote=True)
+        return HTMLResponse(DASHBOARD.page().replace("{{BASE}}", base))
+
+    async def dashboard_asset(self, request: Request) -> Response:
+        asset = DASHBOARD.asset(request.path_params["asset"])
+        if asset is None:
+            raise EndpointNotFoundError(f"no dashboard file {request.path_params['asset'][:64]!r}")
+        body, media_type = asset
+        return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
     async def livez(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
@@ -470,6 +483,7 @@ class Routes:
         """``GET /``: the app's endpoints and where to read more (HTML for a browser)."""
         prefix = self._prefix(request)
         links = {
+            "dashboard": f"{prefix}/dashboard",
             "schema": f"{prefix}/schema.json",
             "openapi": f"{prefix}/openapi.json",
             "queue": f"{prefix}/queue",
@@ -537,6 +551,7 @@ class Routes:
             "healthz": self.livez,
             "queue": self.queue,
             "metrics": self.metrics,
+            "dashboard": self.dashboard,
         }
         if service.keys() != SERVICE_ROUTES:  # endpoint names must not shadow these
             raise RuntimeError("raytask.core.endpoint.SERVICE_ROUTES is out of date")
@@ -574,6 +589,9 @@ class Routes:
         routes = [
             Route("/", guarded(self.index), methods=["GET"]),
             Route("/tasks", guarded(self.list_tasks), methods=["GET"]),
+            Route(
+                "/dashboard/{asset}", guarded(self.dashboard_asset, public=True), methods=["GET"]
+            ),
             Route("/status_many", guarded(self.status_many), methods=["POST"]),
             *(
                 Route(f"/{path}", guarded(h, public=path in PUBLIC_ROUTES), methods=["GET"])

@@ -1,0 +1,225 @@
+// The raytask dashboard: polls /queue and /tasks, draws the queue, and cancels or retries.
+// Plain JavaScript, no dependencies: it is served by the app itself and works offline.
+"use strict";
+
+const REFRESH_MS = 2000;
+const HISTORY = 150; // samples kept for the chart: 5 minutes at one every 2 s
+const history = [];
+let token = sessionStorage.getItem("raytask-token") || "";
+let timer = null;
+
+function headers() {
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  if (response.status === 401) {
+    askForToken(token ? "that token was refused" : "");
+    throw new Error("unauthorized");
+  }
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function askForToken(message) {
+  document.getElementById("token-form").hidden = false;
+  document.getElementById("token-error").textContent = message;
+  clearTimeout(timer);
+}
+
+document.getElementById("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = document.getElementById("token").value.trim();
+  sessionStorage.setItem("raytask-token", token);
+  document.getElementById("token-form").hidden = true;
+  refresh();
+});
+
+document.getElementById("status-filter").addEventListener("change", refresh);
+
+function text(value) {
+  const span = document.createElement("span");
+  span.textContent = value === null || value === undefined ? "—" : String(value);
+  return span;
+}
+
+function cell(row, content, className) {
+  const td = row.insertCell();
+  if (content instanceof Node) td.appendChild(content); else td.textContent = content;
+  if (className) td.className = className;
+  return td;
+}
+
+function time(iso) {
+  return iso ? new Date(iso).toLocaleTimeString() : "—";
+}
+
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 60) return seconds.toFixed(1) + " s";
+  if (seconds < 3600) return (seconds / 60).toFixed(1) + " min";
+  return (seconds / 3600).toFixed(1) + " h";
+}
+
+function badge(status) {
+  const span = document.createElement("span");
+  span.className = "badge " + status;
+  span.textContent = status.replace("_", " ");
+  return span;
+}
+
+function progressBar(progress) {
+  if (!progress) return text(null);
+  const wrap = document.createElement("span");
+  if (progress.fraction !== null) {
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = Math.round(progress.fraction * 100) + "%";
+    bar.appendChild(fill);
+    wrap.appendChild(bar);
+    wrap.appendChild(text(" " + Math.round(progress.fraction * 100) + "%"));
+  }
+  if (progress.message) wrap.appendChild(text(" " + progress.message));
+  return wrap;
+}
+
+function renderQueue(queue) {
+  document.getElementById("app-name").textContent = queue.app;
+  const tbody = document.querySelector("#endpoints tbody");
+  tbody.replaceChildren();
+  let pending = 0;
+  let finished = 0;
+  for (const [name, numbers] of Object.entries(queue.endpoints)) {
+    const row = tbody.insertRow();
+    cell(row, name);
+    for (const key of ["pending", "in_progress", "success", "failure", "cancelled"]) cell(row, numbers[key]);
+    cell(row, age(numbers.oldest_pending_age_s));
+    pending += numbers.pending;
+    finished += numbers.success + numbers.failure + numbers.cancelled;
+  }
+  const deployments = document.querySelector("#deployments tbody");
+  deployments.replaceChildren();
+  for (const [name, numbers] of Object.entries(queue.deployments)) {
+    const row = deployments.insertRow();
+    cell(row, name);
+    cell(row, numbers.in_flight);
+    cell(row, numbers.limit);
+  }
+  const now = Date.now() / 1000;
+  const last = history[history.length - 1];
+  // Finished tasks expire at their TTL, so the count can drop: never a negative rate.
+  const rate = last ? Math.max(0, finished - last.finished) / Math.max(0.001, now - last.at) : 0;
+  history.push({ at: now, pending, finished, rate });
+  while (history.length > HISTORY) history.shift();
+  drawChart();
+}
+
+function drawChart() {
+  const canvas = document.getElementById("chart");
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 900;
+  const height = canvas.clientHeight || 180;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
+  ctx.clearRect(0, 0, width, height);
+  const pad = 28;
+  ctx.strokeStyle = "#e5e7eb";
+  ctx.fillStyle = "#6b7280";
+  ctx.font = "11px system-ui, sans-serif";
+  for (let i = 0; i <= 4; i++) {
+    const y = pad / 2 + ((height - pad) * i) / 4;
+    ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(width - 44, y); ctx.stroke();
+  }
+  const series = [
+    ["pending", "#2563eb"],
+    ["rate", "#15803d"],
+  ];
+  for (const [key, color] of series) {
+    const top = Math.max(1, ...history.map((s) => s[key]));
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    history.forEach((sample, i) => {
+      const x = pad + ((width - pad - 44) * i) / Math.max(1, history.length - 1);
+      const y = pad / 2 + (height - pad) * (1 - sample[key] / top);
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
+    ctx.fillStyle = color;
+    if (key === "rate") ctx.fillText(top.toFixed(1) + "/s", width - 40, 12);
+    else ctx.fillText(String(Math.round(top)), 2, 12);
+  }
+}
+
+function actionButton(label, task) {
+  const button = document.createElement("button");
+  button.textContent = label;
+  button.dataset.action = label;
+  button.dataset.task = task.task_id;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api(task.endpoint + "/" + label + "?task_id=" + task.task_id, { method: "POST" });
+    } catch (error) {
+      alert(label + " failed: " + error.message);
+    }
+    refresh();
+  });
+  return button;
+}
+
+function renderTasks(page) {
+  const tbody = document.querySelector("#tasks tbody");
+  tbody.replaceChildren();
+  for (const task of page.tasks) {
+    const row = tbody.insertRow();
+    row.dataset.task = task.task_id;
+    row.dataset.status = task.status;
+    const id = document.createElement("code");
+    id.textContent = task.task_id.slice(0, 12);
+    id.title = task.task_id;
+    cell(row, id);
+    cell(row, task.endpoint);
+    cell(row, badge(task.status), "status");
+    cell(row, time(task.created_at));
+    cell(row, time(task.executed_at));
+    cell(row, time(task.completed_at));
+    cell(row, task.attempts);
+    cell(row, progressBar(task.progress));
+    cell(row, text(task.error), task.error ? "error" : "");
+    const actions = row.insertCell();
+    if (task.status === "pending" || task.status === "in_progress") {
+      actions.appendChild(actionButton("cancel", task));
+    } else {
+      actions.appendChild(actionButton("retry", task));
+    }
+  }
+  document.getElementById("empty").hidden = page.tasks.length > 0;
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  const status = document.getElementById("status-filter").value;
+  try {
+    const [queue, page] = await Promise.all([
+      api("queue"),
+      api("tasks?limit=50" + (status ? "&status=" + status : "")),
+    ]);
+    renderQueue(queue);
+    renderTasks(page);
+    document.querySelector(".dot").classList.remove("down");
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  } catch (error) {
+    if (error.message === "unauthorized") return;
+    document.querySelector(".dot").classList.add("down");
+    document.getElementById("updated").textContent = "cannot reach the app: " + error.message;
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+refresh();

@@ -1,0 +1,108 @@
+"""The dashboard in a real headless Chromium (Debian's), against a real app on Ray.
+
+Playwright drives the system browser (Playwright's own browser downloads are not reachable
+here). ``make test`` installs Debian's ``chromium`` where it can (root and apt-get); without
+it these tests skip and say why. ``RAYTASK_DASHBOARD_SCREENSHOT=path`` saves a screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .conftest import App, Cluster
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("RAYTASK_CHROMIUM") or shutil.which("chromium")
+TOKEN = "dashboard-token-0001"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip(
+            "no chromium on this machine: `make test` installs Debian's chromium when it "
+            "runs as root with apt-get; or set RAYTASK_CHROMIUM to a Chromium binary"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = context.new_page()
+    opened.errors = []
+    opened.on(
+        "console",
+        lambda message: opened.errors.append(message.text) if message.type == "error" else None,
+    )
+    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
+    yield opened
+    context.close()
+
+
+def row(task_id: str, status: str) -> str:
+    return f'#tasks tr[data-task="{task_id}"][data-status="{status}"]'
+
+
+def test_tasks_appear_finish_and_can_be_cancelled(main_app: App, page: Any) -> None:
+    page.goto(f"{main_app.url}/dashboard")
+    page.wait_for_selector("#endpoints tbody tr")  # the queue's numbers are in
+    assert page.inner_text("#app-name") == "main"
+    done = main_app.submit("wordcount", {"text": "seen in a browser"})
+    page.wait_for_selector(row(done, "success"), timeout=30_000)
+    running = main_app.submit("block", {"seconds": 60, "tag": "dashboard"})
+    main_app.wait_running("dashboard")
+    page.wait_for_selector(row(running, "in_progress"), timeout=30_000)
+    page.click(f'{row(running, "in_progress")} button[data-action="cancel"]')
+    page.wait_for_selector(row(running, "cancelled"), timeout=30_000)
+    main_app.wait_stopped("dashboard")
+    page.select_option("#status-filter", "cancelled")
+    page.wait_for_selector(row(done, "success"), state="detached")  # filtered out
+    page.wait_for_selector(row(running, "cancelled"))
+    page.select_option("#status-filter", "")
+    page.click(f'{row(running, "cancelled")} button[data-action="retry"]')
+    page.wait_for_function(
+        '() => document.querySelectorAll(\'#tasks tr[data-status="in_progress"], '
+        '#tasks tr[data-status="pending"]\').length > 0',
+        timeout=30_000,
+    )
+    screenshot = os.environ.get("RAYTASK_DASHBOARD_SCREENSHOT")
+    if screenshot:
+        page.wait_for_timeout(4000)  # a few chart samples
+        page.screenshot(path=screenshot, full_page=True)
+    assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def locked_app(cluster: Cluster) -> Iterator[App]:
+    app = App(cluster, "locked", api_tokens=[TOKEN])
+    yield app
+    app.close()
+
+
+def test_with_tokens_on_it_asks_for_one_and_sends_it(locked_app: App, page: Any) -> None:
+    page.goto(f"{locked_app.url}/dashboard")
+    page.wait_for_selector("#token-form:not([hidden])")
+    page.fill("#token", "not-the-token-000")
+    page.click("#token-form button")
+    page.wait_for_selector("#token-error:has-text('refused')")
+    page.fill("#token", TOKEN)
+    page.click("#token-form button")
+    page.wait_for_selector("#endpoints tbody tr")
+    assert page.is_hidden("#token-form")
+    assert page.inner_text("#app-name") == "locked"
+    # the console shows the 401s of the first tries: those are the only errors
+    assert all("401" in error for error in page.errors), page.errors
