@@ -247,11 +247,11 @@ class AppConfig(BaseModel):
         64, ge=1, le=10_000, description="Deliveries in flight at once, over all tasks."
     )
 
-    api_tokens: tuple[str, ...] | None = Field(
+    api_tokens: tuple[str, ...] | str | None = Field(
         None,
-        description="Bearer tokens the app accepts; when any are set (here, in "
-        "api_tokens_file or in RAYTASK_API_TOKENS), every route but /livez, /healthz, "
-        "/readyz and the dashboard's page needs one.",
+        description="Bearer tokens the app accepts: a list, or the path of a file with one "
+        "per line. When any are set (here, in api_tokens_file or in RAYTASK_API_TOKENS), "
+        "every route but /livez, /healthz, /readyz and the dashboard's page needs one.",
     )
     api_tokens_file: str | None = Field(
         None, description="A file of API tokens, one per line (# starts a comment)."
@@ -264,8 +264,10 @@ class AppConfig(BaseModel):
 
     @field_validator("api_tokens")
     @classmethod
-    def _tokens(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return None if value is None else tuple(check_token(token) for token in value)
+    def _tokens(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+        if value is None or isinstance(value, str):  # a file, read where the routes run
+            return value
+        return tuple(check_token(token) for token in value)
 
     def resolved_api_tokens(self) -> frozenset[str]:
         """Every token the app accepts: ``api_tokens``, ``api_tokens_file`` and the
@@ -274,10 +276,14 @@ class AppConfig(BaseModel):
         Raises:
             ConfigError: the file cannot be read, or a token is malformed.
         """
-        tokens = list(self.api_tokens or ())
+        listed = self.api_tokens
+        tokens = [] if listed is None or isinstance(listed, str) else list(listed)
+        files = [
+            f for f in (listed if isinstance(listed, str) else None, self.api_tokens_file) if f
+        ]
         try:
-            if self.api_tokens_file:
-                with open(self.api_tokens_file, encoding="utf-8") as lines:
+            for path in files:
+                with open(path, encoding="utf-8") as lines:
                     tokens += [line.split("#")[0].strip() for line in lines]
             tokens += os.environ.get(TOKENS_ENV, "").split(",")
             return frozenset(check_token(t.strip()) for t in tokens if t.strip())

@@ -154,6 +154,9 @@ def test_tokens_from_a_file_and_the_environment(
     monkeypatch.setenv("RAYTASK_API_TOKENS", "env-token-0001, env-token-0002")
     tokens = AppConfig(api_tokens_file=str(path)).resolved_api_tokens()
     assert tokens == {"file-token-0001", "file-token-0002", "env-token-0001", "env-token-0002"}
+    assert AppConfig(api_tokens=str(path)).resolved_api_tokens() == tokens  # SPEC: "or a file"
+    with pytest.raises(Exception, match="API tokens"):
+        AppConfig(api_tokens=str(tmp_path / "missing")).resolved_api_tokens()
 
 
 BENTOML_SCRIPT = """

@@ -172,6 +172,21 @@ async def test_a_receiver_that_keeps_failing_ends_failed() -> None:
     assert len(receiver.requests) == 3  # 1 + two retries
 
 
+async def test_redirects_are_not_followed() -> None:
+    def redirect(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(307, headers={"location": "http://169.254.169.254/"})
+
+    seen: list[str] = []
+    hooks, table, _ = deliverer(redirect)
+    record = hooked(table)
+    hooks.fire(record, "completed")
+    await hooks.idle()
+    assert seen == ["http://127.0.0.1:9/hook"] * 3  # never the Location
+    assert record.webhook is not None and record.webhook.summary.state == "failed"
+    assert record.webhook.summary.last_error == "the receiver answered 307"
+
+
 async def test_only_the_events_asked_for_are_sent() -> None:
     receiver = Receiver()
     hooks, table, _ = deliverer(receiver)
