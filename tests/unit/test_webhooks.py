@@ -228,18 +228,24 @@ async def test_a_host_name_that_resolves_to_a_private_address_is_refused() -> No
     assert record.webhook is not None and "non-public" in str(record.webhook.summary.last_error)
 
 
-def test_the_body_is_the_status_answer_in_an_envelope() -> None:
+async def test_the_body_is_the_status_answer_in_an_envelope() -> None:
     receiver = Receiver()
-    table = TaskTable()
+    hooks, table, _ = deliverer(receiver)
     record = hooked(table)
-    hooks = Webhooks(AppConfig(), lambda r: r.state().wire(), lambda r: None)
-    assert hooks.config.webhook_secret is None
-
-    async def fire() -> None:
-        hooks.fire(record, "completed")
-
-    asyncio.run(fire())
+    hooks.fire(record, "completed")
     delivery = record.webhook.pending[0]  # type: ignore[union-attr]
     body = json.loads(delivery.body)
     assert set(body) == {"type", "timestamp", "data"} and body["data"]["task_id"] == record.task_id
+    assert body["type"] == "task.completed" and body["timestamp"].endswith("+00:00")
+    await hooks.close()
+
+
+async def test_without_a_secret_a_delivery_fails_and_says_why() -> None:
+    receiver = Receiver()
+    hooks, table, _ = deliverer(receiver)
+    hooks.config = hooks.config.model_copy(update={"webhook_secret": None})
+    record = hooked(table)
+    hooks.fire(record, "completed")
+    await hooks.idle()
     assert receiver.requests == []
+    assert "no webhook secret" in str(record.webhook.summary.last_error)  # type: ignore[union-attr]
