@@ -51,10 +51,14 @@ class _Tasks:
     def __init__(self, manager: Any) -> None:
         self._manager = manager
 
-    def status(self, task_id: str) -> TaskState:
+    def status(self, task_id: str, wait_s: float | None = None) -> TaskState:
+        if wait_s:
+            return unwrap(ray.get(self._manager.wait.remote(task_id, wait_s)))
         return unwrap(ray.get(self._manager.status.remote(task_id)))
 
-    def result(self, task_id: str) -> Any:
+    def result(self, task_id: str, wait_s: float | None = None) -> Any:
+        if wait_s:
+            self.status(task_id, wait_s)
         (ref,) = unwrap(ray.get(self._manager.result.remote(task_id)))
         return ray.get(ref)
 
@@ -71,10 +75,14 @@ class _AsyncTasks:
     def __init__(self, manager: Any) -> None:
         self._manager = manager
 
-    async def status(self, task_id: str) -> TaskState:
+    async def status(self, task_id: str, wait_s: float | None = None) -> TaskState:
+        if wait_s:
+            return unwrap(await self._manager.wait.remote(task_id, wait_s))
         return unwrap(await self._manager.status.remote(task_id))
 
-    async def result(self, task_id: str) -> Any:
+    async def result(self, task_id: str, wait_s: float | None = None) -> Any:
+        if wait_s:
+            await self.status(task_id, wait_s)
         (ref,) = unwrap(await self._manager.result.remote(task_id))
         return await ref
 

@@ -36,11 +36,11 @@ class _HTTPTasks:
     def __init__(self, client: SyncHTTPClient, endpoint: RemoteEndpoint) -> None:
         self._client, self._endpoint = client, endpoint
 
-    def status(self, task_id: str) -> TaskState:
-        return self._client._task_state(self._endpoint.status(task_id))
+    def status(self, task_id: str, wait_s: float | None = None) -> TaskState:
+        return self._client._task_state(self._endpoint.status(task_id, wait_s))
 
-    def result(self, task_id: str) -> Any:
-        return self._client._result(self._endpoint.get(task_id))
+    def result(self, task_id: str, wait_s: float | None = None) -> Any:
+        return self._client._result(self._endpoint.get(task_id, wait_s))
 
     def cancel(self, task_id: str) -> TaskState:
         return self._client._task_state(self._endpoint.cancel(task_id))
@@ -55,11 +55,11 @@ class _AsyncHTTPTasks:
     def __init__(self, client: AsyncHTTPClient, endpoint: RemoteEndpoint) -> None:
         self._client, self._endpoint = client, endpoint
 
-    async def status(self, task_id: str) -> TaskState:
-        return await self._client._task_state(self._endpoint.status(task_id))
+    async def status(self, task_id: str, wait_s: float | None = None) -> TaskState:
+        return await self._client._task_state(self._endpoint.status(task_id, wait_s))
 
-    async def result(self, task_id: str) -> Any:
-        return await self._client._result(self._endpoint.get(task_id))
+    async def result(self, task_id: str, wait_s: float | None = None) -> Any:
+        return await self._client._result(self._endpoint.get(task_id, wait_s))
 
     async def cancel(self, task_id: str) -> TaskState:
         return await self._client._task_state(self._endpoint.cancel(task_id))

@@ -13,17 +13,17 @@ import asyncio
 import time
 from typing import Any, Protocol, Self
 
-from ..core.errors import WaitTimeoutError
+from ..core.errors import TaskNotCompletedError, WaitTimeoutError
 from ..core.state import Progress, TaskState
 from ..core.status import TaskStatus
-from .protocol import as_type_of, backoff, refuse_inside_event_loop
+from .protocol import LongPoll, as_type_of, refuse_inside_event_loop
 
 
 class TaskBackend(Protocol):
     """What a blocking handle needs from its client, by task id."""
 
-    def status(self, task_id: str) -> TaskState: ...
-    def result(self, task_id: str) -> Any: ...
+    def status(self, task_id: str, wait_s: float | None = None) -> TaskState: ...
+    def result(self, task_id: str, wait_s: float | None = None) -> Any: ...
     def cancel(self, task_id: str) -> TaskState: ...
     def retry(self, task_id: str) -> TaskState: ...
 
@@ -31,8 +31,8 @@ class TaskBackend(Protocol):
 class AsyncTaskBackend(Protocol):
     """What an async handle needs from its client, by task id."""
 
-    async def status(self, task_id: str) -> TaskState: ...
-    async def result(self, task_id: str) -> Any: ...
+    async def status(self, task_id: str, wait_s: float | None = None) -> TaskState: ...
+    async def result(self, task_id: str, wait_s: float | None = None) -> Any: ...
     async def cancel(self, task_id: str) -> TaskState: ...
     async def retry(self, task_id: str) -> TaskState: ...
 
@@ -114,23 +114,27 @@ class Task(TaskIdentity):
         """The task's current :class:`~raytask.TaskStatus`."""
         return self.get_state().status
 
+    def _hold(self, wait_s: float) -> None:
+        """One long-poll: returns when the task finishes or ``wait_s`` passes."""
+        self._state = self._backend.status(self._id, wait_s)
+
     def wait(self, timeout: float | None = None) -> TaskStatus:
-        """Poll (with backoff) until the task finishes; return its final status.
+        """Wait until the task finishes (long-polls: the server answers when it does);
+        return its final status.
 
         Raises:
             WaitTimeoutError: it did not finish within ``timeout`` seconds.
             RuntimeError: called from a running event loop (use the async client).
         """
         refuse_inside_event_loop(f"{type(self).__name__}.wait()", self._async_alternative)
-        try:
-            for delay in backoff(timeout):
-                status = self.get_status()
-                if status.finished:
-                    return status
-                time.sleep(delay)
-        except WaitTimeoutError:
-            raise _timed_out(self._id, timeout) from None
-        raise AssertionError("unreachable")
+        plan = LongPoll(timeout)
+        while (wait_s := plan.next_wait()) is not None:
+            start = time.monotonic()
+            self._state = self._backend.status(self._id, wait_s)
+            if self._state.status.finished:
+                return self._state.status
+            time.sleep(plan.pause_after(wait_s, time.monotonic() - start))
+        raise _timed_out(self._id, timeout)
 
     def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The result; with ``timeout``, wait up to that many seconds for it first.
@@ -146,9 +150,17 @@ class Task(TaskIdentity):
             TaskNotFoundError, TaskExpiredError: unknown id, or the result outlived its TTL.
             WaitTimeoutError: ``timeout`` passed first.
         """
-        if timeout is not None:
-            self.wait(timeout)
-        return as_type_of(self._backend.result(self._id), as_type)
+        if timeout is None:
+            return as_type_of(self._backend.result(self._id), as_type)
+        refuse_inside_event_loop(f"{type(self).__name__}.get(timeout=)", self._async_alternative)
+        plan = LongPoll(timeout)  # one request when the task finishes within LONG_POLL_S
+        while (wait_s := plan.next_wait()) is not None:
+            start = time.monotonic()
+            try:
+                return as_type_of(self._backend.result(self._id, wait_s), as_type)
+            except TaskNotCompletedError:
+                time.sleep(plan.pause_after(wait_s, time.monotonic() - start))
+        raise _timed_out(self._id, timeout)
 
     def cancel(self) -> TaskStatus:
         """Cancel the task if queued, stop it if running; returns ``CANCELLED``."""
@@ -183,30 +195,40 @@ class AsyncTask(TaskIdentity):
         """The task's current :class:`~raytask.TaskStatus`."""
         return (await self.get_state()).status
 
+    async def _hold(self, wait_s: float) -> None:
+        """One long-poll: returns when the task finishes or ``wait_s`` passes."""
+        self._state = await self._backend.status(self._id, wait_s)
+
     async def wait(self, timeout: float | None = None) -> TaskStatus:
-        """Poll (with backoff) until the task finishes; return its final status.
+        """Wait until the task finishes (long-polls); return its final status.
 
         Raises:
             WaitTimeoutError: it did not finish within ``timeout`` seconds.
         """
-        try:
-            for delay in backoff(timeout):
-                status = await self.get_status()
-                if status.finished:
-                    return status
-                await asyncio.sleep(delay)
-        except WaitTimeoutError:
-            raise _timed_out(self._id, timeout) from None
-        raise AssertionError("unreachable")
+        plan = LongPoll(timeout)
+        while (wait_s := plan.next_wait()) is not None:
+            start = time.monotonic()
+            self._state = await self._backend.status(self._id, wait_s)
+            if self._state.status.finished:
+                return self._state.status
+            await asyncio.sleep(plan.pause_after(wait_s, time.monotonic() - start))
+        raise _timed_out(self._id, timeout)
 
     async def get(self, timeout: float | None = None, as_type: Any = None) -> Any:
         """The result; with ``timeout``, wait up to that many seconds for it first.
 
         Raises the same errors as :meth:`Task.get`.
         """
-        if timeout is not None:
-            await self.wait(timeout)
-        return as_type_of(await self._backend.result(self._id), as_type)
+        if timeout is None:
+            return as_type_of(await self._backend.result(self._id), as_type)
+        plan = LongPoll(timeout)
+        while (wait_s := plan.next_wait()) is not None:
+            start = time.monotonic()
+            try:
+                return as_type_of(await self._backend.result(self._id, wait_s), as_type)
+            except TaskNotCompletedError:
+                await asyncio.sleep(plan.pause_after(wait_s, time.monotonic() - start))
+        raise _timed_out(self._id, timeout)
 
     async def cancel(self) -> TaskStatus:
         """Cancel the task if queued, stop it if running; returns ``CANCELLED``."""

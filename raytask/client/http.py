@@ -49,12 +49,17 @@ def _client_kwargs(
 
 
 def _build(http: httpx.Client | httpx.AsyncClient, request: Request) -> httpx.Request:
+    timeout: Any = httpx.USE_CLIENT_DEFAULT
+    if request.hold_s:  # a long-poll: the client's timeout counts after the server's hold
+        base = http.timeout.read or 30.0
+        timeout = httpx.Timeout(http.timeout.connect, read=base + request.hold_s)
     built = http.build_request(
         request.method,
         request.path,
         params=request.params,
         json=request.json,
         headers=request.headers,
+        timeout=timeout,
     )
     if request.absolute:
         built.url = built.url.copy_with(path=request.path)
@@ -206,7 +211,8 @@ class SyncHTTPClient:
 
         Their states are read with ``POST /status_many`` (one request per 1,000 tasks a
         round; ``concurrency`` is no longer used), which also keeps each handle's
-        :attr:`~raytask.Task.progress` fresh.
+        :attr:`~raytask.Task.progress` fresh; between rounds that found nothing new, a
+        long-poll on the oldest pending task waits for the next to finish.
 
         Raises:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
@@ -227,7 +233,8 @@ class SyncHTTPClient:
                 delay = poller.update(polled, finished)
                 if delay is None:
                     return
-                time.sleep(delay)
+                if delay:  # nothing new: hold until the oldest pending task finishes
+                    poller.pending[0]._hold(max(delay, protocol.MAX_POLL_S))
 
     def wait(
         self,
@@ -374,7 +381,8 @@ class AsyncHTTPClient:
                 delay = poller.update(polled, finished)
                 if delay is None:
                     return
-                await asyncio.sleep(delay)
+                if delay:  # nothing new: hold until the oldest pending task finishes
+                    await poller.pending[0]._hold(max(delay, protocol.MAX_POLL_S))
 
     async def wait(
         self,

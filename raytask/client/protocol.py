@@ -42,6 +42,14 @@ class Request:
     json: Any = None
     absolute: bool = True
     headers: dict[str, str] | None = None
+    hold_s: float | None = None  # a long-poll: the server may hold it this long
+
+
+def _wait(task_id: str, wait_s: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"task_id": task_id}
+    if wait_s:
+        params["wait_s"] = round(wait_s, 3)
+    return params
 
 
 _NO_OPTIONS = SubmitOptions()  # frozen: every default submit shares it
@@ -166,11 +174,11 @@ class RemoteEndpoint:
         body = {"task_ids": task_ids} if task_ids is not None else {"status": status}
         return Request("POST", f"{self.route}/cancel_many", json=body)
 
-    def status(self, task_id: str) -> Request:
-        return Request("GET", f"{self.route}/status", params={"task_id": task_id})
+    def status(self, task_id: str, wait_s: float | None = None) -> Request:
+        return Request("GET", f"{self.route}/status", params=_wait(task_id, wait_s), hold_s=wait_s)
 
-    def get(self, task_id: str) -> Request:
-        return Request("GET", f"{self.route}/get", params={"task_id": task_id})
+    def get(self, task_id: str, wait_s: float | None = None) -> Request:
+        return Request("GET", f"{self.route}/get", params=_wait(task_id, wait_s), hold_s=wait_s)
 
     def cancel(self, task_id: str) -> Request:
         return Request("PUT", f"{self.route}/cancel", params={"task_id": task_id})
@@ -370,6 +378,43 @@ def backoff(
         else:
             yield delay
         delay = min(delay * 1.5, max_s)
+
+
+LONG_POLL_S = 30.0
+"""How long one long-poll asks the server to hold the request (the server caps it at 60)."""
+
+
+class LongPoll:
+    """The plan of one wait on one task, shared by every handle: each request asks the
+    server to hold it until the task finishes (``wait_s``), up to ``LONG_POLL_S`` or what is
+    left of ``timeout_s``. An answer that comes back early with the task unfinished (a
+    server without long-poll) is followed by a pause that backs off, as plain polling does.
+    """
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._pauses = backoff(None)
+        self._first = True
+
+    def next_wait(self) -> float | None:
+        """``wait_s`` for the next request, or None: the time is up."""
+        if self.deadline is None:
+            return LONG_POLL_S
+        left = self.deadline - time.monotonic()
+        if left <= 0 and not self._first:
+            return None
+        self._first = False
+        return max(0.0, min(LONG_POLL_S, left))
+
+    def pause_after(self, asked_s: float, took_s: float) -> float:
+        """Seconds to sleep after an answer with the task unfinished."""
+        if took_s >= asked_s / 2:
+            return 0.0
+        pause = next(self._pauses)
+        if self.deadline is not None:
+            pause = min(pause, max(0.0, self.deadline - time.monotonic()))
+        return pause
 
 
 class Poller:

@@ -64,18 +64,19 @@ class RayBackend:
             lambda ids: self._ask(manager.status_many.remote(ids))
         )
 
-    async def _ask(self, call: Awaitable[T]) -> T:
+    async def _ask(self, call: Awaitable[T], timeout_s: float | None = None) -> T:
         """A manager call's answer; 503 while the manager is down or restarting (Ray
         restarts it and it reloads its journal: clients retry after ``Retry-After``)."""
+        timeout_s = timeout_s or self.timeout_s
         try:
-            return await asyncio.wait_for(call, self.timeout_s)
+            return await asyncio.wait_for(call, timeout_s)
         except (RayActorError, ActorUnavailableError) as exc:
             raise ServiceUnavailableError(
                 f"the task manager is unavailable ({type(exc).__name__}); retry shortly"
             ) from None
         except TimeoutError:
             raise ServiceUnavailableError(
-                f"the task manager did not answer within {self.timeout_s:g} s; retry shortly"
+                f"the task manager did not answer within {timeout_s:g} s; retry shortly"
             ) from None
 
     async def submit(
@@ -100,6 +101,11 @@ class RayBackend:
 
     async def status(self, task_id: str) -> TaskState:
         return unwrap(await self._statuses(task_id))
+
+    async def wait(self, task_id: str, wait_s: float) -> TaskState:
+        # The manager holds the call until the task finishes: give it that long, too.
+        call = self.manager.wait.remote(task_id, wait_s)
+        return unwrap(await self._ask(call, timeout_s=wait_s + self.timeout_s))
 
     async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
         return await self._ask(self.manager.status_many.remote(task_ids))

@@ -109,6 +109,8 @@ class TaskManager:
         self.attempts = Attempts(self.dispatcher, calls or ReplicaCalls(app_name), self._wake.set)
         self.attempts.on_result = self._keep_result
         self.table.on_change = self._changed
+        # Long-polls waiting for a task to finish: task id -> (event, waiters).
+        self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
         self.webhooks = Webhooks(
             config, lambda r: r.state(self.table.position(r)).wire(), self._journal
         )
@@ -167,6 +169,8 @@ class TaskManager:
         if event is not None and record.options.webhook_url is not None:
             self.webhooks.fire(record, event)
         self._journal(record)
+        if record.status.finished and record.task_id in self._finish_waits:
+            self._finish_waits[record.task_id][0].set()
         if record.status is TaskStatus.FAILURE:
             logger.warning(
                 "raytask task %s of %s/%s failed (attempt %d of %d): %s",
@@ -331,6 +335,24 @@ class TaskManager:
             except HTTPError as exc:
                 return [exc] * len(task_ids)
         return _each(task_ids, self.table.state)
+
+    @_errors_as_values
+    async def wait(self, task_id: str, wait_s: float) -> TaskState:
+        """The status answer once the task has finished, or after ``wait_s`` seconds
+        (long-poll): the call waits on the task's own notification, set by the change that
+        finishes it, never by polling."""
+        if not self.table.get(task_id).status.finished:
+            event, waiters = self._finish_waits.setdefault(task_id, (asyncio.Event(), [0]))
+            waiters[0] += 1
+            try:
+                await asyncio.wait_for(event.wait(), wait_s)
+            except TimeoutError:
+                pass
+            finally:
+                waiters[0] -= 1
+                if not waiters[0]:
+                    self._finish_waits.pop(task_id, None)
+        return await self.status(task_id)
 
     @_errors_as_values
     async def result(self, task_id: str) -> list[ray.ObjectRef]:

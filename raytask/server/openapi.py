@@ -206,6 +206,16 @@ def openapi_document(
             required=True,
         )
     ]
+    waiting = [
+        *task_id,
+        _query(
+            "wait_s",
+            {"type": "number", "minimum": 0, "maximum": 60},
+            "Long-poll: hold the request until the task has finished or this many seconds "
+            "have passed, then answer as without it.",
+            required=False,
+        ),
+    ]
     task_state = {"description": "the task's state", "content": _json("TaskState")}
     any_result = {
         "description": "the task's result, as the synchronous call would answer it (task ids "
@@ -320,19 +330,26 @@ def openapi_document(
         id_errors = (MalformedRequestError, TaskNotFoundError, ServiceUnavailableError)
         paths[f"{base}/status"] = {
             "get": {
-                "summary": "a task's state",
+                "summary": "a task's state (wait_s: once it has finished)",
                 "operationId": f"status_{e.name}",
-                "parameters": task_id,
-                "responses": _responses(task_state, *id_errors, TaskExpiredError),
+                "parameters": waiting,
+                "responses": _responses(
+                    task_state, *id_errors, TaskExpiredError, InvalidInputError
+                ),
             }
         }
         paths[f"{base}/get"] = {
             "get": {
                 "summary": "a task's result",
                 "operationId": f"get_{e.name}",
-                "parameters": task_id,
+                "parameters": waiting,
                 "responses": _responses(
-                    any_result, *id_errors, TaskConflictError, TaskExpiredError, TaskFailedError
+                    any_result,
+                    *id_errors,
+                    TaskConflictError,
+                    TaskExpiredError,
+                    TaskFailedError,
+                    InvalidInputError,
                 ),
             }
         }

@@ -82,6 +82,7 @@ class Backend(Protocol):
         owner: str | None = None,
     ) -> list[TaskState]: ...
     async def status(self, task_id: str) -> TaskState: ...
+    async def wait(self, task_id: str, wait_s: float) -> TaskState: ...
     async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]: ...
     async def cancel_many(
         self,
@@ -132,6 +133,24 @@ def _idempotency_key(request: Request) -> str | None:
             f"{IDEMPOTENCY_KEY} must be one value of 1 to 255 visible ASCII characters"
         )
     return values[0]
+
+
+MAX_WAIT_S = 60.0
+"""The longest a long-poll (``wait_s``) holds a request."""
+
+
+def _wait_s(request: Request) -> float:
+    """The long-poll's ``wait_s`` (0 without one): a number of seconds from 0 to 60."""
+    text = request.query_params.get("wait_s")
+    if text is None:
+        return 0.0
+    try:
+        wait_s = float(text)
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s <= MAX_WAIT_S:  # NaN fails both comparisons
+        raise InvalidInputError(f"wait_s must be a number of seconds from 0 to {MAX_WAIT_S:g}")
+    return wait_s
 
 
 def _item_error(task_id: str, error: HTTPError) -> dict[str, Any]:
@@ -400,13 +419,20 @@ class Routes:
     async def status(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
         task_id = self._task_id(request)
-        state = await self._owned(request, task_id) or await self.backend.status(task_id)
+        wait_s = _wait_s(request)
+        state = await self._owned(request, task_id)
+        if wait_s:
+            state = await self.backend.wait(task_id, wait_s)
+        state = state or await self.backend.status(task_id)
         return JSONResponse(self._view(request, state))
 
     async def get(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
         task_id = self._task_id(request)
+        wait_s = _wait_s(request)
         await self._owned(request, task_id)
+        if wait_s:
+            await self.backend.wait(task_id, wait_s)
         return self._result_response(await self.backend.result(task_id))
 
     async def cancel(self, request: Request) -> Response:

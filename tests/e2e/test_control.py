@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -146,3 +147,19 @@ def test_the_in_cluster_client_has_options_listing_and_progress(control_app: App
     assert task.get(timeout=60) == 5
     newest = next(iter(client.steps.list(limit=1)))
     assert newest.task_id == task.id and newest.status is raytask.TaskStatus.SUCCESS
+
+
+def test_a_long_poll_get_answers_when_the_task_finishes(main_app: App) -> None:
+    task_id = main_app.submit("sleep", {"seconds": 1.0})
+    start = time.monotonic()
+    response = main_app.http.get("/sleep/get", params={"task_id": task_id, "wait_s": 30})
+    took = time.monotonic() - start
+    assert response.status_code == 200, response.text
+    assert response.json() >= 1.0 and took < 15  # held about a second, not 30
+    pending = main_app.submit("block", {"seconds": 30, "tag": "held"})
+    start = time.monotonic()
+    answer = main_app.http.get("/block/status", params={"task_id": pending, "wait_s": 1})
+    assert answer.json()["status"] in ("pending", "in_progress")
+    assert time.monotonic() - start >= 0.9  # held for its wait_s, then the current state
+    with raytask.SyncHTTPClient(main_app.url) as client:
+        assert client.sleep.submit(seconds=0.5).get(timeout=30) >= 0.5

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -42,6 +43,8 @@ class LocalBackend:
         # replicas got to it meanwhile): the clients' waits then see tasks finish.
         self.run_after_polls: int | None = None
         self.polls: Counter[str] = Counter()
+        self.waits = 0
+        self.max_wait_s = 5.0  # the longest a long-poll really waits here (the fuzzer's: less)
 
     async def submit(
         self,
@@ -75,6 +78,17 @@ class LocalBackend:
             if self.polls[task_id] >= self.run_after_polls:
                 await self.drain()
         return self.table.state(task_id)
+
+    async def wait(self, task_id: str, wait_s: float) -> TaskState:
+        """A long-poll: reads the status (a poll, for ``run_after_polls``) until the task
+        finished or ``wait_s`` passed on the real clock."""
+        deadline = time.monotonic() + min(wait_s, self.max_wait_s)
+        self.waits += 1
+        while True:
+            state = await self.status(task_id)
+            if state.status.finished or time.monotonic() >= deadline:
+                return state
+            await asyncio.sleep(0.01)
 
     async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
         answers: list[TaskState | HTTPError] = []

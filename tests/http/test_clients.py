@@ -381,8 +381,10 @@ def test_batches_use_the_batch_routes(client: Any, server: InProcessServer) -> N
     results = run(client.wordcount.map(inputs, timeout=30))
     assert [r["top"] for r in results] == [[f"w{i}"] for i in range(30)]
     assert server.paths.count("/wordcount/submit_many") == 1
-    assert "/wordcount/submit" not in server.paths and "/wordcount/status" not in server.paths
+    assert "/wordcount/submit" not in server.paths
     assert "/status_many" in server.paths
+    # no status request per task: at most a long-poll on the oldest one between rounds
+    assert server.paths.count("/wordcount/status") < 5
 
 
 def test_listing_and_cancel_many(client: Any, backend: LocalBackend) -> None:
@@ -405,3 +407,17 @@ def test_a_handle_shows_the_progress_it_last_read(client: Any, backend: LocalBac
     run(task.get_state())
     assert task.progress is not None and task.progress.fraction == 0.75
     assert task.last_state is not None and task.last_state.progress == task.progress
+
+
+def test_get_with_a_timeout_is_one_long_poll(
+    client: Any, server: InProcessServer, backend: LocalBackend
+) -> None:
+    task = run(client.wordcount.submit(text="one request to wait"))
+    before = len(server.paths)
+    assert run(task.get(timeout=30))["words"] == 4
+    assert server.paths[before:] == ["/wordcount/get"]  # held until done: one request
+    assert backend.waits == 1
+    other = run(client.wordcount.submit(text="and wait"))
+    before = len(server.paths)
+    assert run(other.wait(timeout=30)) is raytask.TaskStatus.SUCCESS
+    assert server.paths[before:] == ["/wordcount/status"]

@@ -319,3 +319,39 @@ async def test_bad_cancel_many_bodies_are_422_and_cancel_nothing(
     await submit(client, "wordcount", {"text": "x"})
     assert_error(await client.post("/wordcount/cancel_many", json=body), 422)
     assert backend.table.pending_count == 1
+
+
+# -- long-poll (wait_s) ------------------------------------------------------------------
+
+
+async def test_get_and_status_with_wait_s_answer_once_the_task_finished(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    backend.run_after_polls = 3  # the task "runs" while the long-poll waits
+    task_id = await submit(client, "wordcount", {"text": "a b a"})
+    response = await client.get("/wordcount/get", params={"task_id": task_id, "wait_s": 5})
+    assert response.status_code == 200 and response.json()["words"] == 3
+    assert backend.waits == 1
+    other = await submit(client, "wordcount", {"text": "x"})
+    answer = await client.get("/wordcount/status", params={"task_id": other, "wait_s": "5"})
+    assert answer.json()["status"] == "success"
+
+
+async def test_a_long_poll_that_times_out_answers_as_without_it(
+    client: httpx.AsyncClient, backend: LocalBackend
+) -> None:
+    task_id = await submit(client, "wordcount", {"text": "never runs"})
+    params = {"task_id": task_id, "wait_s": 0.05}
+    assert_error(await client.get("/wordcount/get", params=params), 400, "not completed")
+    answer = await client.get("/wordcount/status", params=params)
+    assert answer.status_code == 200 and answer.json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("wait_s", ["-1", "61", "nan", "inf", "soon", ""])
+async def test_a_bad_wait_s_is_422(
+    client: httpx.AsyncClient, backend: LocalBackend, wait_s: str
+) -> None:
+    task_id = await submit(client, "wordcount", {"text": "x"})
+    for route in ("/wordcount/get", "/wordcount/status"):
+        response = await client.get(route, params={"task_id": task_id, "wait_s": wait_s})
+        assert_error(response, 422, "wait_s")

@@ -22,8 +22,9 @@ from ray.serve.handle import DeploymentResponse
 
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
 from raytask.core.dispatcher import EndpointRoute
-from raytask.core.errors import HTTPError
+from raytask.core.errors import HTTPError, TaskNotFoundError
 from raytask.core.state import TaskState
+from raytask.core.status import TaskStatus
 from raytask.server.calls import ReplicaCalls
 from raytask.server.manager import TaskManager
 from raytask.server.runner import AttemptFailed
@@ -326,3 +327,29 @@ async def test_queue_depth_and_metrics(manager: TaskManager, calls: FakeCalls) -
     assert names == {"raytask_tasks", "raytask_oldest_pending_age_seconds", "raytask_in_flight"}
     queue = await manager.queue()
     assert queue["deployments"]["Model"] == {"in_flight": 1, "limit": 4}
+
+
+async def test_a_long_poll_answers_when_the_task_finishes_not_before(
+    manager: TaskManager, calls: FakeCalls
+) -> None:
+    task_id, replica = await running(manager, calls)
+    waiters = [asyncio.create_task(manager.wait(task_id, 30)) for _ in range(3)]
+    await settle()
+    assert not any(w.done() for w in waiters)  # held: nothing finished yet
+    assert manager._finish_waits[task_id][1] == [3]  # one notification for the three
+    replica.ref.finish({"words": 3})
+    answers = await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    assert {a.status for a in answers} == {TaskStatus.SUCCESS}  # type: ignore[union-attr]
+    assert task_id not in manager._finish_waits  # nothing left behind
+    finished = await manager.wait(task_id, 30)  # already finished: at once
+    assert finished.status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+
+
+async def test_a_long_poll_that_times_out_answers_the_current_state(
+    manager: TaskManager, calls: FakeCalls
+) -> None:
+    task_id, _ = await running(manager, calls)
+    answer = await manager.wait(task_id, 0.05)
+    assert answer.status is TaskStatus.IN_PROGRESS  # type: ignore[union-attr]
+    assert task_id not in manager._finish_waits
+    assert isinstance(await manager.wait("f" * 32, 1), TaskNotFoundError)

@@ -28,3 +28,19 @@ def test_deadline_raises_with_the_count_left() -> None:
 
 def test_duplicates_are_polled_once() -> None:
     assert Poller(["a", "a", "b"], None, window=10).batch() == ["a", "b"]
+
+
+def test_a_long_poll_plan_asks_for_what_is_left_and_pauses_only_after_early_answers() -> None:
+    from raytask.client.protocol import LONG_POLL_S, LongPoll
+
+    forever = LongPoll(None)
+    assert forever.next_wait() == LONG_POLL_S
+    assert forever.pause_after(LONG_POLL_S, LONG_POLL_S) == 0.0  # the server held it
+    first, second = forever.pause_after(30, 0.001), forever.pause_after(30, 0.001)
+    assert 0 < first < second  # a server that answers at once is polled with backoff
+    short = LongPoll(2.0)
+    wait_s = short.next_wait()
+    assert wait_s is not None and 1.9 < wait_s <= 2.0
+    expired = LongPoll(0.0)
+    assert expired.next_wait() == 0.0  # one plain look, even with no time left
+    assert expired.next_wait() is None
