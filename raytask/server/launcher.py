@@ -10,7 +10,10 @@ the first SIGTERM or SIGINT into one SIGINT for the child, then waits for it. A 
 killed.
 
 The child's own session keeps a terminal's Ctrl-C from reaching it twice (once from the terminal,
-once from here). Its exit status is this process's exit status.
+once from here), and holds everything it starts: Ray's processes and, with
+``RAY_SERVE_ENABLE_HA_PROXY=1``, the HAProxy ingress, which used to outlive ``serve run`` and
+keep its port. Once ``serve run`` has exited, whatever is left of its process group gets
+SIGTERM, then SIGKILL. Its exit status is this process's exit status.
 """
 
 from __future__ import annotations
@@ -70,13 +73,32 @@ def supervise(command: list[str], grace_s: float = GRACE_S) -> int:
     deadline: float | None = None
     while True:
         try:
-            return _exit_code(child.wait(timeout=0.5))
+            code = _exit_code(child.wait(timeout=0.5))
         except subprocess.TimeoutExpired:
             pass
+        else:
+            reap_group(child.pid)
+            return code
         if signals_seen and deadline is None:
             deadline = time.monotonic() + grace_s
         if deadline is not None and time.monotonic() > deadline:
             child.kill()
+
+
+def reap_group(pgid: int, grace_s: float = 5.0) -> None:
+    """Stop what is left of process group ``pgid`` (SIGTERM, then SIGKILL after ``grace_s``)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":

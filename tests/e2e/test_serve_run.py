@@ -10,11 +10,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
 from ..support import wait_for
+from .seed import check_seed_snippets
 from .serve_run import finish_task, run_task, serve_process, serve_run
+from .test_clients import check_bentoml_session, run_bentoml_driver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
@@ -124,3 +127,59 @@ def test_make_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     with socket.socket() as probe:  # no one listens on the port (closed connections may linger)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
+
+
+def test_the_haproxy_ingress_serves_the_app_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    # Ray 2.60's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1): HAProxy holds the port and
+    # sends requests straight to the ingress replicas. The seed's snippets, BentoML's own
+    # client and the protocol work through it; SIGTERM leaves no HAProxy holding the port.
+    env = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    with serve_process("app.yaml", tmp_path, env=env, edit=demo_only, launcher=True) as (
+        process,
+        http,
+        log,
+    ):
+        port = http.base_url.port
+        (listener,) = {
+            psutil.Process(c.pid).name()
+            for c in psutil.net_connections("tcp")
+            if c.status == "LISTEN" and c.laddr.port == port and c.pid
+        }
+        assert listener == "haproxy"
+        url = str(http.base_url).rstrip("/")
+        check_seed_snippets(url)
+        check_bentoml_session(run_bentoml_driver(url))
+        check_protocol(http)
+        family = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 0, log.read_text()[-3000:]
+    wait_for(
+        lambda: not [p for p in family if p.is_running() and p.status() != "zombie"], 30, "exit"
+    )
+    assert not [
+        c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port
+    ]
+
+
+def check_protocol(http: httpx.Client) -> None:
+    """The wire protocol's answers, briefly: submit, status, get, cancel, retry, errors."""
+    done = finish_task(http, "/wordcount", {"text": "through haproxy"})
+    assert http.get("/wordcount/get", params={"task_id": done["task_id"]}).json()["words"] == 2
+    long = http.post("/block/submit", json={"seconds": 30}).json()["task_id"]
+    assert http.put("/block/cancel", params={"task_id": long}).json()["status"] == "cancelled"
+    got = http.get("/block/get", params={"task_id": long})
+    assert got.status_code == 409 and got.json()["code"] == "task_cancelled"
+    again = http.post("/block/retry", params={"task_id": long}).json()
+    assert again["task_id"] != long and again["status"] in ("pending", "in_progress")
+    http.post("/block/cancel", params={"task_id": again["task_id"]})
+    assert http.get("/wordcount/status", params={"task_id": "f" * 32}).status_code == 404
+    bad = http.post("/wordcount/submit", json={"text": 5})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/json"
+    waited = http.get(
+        "/sleep/get",
+        params={
+            "task_id": http.post("/sleep/submit", json={"seconds": 0.3}).json()["task_id"],
+            "wait_s": 30,
+        },
+    )
+    assert waited.status_code == 200

@@ -71,3 +71,39 @@ def test_a_second_signal_insists_and_a_stuck_child_is_killed_after_the_grace(
     # killed: a shell's 128 + 9
     assert supervisor.wait(30) == 128 + signal.SIGKILL
     assert log.read_text().split() == ["SIGINT", "SIGTERM"]
+
+
+def test_what_the_child_leaves_in_its_group_is_stopped(tmp_path: Path) -> None:
+    # serve run's children (Ray, HAProxy) live in its process group: a leftover one,
+    # started in the background by the child, is stopped when the child exits.
+    script = tmp_path / "leaves.py"
+    pid_file = tmp_path / "orphan.pid"
+    script.write_text(
+        textwrap.dedent(f"""
+            import subprocess, sys, pathlib
+            orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+            pathlib.Path({str(pid_file)!r}).write_text(str(orphan.pid))
+        """)
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from raytask.server.launcher import supervise; "
+            f"sys.exit(supervise([sys.executable, {str(script)!r}]))",
+        ],
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    orphan = int(pid_file.read_text())
+    wait_for(lambda: not _alive(orphan), 15, "the leftover process to be stopped")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
