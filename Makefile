@@ -54,7 +54,7 @@ install: $(VENV)/.installed
 run: install
 	mkdir -p $(SPILL_DIR)
 	RAY_object_spilling_directory='$(SPILL_DIR)' RAY_SERVE_ENABLE_HA_PROXY='$(HAPROXY)' \
-		$(PY) -m raytask.server.launcher configs/app.yaml
+		exec $(PY) -m raytask.server.launcher configs/app.yaml
 
 ## Lint, then every test tier (unit, HTTP in process, end to end on a real local Ray)
 test: install lint $(BENTO_VENV)/.installed $(CLIENT_VENV)/.installed redis-server chromium

@@ -28,8 +28,15 @@ def test_make_run_spills_to_spill_dir(tmp_path: Path) -> None:
     assert words[0] == f"RAY_object_spilling_directory={spill}"
     # HAProxy's ingress by default (benchmarks/haproxy.py); HAPROXY=0 for Serve's proxy
     assert words[1] == "RAY_SERVE_ENABLE_HA_PROXY=1"
-    # serve run, under the launcher that makes SIGTERM a clean shutdown (tests/e2e/test_serve_run)
-    assert words[2:] == [".venv/bin/python", "-m", "raytask.server.launcher", "configs/app.yaml"]
+    # serve run, under the launcher that makes SIGTERM a clean shutdown (tests/e2e/test_serve_run);
+    # exec: the launcher replaces the recipe's shell, so a signal to it reaches the launcher
+    assert words[2:] == [
+        "exec",
+        ".venv/bin/python",
+        "-m",
+        "raytask.server.launcher",
+        "configs/app.yaml",
+    ]
 
 
 def test_make_run_haproxy_0_uses_serves_own_proxy() -> None:
