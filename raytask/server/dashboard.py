@@ -1,6 +1,6 @@
 """The files of ``GET /dashboard``, shipped in the package (no CDN, no build step).
 
-The page (``dashboard/index.html``) and its two files are read once; the page's ``<base>``
+The page (``static/index.html``) and its two files are read once; the page's ``<base>``
 is set per request to the app's route prefix, so the page and every request it makes work
 under any prefix, and offline.
 """
@@ -16,7 +16,7 @@ _MEDIA_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/c
 class _Dashboard:
     @functools.cached_property
     def _files(self) -> dict[str, bytes]:
-        folder = resources.files("raytask.server") / "dashboard"
+        folder = resources.files("raytask.server.static")
         return {name: (folder / name).read_bytes() for name in ("index.html", *_MEDIA_TYPES)}
 
     def page(self) -> str:
