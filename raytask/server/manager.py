@@ -112,7 +112,7 @@ class TaskManager:
         # Long-polls waiting for a task to finish: task id -> (event, waiters).
         self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
         self.webhooks = Webhooks(
-            config, lambda r: r.state(self.table.position(r)).wire(), self._journal
+            config, lambda r: r.state(self.table.position(r)).wire(), self._journal_held
         )
         self._models: list[tuple[str, type]] = []
         self._apply(routes, config)
@@ -160,6 +160,12 @@ class TaskManager:
     def _journal(self, record: TaskRecord) -> None:
         if self.journal is not None:
             self.journal.changed(record)
+
+    def _journal_held(self, record: TaskRecord) -> None:
+        # A delivery may end after its task was forgotten at its TTL: journaling it then
+        # would bring the task back at the next restart.
+        if self.table.endpoint_of(record.task_id) is not None:
+            self._journal(record)
 
     def _changed(self, record: TaskRecord) -> None:
         """Every created or changed task: its webhook event queued, journaled (with the

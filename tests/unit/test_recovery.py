@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
-from raytask.core.errors import TaskConflictError, TaskNotFoundError
+from raytask.core.errors import TaskConflictError, TaskExpiredError, TaskNotFoundError
 from raytask.core.recovery import LOST_RESULT, LOST_RUN, recover
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
@@ -338,3 +338,29 @@ async def test_a_pending_webhook_delivery_survives_a_restart(path: Stores) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_a_delivery_that_ends_after_its_task_was_forgotten_does_not_bring_it_back(
+    tmp_path: Path,
+) -> None:
+    config = AppConfig(
+        webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        webhook_allow_private_networks=True,
+        webhook_retry_delays_s=(0.3,),
+    )
+    m = TaskManager("app", [route()], config, calls=FakeCalls(), store=SQLiteStore(tmp_path / "j"))
+    m.dispatcher.max_in_flight = 0
+    url = "http://127.0.0.1:9/nobody-listens"
+    answer = await m.submit("work", {"n": 1}, SubmitOptions(webhook_url=url, ttl_s=0.05))
+    task_id = answer.task_id  # type: ignore[union-attr]
+    await m.cancel(task_id)  # "cancelled": a delivery that fails, then retries in 0.3 s
+    await asyncio.sleep(0.1)
+    await m.sweep()  # forgotten at its TTL while the retry waits
+    with pytest.raises(TaskExpiredError):
+        m.table.get(task_id)
+    await m.webhooks.idle()
+    assert m.journal is not None
+    await m.journal.flush()
+    records, _ = m.journal.load()
+    assert task_id not in {r.task_id for r in records}
+    await m.shutdown()
