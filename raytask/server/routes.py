@@ -1,8 +1,10 @@
 """The HTTP routes of a raytask app, as a Starlette application over a backend.
 
-The routes parse and validate requests, call a :class:`Backend` and format the answers of
-SPEC §2; they know nothing of Ray. The ingress deployment gives them a backend that talks
-to the task manager actor; the HTTP test tier gives them an in-process one.
+The routes parse and validate requests (the task-control parameters with
+:mod:`raytask.server.params`), call a :class:`~raytask.server.backend.Backend` and format
+the answers of SPEC §2 and §7; they know nothing of Ray. The ingress deployment gives them a
+backend that talks to the task manager actor; the HTTP test tier gives them an in-process
+one.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import html
 import logging
 import re
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -22,7 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..core.config import AppConfig, SubmitOptions
-from ..core.endpoint import MAX_BATCH, SERVICE_ROUTES, Endpoint, encode_result
+from ..core.endpoint import SERVICE_ROUTES, Endpoint, encode_result
 from ..core.errors import (
     EndpointNotFoundError,
     HeadersTooLargeError,
@@ -40,71 +41,20 @@ from ..core.errors import (
 )
 from ..core.metrics import prometheus_text
 from ..core.state import TASK_ID_PATTERN, TaskState
-from ..core.status import BENTOML_SPELLING, TaskStatus
 from ..core.webhooks import check_url
 from .auth import PUBLIC_ROUTES, Tokens
+from .backend import Backend
 from .bodies import CancelManyRequest, StatusManyRequest
 from .dashboard import DASHBOARD
 from .openapi import openapi_document
+from .params import IDEMPOTENCY_KEY, ListQuery, idempotency_key, item_error, parse_body, wait_s_of
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 _ANSWERED_ID = re.compile(rb'^\{"task_id":"([0-9a-f]{32})"')
 BENTOML_USER_AGENT = "BentoML HTTP Client"
-DEFAULT_LIST_LIMIT = 100
-_STATUS_VALUES = frozenset({s.value for s in TaskStatus} | set(BENTOML_SPELLING.values()))
-_FROM_BENTOML = {v: k.value for k, v in BENTOML_SPELLING.items()}
-M = TypeVar("M", bound=BaseModel)
 logger = logging.getLogger("ray.serve.raytask.routes")
 # A child of Serve's logger, so its lines land where Serve's access lines would.
 access_logger = logging.getLogger("ray.serve.raytask.access")
-
-
-class Backend(Protocol):
-    """What the routes need from the task system.
-
-    Status answers are :class:`TaskState` models; errors are raised as
-    :class:`raytask.core.errors.HTTPError` subclasses.
-    """
-
-    async def submit(
-        self,
-        endpoint: str,
-        kwargs: dict[str, Any],
-        options: SubmitOptions,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> TaskState: ...
-    async def submit_many(
-        self,
-        endpoint: str,
-        inputs: list[dict[str, Any]],
-        options: SubmitOptions,
-        owner: str | None = None,
-    ) -> list[TaskState]: ...
-    async def status(self, task_id: str) -> TaskState: ...
-    async def wait(self, task_id: str, wait_s: float) -> TaskState: ...
-    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]: ...
-    async def cancel_many(
-        self,
-        endpoint: str,
-        task_ids: list[str] | None,
-        statuses: list[str] | None,
-        owner: str | None = None,
-    ) -> int: ...
-    async def list_tasks(
-        self,
-        endpoint: str | None,
-        statuses: list[str] | None,
-        limit: int,
-        cursor: int | None,
-        owner: str | None = None,
-    ) -> tuple[list[TaskState], int | None]: ...
-    async def result(self, task_id: str) -> Any: ...
-    async def cancel(self, task_id: str) -> TaskState: ...
-    async def retry(self, task_id: str) -> TaskState: ...
-    async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any: ...
-    async def ready(self) -> bool: ...
-    async def queue(self) -> dict[str, Any]: ...
 
 
 def error_response(error: HTTPError) -> JSONResponse:
@@ -117,85 +67,6 @@ def error_response(error: HTTPError) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer realm="raytask"'
 
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
-
-
-IDEMPOTENCY_KEY = "Idempotency-Key"
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-def _idempotency_key(request: Request) -> str | None:
-    """The submit's ``Idempotency-Key`` header: 1-255 visible ASCII characters."""
-    values = request.headers.getlist(IDEMPOTENCY_KEY)
-    if not values:
-        return None
-    if len(values) > 1 or not _KEY.fullmatch(values[0]):
-        raise MalformedRequestError(
-            f"{IDEMPOTENCY_KEY} must be one value of 1 to 255 visible ASCII characters"
-        )
-    return values[0]
-
-
-MAX_WAIT_S = 60.0
-"""The longest a long-poll (``wait_s``) holds a request."""
-
-
-def _wait_s(request: Request) -> float:
-    """The long-poll's ``wait_s`` (0 without one): a number of seconds from 0 to 60."""
-    text = request.query_params.get("wait_s")
-    if text is None:
-        return 0.0
-    try:
-        wait_s = float(text)
-    except ValueError:
-        wait_s = -1.0
-    if not 0 <= wait_s <= MAX_WAIT_S:  # NaN fails both comparisons
-        raise InvalidInputError(f"wait_s must be a number of seconds from 0 to {MAX_WAIT_S:g}")
-    return wait_s
-
-
-def _item_error(task_id: str, error: HTTPError) -> dict[str, Any]:
-    return {"task_id": task_id, "error": str(error), "status_code": error.status_code}
-
-
-def _parse(model: type[M], body: bytes, route: str) -> M:
-    try:
-        return model.model_validate_json(body.strip() or b"null")
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        if any(error["type"] == "json_invalid" for error in errors):
-            raise MalformedRequestError("request body is not valid JSON") from None
-        reasons = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]
-        )
-        raise InvalidInputError(f"invalid body for {route}: {reasons}", errors) from None
-
-
-@dataclass(frozen=True)
-class _ListQuery:
-    statuses: list[str] | None
-    limit: int
-    cursor: int | None
-
-    @classmethod
-    def parse(cls, request: Request) -> _ListQuery:
-        params = request.query_params
-        statuses = [s for value in params.getlist("status") for s in value.split(",") if s]
-        wrong = [s for s in statuses if s not in _STATUS_VALUES]
-        if wrong:
-            raise InvalidInputError(
-                f"unknown status {wrong[0][:40]!r}: use {', '.join(sorted(_STATUS_VALUES))}"
-            )
-        limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_BATCH:
-            raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH}")
-        cursor_text = params.get("cursor")
-        if cursor_text is not None and not (cursor_text.isdigit() and len(cursor_text) <= 19):
-            raise InvalidInputError("malformed cursor: pass back a next_cursor as it came")
-        return cls(
-            [_FROM_BENTOML.get(s, s) for s in statuses] or None,
-            int(limit_text),
-            None if cursor_text is None else int(cursor_text),
-        )
 
 
 class Routes:
@@ -335,7 +206,7 @@ class Routes:
     async def submit(self, request: Request) -> Response:
         endpoint = self._endpoint(request, task_only=True)
         options = self._submit_options(request)
-        key = _idempotency_key(request)
+        key = idempotency_key(request)
         kwargs = endpoint.validate_json(await self._body(request))
         state = await self.backend.submit(endpoint.name, kwargs, options, key, self._owner(request))
         return JSONResponse(self._view(request, state))
@@ -368,7 +239,7 @@ class Routes:
             endpoint = request.query_params.get("endpoint")
             if endpoint is not None and endpoint not in self._task_endpoints():
                 raise EndpointNotFoundError(f"no task endpoint named {endpoint!r}")
-        query = _ListQuery.parse(request)
+        query = ListQuery.parse(request)
         states, cursor = await self.backend.list_tasks(
             endpoint, query.statuses, query.limit, query.cursor, self._owner(request)
         )
@@ -380,7 +251,7 @@ class Routes:
         )
 
     async def status_many(self, request: Request) -> Response:
-        body = _parse(StatusManyRequest, await self._body(request), "status_many")
+        body = parse_body(StatusManyRequest, await self._body(request), "status_many")
         wellformed = [t for t in body.task_ids if _TASK_ID.fullmatch(t)]
         answers = iter(await self.backend.status_many(wellformed) if wellformed else [])
         tasks: list[dict[str, Any]] = []
@@ -389,21 +260,23 @@ class Routes:
                 error: HTTPError = MalformedRequestError(
                     f"malformed task_id {task_id[:64]!r}: expected 32 hex digits"
                 )
-                tasks.append(_item_error(task_id, error))
+                tasks.append(item_error(task_id, error))
                 continue
             answer = next(answers)
             owner = self._owner(request)
             if owner is not None and isinstance(answer, TaskState) and answer.owner != owner:
                 answer = TaskNotFoundError(f"task {task_id} not found")
             if isinstance(answer, HTTPError):
-                tasks.append(_item_error(task_id, answer))
+                tasks.append(item_error(task_id, answer))
             else:
                 tasks.append(self._view(request, answer))
         return JSONResponse({"tasks": tasks})
 
     async def cancel_many(self, request: Request) -> Response:
         endpoint = self._endpoint(request, task_only=True)
-        body = _parse(CancelManyRequest, await self._body(request), f"{endpoint.name}/cancel_many")
+        body = parse_body(
+            CancelManyRequest, await self._body(request), f"{endpoint.name}/cancel_many"
+        )
         task_ids = body.task_ids
         if task_ids is not None:
             task_ids = [t for t in task_ids if _TASK_ID.fullmatch(t)]  # unknown: skipped
@@ -419,7 +292,7 @@ class Routes:
     async def status(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
         task_id = self._task_id(request)
-        wait_s = _wait_s(request)
+        wait_s = wait_s_of(request)
         state = await self._owned(request, task_id)
         if wait_s:
             state = await self.backend.wait(task_id, wait_s)
@@ -429,7 +302,7 @@ class Routes:
     async def get(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
         task_id = self._task_id(request)
-        wait_s = _wait_s(request)
+        wait_s = wait_s_of(request)
         await self._owned(request, task_id)
         if wait_s:
             await self.backend.wait(task_id, wait_s)

@@ -1,0 +1,118 @@
+"""One task's record: everything the task manager knows of it, as plain data.
+
+The table changes records; the journal stores :meth:`TaskRecord.to_dict` and reloads with
+:meth:`TaskRecord.from_dict` (rows written by older versions stay readable: new fields
+have defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import pickle
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .config import TaskOptions
+from .state import Progress, TaskState
+from .status import TaskStatus
+from .webhooks import WebhookLog
+
+
+def new_task_id() -> str:
+    """An unguessable task id: 32 lowercase hex digits (uuid4)."""
+    return uuid.uuid4().hex
+
+
+def _unjsonable(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # pydantic models by their fields
+    if callable(dump):
+        return dump(mode="json")
+    return pickle.dumps(value, protocol=5).hex()
+
+
+def input_digest(kwargs: dict[str, Any]) -> str:
+    """A fingerprint of a task's inputs: equal for equal inputs in any key order (what an
+    idempotency key compares)."""
+    text = json.dumps(kwargs, sort_keys=True, default=_unjsonable, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """Everything the manager knows about one task; times are epoch seconds."""
+
+    task_id: str
+    endpoint: str
+    kwargs: dict[str, Any]
+    options: TaskOptions
+    created_at: float
+    status: TaskStatus = TaskStatus.PENDING
+    executed_at: float | None = None
+    completed_at: float | None = None
+    expires_at: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    retry_of: str | None = None
+    seq: int = 0  # submission order, kept across restarts (pending tasks requeue in it)
+    idempotency_key: str | None = None
+    input_digest: str | None = None  # of the inputs, kept with an idempotency key
+    progress: Progress | None = None
+    webhook: WebhookLog | None = None
+    owner: str | None = None  # a hash of the submitting API token, with token isolation
+
+    def state(self, queue_position: int | None = None) -> TaskState:
+        """The status answer of this task (the table knows its ``queue_position``)."""
+        return TaskState.of(
+            self.task_id,
+            self.status,
+            self.endpoint,
+            self.created_at,
+            self.executed_at,
+            self.completed_at,
+            self.expires_at,
+            self.attempts,
+            self.error,
+            self.retry_of,
+            self.options.priority,
+            queue_position,
+            self.progress,
+            None if self.webhook is None else self.webhook.summary,
+            self.owner,
+        )
+
+    def queue_deadline(self) -> float | None:
+        """When this task expires unless it has started (``max_queue_s`` after submit)."""
+        max_queue_s = self.options.max_queue_s
+        return None if max_queue_s is None else self.created_at + max_queue_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """A snapshot of plain values (what the journal stores; old rows stay readable).
+
+        Shallow: ``kwargs`` is shared (it never changes after submit), and the options'
+        dump is cached per options object (tasks of one endpoint share one), because the
+        journal calls this for every change of every task.
+        """
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        data["status"] = self.status.value
+        data["options"] = _options_dict(self.options)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskRecord:
+        """The inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["status"] = TaskStatus(data["status"])
+        data["options"] = TaskOptions(**data["options"])
+        return cls(**data)
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord))
+
+
+@functools.lru_cache(maxsize=1024)
+def _options_dict(options: TaskOptions) -> dict[str, Any]:
+    return options.model_dump()

@@ -1,0 +1,106 @@
+"""Parsing the query strings, headers and bodies of the task-control routes.
+
+Each function raises the 4xx :class:`~raytask.core.errors.HTTPError` a bad value deserves and
+returns plain values, so the route handlers stay short (SPEC §7 and the long-poll of §2).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from ..core.endpoint import MAX_BATCH
+from ..core.errors import HTTPError, InvalidInputError, MalformedRequestError
+from ..core.status import BENTOML_SPELLING, TaskStatus
+
+DEFAULT_LIST_LIMIT = 100
+_STATUS_VALUES = frozenset({s.value for s in TaskStatus} | set(BENTOML_SPELLING.values()))
+_FROM_BENTOML = {v: k.value for k, v in BENTOML_SPELLING.items()}
+M = TypeVar("M", bound=BaseModel)
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The submit's ``Idempotency-Key`` header: 1-255 visible ASCII characters."""
+    values = request.headers.getlist(IDEMPOTENCY_KEY)
+    if not values:
+        return None
+    if len(values) > 1 or not _KEY.fullmatch(values[0]):
+        raise MalformedRequestError(
+            f"{IDEMPOTENCY_KEY} must be one value of 1 to 255 visible ASCII characters"
+        )
+    return values[0]
+
+
+MAX_WAIT_S = 60.0
+"""The longest a long-poll (``wait_s``) holds a request."""
+
+
+def wait_s_of(request: Request) -> float:
+    """The long-poll's ``wait_s`` (0 without one): a number of seconds from 0 to 60."""
+    text = request.query_params.get("wait_s")
+    if text is None:
+        return 0.0
+    try:
+        wait_s = float(text)
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s <= MAX_WAIT_S:  # NaN fails both comparisons
+        raise InvalidInputError(f"wait_s must be a number of seconds from 0 to {MAX_WAIT_S:g}")
+    return wait_s
+
+
+def item_error(task_id: str, error: HTTPError) -> dict[str, Any]:
+    """The ``status_many`` entry of an id that has no status answer."""
+    return {"task_id": task_id, "error": str(error), "status_code": error.status_code}
+
+
+def parse_body(model: type[M], body: bytes, route: str) -> M:
+    """``body`` as ``model`` (400 if not JSON, 422 naming each bad field)."""
+    try:
+        return model.model_validate_json(body.strip() or b"null")
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise MalformedRequestError("request body is not valid JSON") from None
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]
+        )
+        raise InvalidInputError(f"invalid body for {route}: {reasons}", errors) from None
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The query of a listing: statuses, page size and cursor."""
+
+    statuses: list[str] | None
+    limit: int
+    cursor: int | None
+
+    @classmethod
+    def parse(cls, request: Request) -> ListQuery:
+        params = request.query_params
+        statuses = [s for value in params.getlist("status") for s in value.split(",") if s]
+        wrong = [s for s in statuses if s not in _STATUS_VALUES]
+        if wrong:
+            raise InvalidInputError(
+                f"unknown status {wrong[0][:40]!r}: use {', '.join(sorted(_STATUS_VALUES))}"
+            )
+        limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_BATCH:
+            raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH}")
+        cursor_text = params.get("cursor")
+        if cursor_text is not None and not (cursor_text.isdigit() and len(cursor_text) <= 19):
+            raise InvalidInputError("malformed cursor: pass back a next_cursor as it came")
+        return cls(
+            [_FROM_BENTOML.get(s, s) for s in statuses] or None,
+            int(limit_text),
+            None if cursor_text is None else int(cursor_text),
+        )
