@@ -26,9 +26,12 @@ from ..core.state import TaskState
 from .handles import AsyncTask, Task
 from .protocol import (
     DEFAULT_SUBMISSION,
+    Page,
     RemoteEndpoint,
     Submission,
     WithOptions,
+    async_pages,
+    pages,
     statuses_of,
 )
 
@@ -203,12 +206,7 @@ class ClusterEndpoint(_Endpoint):
     ) -> Iterator[TaskState]:
         """This endpoint's tasks, newest first, ``limit`` a page as you iterate."""
         statuses = statuses_of(status)
-        cursor = None
-        while True:
-            page, cursor = unwrap(ray.get(self._list_call(statuses, limit, cursor)))
-            yield from page
-            if cursor is None:
-                return
+        return pages(lambda cursor: unwrap(ray.get(self._list_call(statuses, limit, cursor))))
 
     def cancel_many(self, task_ids: Iterable[str] | None = None, status: str | None = None) -> int:
         """Cancel these tasks of the endpoint, or every one in ``status``; returns how many."""
@@ -243,13 +241,12 @@ class AsyncClusterEndpoint(_Endpoint):
     ) -> AsyncIterator[TaskState]:
         """This endpoint's tasks, newest first (see :meth:`ClusterEndpoint.list`)."""
         statuses = statuses_of(status)
-        cursor = None
-        while True:
-            page, cursor = unwrap(await self._list_call(statuses, limit, cursor))
-            for state in page:
-                yield state
-            if cursor is None:
-                return
+
+        async def fetch(cursor: int | None) -> Page:
+            return unwrap(await self._list_call(statuses, limit, cursor))
+
+        async for state in async_pages(fetch):
+            yield state
 
     async def cancel_many(
         self, task_ids: Iterable[str] | None = None, status: str | None = None

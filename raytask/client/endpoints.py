@@ -20,9 +20,12 @@ from .handles import AsyncTask, Task
 from .protocol import (
     DEFAULT_SUBMISSION,
     MAX_BATCH,
+    Page,
     RemoteEndpoint,
     Submission,
     WithOptions,
+    async_pages,
+    pages,
     statuses_of,
 )
 
@@ -156,12 +159,7 @@ class SyncEndpoint(WithOptions):
         """
         endpoint = self._client._endpoint(self._name, task=True)
         statuses = statuses_of(status)
-        cursor = None
-        while True:
-            page, cursor = self._client._page(endpoint.list(statuses, limit, cursor))
-            yield from page
-            if cursor is None:
-                return
+        return pages(lambda cursor: self._client._page(endpoint.list(statuses, limit, cursor)))
 
     def cancel_many(self, task_ids: Iterable[str] | None = None, status: str | None = None) -> int:
         """Cancel these tasks of the endpoint, or every one in ``status`` (``"pending"``
@@ -239,13 +237,12 @@ class AsyncEndpoint(WithOptions):
         """This endpoint's tasks, newest first (see :meth:`SyncEndpoint.list`)."""
         endpoint = await self._client._endpoint(self._name, task=True)
         statuses = statuses_of(status)
-        cursor = None
-        while True:
-            page, cursor = await self._client._page(endpoint.list(statuses, limit, cursor))
-            for state in page:
-                yield state
-            if cursor is None:
-                return
+
+        async def fetch(cursor: str | None) -> Page:
+            return await self._client._page(endpoint.list(statuses, limit, cursor))
+
+        async for state in async_pages(fetch):
+            yield state
 
     async def cancel_many(
         self, task_ids: Iterable[str] | None = None, status: str | None = None

@@ -10,7 +10,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -247,6 +247,31 @@ class WithOptions:
                 max_attempts,
             )
         )
+
+
+Page = tuple[list[TaskState], Any]
+"""One page of a listing and the cursor of the next (None after the last)."""
+
+
+def pages(fetch: Callable[[Any], Page]) -> Iterator[TaskState]:
+    """Every task of a listing, fetching page after page with ``fetch(cursor)``."""
+    cursor = None
+    while True:
+        page, cursor = fetch(cursor)
+        yield from page
+        if cursor is None:
+            return
+
+
+async def async_pages(fetch: Callable[[Any], Awaitable[Page]]) -> AsyncIterator[TaskState]:
+    """:func:`pages` for a fetch that is awaited."""
+    cursor = None
+    while True:
+        page, cursor = await fetch(cursor)
+        for state in page:
+            yield state
+        if cursor is None:
+            return
 
 
 def statuses_of(status: str | Iterable[str] | None) -> list[str] | None:

@@ -194,9 +194,13 @@ def _result_content(output: dict[str, Any]) -> dict[str, Any]:
 
 
 def openapi_document(
-    endpoints: list[Endpoint], prefix: str = "", config: AppConfig | None = None
+    endpoints: list[Endpoint],
+    prefix: str = "",
+    config: AppConfig | None = None,
+    secured: bool = False,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of an app's routes."""
+    """The OpenAPI 3.1 document of an app's routes; ``secured``: the app requires API
+    tokens (the routes know it from the tokens they loaded once)."""
     config = config or AppConfig()
     task_id = [
         _query(
@@ -369,7 +373,6 @@ def openapi_document(
                 for method in ("post", "put")
             }
     paths.update(_service_paths(prefix))
-    secured = bool(config.resolved_api_tokens())
     paths[f"{prefix}/tasks"] = {
         "get": {
             "summary": "list every endpoint's tasks, newest first",

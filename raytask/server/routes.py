@@ -346,7 +346,10 @@ class Routes:
 
     async def openapi(self, request: Request) -> Response:
         document = openapi_document(
-            list(self.endpoints.values()), self._prefix(request), self.config
+            list(self.endpoints.values()),
+            self._prefix(request),
+            self.config,
+            secured=self.tokens.required,
         )
         return JSONResponse(document)
 
