@@ -87,6 +87,8 @@ test-fast: install
 ## raytask vs BentoML tasks vs Ray Serve's HTTP floor, side by side (by hand; ~20 min)
 bench: install $(BENTO_VENV)/.installed
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) -m benchmarks.dispatch
+	$(PY) -m benchmarks.embeddings_dispatch
 
 lint: install
 	$(VENV)/bin/ruff check .

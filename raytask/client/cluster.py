@@ -62,8 +62,8 @@ class _Tasks:
     def result(self, task_id: str, wait_s: float | None = None) -> Any:
         if wait_s:
             self.status(task_id, wait_s)
-        (ref,) = unwrap(ray.get(self._manager.result.remote(task_id)))
-        return ray.get(ref)
+        (held,) = unwrap(ray.get(self._manager.result.remote(task_id)))
+        return ray.get(held) if isinstance(held, ray.ObjectRef) else held
 
     def cancel(self, task_id: str) -> TaskState:
         return unwrap(ray.get(self._manager.cancel.remote(task_id)))
@@ -86,8 +86,8 @@ class _AsyncTasks:
     async def result(self, task_id: str, wait_s: float | None = None) -> Any:
         if wait_s:
             await self.status(task_id, wait_s)
-        (ref,) = unwrap(await self._manager.result.remote(task_id))
-        return await ref
+        (held,) = unwrap(await self._manager.result.remote(task_id))
+        return await held if isinstance(held, ray.ObjectRef) else held
 
     async def cancel(self, task_id: str) -> TaskState:
         return unwrap(await self._manager.cancel.remote(task_id))

@@ -225,6 +225,14 @@ class AppConfig(BaseModel):
         description="Most tasks dispatched to one model deployment at once; by default "
         "its running replicas times its max_ongoing_requests.",
     )
+    dispatch_batch_size: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Most queued tasks sent to one replica in one request (batched "
+        "dispatch; they run there at once, so @serve.batch can join them). An idle "
+        "system never waits to fill a batch.",
+    )
     webhook_secret: str | None = Field(
         None,
         description="The whsec_<base64> secret that signs webhooks (default: the "

@@ -63,6 +63,7 @@ class Dispatcher:
         self.routes: dict[str, EndpointRoute] = {}
         self.max_in_flight: int | None = None
         self._capacity: dict[str, int] = {}
+        self._replicas: dict[str, int] = {}
         self._in_flight: Counter[str] = Counter()
         self._current: dict[str, Attempt] = {}
         self._deadlines: list[tuple[float, int, Attempt]] = []
@@ -94,6 +95,7 @@ class Dispatcher:
         )
         if per_replica is not None:
             self._capacity[deployment] = max(1, running) * per_replica
+            self._replicas[deployment] = max(1, running)
 
     def limit(self, deployment: str) -> int:
         """Most attempts that may run on ``deployment`` at once."""
@@ -134,6 +136,24 @@ class Dispatcher:
                 started.append((attempt, record, route))
                 progress = True
         return started
+
+    def take_batches(self, max_batch: int) -> list[list[tuple[Attempt, TaskRecord, EndpointRoute]]]:
+        """:meth:`take`, as batches of one deployment each, never waiting to fill one.
+
+        A batch holds at most ``max_batch`` tasks and one replica's ``max_ongoing_requests``;
+        the tasks of a deployment are spread over as many batches as it has running
+        replicas, so Serve can give each replica its share.
+        """
+        by_deployment: dict[str, list[tuple[Attempt, TaskRecord, EndpointRoute]]] = {}
+        for started in self.take():
+            by_deployment.setdefault(started[0].deployment, []).append(started)
+        batches = []
+        for deployment, started in by_deployment.items():
+            per_replica = min(route.max_ongoing_requests for _, _, route in started)
+            spread = -(-len(started) // self._replicas.get(deployment, 1))
+            size = max(1, min(max_batch, per_replica, spread))
+            batches.extend(started[i : i + size] for i in range(0, len(started), size))
+        return batches
 
     def arm(self, attempt: Attempt, timeout_s: float) -> None:
         """Start ``attempt``'s clock: it times out ``timeout_s`` from now."""

@@ -11,8 +11,8 @@ from ..core.config import AppConfig
 from ..core.endpoint import discover
 from ..core.errors import ConfigError
 from . import compat
+from .batch import with_runner
 from .ingress import Ingress
-from .runner import with_runner
 
 INGRESS_NAME = "RaytaskIngress"
 

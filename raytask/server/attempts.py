@@ -1,26 +1,34 @@
-"""Attempts in flight: send what the dispatcher started, watch results, report how each ended.
+"""Attempts in flight: send what the dispatcher started, in batches; report how each ended.
 
 :class:`Attempts` turns the :class:`~raytask.core.dispatcher.Dispatcher`'s decisions into
-Serve requests (through :class:`~raytask.server.calls.ReplicaCalls`) and its results back
-into dispatcher calls. It keeps each successful result's ``ObjectRef`` (the manager is its
-owner) and never fetches a result too large to have been inlined: the only values it reads
-are small ones, to tell a failure from a result.
+Serve requests (through :class:`~raytask.server.calls.ReplicaCalls`), one streaming request
+per batch of tasks of a deployment (see :mod:`raytask.server.batch` for the replica's side),
+and the streamed outcomes back into dispatcher calls, each attempt on its own: a task of a
+batch succeeds, fails, times out or is cancelled alone.
+
+Results: a small value arrives inside an outcome and is kept as it is; a large one arrives
+as a streamed item of its own, which the manager owns and keeps as an ``ObjectRef`` without
+ever reading it. A replica that dies loses only the attempts of its batches that had not
+ended yet (they are re-queued while attempts remain); the results it streamed before live
+on in the object store, owned by the manager.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from ..core.dispatcher import Attempt, Dispatcher
+from .batch import FAILED, FOLLOWS, VALUE, BatchItem
 from .calls import ReplicaCalls
-from .runner import AttemptFailed
 
 _REPLICA_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+STOPS_WAIT_S = 30.0
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -31,14 +39,15 @@ def failure_reason(exc: BaseException) -> str:
 
 
 @dataclass(eq=False, slots=True)
-class _Call:
-    """An attempt's Serve request: its response, result ref and the task awaiting it."""
+class _Batch:
+    """One batch request: its attempts not ended yet, and the stops its replica is owed."""
 
-    attempt: Attempt
-    response: Any
-    ref: Any = None
-    stopping: bool = False
-    assigner: asyncio.Task[None] | None = None
+    batch_id: int
+    open: dict[str, Attempt]
+    members: tuple[str, ...] = ()
+    stops: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    over: bool = False
 
 
 class Attempts:
@@ -47,7 +56,7 @@ class Attempts:
     Args:
         dispatcher: decides what starts and records how attempts end.
         calls: the I/O with Serve.
-        on_end: called after any attempt ended (a slot is free: dispatch again).
+        on_end: called after attempts ended (slots are free: dispatch again).
     """
 
     def __init__(
@@ -56,80 +65,141 @@ class Attempts:
         self.dispatcher = dispatcher
         self.calls = calls
         self.on_end = on_end
+        self.batch_size = 64
         self.results: dict[str, Any] = {}
         # Called with (task id, value) for each small result that made a success.
         self.on_result: Callable[[str, Any], None] = lambda task_id, value: None
-        self._calls: dict[str, _Call] = {}
-        self._watched: dict[Any, _Call] = {}
+        self._batches: dict[int, _Batch] = {}
+        self._batch_of: dict[str, _Batch] = {}  # task id -> the batch of its current attempt
+        self._runs: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
         self.wake = asyncio.Event()
+        self.sent = {"batches": 0, "attempts": 0}  # for stats: the mean batch size
 
     def start(self) -> None:
-        """Send every queued task that the dispatcher lets start now."""
-        for attempt, record, route in self.dispatcher.take():
+        """Send every queued task that the dispatcher lets start now, in batches."""
+        for group in self.dispatcher.take_batches(self.batch_size):
+            opened = {attempt.task_id: attempt for attempt, _, _ in group}
+            batch = _Batch(next(self._ids), opened, tuple(opened))
+            items = [
+                BatchItem(r.task_id, r.attempts, route.method, r.kwargs) for _, r, route in group
+            ]
+            timeouts = {r.task_id: r.options.timeout_s for _, r, _ in group}
+            route = group[0][2]
             response = self.calls.send(
-                route.deployment, route.method, record.kwargs, (record.task_id, record.attempts)
+                route.deployment, batch.batch_id, items, route.max_ongoing_requests
             )
-            call = _Call(attempt, response)
-            self._calls[attempt.task_id] = call
-            call.assigner = asyncio.create_task(self._assigned(call, record.options.timeout_s))
+            self._batches[batch.batch_id] = batch
+            self.sent["batches"] += 1
+            self.sent["attempts"] += len(items)
+            for task_id in batch.open:
+                self._batch_of[task_id] = batch
+            run = asyncio.create_task(self._run(batch, response, timeouts))
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
 
     def stop(self, task_id: str) -> None:
-        """Stop ``task_id``'s running attempt (its slot frees when the replica confirms)."""
-        call = self._calls.get(task_id)
-        if call is not None:
-            call.stopping = True
-            self.calls.cancel(call.response)
+        """Stop ``task_id``'s running attempt alone (its slot frees when the replica says
+        it stopped, or when its batch ends)."""
+        batch = self._batch_of.get(task_id)
+        if batch is not None and task_id in batch.open:
+            batch.stops.append(task_id)
+            batch.changed.set()
 
-    async def _assigned(self, call: _Call, timeout_s: float) -> None:
-        """Wait until Serve has given the attempt a replica, then watch its result."""
-        try:
-            call.ref = await self.calls.assigned(call.response)
-        except asyncio.CancelledError:  # cancelled by a user before it reached a replica
-            self.dispatcher.release(call.attempt)
-            return self._ended(call)
-        except Exception as exc:
-            self.dispatcher.lost(call.attempt, failure_reason(exc))
-            return self._ended(call)
-        if call.stopping:
-            self.calls.cancel(call.response, on_replica=True)
-        self.dispatcher.arm(call.attempt, timeout_s)
-        self._watched[call.ref] = call
-        self.wake.set()
+    async def stops(self, batch_id: int, seen: int) -> list[str] | None:
+        """The task ids its replica must stop in batch ``batch_id`` past the first ``seen``,
+        once there are any (a long-poll of up to ``STOPS_WAIT_S``); None once it is over."""
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            return None
+        if len(batch.stops) <= seen and not batch.over:
+            batch.changed.clear()
+            try:
+                await asyncio.wait_for(batch.changed.wait(), STOPS_WAIT_S)
+            except TimeoutError:
+                pass
+        return None if batch.over else batch.stops[seen:]
 
     async def watch(self) -> bool:
-        """Settle the ready results and the timed-out attempts; True while any is left."""
-        if self._watched:
-            ready, stored = self.calls.ready(list(self._watched))
-            for ref in ready:
-                await self._settle(self._watched.pop(ref), ref in stored)
+        """End the attempts past their deadline and stop them on their replicas; True
+        while any batch is open."""
         for attempt in self.dispatcher.expired():
-            call = self._calls.get(attempt.task_id)
-            if call is not None and call.attempt is attempt:
-                self._watched.pop(call.ref, None)
-                call.stopping = True
-                self.calls.cancel(call.response)
-                self._ended(call)
-        return bool(self._watched)
+            batch = self._batch_of.get(attempt.task_id)
+            if batch is not None and batch.open.get(attempt.task_id) is attempt:
+                self.stop(attempt.task_id)
+                del batch.open[attempt.task_id]  # its late outcome is ignored
+                self.on_end()
+        return bool(self._batches)
 
-    async def _settle(self, call: _Call, stored: bool) -> None:
-        attempt = call.attempt
-        value: Any = None
-        if not stored:  # small: a failure or a small result, cheap to read
+    async def close(self) -> None:
+        """Stop reading the batches' streams (the actor is going away)."""
+        for run in list(self._runs):
+            run.cancel()
+        await asyncio.gather(*self._runs, return_exceptions=True)
+
+    async def _run(self, batch: _Batch, response: Any, timeouts: dict[str, float]) -> None:
+        """Read one batch's stream until each of its attempts has ended."""
+        reason, closing = "its batch ended without its outcome", False
+        try:
+            stream = await self.calls.assigned(response)
+            for task_id, attempt in batch.open.items():
+                self.dispatcher.arm(attempt, timeouts[task_id])
+            self.wake.set()  # the watch loop keeps the deadlines
+            while batch.open:
+                ref = await self.calls.next_ref(stream)
+                if ref is None:
+                    break
+                outcomes = await self.calls.fetch(ref)  # raises if the replica died
+                for task_id, attempt_no, kind, payload in outcomes.ended:
+                    if kind == FOLLOWS:
+                        payload = await self.calls.next_value_ref(stream)
+                    attempt = batch.open.pop(task_id, None)
+                    if attempt is not None and attempt.attempt_no == attempt_no:
+                        await self._settle(attempt, kind, payload)
+                self.on_end()
+        except asyncio.CancelledError:
+            closing = True
+            raise
+        except Exception as exc:
+            reason = failure_reason(exc)
+        finally:
+            if not closing:
+                for attempt in batch.open.values():
+                    self.dispatcher.lost(attempt, reason)
+            self._over(batch)
+
+    async def _settle(self, attempt: Attempt, kind: str, payload: Any) -> None:
+        if kind == VALUE:
+            if self.dispatcher.succeed(attempt):
+                self.results[attempt.task_id] = payload
+                self.on_result(attempt.task_id, payload)
+        elif kind == FAILED:
+            self.dispatcher.raised(attempt, payload)
+        elif kind == FOLLOWS:
+            await self._settle_ref(attempt, payload)
+        else:  # stopped on the replica: cancelled, or timed out and already re-queued
+            self.dispatcher.lost(attempt, "stopped on its replica")
+
+    async def _settle_ref(self, attempt: Attempt, ref: Any) -> None:
+        """A value that came as an item of its own: large ones are never read here."""
+        if ref is None:
+            return self.dispatcher.lost(attempt, "its batch ended before its value came")
+        if not self.calls.stored(ref):  # small after all, or the error that ended the stream
             try:
-                value = await self.calls.fetch(call.ref)
+                value = await self.calls.fetch(ref)
             except Exception as exc:
-                self.dispatcher.lost(attempt, failure_reason(exc))
-                return self._ended(call)
-            if isinstance(value, AttemptFailed):
-                self.dispatcher.raised(attempt, value.error)
-                return self._ended(call)
-        if self.dispatcher.succeed(attempt):
-            self.results[attempt.task_id] = call.ref
-            if not stored:
+                return self.dispatcher.lost(attempt, failure_reason(exc))
+            if self.dispatcher.succeed(attempt):
+                self.results[attempt.task_id] = value
                 self.on_result(attempt.task_id, value)
-        self._ended(call)
+        elif self.dispatcher.succeed(attempt):
+            self.results[attempt.task_id] = ref
 
-    def _ended(self, call: _Call) -> None:
-        if self._calls.get(call.attempt.task_id) is call:
-            del self._calls[call.attempt.task_id]
+    def _over(self, batch: _Batch) -> None:
+        batch.over = True
+        batch.changed.set()  # a waiting stops() answers None
+        self._batches.pop(batch.batch_id, None)
+        for task_id in batch.members:
+            if self._batch_of.get(task_id) is batch:
+                del self._batch_of[task_id]
         self.on_end()

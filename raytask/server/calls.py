@@ -1,8 +1,8 @@
 """The task manager's I/O with Serve and the object store, behind one small seam.
 
 :class:`ReplicaCalls` is everything the manager does to run attempts on model replicas:
-send one, wait for its replica, cancel it, poll results without fetching them, and read
-how many replicas run. The manager's unit tests swap in a fake with the same methods; the
+send a batch, wait for its replica, read its stream without fetching large values, and
+read how many replicas run. The manager's unit tests swap in a fake with the same methods; the
 real one goes through :mod:`raytask.server.compat` for every Serve internal. It also sets
 the Ray gauges of the queue metrics (Ray I/O too).
 """
@@ -16,11 +16,11 @@ from ray import serve
 
 from ..core.metrics import METRICS, Sample
 from . import compat
-from .runner import RUN_METHOD
+from .batch import BATCH_METHOD, BatchItem
 
 
 class ReplicaCalls:
-    """Run task attempts on the model deployments of one Serve application.
+    """Run batches of task attempts on the model deployments of one Serve application.
 
     Args:
         app_name: the Serve application whose deployments run the tasks.
@@ -35,7 +35,7 @@ class ReplicaCalls:
         if deployment not in self._handles:
             self._handles[deployment] = serve.get_deployment_handle(
                 deployment, app_name=self.app_name
-            ).options(method_name=RUN_METHOD)
+            ).options(method_name=BATCH_METHOD, stream=True)
         return self._handles[deployment]
 
     def warm(self, deployments: list[str]) -> None:
@@ -43,35 +43,38 @@ class ReplicaCalls:
         for deployment in deployments:
             compat.warm_handle(self._handle(deployment))
 
-    def send(
-        self, deployment: str, method: str, kwargs: dict[str, Any], attempt: tuple[str, int]
-    ) -> Any:
-        """Start ``method(**kwargs)`` on a replica of ``deployment``, as attempt
-        ``(task id, attempt number)`` (its progress reports name it); returns the response."""
-        return self._handle(deployment).remote(method, kwargs, (self.app_name, *attempt))
+    def send(self, deployment: str, batch_id: int, items: list[BatchItem], limit: int) -> Any:
+        """Start the attempts ``items`` on one replica of ``deployment``, as batch
+        ``batch_id``, at most ``limit`` running at once there; returns the response."""
+        return self._handle(deployment).remote(self.app_name, batch_id, items, limit)
 
-    async def assigned(self, response: Any) -> ray.ObjectRef:
-        """Wait until the response has a replica; returns its result's ref (unfetched)."""
-        return await compat.assigned_object_ref(response)
+    async def assigned(self, response: Any) -> Any:
+        """Wait until the response has a replica; returns its stream of item refs."""
+        return await compat.assigned_stream(response)
 
-    def cancel(self, response: Any, on_replica: bool = False) -> None:
-        """Cancel the request; ``on_replica`` once it surely has a replica (see compat)."""
-        if on_replica:
-            compat.cancel_on_replica(response)
-        else:
-            response.cancel()
+    async def next_ref(self, stream: Any) -> ray.ObjectRef | None:
+        """The stream's next item, a small one (fetched if it was not ready yet; None once
+        the stream has ended)."""
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
 
-    def ready(self, refs: list[ray.ObjectRef]) -> tuple[list[ray.ObjectRef], set[ray.ObjectRef]]:
-        """Those of ``refs`` that are ready, and which of them are large stored values."""
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
-        return ready, (compat.stored_values(ready) if ready else set())
+    async def next_value_ref(self, stream: Any) -> ray.ObjectRef | None:
+        """The stream's next item, maybe large: never fetched (None once it has ended)."""
+        return await compat.next_unfetched(stream)
+
+    def stored(self, ref: ray.ObjectRef) -> bool:
+        """Whether the ready ``ref`` is a value too large to have been inlined (so never
+        an error, and never to be read here)."""
+        return ref in compat.stored_values([ref])
 
     def put(self, value: Any) -> ray.ObjectRef:
         """Put a value in the object store, owned by this process (a restored result)."""
         return ray.put(value)
 
     async def fetch(self, ref: ray.ObjectRef) -> Any:
-        """The value of a small, ready ref (a result or an ``AttemptFailed``)."""
+        """The value of a small ref (raises the error it holds)."""
         return await ref
 
     def running_replicas(self) -> dict[str, int]:

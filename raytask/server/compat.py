@@ -10,10 +10,11 @@ The internals, and why raytask needs each:
 
 - ``Application._bound_deployment``: :func:`raytask.app` reads each bound model's
   deployment (its class, options and init args) to wrap the class with the task runner.
-- ``DeploymentResponse._to_object_ref()``: the manager holds each result as an
-  ``ObjectRef`` it owns, without fetching it (needs by-reference handles, the default).
-- ``DeploymentResponse._replica_result``: with Serve's router in the manager's event loop,
-  ``cancel()`` reaches the replica only through it (see :func:`cancel_on_replica`).
+- ``DeploymentResponseGenerator._to_object_ref_gen()``: the manager reads a batch's
+  streamed items as ``ObjectRef`` s it owns, and holds a large result's without fetching it
+  (needs by-reference handles, the default).
+- ``ObjectRefGenerator._next_sync(timeout_s=0)``: the next streamed item without fetching
+  it (``__anext__`` fetches an item that is not ready yet; see :func:`next_unfetched`).
 - ``DeploymentHandle._init()`` / ``is_initialized``: build a handle's router before the
   first task instead of during it (the first task used to wait about 4 s).
 - ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``: the manager's handles route in its own
@@ -27,6 +28,7 @@ The internals, and why raytask needs each:
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from typing import Any
 
@@ -53,8 +55,8 @@ def on_head_node() -> bool:
 
 
 INLINE_BYTES = 100 * 1024
-"""Ray inlines task returns up to 100 KiB (``max_direct_call_object_size``); a failure
-value is always smaller, so a larger object is a result."""
+"""Ray inlines task returns up to 100 KiB (``max_direct_call_object_size``): a larger
+streamed item is stored in plasma, a value the manager must not read."""
 
 
 class RayCompatError(RuntimeError):
@@ -74,8 +76,9 @@ def check_version(version: str = ray.__version__) -> bool:
         return True
     warnings.warn(
         f"raytask is tested on Ray {', '.join(v + 'x' for v in TESTED_RAY)}, not {version}: "
-        "it relies on Serve internals (DeploymentResponse._to_object_ref, "
-        "DeploymentResponse._replica_result, DeploymentHandle._init, "
+        "it relies on Serve internals (DeploymentResponseGenerator._to_object_ref_gen, "
+        "ObjectRefGenerator._next_sync, "
+        "DeploymentHandle._init, "
         "Application._bound_deployment, ray.experimental.get_object_locations) that may have "
         "changed; run raytask's tests/e2e/test_compat.py against this Ray",
         RuntimeWarning,
@@ -95,31 +98,39 @@ def bound_deployment(app: Application) -> Any:
         raise _unsupported("Application._bound_deployment") from None
 
 
-async def assigned_object_ref(response: Any) -> ray.ObjectRef:
-    """Wait until Serve assigned ``response`` to a replica; its result's ``ObjectRef``.
+async def assigned_stream(response: Any) -> ray.ObjectRefGenerator:
+    """Wait until Serve assigned the streaming ``response`` to a replica; the raw
+    ``ObjectRefGenerator`` of its items.
 
-    The caller owns the ref, and awaiting this never fetches the value.
+    The caller owns every item and reads only the ones it awaits: unlike iterating the
+    response, which fetches each item into the caller's memory, a large item stays unread.
     """
-    to_object_ref = getattr(response, "_to_object_ref", None)
-    if to_object_ref is None:
-        raise _unsupported("DeploymentResponse._to_object_ref()")
-    return await to_object_ref()
+    to_object_ref_gen = getattr(response, "_to_object_ref_gen", None)
+    if to_object_ref_gen is None:
+        raise _unsupported("DeploymentResponseGenerator._to_object_ref_gen()")
+    return await to_object_ref_gen()
 
 
-def cancel_on_replica(response: Any) -> None:
-    """Cancel ``response`` on its replica again, now that it surely has one.
+async def next_unfetched(stream: ray.ObjectRefGenerator) -> ray.ObjectRef | None:
+    """The stream's next item ref once it is ready, never fetched (None at its end).
 
-    With Serve's router in the caller's event loop, ``DeploymentResponse.cancel()``
-    reaches the replica only through the response's replica result, which Serve stores
-    when the assignment is awaited. A cancel that came after the replica was chosen but
-    before that await resumed reached nothing (seen in CI: a cancelled 60 s task ran to its
-    end), and a second ``cancel()`` returns at once.
+    ``ObjectRefGenerator.__anext__`` awaits an item that is not ready yet, which fetches it
+    into this process (a 50 MB result grew the manager's RSS by 50 MB); its non-blocking
+    sync step waits with ``fetch_local=False``, so this polls that, backing off to 20 ms.
     """
-    if not hasattr(response, "_replica_result"):
-        raise _unsupported("DeploymentResponse._replica_result")
-    replica_result = response._replica_result
-    if replica_result is not None:
-        replica_result.cancel()
+    next_sync = getattr(stream, "_next_sync", None)
+    if next_sync is None:
+        raise _unsupported("ObjectRefGenerator._next_sync()")
+    pause = 0.001
+    while True:
+        try:
+            ref = next_sync(timeout_s=0)
+        except StopIteration:
+            return None
+        if not ref.is_nil():
+            return ref
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.02)
 
 
 def warm_handle(handle: Any) -> None:

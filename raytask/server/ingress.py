@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -132,9 +133,11 @@ class RayBackend:
         return unwrap(await self._ask(call))
 
     async def result(self, task_id: str) -> Any:
-        (ref,) = unwrap(await self._ask(self.manager.result.remote(task_id)))
+        (held,) = unwrap(await self._ask(self.manager.result.remote(task_id)))
+        if not inspect.isawaitable(held):  # a small value, kept as it is (else an ObjectRef)
+            return held
         try:
-            return await ref
+            return await held
         except (ObjectLostError, ObjectFetchTimedOutError) as exc:
             raise TaskFailedError(f"the result of task {task_id} was lost: {exc}") from None
 

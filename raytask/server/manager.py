@@ -209,6 +209,7 @@ class TaskManager:
         self.table.max_queue_size = config.max_queue_size
         self.table.retry_after_s = config.retry_after_s
         self.dispatcher.configure(routes, config.max_in_flight)
+        self.attempts.batch_size = config.dispatch_batch_size
         self.webhooks.configure(config)
 
     # -- background loops ----------------------------------------------------------
@@ -362,7 +363,8 @@ class TaskManager:
 
     @_errors_as_values
     async def result(self, task_id: str) -> list[ray.ObjectRef]:
-        """``[ref]`` to the result of a successful task (the caller fetches it)."""
+        """``[result]`` of a successful task: a small value as it is, a large one as the
+        ``ObjectRef`` the caller fetches."""
         self.table.check_result(task_id)
         return [self.attempts.results[task_id]]
 
@@ -434,6 +436,11 @@ class TaskManager:
                 self.webhooks.fire(record, "progress")
                 self._journal(record)
 
+    async def batch_stops(self, batch_id: int, seen: int) -> list[str] | None:
+        """The tasks a replica must stop in batch ``batch_id`` past the first ``seen``
+        (a long-poll; None once the batch is over): see :mod:`raytask.server.batch`."""
+        return await self.attempts.stops(batch_id, seen)
+
     async def configure(
         self, routes: list[EndpointRoute], config: AppConfig, models: list[tuple[str, type]]
     ) -> None:
@@ -463,6 +470,7 @@ class TaskManager:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.attempts.close()
         await self.webhooks.close()
 
     async def ping(self) -> bool:
@@ -470,7 +478,8 @@ class TaskManager:
         return True
 
     async def stats(self) -> dict[str, Any]:
-        """Numbers for operators and tests: pid, RSS, queue depth, in-flight, counts."""
+        """Numbers for operators and tests: pid, RSS, queue depth, in-flight, counts, and
+        the batches dispatched (``dispatched``: batches and the attempts they held)."""
         return {
             "pid": os.getpid(),
             "rss_bytes": _rss_bytes(),
@@ -478,6 +487,7 @@ class TaskManager:
             "in_flight": {d: self.dispatcher.in_flight(d) for d in self.dispatcher.deployments},
             "capacity": {d: self.dispatcher.limit(d) for d in self.dispatcher.deployments},
             "results_held": len(self.attempts.results),
+            "dispatched": dict(self.attempts.sent),
             "counts": self.table.counts(),
             "on_head_node": self.on_head_node,
             "journal": None if self.journal is None else str(self.journal.store),

@@ -1,17 +1,9 @@
 """The replica side of a task: how a model replica runs one attempt.
 
-:func:`with_runner` subclasses the user's deployment class with one extra method,
-``__raytask_run__``, which the task manager calls through a ``DeploymentHandle``. It
-returns the method's value, or a small :class:`AttemptFailed` when the method raised.
-The value lands in Ray's object store, owned by the manager (the caller).
-
-The manager tells the two apart without deserialising a large result: a failure is always
-small (its message is capped), so an object too large to be inlined must be a value,
-and a small object is cheap to read.
-
-(A streaming call yielding a verdict and then the value would be tidier, but Ray maps
-each streamed object into the caller's memory, so the manager's RSS would grow by every
-result's size; a plain return does not touch the caller's memory.)
+:func:`run_attempt` runs one task method on the deployment's instance and returns its
+value, or a small :class:`AttemptFailed` when the method raised; a sync method runs in a
+thread of its own that a cancel interrupts. :mod:`raytask.server.batch` runs the attempts
+the manager sends in one request with it and streams back how each ended.
 """
 
 from __future__ import annotations
@@ -27,7 +19,6 @@ from typing import Any
 from ..core.endpoint import Endpoint, check_result, discover
 from ..core.progress import ProgressReporter
 
-RUN_METHOD = "__raytask_run__"
 MAX_ERROR_CHARS = 8_192
 
 
@@ -126,36 +117,22 @@ async def run_attempt(
 _MANAGERS: dict[str, Any] = {}
 
 
-def _progress_sender(app_name: str, task_id: str, attempt_no: int) -> Callable[..., None]:
-    """Send one attempt's progress reports to its app's task manager (fire and forget)."""
-    import ray
+def manager_of(app_name: str) -> Any:
+    """The task manager actor of ``app_name`` (looked up once per replica process)."""
+    manager = _MANAGERS.get(app_name)
+    if manager is None:
+        import ray
 
-    from ..core.names import NAMESPACE, manager_name
+        from ..core.names import NAMESPACE, manager_name
+
+        manager = _MANAGERS[app_name] = ray.get_actor(manager_name(app_name), namespace=NAMESPACE)
+    return manager
+
+
+def progress_sender(app_name: str, task_id: str, attempt_no: int) -> Callable[..., None]:
+    """Send one attempt's progress reports to its app's task manager (fire and forget)."""
 
     def send(fraction: float | None, message: str | None) -> None:
-        manager = _MANAGERS.get(app_name)
-        if manager is None:
-            manager = _MANAGERS[app_name] = ray.get_actor(
-                manager_name(app_name), namespace=NAMESPACE
-            )
-        manager.report_progress.remote(task_id, attempt_no, fraction, message)
+        manager_of(app_name).report_progress.remote(task_id, attempt_no, fraction, message)
 
     return send
-
-
-def with_runner(cls: type) -> type:
-    """A subclass of the deployment class ``cls`` that also has ``__raytask_run__``."""
-
-    async def __raytask_run__(
-        self: Any,
-        method: str,
-        kwargs: dict[str, Any],
-        context: tuple[str, str, int] | None = None,
-    ) -> Any:
-        # context: (app name, task id, attempt number), for progress reports
-        reporter = None
-        if context is not None:
-            reporter = ProgressReporter(_progress_sender(*context), asyncio.get_running_loop())
-        return await run_attempt(self, method, kwargs, reporter)
-
-    return type(cls.__name__, (cls,), {RUN_METHOD: __raytask_run__, "__doc__": cls.__doc__})

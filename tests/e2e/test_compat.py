@@ -6,7 +6,6 @@ upgrade that renames or changes one fails here, by name, instead of in productio
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 
 import pytest
@@ -15,9 +14,8 @@ from ray import serve
 
 from deployments.demo import Demo
 from raytask.server import compat
-from raytask.server.runner import RUN_METHOD, AttemptFailed
+from raytask.server.batch import BATCH_METHOD, FOLLOWS, VALUE, BatchItem, Outcomes
 
-from ..support import wait_for
 from .conftest import App
 
 pytestmark = pytest.mark.e2e
@@ -37,28 +35,32 @@ def test_bound_deployment_gives_the_class_options_and_init_args() -> None:
     assert deployment.options(func_or_class=Demo.func_or_class).name == "Demo"
 
 
-def _run_handle(app: App) -> serve.handle.DeploymentHandle:
-    return serve.get_deployment_handle("Demo", app_name=app.name).options(method_name=RUN_METHOD)
+def _batch_handle(app: App) -> serve.handle.DeploymentHandle:
+    return serve.get_deployment_handle("Demo", app_name=app.name).options(
+        method_name=BATCH_METHOD, stream=True
+    )
 
 
-async def test_assigned_object_ref_is_an_owned_ref_of_the_result(main_app: App) -> None:
-    response = _run_handle(main_app).remote("wordcount", {"text": "a b a"})
-    ref = await compat.assigned_object_ref(response)
-    assert isinstance(ref, ray.ObjectRef)
-    assert await ref == {"words": 3, "top": ["a", "b"]}
+async def test_assigned_stream_gives_the_owned_refs_of_the_items(main_app: App) -> None:
+    items = [BatchItem("t", 1, "wordcount", {"text": "a b a"})]
+    response = _batch_handle(main_app).remote(None, 1, items, 4)
+    stream = await compat.assigned_stream(response)
+    assert isinstance(stream, ray.ObjectRefGenerator)
+    refs = [ref async for ref in stream]
+    assert all(isinstance(ref, ray.ObjectRef) for ref in refs)
+    (outcomes,) = [await ref for ref in refs]
+    assert outcomes == Outcomes([("t", 1, VALUE, {"words": 3, "top": ["a", "b"]})])
 
 
-async def test_cancel_on_replica_stops_a_running_attempt(main_app: App) -> None:
-    blocking = lambda: main_app.http.post("/blocking", json={}).json()  # noqa: E731
-    assert blocking() == 0
-    response = _run_handle(main_app).remote("block", {"seconds": 60})
-    ref = await compat.assigned_object_ref(response)
-    await asyncio.to_thread(wait_for, lambda: blocking() == 1, 30, "block to start")
-    assert response._replica_result is not None  # what cancel_on_replica reaches for
-    compat.cancel_on_replica(response)
-    await asyncio.to_thread(wait_for, lambda: blocking() == 0, 20, "block to stop")
-    with pytest.raises((ray.exceptions.TaskCancelledError, asyncio.CancelledError)):
-        await ref
+async def test_next_unfetched_returns_a_large_item_without_reading_it(main_app: App) -> None:
+    items = [BatchItem("t", 1, "blob", {"size_mb": 1})]
+    stream = await compat.assigned_stream(_batch_handle(main_app).remote(None, 1, items, 4))
+    header = await compat.next_unfetched(stream)
+    assert header is not None and (await header).ended == [("t", 1, FOLLOWS, None)]
+    value = await compat.next_unfetched(stream)
+    assert value is not None and compat.stored_values([value]) == {value}
+    assert await compat.next_unfetched(stream) is None  # the end
+    assert len(await value) == 2**20
 
 
 def test_warm_handle_builds_the_router(root_app: App) -> None:
@@ -82,16 +84,18 @@ def test_the_router_loop_flag_is_read_from_the_manager_env(main_app: App) -> Non
 
 
 async def test_stored_values_tells_results_from_small_values(main_app: App) -> None:
-    handle = _run_handle(main_app)
-    large = await compat.assigned_object_ref(handle.remote("blob", {"size_mb": 0.2}))
-    failed = await compat.assigned_object_ref(handle.remote("fail", {"message": "x" * 9000}))
-    small = await compat.assigned_object_ref(handle.remote("wordcount", {"text": "a"}))
-    refs = [large, failed, small]
-    await asyncio.to_thread(ray.wait, refs, num_returns=3, timeout=60, fetch_local=False)
-    assert compat.stored_values(refs) == {large}
+    items = [BatchItem("large", 1, "blob", {"size_mb": 0.2})]
+    items.append(BatchItem("failed", 1, "fail", {"message": "x" * 9000}))
+    stream = await compat.assigned_stream(_batch_handle(main_app).remote(None, 1, items, 4))
+    refs = []
+    while (ref := await compat.next_unfetched(stream)) is not None:
+        refs.append(ref)
+    large = next(r for r in refs if r in compat.stored_values([r]))
+    assert len(await large) == int(0.2 * 2**20)
+    outcomes = [await r for r in refs if r is not large]
+    (failed,) = [e for o in outcomes for e in o.ended if e[0] == "failed"]
     # the largest failure the runner returns stays small enough to be inlined
-    assert isinstance(await failed, AttemptFailed)
-    assert compat.INLINE_BYTES > len((await failed).error.encode())
+    assert compat.INLINE_BYTES > len(failed[3].encode()) > 8000
 
 
 def test_autoscaling_context_has_total_num_requests() -> None:

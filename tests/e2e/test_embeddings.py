@@ -72,3 +72,24 @@ def test_bad_embedding_input_is_422(embeddings: str) -> None:
         ):
             response = http.post("/embed/submit", json=body)
             assert response.status_code == 422, (body, response.text)
+
+
+def test_one_text_tasks_reach_the_model_together(embeddings: str, cluster: Cluster) -> None:
+    """Batched dispatch: 32 queued one-text tasks go to the replica in one request and run
+    there at once, so ``@serve.batch`` fills whole batches (16 here) with them."""
+    import ray
+
+    from raytask.core.names import NAMESPACE, manager_name
+
+    manager = ray.get_actor(manager_name("emb"), namespace=NAMESPACE)
+    before = ray.get(manager.stats.remote())["dispatched"]
+    with raytask.SyncHTTPClient(embeddings) as client:
+        sizes_before = client.info()["batch_sizes"]
+        tasks = client.embed.submit_many([{"texts": [f"text {i}"]} for i in range(32)])
+        assert all(len(task.get(timeout=300)) == 1 for task in tasks)
+        sizes = client.info()["batch_sizes"]
+    after = ray.get(manager.stats.remote())["dispatched"]
+    assert after["attempts"] - before["attempts"] == 32
+    assert after["batches"] - before["batches"] <= 2
+    full = sizes.get("16", 0) - sizes_before.get("16", 0)
+    assert full >= 1, f"no full model batch: {sizes_before} -> {sizes}"

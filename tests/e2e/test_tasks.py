@@ -135,6 +135,26 @@ def test_cancel_a_running_async_task_stops_it(main_app: App) -> None:
     assert main_app.http.get("/nap/get", params={"task_id": task_id}).status_code == 409
 
 
+def test_a_task_of_a_batch_is_cancelled_alone(main_app: App) -> None:
+    before = main_app.stats()["dispatched"]
+    inputs = [{"seconds": s, "tag": f"batch-{tag}"} for tag, s in (("a", 2), ("b", 60), ("c", 2))]
+    response = main_app.http.post("/nap/submit_many", json=inputs)
+    assert response.status_code == 200, response.text
+    first, middle, last = (task["task_id"] for task in response.json()["tasks"])
+    for tag in "abc":
+        main_app.wait_running(f"batch-{tag}")
+    after = main_app.stats()["dispatched"]
+    assert (after["batches"] - before["batches"], after["attempts"] - before["attempts"]) == (1, 3)
+
+    response = main_app.http.post("/nap/cancel", params={"task_id": middle})
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    main_app.wait_stopped("batch-b")  # stopped on the replica, long before its 60 s
+    assert {"batch-a", "batch-c"} <= set(main_app.work()["running"])  # the others run on
+    for task_id in (first, last):
+        main_app.wait_status("nap", task_id, "success", timeout_s=30)
+    assert main_app.status("nap", middle)["status"] == "cancelled"
+
+
 def test_queue_full_is_429(small_app: App) -> None:
     running = small_app.submit("block", {"seconds": 60})
     small_app.wait_status("block", running, "in_progress")

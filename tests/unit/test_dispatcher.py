@@ -163,3 +163,43 @@ def test_depth_and_snapshot(table: TaskTable, clock: FakeClock) -> None:
     snapshot = d.snapshot("app")
     assert snapshot["deployments"] == {"Model": {"in_flight": 1, "limit": 1}}
     assert snapshot["endpoints"]["a"]["pending"] + snapshot["endpoints"]["b"]["pending"] == 3
+
+
+# -- batches --------------------------------------------------------------------------------
+
+
+def ids(batches: list) -> list[list[str]]:
+    return [[record.task_id for _, record, _ in batch] for batch in batches]
+
+
+def test_batches_hold_one_deployment_each_up_to_the_size(
+    table: TaskTable, clock: FakeClock
+) -> None:
+    d = dispatcher(table, clock, route("a", per_replica=8), route("b", "Other", per_replica=8))
+    a = queue(table, "a", 7)
+    b = queue(table, "b", 2)
+    batches = d.take_batches(max_batch=3)
+    assert sorted(ids(batches)) == sorted([a[0:3], a[3:6], a[6:7], b])
+
+
+def test_a_batch_never_holds_more_than_one_replica_may_run(
+    table: TaskTable, clock: FakeClock
+) -> None:
+    d = dispatcher(table, clock, route("a", per_replica=2))
+    d.set_running_replicas("Model", 3)  # room for 6 in flight
+    a = queue(table, "a", 6)
+    assert ids(d.take_batches(max_batch=64)) == [a[0:2], a[2:4], a[4:6]]
+
+
+def test_batches_spread_over_running_replicas(table: TaskTable, clock: FakeClock) -> None:
+    d = dispatcher(table, clock, route("a", per_replica=64))
+    d.set_running_replicas("Model", 2)
+    a = queue(table, "a", 10)
+    assert ids(d.take_batches(max_batch=64)) == [a[0:5], a[5:10]]
+
+
+def test_an_idle_dispatcher_sends_what_is_there(table: TaskTable, clock: FakeClock) -> None:
+    d = dispatcher(table, clock, route("a", per_replica=64))
+    (only,) = queue(table, "a", 1)
+    assert ids(d.take_batches(max_batch=64)) == [[only]]
+    assert d.take_batches(max_batch=64) == []

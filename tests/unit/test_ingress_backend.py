@@ -98,6 +98,11 @@ async def test_a_lost_result_is_a_task_failure() -> None:
         await backend(manager).result(TASK_ID)
 
 
+async def test_a_small_result_comes_as_it_is_and_a_large_one_by_ref() -> None:
+    assert await backend(FakeManager(result=[{"words": 3}])).result(TASK_ID) == {"words": 3}
+    assert await backend(FakeManager(result=[_value(b"large")])).result(TASK_ID) == b"large"
+
+
 async def test_a_method_error_in_a_sync_call_names_its_cause() -> None:
     error = RayTaskError("describe", "Traceback ...", ValueError("bad prompt"))
     with pytest.raises(TaskFailedError, match="describe failed: ValueError: bad prompt"):

@@ -1,10 +1,10 @@
 """The task manager shell, through its public methods, with Serve faked at its one seam.
 
-``FakeCalls`` replaces :class:`ReplicaCalls`' I/O (sending, polling and fetching results,
-reading replicas) but keeps its real ``assigned`` and ``cancel``, which go through the
-Serve-compat module to Serve's real ``DeploymentResponse``: each response here is the real
-class, built offline the way a router in the caller's loop builds it (the manager's
-setting). Only the replica's side (``ReplicaResult``) is fake.
+``FakeCalls`` replaces :class:`ReplicaCalls`' I/O (sending batches, reading their streams,
+fetching small items, reading replicas) but keeps its real ``assigned``, which goes through
+the Serve-compat module to Serve's real ``DeploymentResponseGenerator``: each response here
+is the real class, built offline the way a router in the caller's loop builds it (the
+manager's setting). Only the replica's side (``ReplicaResult`` and its stream) is fake.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 from ray.exceptions import ActorDiedError
 from ray.serve._private.common import RequestMetadata
-from ray.serve.handle import DeploymentResponse
+from ray.serve.handle import DeploymentResponseGenerator
 
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
 from raytask.core.dispatcher import EndpointRoute
 from raytask.core.errors import HTTPError, TaskNotFoundError
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
+from raytask.server.batch import FAILED, FOLLOWS, STOPPED, VALUE, BatchItem, Outcomes
 from raytask.server.calls import ReplicaCalls
 from raytask.server.manager import TaskManager
-from raytask.server.runner import AttemptFailed
 
 from ..support import FakeClock, settle
 
@@ -35,59 +35,95 @@ NO_OPTIONS = SubmitOptions()
 
 
 class FakeRef:
-    """A result ref: ``stored`` ones are too large to have been inlined."""
+    """A streamed item: ``stored`` ones are too large to have been inlined."""
 
-    def __init__(self) -> None:
-        self.ready = False
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.stored = False
+    def __init__(self, value: Any = None, stored: bool = False, error: BaseException | None = None):
+        self.value, self.stored, self.error = value, stored, error
         self.fetched = 0
 
-    def finish(self, value: Any = None, stored: bool = False, error: BaseException | None = None):
-        self.ready, self.value, self.stored, self.error = True, value, stored, error
+
+class FakeBatch:
+    """One batch request and the replica's side of it: its stream of items."""
+
+    def __init__(self, items: list[BatchItem], limit: int) -> None:
+        self.items, self.limit = items, limit
+        self.stream: asyncio.Queue[FakeRef | None] = asyncio.Queue()
+
+    @property
+    def task_ids(self) -> list[str]:
+        return [item.task_id for item in self.items]
+
+    def _attempt_no(self, task_id: str) -> int:
+        return next(i.attempt_no for i in self.items if i.task_id == task_id)
+
+    def end(self, task_id: str, kind: str, payload: Any = None) -> None:
+        """The replica streams how one attempt ended."""
+        self.stream.put_nowait(
+            FakeRef(Outcomes([(task_id, self._attempt_no(task_id), kind, payload)]))
+        )
+
+    def value(self, task_id: str, value: Any) -> FakeRef:
+        """A small value, inside the outcome."""
+        self.end(task_id, VALUE, value)
+        return FakeRef(value)
+
+    def large(self, task_id: str, value: Any) -> FakeRef:
+        """A large value: an outcome saying it follows, then the value as its own item."""
+        self.end(task_id, FOLLOWS)
+        ref = FakeRef(value, stored=True)
+        self.stream.put_nowait(ref)
+        return ref
+
+    def die(self, error: BaseException) -> None:
+        """The replica died: the stream's last item holds the error."""
+        self.stream.put_nowait(FakeRef(error=error))
+        self.stream.put_nowait(None)
+
+    def done(self) -> None:
+        self.stream.put_nowait(None)
 
 
 class FakeReplicaResult:
     """The replica's side of a request: Serve's ``ReplicaResult`` interface."""
 
-    def __init__(self) -> None:
-        self.cancels = 0
-        self.ref = FakeRef()
+    def __init__(self, batch: FakeBatch) -> None:
+        self.batch = batch
 
-    def cancel(self) -> None:
-        self.cancels += 1
-
-    async def to_object_ref_async(self) -> FakeRef:
-        return self.ref
+    def to_object_ref_gen(self) -> FakeBatch:
+        return self.batch
 
 
 class FakeCalls(ReplicaCalls):
     def __init__(self) -> None:
         super().__init__("app")
-        self.sent: list[tuple[DeploymentResponse, asyncio.Future[Any], FakeReplicaResult]] = []
+        self.sent: list[tuple[DeploymentResponseGenerator, asyncio.Future[Any], FakeBatch]] = []
         self.exported: list[Any] = []
-        self.watching: set[Any] = set()
 
-    def send(
-        self, deployment: str, method: str, kwargs: dict[str, Any], attempt: tuple[str, int]
-    ) -> DeploymentResponse:
+    def send(self, deployment: str, batch_id: int, items: list[BatchItem], limit: int) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        metadata = RequestMetadata(request_id=uuid.uuid4().hex, internal_request_id="x")
-        response = DeploymentResponse(future, metadata, _is_router_running_in_separate_loop=False)
-        self.sent.append((response, future, FakeReplicaResult()))
+        metadata = RequestMetadata(
+            request_id=uuid.uuid4().hex, internal_request_id="x", is_streaming=True
+        )
+        response = DeploymentResponseGenerator(
+            future, metadata, _is_router_running_in_separate_loop=False
+        )
+        self.sent.append((response, future, FakeBatch(items, limit)))
         return response
 
-    def assign(self, index: int = -1) -> FakeReplicaResult:
+    def assign(self, index: int = -1) -> FakeBatch:
         """Serve's router has chosen a replica for request ``index`` and sent it."""
-        _, future, replica = self.sent[index]
-        future.set_result(replica)
-        return replica
+        _, future, batch = self.sent[index]
+        future.set_result(FakeReplicaResult(batch))
+        return batch
 
-    def ready(self, refs: list[Any]) -> tuple[list[Any], set[Any]]:
-        self.watching = set(refs)
-        ready = [ref for ref in refs if ref.ready]
-        return ready, {ref for ref in ready if ref.stored}
+    async def next_ref(self, stream: FakeBatch) -> FakeRef | None:
+        return await stream.stream.get()
+
+    async def next_value_ref(self, stream: FakeBatch) -> FakeRef | None:
+        return await stream.stream.get()
+
+    def stored(self, ref: FakeRef) -> bool:
+        return ref.stored
 
     async def fetch(self, ref: FakeRef) -> Any:
         assert not ref.stored, "a large result was fetched into the manager"
@@ -97,9 +133,7 @@ class FakeCalls(ReplicaCalls):
         return ref.value
 
     def put(self, value: Any) -> FakeRef:
-        ref = FakeRef()
-        ref.finish(value)
-        return ref
+        return FakeRef(value)
 
     def running_replicas(self) -> dict[str, int]:
         return {"Model": 1}
@@ -139,73 +173,140 @@ async def status(manager: TaskManager, task_id: str) -> TaskState:
     return answer
 
 
-async def running(manager: TaskManager, calls: FakeCalls) -> tuple[str, FakeReplicaResult]:
-    """A submitted task, dispatched and assigned to a replica."""
+async def running(manager: TaskManager, calls: FakeCalls) -> tuple[str, FakeBatch]:
+    """A submitted task, dispatched alone and assigned to a replica."""
     task_id = await submit(manager)
     await settle(lambda: len(calls.sent) == 1)
-    replica = calls.assign()
-    await settle(lambda: replica.ref in calls.watching)  # the manager polls its result
-    return task_id, replica
+    batch = calls.assign()
+    await settle(lambda: manager.dispatcher._deadlines)  # armed: the manager reads the stream
+    return task_id, batch
 
 
-# -- cancel reaches the replica whenever it comes -------------------------------------
+# -- batches ------------------------------------------------------------------------------
 
 
-async def test_cancel_between_assignment_and_its_await_still_reaches_the_replica(
+async def test_queued_tasks_go_in_one_batch_capped_by_the_replica_limit(calls: FakeCalls) -> None:
+    manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
+    try:
+        answers = await manager.submit_many([("work", {"n": i}, NO_OPTIONS) for i in range(6)])
+        await settle(lambda: len(calls.sent) == 1)
+        batch = calls.sent[0][2]
+        assert [item.kwargs for item in batch.items] == [{"n": i} for i in range(4)]
+        assert batch.limit == 4 and [i.attempt_no for i in batch.items] == [1] * 4
+        assert batch.task_ids == [a.task_id for a in answers[:4]]  # type: ignore[union-attr]
+        assert manager.table.pending_count == 2  # the rest waits for free slots
+        calls.assign()
+        batch.value(batch.task_ids[0], 1)
+        await settle(lambda: len(calls.sent) == 2)  # a slot freed: dispatched at once, alone
+        assert calls.sent[1][2].task_ids == [answers[4].task_id]  # type: ignore[union-attr]
+    finally:
+        await manager.shutdown()
+
+
+async def test_an_idle_manager_sends_a_lone_task_at_once(
     manager: TaskManager, calls: FakeCalls
 ) -> None:
     task_id = await submit(manager)
     await settle(lambda: len(calls.sent) == 1)
-    replica = calls.assign()  # the replica has it; the manager's await has not resumed
-    answer = await manager.cancel(task_id)  # runs before that await resumes
+    assert calls.sent[0][2].task_ids == [task_id]
+
+
+async def test_each_task_of_a_batch_ends_on_its_own(manager: TaskManager, calls: FakeCalls) -> None:
+    answers = await manager.submit_many([("work", {}, NO_OPTIONS)] * 3)
+    await settle(lambda: len(calls.sent) == 1)
+    batch = calls.assign()
+    first, second, third = batch.task_ids
+    batch.value(second, "two")
+    await settle(lambda: manager.table.get(second).status == "success")
+    assert manager.table.get(first).status == "in_progress"
+    batch.end(first, FAILED, "ValueError: no")
+    batch.large(third, b"x" * 10)
+    await settle(lambda: manager.table.get(third).status == "success")
+    assert (await status(manager, first)).error == "ValueError: no"
+    assert await manager.result(second) == ["two"]
+    assert len(answers) == 3
+
+
+# -- cancel reaches the replica, for the task alone -----------------------------------------
+
+
+async def test_cancelling_a_running_task_stops_it_alone(
+    manager: TaskManager, calls: FakeCalls
+) -> None:
+    await manager.submit_many([("work", {}, NO_OPTIONS)] * 2)
+    await settle(lambda: len(calls.sent) == 1)
+    batch = calls.assign()
+    stop, keep = batch.task_ids
+    poll = asyncio.create_task(manager.batch_stops(1, 0))  # the replica's long-poll
+    await settle()
+    assert not poll.done()
+    answer = await manager.cancel(stop)
     assert isinstance(answer, TaskState) and answer.status == "cancelled"
-    assert replica.cancels == 0  # Serve's own cancel() reached nothing
-    await settle(lambda: replica.cancels == 1)
+    assert await asyncio.wait_for(poll, 5) == [stop]
+    assert manager.dispatcher.in_flight("Model") == 2  # until the replica confirms
+    batch.end(stop, STOPPED)
+    await settle(lambda: manager.dispatcher.in_flight("Model") == 1)
+    assert manager.table.get(keep).status == "in_progress"
+    batch.value(keep, 1)
+    await settle(lambda: manager.table.get(keep).status == "success")
+    assert manager.table.get(stop).status == "cancelled"
 
 
-async def test_cancel_after_assignment_reaches_the_replica_once(
-    manager: TaskManager, calls: FakeCalls
-) -> None:
-    task_id, replica = await running(manager, calls)
-    await manager.cancel(task_id)
-    await asyncio.sleep(0.1)  # time for a second cancel, which must not come
-    assert replica.cancels == 1
-
-
-async def test_cancel_before_assignment_frees_the_slot_and_reaches_no_replica(
+async def test_a_stop_sent_before_the_replica_asks_is_in_its_first_answer(
     manager: TaskManager, calls: FakeCalls
 ) -> None:
     task_id = await submit(manager)
     await settle(lambda: len(calls.sent) == 1)
-    assert (await manager.stats())["in_flight"] == {"Model": 1}
-    await manager.cancel(task_id)
-    await settle(lambda: manager.dispatcher.in_flight("Model") == 0)
-    assert calls.sent[0][2].cancels == 0
+    await manager.cancel(task_id)  # not even assigned to a replica yet
+    calls.assign()
+    assert await asyncio.wait_for(manager.batch_stops(1, 0), 5) == [task_id]
+
+
+async def test_the_stops_long_poll_ends_with_its_batch(
+    manager: TaskManager, calls: FakeCalls
+) -> None:
+    task_id, batch = await running(manager, calls)
+    poll = asyncio.create_task(manager.batch_stops(1, 0))
+    await settle()
+    batch.value(task_id, 1)
+    batch.done()
+    assert await asyncio.wait_for(poll, 5) is None
+    assert await manager.batch_stops(1, 0) is None  # over: no wait
+    assert await manager.batch_stops(99, 0) is None  # unknown
 
 
 # -- how attempts end -----------------------------------------------------------------
 
 
-async def test_a_small_result_is_read_once_and_kept(manager: TaskManager, calls: FakeCalls) -> None:
-    task_id, replica = await running(manager, calls)
-    replica.ref.finish({"words": 3})
+async def test_a_small_result_is_kept_as_it_came(manager: TaskManager, calls: FakeCalls) -> None:
+    task_id, batch = await running(manager, calls)
+    batch.value(task_id, {"words": 3})
     await settle(lambda: manager.table.get(task_id).status == "success")
-    assert replica.ref.fetched == 1
-    assert await manager.result(task_id) == [replica.ref]
+    assert await manager.result(task_id) == [{"words": 3}]
     assert (await manager.stats())["results_held"] == 1
 
 
 async def test_a_large_result_is_never_fetched(manager: TaskManager, calls: FakeCalls) -> None:
-    task_id, replica = await running(manager, calls)
-    replica.ref.finish(b"x" * 10, stored=True)
+    task_id, batch = await running(manager, calls)
+    ref = batch.large(task_id, b"x" * 10)
     await settle(lambda: manager.table.get(task_id).status == "success")
-    assert replica.ref.fetched == 0  # FakeCalls.fetch also asserts it
-    assert await manager.result(task_id) == [replica.ref]
+    assert ref.fetched == 0  # FakeCalls.fetch also asserts it
+    assert await manager.result(task_id) == [ref]
+
+
+async def test_a_value_item_that_turns_out_small_is_read(
+    manager: TaskManager, calls: FakeCalls
+) -> None:
+    task_id, batch = await running(manager, calls)
+    batch.end(task_id, FOLLOWS)
+    batch.stream.put_nowait(FakeRef([1, 2]))
+    await settle(lambda: manager.table.get(task_id).status == "success")
+    assert await manager.result(task_id) == [[1, 2]]
 
 
 async def test_an_exception_is_final_by_default(manager: TaskManager, calls: FakeCalls) -> None:
-    task_id, replica = await running(manager, calls)
-    replica.ref.finish(AttemptFailed("ValueError: no"))
+    task_id, batch = await running(manager, calls)
+    batch.end(task_id, FAILED, "ValueError: no")
     await settle(lambda: manager.table.get(task_id).status == "failure")
     state = await status(manager, task_id)
     assert state.error == "ValueError: no" and state.attempts == 1
@@ -215,9 +316,9 @@ async def test_an_exception_is_final_by_default(manager: TaskManager, calls: Fak
 async def test_a_failure_is_logged_once_with_its_id_endpoint_attempt_and_error(
     manager: TaskManager, calls: FakeCalls, caplog: pytest.LogCaptureFixture
 ) -> None:
-    task_id, replica = await running(manager, calls)
+    task_id, batch = await running(manager, calls)
     with caplog.at_level(logging.INFO, logger="raytask.manager"):
-        replica.ref.finish(AttemptFailed("ValueError: no"))
+        batch.end(task_id, FAILED, "ValueError: no")
         await settle(lambda: manager.table.get(task_id).status == "failure")
     lines = [r for r in caplog.records if task_id in r.getMessage()]
     assert [r.levelname for r in lines] == ["WARNING"]
@@ -231,10 +332,12 @@ async def test_retry_exceptions_requeues_the_task(calls: FakeCalls) -> None:
         "app", [route(retry_exceptions=True)], AppConfig(journal="off"), calls=calls
     )
     try:
-        task_id, replica = await running(manager, calls)
-        replica.ref.finish(AttemptFailed("ValueError: flaky"))
+        task_id, batch = await running(manager, calls)
+        batch.end(task_id, FAILED, "ValueError: flaky")
         await settle(lambda: len(calls.sent) == 2)  # dispatched again
-        calls.assign().ref.finish("fine")
+        second = calls.assign()
+        assert [i.attempt_no for i in second.items] == [2]
+        second.value(task_id, "fine")
         await settle(lambda: manager.table.get(task_id).status == "success")
         assert (await status(manager, task_id)).attempts == 2
     finally:
@@ -244,15 +347,44 @@ async def test_retry_exceptions_requeues_the_task(calls: FakeCalls) -> None:
 async def test_a_dead_replica_requeues_until_attempts_run_out(calls: FakeCalls) -> None:
     manager = TaskManager("app", [route(max_attempts=2)], AppConfig(journal="off"), calls=calls)
     try:
-        task_id, replica = await running(manager, calls)
-        replica.ref.finish(error=ActorDiedError())
+        task_id, batch = await running(manager, calls)
+        batch.die(ActorDiedError())
         await settle(lambda: len(calls.sent) == 2)
-        calls.assign().ref.finish(error=ActorDiedError())
+        calls.assign().die(ActorDiedError())
         await settle(lambda: manager.table.get(task_id).status == "failure")
         state = await status(manager, task_id)
         assert state.attempts == 2 and "gave up after 2 attempts" in (state.error or "")
         assert "replica running it died" in (state.error or "")
         assert len(calls.sent) == 2  # never a third
+    finally:
+        await manager.shutdown()
+
+
+async def test_a_dead_replica_loses_only_the_attempts_not_ended(calls: FakeCalls) -> None:
+    manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
+    try:
+        await manager.submit_many([("work", {}, NO_OPTIONS)] * 2)
+        await settle(lambda: len(calls.sent) == 1)
+        batch = calls.assign()
+        done, lost = batch.task_ids
+        ref = batch.large(done, b"big")
+        batch.die(ActorDiedError())
+        await settle(lambda: len(calls.sent) == 2)
+        assert calls.sent[1][2].task_ids == [lost]  # re-queued, sent again
+        assert manager.table.get(done).status == "success"
+        assert await manager.result(done) == [ref]  # its value outlives the replica
+    finally:
+        await manager.shutdown()
+
+
+async def test_a_stream_that_ends_early_loses_the_rest(calls: FakeCalls) -> None:
+    manager = TaskManager("app", [route(max_attempts=1)], AppConfig(journal="off"), calls=calls)
+    try:
+        task_id, batch = await running(manager, calls)
+        batch.done()
+        await settle(lambda: manager.table.get(task_id).status == "failure")
+        assert "without its outcome" in (manager.table.get(task_id).error or "")
+        assert manager.dispatcher.in_flight("Model") == 0
     finally:
         await manager.shutdown()
 
@@ -269,14 +401,14 @@ async def test_a_timeout_stops_the_attempt_and_ignores_its_late_result(
         task_id, first = await running(manager, calls)
         clock.advance(6)
         await settle(lambda: len(calls.sent) == 2)  # timed out, re-queued, sent again
-        assert first.cancels == 1
-        first.ref.finish("late")  # the superseded attempt's result
-        await asyncio.sleep(0.1)  # the watcher polls every 5 ms: it would have seen it
+        assert await asyncio.wait_for(manager.batch_stops(1, 0), 5) == [task_id]
+        first.value(task_id, "late")  # the superseded attempt's result
+        await asyncio.sleep(0.1)
         assert manager.table.get(task_id).status == "in_progress"
-        assert first.ref.fetched == 0  # no longer watched
-        calls.assign().ref.finish("second")
+        second = calls.assign()
+        second.value(task_id, "second")
         await settle(lambda: manager.table.get(task_id).status == "success")
-        assert await manager.result(task_id) == [calls.sent[1][2].ref]
+        assert await manager.result(task_id) == ["second"]
     finally:
         await manager.shutdown()
 
@@ -286,8 +418,8 @@ async def test_the_sweep_drops_expired_results(calls: FakeCalls) -> None:
     clock = FakeClock()
     manager.table.clock = clock
     try:
-        task_id, replica = await running(manager, calls)
-        replica.ref.finish("x")
+        task_id, batch = await running(manager, calls)
+        batch.value(task_id, "x")
         await settle(lambda: manager.table.get(task_id).status == "success")
         assert (await manager.stats())["results_held"] == 1
         clock.advance(11)
@@ -332,12 +464,12 @@ async def test_queue_depth_and_metrics(manager: TaskManager, calls: FakeCalls) -
 async def test_a_long_poll_answers_when_the_task_finishes_not_before(
     manager: TaskManager, calls: FakeCalls
 ) -> None:
-    task_id, replica = await running(manager, calls)
+    task_id, batch = await running(manager, calls)
     waiters = [asyncio.create_task(manager.wait(task_id, 30)) for _ in range(3)]
     await settle()
     assert not any(w.done() for w in waiters)  # held: nothing finished yet
     assert manager._finish_waits[task_id][1] == [3]  # one notification for the three
-    replica.ref.finish({"words": 3})
+    batch.value(task_id, {"words": 3})
     answers = await asyncio.wait_for(asyncio.gather(*waiters), 5)
     assert {a.status for a in answers} == {TaskStatus.SUCCESS}  # type: ignore[union-attr]
     assert task_id not in manager._finish_waits  # nothing left behind

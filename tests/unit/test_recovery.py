@@ -170,18 +170,16 @@ async def test_dying_after_a_commit_but_before_the_reply_keeps_the_task(path: St
 async def test_a_result_stored_but_not_journaled_runs_again(path: Stores) -> None:
     calls = FakeCalls()
     first = manager(path, calls)
-    task_id, replica = await running(first, calls)
+    task_id, batch = await running(first, calls)
     assert (await first.status(task_id)).status is TaskStatus.IN_PROGRESS  # type: ignore[union-attr]
-    replica.ref.finish({"value": 1})  # the replica's result is in the object store...
+    batch.large(task_id, {"value": 1})  # the replica's result is in the object store...
     await crash(first)  # ...but the manager died before it recorded the success
     calls = FakeCalls()
     second = manager(path, calls)
     state = second.table.get(task_id)
     assert state.status is TaskStatus.PENDING and state.error == LOST_RUN and state.attempts == 1
     await settle(lambda: len(calls.sent) == 1)  # dispatched again: attempt 2
-    replica = calls.assign()
-    await settle(lambda: replica.ref in calls.watching)
-    replica.ref.finish({"value": 1})
+    calls.assign().value(task_id, {"value": 1})
     await settle(lambda: second.table.get(task_id).status is TaskStatus.SUCCESS)
     assert second.table.get(task_id).attempts == 2
     await second.shutdown()
@@ -192,8 +190,8 @@ async def test_a_small_result_survives_and_a_status_never_runs_ahead_of_the_jour
 ) -> None:
     calls = FakeCalls()
     first = manager(path, calls)
-    task_id, replica = await running(first, calls)
-    replica.ref.finish({"value": 42})
+    task_id, batch = await running(first, calls)
+    batch.value(task_id, {"value": 42})
     await settle(lambda: first.table.get(task_id).status is TaskStatus.SUCCESS)
     seen = await first.status(task_id)  # waits for the journal if the success is unwritten
     assert seen.status is TaskStatus.SUCCESS  # type: ignore[union-attr]
@@ -251,10 +249,10 @@ async def test_a_status_waits_until_the_change_it_shows_is_journaled() -> None:
     store.gate.set()
     calls = FakeCalls()
     m = TaskManager("app", [route()], AppConfig(), calls=calls, store=store)
-    task_id, replica = await running(m, calls)
+    task_id, batch = await running(m, calls)
     await m.status(task_id)  # in progress, and written
     store.gate.clear()  # writes hang from now on
-    replica.ref.finish({"value": 1})
+    batch.value(task_id, {"value": 1})
     await settle(lambda: m.table.get(task_id).status is TaskStatus.SUCCESS)  # not written
     status = asyncio.ensure_future(m.status(task_id))
     await asyncio.sleep(0.05)

@@ -3,13 +3,7 @@ import threading
 import time
 
 import raytask
-from raytask.server.runner import (
-    RUN_METHOD,
-    AttemptFailed,
-    call_in_thread,
-    run_attempt,
-    with_runner,
-)
+from raytask.server.runner import AttemptFailed, call_in_thread, run_attempt
 
 
 class Worker:
@@ -62,10 +56,3 @@ async def test_cancelling_a_sync_method_interrupts_its_thread() -> None:
     start = time.monotonic()
     assert await asyncio.to_thread(worker.stopped.wait, 5)
     assert time.monotonic() - start < 5
-
-
-def test_with_runner_subclasses_without_changing_the_class() -> None:
-    wrapped = with_runner(Worker)
-    assert issubclass(wrapped, Worker) and wrapped.__name__ == "Worker"
-    assert hasattr(wrapped, RUN_METHOD) and not hasattr(Worker, RUN_METHOD)
-    assert asyncio.run(getattr(wrapped(), RUN_METHOD)("add", {"a": 1, "b": 1})) == 2

@@ -1,0 +1,232 @@
+"""The replica side of batched dispatch: run several attempts in one Serve request.
+
+The task manager sends the queued tasks of a deployment to a replica in one streaming call
+(``__raytask_batch__``, added by :func:`~raytask.server.runner.with_runner`). The replica
+starts every attempt at once, as its own asyncio task, so ``@serve.batch`` methods join
+them, and streams back how each one ended as soon as it does:
+
+- an :class:`Outcomes` item for all attempts that ended in the same event-loop turn: a
+  small value travels inside it, a failure as its message;
+- right after it, one item per large value (``follows``), in the order of the outcomes.
+
+Every streamed item is owned by the caller (the manager), so a large result lives in the
+object store on the replica's node, owned by the manager: it survives the replica, and the
+manager keeps its ``ObjectRef`` without ever reading it.
+
+A running attempt is stopped alone (a cancel or a timeout) through a long-poll to the
+manager, :meth:`TaskManager.batch_stops`, which returns the task ids to stop. It starts only
+once a batch has run :data:`LISTEN_AFTER_S`, so short tasks never pay for it; a stop sent
+earlier is in its first answer.
+
+The replica also caps how many attempts run at once at its ``max_ongoing_requests`` (one
+batch is one Serve request), so two batches that Serve routes to one replica never run more
+than the user allowed there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.progress import ProgressReporter
+from .runner import AttemptFailed, manager_of, progress_sender, run_attempt
+
+logger = logging.getLogger("raytask.replica")
+
+BATCH_METHOD = "__raytask_batch__"
+LISTEN_AFTER_S = 0.02
+INLINE_BUDGET_BYTES = 32 * 1024
+_MAX_NODES = 4096
+
+# Outcome kinds, as they travel.
+VALUE, FAILED, FOLLOWS, STOPPED = "value", "failed", "follows", "stopped"
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One attempt of a batch: the task, its attempt number, the method and its inputs."""
+
+    task_id: str
+    attempt_no: int
+    method: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """How some attempts of a batch ended: ``(task id, attempt number, kind, payload)``.
+
+    ``kind`` is ``value`` (payload: the value), ``failed`` (payload: the error),
+    ``follows`` (the value is the next streamed item) or ``stopped`` (cancelled by a stop).
+    """
+
+    ended: list[tuple[str, int, str, Any]]
+
+
+def fits_inline(value: Any, budget: int = INLINE_BUDGET_BYTES) -> bool:
+    """True if ``value`` is surely small: plain data whose size estimate is within ``budget``.
+
+    Anything else (large, deep, or of a type it cannot size cheaply) travels as an object of
+    its own, which the manager never reads if it is large. Either way is correct; this only
+    keeps small results, the common case, to one streamed item per event-loop turn.
+    """
+    stack, size, nodes = [value], 0, 0
+    while stack:
+        item = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES:
+            return False
+        if item is None or isinstance(item, bool | int | float):
+            size += 9
+        elif isinstance(item, str | bytes | bytearray):
+            size += len(item) + 8
+        elif isinstance(item, list | tuple):
+            size += 8
+            stack.extend(item)
+        elif isinstance(item, dict):
+            size += 8
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        else:
+            return False
+        if size > budget:
+            return False
+    return True
+
+
+def _slots(instance: Any, limit: int) -> asyncio.Semaphore:
+    """The replica's cap on attempts running at once (one per replica instance)."""
+    slots = instance.__dict__.get("_raytask_slots")
+    if slots is None:
+        slots = instance.__dict__["_raytask_slots"] = asyncio.Semaphore(max(1, limit))
+    return slots
+
+
+async def _attempt(
+    instance: Any, item: BatchItem, slots: asyncio.Semaphore, reporter: ProgressReporter | None
+) -> Any:
+    async with slots:
+        return await run_attempt(instance, item.method, item.kwargs, reporter)
+
+
+async def _listen(stops: Callable[[int], Any], running: dict[str, asyncio.Task[Any]]) -> None:
+    """Cancel the attempts the manager names until it says the batch is over."""
+    seen = 0
+    while True:
+        try:
+            names = await stops(seen)
+        except Exception as exc:  # the manager restarted: it re-runs this batch's tasks
+            logger.warning("raytask: the task manager cannot be asked for stops: %s", exc)
+            return
+        if names is None:
+            return
+        seen += len(names)
+        for task_id in names:
+            task = running.get(task_id)
+            if task is not None:
+                task.cancel()
+
+
+async def run_batch(
+    instance: Any,
+    items: list[BatchItem],
+    limit: int,
+    stops: Callable[[int], Any] | None = None,
+    reporter_for: Callable[[BatchItem], ProgressReporter | None] = lambda item: None,
+) -> AsyncIterator[Any]:
+    """Run ``items`` on ``instance`` at once; yield :class:`Outcomes` and large values.
+
+    Args:
+        instance: the deployment's instance.
+        items: the attempts.
+        limit: attempts this replica may run at once (its ``max_ongoing_requests``).
+        stops: ``stops(seen)`` awaits the task ids to stop past the first ``seen`` (None:
+            the batch is over); None: nothing stops attempts.
+        reporter_for: each attempt's progress reporter.
+    """
+    slots = _slots(instance, limit)
+    ended: asyncio.Queue[asyncio.Task[Any]] = asyncio.Queue()
+    running: dict[str, asyncio.Task[Any]] = {}
+    of_task: dict[asyncio.Task[Any], BatchItem] = {}
+    for item in items:
+        task = asyncio.create_task(_attempt(instance, item, slots, reporter_for(item)))
+        task.add_done_callback(ended.put_nowait)
+        running[item.task_id] = task
+        of_task[task] = item
+    listener: asyncio.Task[None] | None = None
+    started = time.monotonic()
+    try:
+        left = len(items)
+        while left:
+            if listener is None and stops is not None:
+                try:
+                    wait_s = max(0.0, started + LISTEN_AFTER_S - time.monotonic())
+                    first = await asyncio.wait_for(ended.get(), wait_s)
+                except TimeoutError:
+                    listener = asyncio.create_task(_listen(stops, running))
+                    continue
+            else:
+                first = await ended.get()
+            await asyncio.sleep(0)  # let attempts ending in this turn join the same item
+            done = [first]
+            while not ended.empty():
+                done.append(ended.get_nowait())
+            left -= len(done)
+            outcomes, large = [], []
+            for task in done:
+                item = of_task.pop(task)
+                del running[item.task_id]
+                kind, payload = _outcome(task)
+                if kind == VALUE and not fits_inline(payload):
+                    kind = FOLLOWS
+                    large.append(payload)
+                    payload = None
+                outcomes.append((item.task_id, item.attempt_no, kind, payload))
+            yield Outcomes(outcomes)
+            for value in large:
+                yield value
+    finally:
+        if listener is not None:
+            listener.cancel()
+        for task in running.values():  # the whole request was cancelled
+            task.cancel()
+
+
+def _outcome(task: asyncio.Task[Any]) -> tuple[str, Any]:
+    if task.cancelled():
+        return STOPPED, None
+    try:
+        value = task.result()  # run_attempt turns every Exception into AttemptFailed
+    except BaseException as exc:  # SystemExit and the like, raised by the method
+        return FAILED, f"{type(exc).__name__}: {exc}"
+    if isinstance(value, AttemptFailed):
+        return FAILED, value.error
+    return VALUE, value
+
+
+def with_runner(cls: type) -> type:
+    """A subclass of the deployment class ``cls`` that also has ``__raytask_batch__``.
+
+    The manager calls it through a streaming ``DeploymentHandle`` with its app's name, the
+    batch id (for stops), the items and the replica's ``max_ongoing_requests``.
+    """
+
+    async def __raytask_batch__(
+        self: Any, app_name: str | None, batch_id: int, items: list[BatchItem], limit: int
+    ) -> AsyncIterator[Any]:
+        stops, reporter_for = None, lambda item: None
+        if app_name is not None:  # None: a direct call (tests), with no manager to ask
+            manager = manager_of(app_name)
+            stops = lambda seen: manager.batch_stops.remote(batch_id, seen)  # noqa: E731
+            loop = asyncio.get_running_loop()
+            reporter_for = lambda item: ProgressReporter(  # noqa: E731
+                progress_sender(app_name, item.task_id, item.attempt_no), loop
+            )
+        async for out in run_batch(self, items, limit, stops, reporter_for):
+            yield out
+
+    return type(cls.__name__, (cls,), {BATCH_METHOD: __raytask_batch__, "__doc__": cls.__doc__})
