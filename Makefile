@@ -85,9 +85,11 @@ test-fast: install
 	$(PY) -m pytest tests/unit tests/http
 
 ## raytask vs BentoML tasks vs Ray Serve's HTTP floor, side by side (by hand; ~20 min)
-bench: install $(BENTO_VENV)/.installed
+bench: install $(BENTO_VENV)/.installed redis-server
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 	$(PY) -m benchmarks.dispatch
+	$(PY) -m benchmarks.celery_async
 	$(PY) -m benchmarks.embeddings_dispatch
 
 lint: install

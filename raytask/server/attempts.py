@@ -86,9 +86,15 @@ class Attempts:
             ]
             timeouts = {r.task_id: r.options.timeout_s for _, r, _ in group}
             route = group[0][2]
-            response = self.calls.send(
-                route.deployment, batch.batch_id, items, route.max_ongoing_requests
-            )
+            try:
+                response = self.calls.send(
+                    route.deployment, batch.batch_id, items, route.max_ongoing_requests
+                )
+            except Exception as exc:  # no handle (deployment gone): never stuck in progress
+                for attempt in opened.values():
+                    self.dispatcher.lost(attempt, failure_reason(exc))
+                self.on_end()
+                continue
             self._batches[batch.batch_id] = batch
             self.sent["batches"] += 1
             self.sent["attempts"] += len(items)

@@ -98,11 +98,18 @@ def fits_inline(value: Any, budget: int = INLINE_BUDGET_BYTES) -> bool:
     return True
 
 
+_SLOTTED: dict[int, dict[str, Any]] = {}
+
+
 def _slots(instance: Any, limit: int) -> asyncio.Semaphore:
-    """The replica's cap on attempts running at once (one per replica instance)."""
-    slots = instance.__dict__.get("_raytask_slots")
+    """The replica's cap on attempts running at once, kept on its instance (a class with
+    ``__slots__`` and no ``__dict__`` gets it by id: a replica process has one instance)."""
+    holder = getattr(instance, "__dict__", None)
+    if holder is None:
+        holder = _SLOTTED.setdefault(id(instance), {})
+    slots = holder.get("_raytask_slots")
     if slots is None:
-        slots = instance.__dict__["_raytask_slots"] = asyncio.Semaphore(max(1, limit))
+        slots = holder["_raytask_slots"] = asyncio.Semaphore(max(1, limit))
     return slots
 
 

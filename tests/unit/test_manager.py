@@ -485,3 +485,18 @@ async def test_a_long_poll_that_times_out_answers_the_current_state(
     assert answer.status is TaskStatus.IN_PROGRESS  # type: ignore[union-attr]
     assert task_id not in manager._finish_waits
     assert isinstance(await manager.wait("f" * 32, 1), TaskNotFoundError)
+
+
+async def test_a_batch_that_cannot_be_sent_is_lost_not_stuck(calls: FakeCalls) -> None:
+    def refuse(*args: Any) -> Any:
+        raise RuntimeError("no such deployment")
+
+    calls.send = refuse  # type: ignore[method-assign]
+    manager = TaskManager("app", [route(max_attempts=2)], AppConfig(journal="off"), calls=calls)
+    try:
+        task_id = await submit(manager)
+        await settle(lambda: manager.table.get(task_id).status == "failure")
+        assert "RuntimeError: no such deployment" in (manager.table.get(task_id).error or "")
+        assert manager.dispatcher.in_flight("Model") == 0
+    finally:
+        await manager.shutdown()
