@@ -57,6 +57,8 @@ def main() -> None:
         # RAYTASK_BENCH_JOURNAL=off to measure without it.
         journal = os.environ.get("RAYTASK_BENCH_JOURNAL") or str(Path(temp_dir) / "journal.db")
         config = {"max_queue_size": 1_000_000, "journal": journal}
+        # RAYTASK_BENCH_CONFIG: JSON of more AppConfig settings, to compare settings by hand.
+        config.update(json.loads(os.environ.get("RAYTASK_BENCH_CONFIG") or "{}"))
         serve.run(raytask.app(demo.bind(), config=config), name=APP, route_prefix="/")
         serve.run(Floor.bind(), name="floor", route_prefix="/floor")
         manager = ray.get_actor(manager_name(APP), namespace=NAMESPACE)
