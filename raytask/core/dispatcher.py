@@ -2,11 +2,11 @@
 
 Plain Python over the :class:`~raytask.core.table.TaskTable`, with an injectable clock, so
 fairness, per-deployment limits, in-flight counts and attempt deadlines are unit-tested
-without Ray. The task manager actor sends what :meth:`Dispatcher.take` returns to Serve
-and reports back how each :class:`Attempt` ended.
+without Ray. The task manager actor sends what :meth:`Dispatcher.take_batches` returns to
+Serve and reports back how each :class:`Attempt` ended.
 
 Every attempt ends exactly once (:meth:`~Dispatcher.succeed`, :meth:`~Dispatcher.raised`,
-:meth:`~Dispatcher.lost`, :meth:`~Dispatcher.release` or a deadline in
+:meth:`~Dispatcher.lost` or a deadline in
 :meth:`~Dispatcher.expired`), which frees its slot. An attempt changes its task only while
 it still owns it: a task cancelled, or re-queued after a timeout, ignores the late
 outcome of the attempt it left behind.
@@ -194,10 +194,6 @@ class Dispatcher:
         """The attempt was lost (replica died, request cancelled or failed): re-queue it
         while the task has attempts left."""
         self._fail(attempt, reason, retryable=True)
-
-    def release(self, attempt: Attempt) -> None:
-        """End an attempt that never reached a replica (its task was cancelled)."""
-        self._end(attempt)
 
     def expired(self) -> list[Attempt]:
         """End the attempts past their deadline as timed out (re-queued while attempts
