@@ -63,7 +63,6 @@ class Dispatcher:
         self.routes: dict[str, EndpointRoute] = {}
         self.max_in_flight: int | None = None
         self._capacity: dict[str, int] = {}
-        self._replicas: dict[str, int] = {}
         self._in_flight: Counter[str] = Counter()
         self._current: dict[str, Attempt] = {}
         self._deadlines: list[tuple[float, int, Attempt]] = []
@@ -95,7 +94,6 @@ class Dispatcher:
         )
         if per_replica is not None:
             self._capacity[deployment] = max(1, running) * per_replica
-            self._replicas[deployment] = max(1, running)
 
     def limit(self, deployment: str) -> int:
         """Most attempts that may run on ``deployment`` at once."""
@@ -150,7 +148,8 @@ class Dispatcher:
         batches = []
         for deployment, started in by_deployment.items():
             per_replica = min(route.max_ongoing_requests for _, _, route in started)
-            spread = -(-len(started) // self._replicas.get(deployment, 1))
+            replicas = max(1, self._capacity.get(deployment, per_replica) // per_replica)
+            spread = -(-len(started) // replicas)
             size = max(1, min(max_batch, per_replica, spread))
             batches.extend(started[i : i + size] for i in range(0, len(started), size))
         return batches
@@ -194,6 +193,14 @@ class Dispatcher:
         """The attempt was lost (replica died, request cancelled or failed): re-queue it
         while the task has attempts left."""
         self._fail(attempt, reason, retryable=True)
+
+    def next_deadline_in(self) -> float | None:
+        """Seconds until the earliest deadline of a running attempt (None: none runs)."""
+        while self._deadlines and self._deadlines[0][2].ended:
+            heapq.heappop(self._deadlines)
+        if not self._deadlines:
+            return None
+        return max(0.0, self._deadlines[0][0] - self.clock())
 
     def expired(self) -> list[Attempt]:
         """End the attempts past their deadline as timed out (re-queued while attempts

@@ -126,16 +126,16 @@ class Attempts:
                 pass
         return None if batch.over else batch.stops[seen:]
 
-    async def watch(self) -> bool:
-        """End the attempts past their deadline and stop them on their replicas; True
-        while any batch is open."""
+    async def watch(self) -> float | None:
+        """End the attempts past their deadline and stop them on their replicas; returns
+        the seconds until the next deadline (None: no attempt runs)."""
         for attempt in self.dispatcher.expired():
             batch = self._batch_of.get(attempt.task_id)
             if batch is not None and batch.open.get(attempt.task_id) is attempt:
                 self.stop(attempt.task_id)
                 del batch.open[attempt.task_id]  # its late outcome is ignored
                 self.on_end()
-        return bool(self._batches)
+        return self.dispatcher.next_deadline_in()
 
     async def close(self) -> None:
         """Stop reading the batches' streams (the actor is going away)."""

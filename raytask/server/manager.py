@@ -4,7 +4,7 @@ A thin shell over the pure core: the :class:`~raytask.core.table.TaskTable` hold
 queue and the state machine, the :class:`~raytask.core.dispatcher.Dispatcher` decides what
 runs and how attempts end, and :class:`~raytask.server.calls.ReplicaCalls` is its I/O with
 Serve, with :class:`~raytask.server.attempts.Attempts` sending and watching the attempts in
-flight. The actor adds four background loops (dispatch, result watch, TTL sweep, capacity
+flight. The actor adds four background loops (dispatch, attempt deadlines, TTL sweep, capacity
 and metrics), started once in its constructor, and the methods the ingress and the clients
 call.
 
@@ -51,7 +51,6 @@ from .webhooks import Webhooks
 logger = logging.getLogger("raytask.manager")
 
 _CAPACITY_REFRESH_S = 2.0
-_POLL_S = 0.005
 
 T = TypeVar("T")
 
@@ -215,18 +214,24 @@ class TaskManager:
     # -- background loops ----------------------------------------------------------
 
     @staticmethod
-    async def _forever(step: Callable[[], Coroutine[Any, Any, bool]], wake: asyncio.Event) -> None:
-        """Run ``step`` whenever ``wake`` is set, and every ``_POLL_S`` while it returns True."""
+    async def _forever(
+        step: Callable[[], Coroutine[Any, Any, float | None]], wake: asyncio.Event
+    ) -> None:
+        """Run ``step`` whenever ``wake`` is set, and again after the seconds it returned
+        (None: only when woken). The deadline loop sleeps until the next deadline rather
+        than polling while attempts run."""
+        delay: float | None = None
         while True:
-            await wake.wait()
+            try:
+                await asyncio.wait_for(wake.wait(), delay)
+            except TimeoutError:
+                pass
             wake.clear()
             try:
-                while await step():
-                    await asyncio.sleep(_POLL_S)
+                delay = await step()
             except Exception:  # never let the loop die: try again a little later
                 logger.exception("raytask manager loop %s failed", step.__name__)
-                wake.set()
-                await asyncio.sleep(0.5)
+                delay = 0.5
 
     @staticmethod
     async def _every(period_s: Callable[[], float], step: Callable[[], Awaitable[None]]) -> None:
@@ -240,9 +245,8 @@ class TaskManager:
     def _kick(self) -> None:
         self._wake.set()
 
-    async def _dispatch(self) -> bool:
+    async def _dispatch(self) -> None:
         self.attempts.start()
-        return False
 
     async def sweep(self) -> None:
         """Forget tasks past their TTL and drop their results, so Ray frees them (the

@@ -203,3 +203,18 @@ def test_an_idle_dispatcher_sends_what_is_there(table: TaskTable, clock: FakeClo
     (only,) = queue(table, "a", 1)
     assert ids(d.take_batches(max_batch=64)) == [[only]]
     assert d.take_batches(max_batch=64) == []
+
+
+def test_next_deadline_in_skips_ended_attempts(table: TaskTable, clock: FakeClock) -> None:
+    d = dispatcher(table, clock, route("a", per_replica=4))
+    queue(table, "a", 2)
+    assert d.next_deadline_in() is None  # nothing runs
+    (first, _, _), (second, _, _) = d.take()
+    d.arm(first, 5)
+    d.arm(second, 30)
+    clock.advance(2)
+    assert d.next_deadline_in() == 3
+    d.succeed(first)
+    assert d.next_deadline_in() == 28
+    d.succeed(second)
+    assert d.next_deadline_in() is None

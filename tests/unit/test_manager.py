@@ -400,6 +400,7 @@ async def test_a_timeout_stops_the_attempt_and_ignores_its_late_result(
     try:
         task_id, first = await running(manager, calls)
         clock.advance(6)
+        manager.attempts.wake.set()  # the deadline loop sleeps on the real clock: wake it
         await settle(lambda: len(calls.sent) == 2)  # timed out, re-queued, sent again
         assert await asyncio.wait_for(manager.batch_stops(1, 0), 5) == [task_id]
         first.value(task_id, "late")  # the superseded attempt's result
