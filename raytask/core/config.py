@@ -36,18 +36,45 @@ _DURATION = {"gt": 0, "le": MAX_DURATION_S, "allow_inf_nan": False}
 
 
 TOKENS_ENV = "RAYTASK_API_TOKENS"
-_TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")
+_TOKEN = re.compile(r"[\x21-\x2b\x2d-\x7e]{16,512}")
+TOKEN_RULE = "an API token is 16 to 512 visible ASCII characters, without spaces or ','"
 
 
 def check_token(token: str) -> str:
-    """``token`` if it can be an API token: 8 to 512 visible ASCII characters.
+    """``token`` if it can be an API token: 16 to 512 visible ASCII characters, no
+    ``,`` (``RAYTASK_API_TOKENS`` separates tokens with it).
 
     Raises:
         ValueError: it cannot (the message never repeats it).
     """
     if not _TOKEN.fullmatch(token):
-        raise ValueError("an API token is 8 to 512 visible ASCII characters (no spaces)")
+        raise ValueError(TOKEN_RULE)
     return token
+
+
+def _token_lines(text: str, where: str) -> list[str]:
+    """The tokens of a tokens file, one a line: blank lines and lines whose first
+    visible character is ``#`` are skipped; anything else on a line is its token, whole.
+
+    Raises:
+        ValueError: a line is no token (the message names the line, never its text).
+    """
+    tokens = []
+    for number, line in enumerate(text.splitlines(), 1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        if not _TOKEN.fullmatch(token):
+            raise ValueError(f"line {number} of {where}: {TOKEN_RULE}")
+        tokens.append(token)
+    return tokens
+
+
+def redacted_errors(exc: ValidationError) -> str:
+    """A pydantic validation error as text, without the values that failed (a token or a
+    secret must never reach a log or an error message)."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in errors)
 
 
 class TaskOptions(BaseModel):
@@ -262,7 +289,8 @@ class AppConfig(BaseModel):
         "every route but /livez, /healthz, /readyz and the dashboard's page needs one.",
     )
     api_tokens_file: str | None = Field(
-        None, description="A file of API tokens, one per line (# starts a comment)."
+        None,
+        description="A file of API tokens, one per line (a line starting with # is a comment).",
     )
     token_isolation: bool = Field(
         False,
@@ -275,14 +303,18 @@ class AppConfig(BaseModel):
     def _tokens(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
         if value is None or isinstance(value, str):  # a file, read where the routes run
             return value
-        return tuple(check_token(token) for token in value)
+        for index, token in enumerate(value):
+            if not _TOKEN.fullmatch(token):
+                raise ValueError(f"api_tokens[{index}]: {TOKEN_RULE}")
+        return value
 
     def resolved_api_tokens(self) -> frozenset[str]:
         """Every token the app accepts: ``api_tokens``, ``api_tokens_file`` and the
         comma-separated ``RAYTASK_API_TOKENS``; empty when the app is open.
 
         Raises:
-            ConfigError: the file cannot be read, or a token is malformed.
+            ConfigError: a file cannot be read, or a token is malformed (the message
+                says where, never what).
         """
         listed = self.api_tokens
         tokens = [] if listed is None or isinstance(listed, str) else list(listed)
@@ -291,12 +323,16 @@ class AppConfig(BaseModel):
         ]
         try:
             for path in files:
-                with open(path, encoding="utf-8") as lines:
-                    tokens += [line.split("#")[0].strip() for line in lines]
-            tokens += os.environ.get(TOKENS_ENV, "").split(",")
-            return frozenset(check_token(t.strip()) for t in tokens if t.strip())
+                with open(path, encoding="utf-8") as text:
+                    tokens += _token_lines(text.read(), path)
+            env = os.environ.get(TOKENS_ENV, "")
+            for number, token in enumerate(env.split(",") if env.strip() else (), 1):
+                if not _TOKEN.fullmatch(token.strip()):
+                    raise ValueError(f"item {number} of {TOKENS_ENV}: {TOKEN_RULE}")
+                tokens.append(token.strip())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"invalid raytask API tokens: {exc}") from None
+        return frozenset(tokens)
 
     @field_validator("webhook_secret")
     @classmethod
@@ -330,4 +366,4 @@ class AppConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"invalid raytask config: {exc}") from None
+            raise ConfigError(f"invalid raytask config: {redacted_errors(exc)}") from None

@@ -139,10 +139,16 @@ class TaskCancelledError(TaskConflictError):
 
 
 class TaskExpiredError(HTTPError):
-    """The task finished longer than its TTL ago; its result is gone."""
+    """The task finished longer than its TTL ago; its result is gone. ``owner`` is the
+    owner the task had (token isolation answers other tenants 404, as for a live one)."""
 
     status_code = 410
     code = "task_expired"
+
+    def __init__(self, message: str, detail: Any = None, owner: str | None = None) -> None:
+        super().__init__(message, detail)
+        self.args = (message, detail, owner)
+        self.owner = owner
 
 
 class PayloadTooLargeError(HTTPError):

@@ -10,9 +10,10 @@ left, and a task that kills its replica or the manager on every attempt still en
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .config import TaskOptions
 from .status import TaskStatus
 from .table import TaskRecord
 
@@ -41,6 +42,7 @@ def recover(
     endpoints: Iterable[str],
     has_result: Iterable[str],
     now: float,
+    unreadable: Mapping[str, str] | None = None,
 ) -> Recovery:
     """Decide the state each journaled task resumes in.
 
@@ -49,6 +51,9 @@ def recover(
         endpoints: the task endpoints the app has now.
         has_result: ids of successes whose result the journal kept.
         now: the current time (finished tasks that fail now expire from here).
+        unreadable: why each journal row that could not be read was left out, by task
+            id: each of those tasks ends in ``failure`` with that reason (its endpoint
+            and inputs are unknown), so its id still answers.
 
     Rules: ``pending`` stays queued (in submission order); ``in_progress`` is queued
     again as a new attempt, or ends in ``failure`` when its attempts are used up; a
@@ -77,6 +82,12 @@ def recover(
             else:
                 outcome.failed += 1
         outcome.records.append(record)
+    for task_id, reason in (unreadable or {}).items():
+        record = TaskRecord(task_id, "", {}, TaskOptions(), created_at=now)
+        _fail(record, reason, now)
+        outcome.records.append(record)
+        outcome.changed.append(task_id)
+        outcome.failed += 1
     return outcome
 
 

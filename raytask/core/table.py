@@ -73,7 +73,7 @@ class TaskTable:
         self._queues: dict[str, PendingQueue] = {}
         self._pending = 0
         self._counts: dict[str, Counter[TaskStatus]] = {}
-        self._tombstones: OrderedDict[str, float] = OrderedDict()
+        self._tombstones: OrderedDict[str, str | None] = OrderedDict()  # id -> owner
         self._expiries: list[tuple[float, str]] = []  # a heap of (expires_at, task_id)
         self._deadlines: list[tuple[float, str]] = []  # a heap of (queue deadline, task_id)
         # (endpoint, owner, idempotency key) -> id: tenants never share a key
@@ -101,7 +101,10 @@ class TaskTable:
                 self._expire(record)
             return record
         if task_id in self._tombstones:
-            raise TaskExpiredError(f"task {task_id} has expired: its result was deleted")
+            raise TaskExpiredError(
+                f"task {task_id} has expired: its result was deleted",
+                owner=self._tombstones[task_id],
+            )
         raise TaskNotFoundError(f"task {task_id} not found")
 
     def state(self, task_id: str) -> TaskState:
@@ -493,7 +496,7 @@ class TaskTable:
             record = self._records.pop(task_id, None)
             if record is not None:
                 self._counts[record.endpoint][record.status] -= 1
-                self._tombstones[task_id] = now
+                self._tombstones[task_id] = record.owner
                 key = (record.endpoint, record.owner, record.idempotency_key or "")
                 if self._keys.get(key) == task_id:
                     del self._keys[key]

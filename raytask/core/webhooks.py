@@ -47,6 +47,7 @@ and a path and query of visible ASCII (no user name or password, no IPv6 literal
 _EVENT = "(started|progress|completed|failed|cancelled)"
 EVENTS_PATTERN = f"^{_EVENT}(,{_EVENT})*$"
 """``webhook_events`` as a query parameter: event names separated by commas."""
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 TOLERANCE_S = 300
 """How old (or how far in the future) a timestamp :func:`verify_webhook` accepts."""
 
@@ -191,10 +192,9 @@ def verify_webhook(
         signatures = lower["webhook-signature"]
     except KeyError as missing:
         raise WebhookVerificationError(f"missing header {missing.args[0]}") from None
-    try:
-        timestamp = int(timestamp_text)
-    except ValueError:
-        raise WebhookVerificationError("webhook-timestamp is not a number") from None
+    if not _TIMESTAMP.fullmatch(timestamp_text):
+        raise WebhookVerificationError("webhook-timestamp is not 1 to 12 ASCII digits")
+    timestamp = int(timestamp_text)
     now = time.time() if now is None else now
     if abs(now - timestamp) > tolerance_s:
         raise WebhookVerificationError("webhook-timestamp is too old or too new")
@@ -249,16 +249,40 @@ _PRIVATE = (
 )
 
 
+_EMBEDDING_NETWORKS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64, local use (RFC 8215)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated, still routed by some)
+)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and may reach (IPv4-mapped, -compatible,
+    NAT64, 6to4, Teredo's client), else None."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in _EMBEDDING_NETWORKS):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def address_allowed(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool
 ) -> bool:
-    """Whether a webhook may go to ``address``."""
+    """Whether a webhook may go to ``address``: a public one (an IPv6 address that
+    carries an IPv4 one is judged by that one too), or any unicast one with
+    ``allow_private``."""
     if allow_private:
         return not address.is_unspecified and not address.is_multicast
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return address.is_global
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None and not inner.is_global:
+            return False
+    return address.is_global and not address.is_multicast
 
 
 def retry_delay(attempts_done: int, delays_s: tuple[float, ...]) -> float | None:

@@ -22,6 +22,9 @@ The internals, and why raytask needs each:
 - ``ray.experimental.get_object_locations``: tells a value stored in plasma (too large
   to have been inlined, so never a failure) from a small inlined one, without fetching.
 - ``AutoscalingContext.total_num_requests`` (a developer API of custom policies).
+- ``ray.experimental.internal_kv``: the app's latest settings (routes, config, models) live
+  in the GCS key-value store, so a restarted task manager, whose constructor gets the
+  arguments of its first creation, serves the latest deploy (see :class:`SavedSettings`).
 - The ``node:__internal_head__`` resource: only the head node has it; Serve pins its
   controller with it, and raytask its task manager (see :data:`HEAD_NODE_RESOURCE`).
 """
@@ -52,6 +55,47 @@ def on_head_node() -> bool:
         node["NodeID"] == node_id and HEAD_NODE_RESOURCE in node.get("Resources", {})
         for node in ray.nodes()
     )
+
+
+def in_actor() -> bool:
+    """Whether the calling process is a Ray actor (not a driver, not without Ray)."""
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
+class SavedSettings:
+    """An app's latest task-manager settings in the GCS key-value store.
+
+    Ray restarts a crashed actor with the arguments it was first created with: after a
+    redeploy those are out of date. What lives in the GCS lives as long as the cluster
+    (and the detached manager) does.
+
+    Args:
+        app_name: the Serve application.
+    """
+
+    NAMESPACE = "raytask"
+
+    def __init__(self, app_name: str) -> None:
+        self.key = f"settings:{app_name}".encode()
+
+    @staticmethod
+    def restarted() -> bool:
+        """Whether the calling actor is a restart (Ray reran its constructor)."""
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+    def save(self, value: Any) -> None:
+        from ray import cloudpickle
+        from ray.experimental.internal_kv import _internal_kv_put
+
+        _internal_kv_put(self.key, cloudpickle.dumps(value), namespace=self.NAMESPACE)
+
+    def load(self) -> Any:
+        """The saved value, or None."""
+        from ray import cloudpickle
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        data = _internal_kv_get(self.key, namespace=self.NAMESPACE)
+        return None if data is None else cloudpickle.loads(data)
 
 
 INLINE_BYTES = 100 * 1024

@@ -10,6 +10,14 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+"""Headers of the page and its files (SPEC §9): only its own scripts and styles run, no
+other site may frame it, and no browser guesses a file's type."""
+
 _MEDIA_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 
 

@@ -197,7 +197,7 @@ class Ingress:
             if e.is_task
         ]
         app_name = serve.get_replica_context().app_name
-        self.manager = get_or_create_manager(app_name, routes, config)
+        self.manager = get_or_create_manager(app_name, routes, config, models)
         # A manager left from an earlier deployment of this app takes the new settings.
         await self.manager.configure.remote(routes, config, models)
         self.backend = RayBackend(

@@ -14,18 +14,30 @@ an unwritten change waits too, so no client sees a state a crash could take back
 Two stores: :class:`SQLiteStore` (WAL mode, one file on the head node; the default, at
 ``$RAYTASK_HOME/journal/<app>.db``) and :class:`RedisStore` (one hash per app, for
 clusters that must survive the loss of the head node).
+
+Trust: a row is unpickled only once its HMAC-SHA256 checks out under the journal's key
+(``RAYTASK_JOURNAL_KEY``, else a random key in a ``0600`` file beside the journal, made
+on first use), so whoever can write the journal's file or Redis cannot make the manager run
+code. A row that fails the check is logged and left out, and its task ends in ``failure``
+(see :func:`raytask.core.recovery.recover`). The SQLite journal's folder is made ``0700``
+and its files ``0600``: they hold the tasks' inputs and results.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import pickle
+import re
+import secrets
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from ..core.config import AppConfig
 from ..core.errors import ServiceUnavailableError
@@ -34,21 +46,91 @@ from ..core.table import TaskRecord
 logger = logging.getLogger("ray.serve.raytask.journal")
 
 Row = tuple[str, int, bytes, bytes | None]
-"""``(task_id, seq, record, result)``: the record pickled, the result pickled or None."""
+"""``(task_id, seq, record, result)``: the record and the result (or None) as sealed
+bytes (an HMAC tag, then the pickle)."""
+
+KEY_ENV = "RAYTASK_JOURNAL_KEY"
+INTEGRITY_FAILED = "journal row failed its integrity check"
+_TAG_BYTES = hashlib.sha256().digest_size
 
 
 def encode_record(record: TaskRecord) -> bytes:
-    """A record as journal bytes: its :meth:`~TaskRecord.to_dict`, pickled."""
+    """A record as unsealed journal bytes: its :meth:`~TaskRecord.to_dict`, pickled."""
     return pickle.dumps(record.to_dict(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def decode_record(data: bytes) -> TaskRecord:
-    """The inverse of :func:`encode_record`."""
+    """The inverse of :func:`encode_record` (only for bytes whose seal checked out)."""
     return TaskRecord.from_dict(pickle.loads(data))
+
+
+def _private_folder(folder: Path) -> None:
+    """Make ``folder`` (and its missing parents) with mode ``0700``."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for made in missing:
+        os.chmod(made, 0o700)  # mkdir's mode is cut by the umask
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode ``0600`` if it does not exist."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def load_key(key_file: Path) -> bytes:
+    """The journal's HMAC key: ``RAYTASK_JOURNAL_KEY`` if set, else the key in
+    ``key_file``, made (32 random bytes, mode ``0600``) if there is none."""
+    given = os.environ.get(KEY_ENV)
+    if given:
+        return given.encode()
+    _private_folder(key_file.parent)
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_bytes().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))
+    return key_file.read_bytes().strip()
+
+
+class Seal:
+    """HMAC-SHA256 tags on journal rows, bound to their task id and kind (a record's
+    bytes cannot pass for another task's, nor for a result)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _tag(self, task_id: str, kind: bytes, payload: bytes) -> bytes:
+        mac = hmac.new(self._key, task_id.encode() + b"\0" + kind + b"\0", hashlib.sha256)
+        mac.update(payload)
+        return mac.digest()
+
+    def seal(self, task_id: str, kind: bytes, payload: bytes) -> bytes:
+        return self._tag(task_id, kind, payload) + payload
+
+    def open(self, task_id: str, kind: bytes, sealed: bytes) -> bytes | None:
+        """The payload, or None if the tag does not check out."""
+        tag, payload = sealed[:_TAG_BYTES], sealed[_TAG_BYTES:]
+        if hmac.compare_digest(tag, self._tag(task_id, kind, payload)):
+            return payload
+        return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``redis://user:***@host``, ``?password=***``): fit
+    for logs and stats."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit(parts._replace(query=query))
 
 
 class Store(Protocol):
     """Where a journal's rows live. Methods block; the journal calls them in a thread."""
+
+    key_file: Path  # where the journal's key lives without RAYTASK_JOURNAL_KEY
 
     def load(self) -> list[Row]: ...
     def commit(self, puts: list[Row], deletes: list[str]) -> None: ...
@@ -64,7 +146,9 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.key_file = self.path.with_name(self.path.name + ".key")
+        _private_folder(self.path.parent)
+        _private_file(self.path)  # SQLite gives its -wal and -shm files the same mode
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit survives a crash of this process; only an OS crash or power
@@ -112,26 +196,30 @@ class RedisStore:
             raise ImportError(
                 'the Redis journal needs the redis package: pip install "raytask[redis]"'
             ) from None
-        self.url = url
+        self._url = url
         self.key = f"raytask:journal:{app_name}"
+        # The key must outlive the head node with the rows: set RAYTASK_JOURNAL_KEY on
+        # clusters that count on that (the manager warns when it is not).
+        self.key_file = raytask_home() / "journal" / f"{app_name}.redis.key"
         self._redis = redis.Redis.from_url(url, socket_timeout=10)
 
     def __str__(self) -> str:
-        return f"{self.url} (hash {self.key})"
+        return f"{redact_url(self._url)} (hash {self.key})"
 
     def load(self) -> list[Row]:
         records = self._redis.hgetall(self.key)
         results = self._redis.hgetall(f"{self.key}:results")
-        rows = []
-        for value in records.values():
-            task_id, seq, record = pickle.loads(value)
-            rows.append((task_id, seq, record, results.get(task_id.encode())))
-        return rows
+        return [
+            (task_id.decode(), int.from_bytes(value[:8]), value[8:], results.get(task_id))
+            for task_id, value in records.items()
+        ]
 
     def commit(self, puts: list[Row], deletes: list[str]) -> None:
         with self._redis.pipeline(transaction=True) as pipe:  # MULTI ... EXEC
             if puts:
-                rows = {row[0]: pickle.dumps(row[:3]) for row in puts}
+                # The field is the task id, the value its seq (8 bytes) and record: no
+                # pickle, so a loaded value runs nothing before its seal is checked.
+                rows = {row[0]: row[1].to_bytes(8) + row[2] for row in puts}
                 pipe.hset(self.key, mapping=rows)  # type: ignore[arg-type]
                 results = {row[0]: row[3] for row in puts if row[3] is not None}
                 if results:
@@ -145,6 +233,11 @@ class RedisStore:
         self._redis.close()
 
 
+def raytask_home() -> Path:
+    """``$RAYTASK_HOME``, by default ``~/.raytask``."""
+    return Path(os.environ.get("RAYTASK_HOME") or "~/.raytask").expanduser()
+
+
 def open_store(config: AppConfig, app_name: str) -> Store | None:
     """The store ``config.journal`` names (None when the journal is ``off``)."""
     where = config.journal
@@ -153,8 +246,7 @@ def open_store(config: AppConfig, app_name: str) -> Store | None:
     if where and where.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(where, app_name)
     if not where:
-        home = Path(os.environ.get("RAYTASK_HOME") or "~/.raytask").expanduser()
-        where = str(home / "journal" / f"{app_name}.db")
+        where = str(raytask_home() / "journal" / f"{app_name}.db")
     return SQLiteStore(where.removeprefix("sqlite://"))
 
 
@@ -165,8 +257,9 @@ class Journal:
         store: where the rows go.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, key: bytes | None = None) -> None:
         self.store = store
+        self._seal = Seal(key or load_key(store.key_file))
         self._dirty: dict[str, TaskRecord | None] = {}  # None: forget the row
         self._results: dict[str, bytes] = {}
         self._writing: set[str] = set()
@@ -235,7 +328,10 @@ class Journal:
                         deletes.append(task_id)
                     else:
                         result = self._results.pop(task_id, None)
-                        puts.append((task_id, record.seq, encode_record(record), result))
+                        sealed = self._seal.seal(task_id, b"record", encode_record(record))
+                        if result is not None:
+                            result = self._seal.seal(task_id, b"result", result)
+                        puts.append((task_id, record.seq, sealed, result))
                 self._writing = set(batch)
                 try:
                     await asyncio.to_thread(self.store.commit, puts, deletes)
@@ -268,18 +364,30 @@ class Journal:
 
     # -- reading back -----------------------------------------------------------------
 
-    def load(self) -> tuple[list[TaskRecord], dict[str, bytes]]:
-        """Every journaled record, and the journaled results by task id."""
-        records, results = [], {}
-        for task_id, _, record, result in self.store.load():
+    def load(self) -> tuple[list[TaskRecord], dict[str, bytes], dict[str, str]]:
+        """Every journaled record, the journaled results by task id, and why each row
+        that cannot be read was left out, by task id (a row whose seal does not check
+        out is never unpickled)."""
+        records, results, broken = [], {}, {}
+        for task_id, _, sealed, sealed_result in self.store.load():
+            record = self._seal.open(task_id, b"record", sealed)
+            if record is None:
+                logger.error("raytask journal: task %s: %s", task_id, INTEGRITY_FAILED)
+                broken[task_id] = INTEGRITY_FAILED
+                continue
             try:
                 records.append(decode_record(record))
             except Exception as exc:  # a row this version cannot read: say so, go on
                 logger.error("raytask journal: cannot read task %s: %s", task_id, exc)
+                broken[task_id] = f"its journal row cannot be read: {type(exc).__name__}"
                 continue
-            if result is not None:
-                results[task_id] = result
-        return records, results
+            if sealed_result is not None:
+                result = self._seal.open(task_id, b"result", sealed_result)
+                if result is None:
+                    logger.error("raytask journal: result of %s: %s", task_id, INTEGRITY_FAILED)
+                else:
+                    results[task_id] = result
+        return records, results, broken
 
     def rewrite(self, records: Iterable[TaskRecord]) -> None:
         """Mark records as changed (recovery's decisions are written with the first

@@ -89,8 +89,13 @@ class TaskManager:
         app_name: the Serve application it serves.
         routes: its task endpoints.
         config: app-wide settings.
+        models: ``(deployment name, class)`` of each model (for in-cluster clients).
         calls: its I/O with Serve (tests pass a fake).
         store: where the journal goes (default: what ``config.journal`` names).
+        settings: where the latest ``(routes, config, models)`` are kept for a restart
+            (default: Ray's GCS, see :class:`~raytask.server.compat.SavedSettings`; None
+            without Ray). A restarted manager takes those over its creation arguments,
+            which are the first deploy's.
     """
 
     def __init__(
@@ -98,10 +103,21 @@ class TaskManager:
         app_name: str,
         routes: list[EndpointRoute],
         config: AppConfig,
+        models: list[tuple[str, type]] | None = None,
         calls: ReplicaCalls | None = None,
         store: Store | None = None,
+        settings: compat.SavedSettings | None = None,
     ) -> None:
         self.app_name = app_name
+        if settings is None and compat.in_actor():
+            settings = compat.SavedSettings(app_name)
+        self.settings = settings
+        if settings is not None:
+            saved = settings.load() if settings.restarted() else None
+            if saved is not None:
+                routes, config, models = saved
+            else:
+                settings.save((routes, config, models or []))
         self.table = TaskTable(config.max_queue_size, config.retry_after_s)
         self.dispatcher = Dispatcher(self.table)
         self._wake = asyncio.Event()
@@ -113,7 +129,7 @@ class TaskManager:
         self.webhooks = Webhooks(
             config, lambda r: r.state(self.table.position(r)).wire(), self._journal_held
         )
-        self._models: list[tuple[str, type]] = []
+        self._models: list[tuple[str, type]] = models or []
         self._apply(routes, config)
         # An actor never moves: where it started is where it runs (the options pin it).
         self.on_head_node = compat.on_head_node() if ray.is_initialized() else None
@@ -122,7 +138,7 @@ class TaskManager:
         store = store or open_store(config, app_name)
         self.journal = Journal(store) if store is not None else None
         if self.journal is not None:
-            self._recover(self.journal, routes)
+            self._recover(self.journal)
         self._background = [
             asyncio.create_task(self._forever(self._dispatch, self._wake)),
             asyncio.create_task(self._forever(self.attempts.watch, self.attempts.wake)),
@@ -130,17 +146,17 @@ class TaskManager:
             asyncio.create_task(self._every(lambda: _CAPACITY_REFRESH_S, self._refresh)),
         ]
 
-    def _recover(self, journal: Journal, routes: list[EndpointRoute]) -> None:
+    def _recover(self, journal: Journal) -> None:
         """Rebuild the table from the journal, before anything else can run."""
         started = time.monotonic()
-        records, results = journal.load()
+        records, results, broken = journal.load()
         kept = {}
         for task_id, payload in results.items():
             try:  # small results come back into the object store, owned by this actor
                 kept[task_id] = self.attempts.calls.put(cloudpickle.loads(payload))
             except Exception as exc:  # e.g. its class is gone: the task runs again
                 logger.warning("raytask: cannot restore the result of %s: %s", task_id, exc)
-        outcome = recover(records, [r.name for r in routes], kept, self.table.clock())
+        outcome = recover(records, self.routes, kept, self.table.clock(), broken)
         self.table.restore(outcome.records)
         self.webhooks.resume(outcome.records)
         self.attempts.results.update(kept)
@@ -448,9 +464,12 @@ class TaskManager:
     async def configure(
         self, routes: list[EndpointRoute], config: AppConfig, models: list[tuple[str, type]]
     ) -> None:
-        """Take new endpoints and settings (a redeployed app's ingress calls this)."""
+        """Take new endpoints and settings (a redeployed app's ingress calls this); they
+        are kept for a restart of this actor before the call returns."""
         self._apply(routes, config)
         self._models = models
+        if self.settings is not None:
+            await asyncio.to_thread(self.settings.save, (routes, config, models))
         try:
             self.attempts.calls.warm(self.dispatcher.deployments)
         except Exception as exc:  # a private Serve API: the first call still works
@@ -505,7 +524,12 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def get_or_create_manager(app_name: str, routes: list[EndpointRoute], config: AppConfig) -> Any:
+def get_or_create_manager(
+    app_name: str,
+    routes: list[EndpointRoute],
+    config: AppConfig,
+    models: list[tuple[str, type]],
+) -> Any:
     """The app's manager actor, created detached on first use (safe to race)."""
     return (
         ray.remote(TaskManager)
@@ -523,5 +547,5 @@ def get_or_create_manager(app_name: str, routes: list[EndpointRoute], config: Ap
             max_concurrency=10_000,
             runtime_env={"env_vars": compat.ROUTER_IN_CALLER_LOOP_ENV},
         )
-        .remote(app_name, routes, config)
+        .remote(app_name, routes, config, models)
     )

@@ -23,6 +23,10 @@ _FROM_BENTOML = {v: k.value for k, v in BENTOML_SPELLING.items()}
 M = TypeVar("M", bound=BaseModel)
 
 
+DIGITS = re.compile(r"[0-9]{1,19}")
+"""An integer parameter: ASCII digits only (``str.isdigit`` takes ``²`` and ``٣`` too,
+which ``int`` then refuses)."""
+
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -94,10 +98,10 @@ class ListQuery:
                 f"unknown status {wrong[0][:40]!r}: use {', '.join(sorted(_STATUS_VALUES))}"
             )
         limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_BATCH:
+        if not DIGITS.fullmatch(limit_text) or not 1 <= int(limit_text) <= MAX_BATCH:
             raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH}")
         cursor_text = params.get("cursor")
-        if cursor_text is not None and not (cursor_text.isdigit() and len(cursor_text) <= 19):
+        if cursor_text is not None and not DIGITS.fullmatch(cursor_text):
             raise InvalidInputError("malformed cursor: pass back a next_cursor as it came")
         return cls(
             [_FROM_BENTOML.get(s, s) for s in statuses] or None,

@@ -34,6 +34,7 @@ from ..core.errors import (
     QueueFullError,
     ResultEncodingError,
     ServiceUnavailableError,
+    TaskExpiredError,
     TaskFailedError,
     TaskNotFoundError,
     UnauthorizedError,
@@ -45,9 +46,17 @@ from ..core.webhooks import check_url
 from .auth import PUBLIC_ROUTES, Tokens
 from .backend import Backend
 from .bodies import CancelManyRequest, StatusManyRequest
-from .dashboard import DASHBOARD
+from .dashboard import DASHBOARD, DASHBOARD_HEADERS
 from .openapi import openapi_document
-from .params import IDEMPOTENCY_KEY, ListQuery, idempotency_key, item_error, parse_body, wait_s_of
+from .params import (
+    DIGITS,
+    IDEMPOTENCY_KEY,
+    ListQuery,
+    idempotency_key,
+    item_error,
+    parse_body,
+    wait_s_of,
+)
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 _ANSWERED_ID = re.compile(rb'^\{"task_id":"([0-9a-f]{32})"')
@@ -67,6 +76,14 @@ def error_response(error: HTTPError) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer realm="raytask"'
 
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
+
+
+def _hidden(error: TaskExpiredError, task_id: str, owner: str) -> HTTPError:
+    """An expired task's error as the caller may see it: 404, as for a live task, when
+    it was another tenant's (a 410 would tell that the id existed)."""
+    if error.owner == owner:
+        return error
+    return TaskNotFoundError(f"task {task_id} not found")
 
 
 class Routes:
@@ -96,7 +113,10 @@ class Routes:
         owner = self._owner(request)
         if owner is None:
             return None
-        state = await self.backend.status(task_id)
+        try:
+            state = await self.backend.status(task_id)
+        except TaskExpiredError as exc:
+            raise _hidden(exc, task_id, owner) from None
         if state.owner != owner:
             raise TaskNotFoundError(f"task {task_id} not found")
         return state
@@ -119,6 +139,8 @@ class Routes:
     @staticmethod
     def _log_access(request: Request, response: Response, seconds: float) -> None:
         task_id = request.query_params.get("task_id")
+        if task_id is not None and not _TASK_ID.fullmatch(task_id):
+            task_id = None  # a caller's text never reaches the log (no forged lines)
         if task_id is None and response.media_type == "application/json":
             # a submit or retry: the id is in the answer
             match = _ANSWERED_ID.search(bytes(response.body[:80]))
@@ -128,7 +150,7 @@ class Routes:
             request.method,
             request.url.path,
             response.status_code,
-            f" task={task_id[:32]}" if task_id else "",
+            f" task={task_id.lower()}" if task_id else "",
             seconds * 1e3,
         )
 
@@ -143,7 +165,7 @@ class Routes:
     async def _body(self, request: Request) -> bytes:
         limit = self.config.max_request_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and DIGITS.fullmatch(declared) and int(declared) > limit:
             raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -266,6 +288,8 @@ class Routes:
             owner = self._owner(request)
             if owner is not None and isinstance(answer, TaskState) and answer.owner != owner:
                 answer = TaskNotFoundError(f"task {task_id} not found")
+            elif owner is not None and isinstance(answer, TaskExpiredError):
+                answer = _hidden(answer, task_id, owner)
             if isinstance(answer, HTTPError):
                 tasks.append(item_error(task_id, answer))
             else:
@@ -369,14 +393,15 @@ class Routes:
     async def dashboard(self, request: Request) -> Response:
         """``GET /dashboard``: the live task dashboard (its data routes need the token)."""
         base = html.escape(f"{self._prefix(request)}/", quote=True)
-        return HTMLResponse(DASHBOARD.page().replace("{{BASE}}", base))
+        return HTMLResponse(DASHBOARD.page().replace("{{BASE}}", base), headers=DASHBOARD_HEADERS)
 
     async def dashboard_asset(self, request: Request) -> Response:
         asset = DASHBOARD.asset(request.path_params["asset"])
         if asset is None:
             raise EndpointNotFoundError(f"no dashboard file {request.path_params['asset'][:64]!r}")
         body, media_type = asset
-        return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
+        headers = {**DASHBOARD_HEADERS, "Cache-Control": "no-cache"}
+        return Response(body, media_type=media_type, headers=headers)
 
     async def livez(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})

@@ -408,3 +408,40 @@ async def test_access_lines_name_the_endpoint_and_the_task_when_on(
         "GET /wordcount/status 200 task=ID",
         "GET /nope/status 404 task=ID",
     ]
+
+
+async def test_a_task_id_that_is_not_one_never_reaches_the_access_log(
+    backend: LocalBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = Routes(list(backend.endpoints.values()), backend, AppConfig(access_log=True))
+    forged = "0" * 32 + "\nINFO fake line"
+    with caplog.at_level(logging.INFO, logger="ray.serve.raytask.access"):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app.asgi_app()), base_url="http://x"
+        ) as client:
+            answer = await client.get("/wordcount/status", params={"task_id": forged})
+            upper = await client.get("/wordcount/status", params={"task_id": "ABCDEF" * 5 + "AB"})
+    assert answer.status_code == 400 and upper.status_code in (400, 404)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all("\n" not in line and "fake" not in line for line in lines)
+    assert all("task=" not in line or "task=abcdef" in line for line in lines)
+
+
+async def test_the_dashboard_and_its_files_carry_the_security_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    for path in ("/dashboard", "/dashboard/app.js", "/dashboard/style.css"):
+        response = await client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-security-policy"] == "default-src 'self'"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "\uff11", "1\u00b2", "9" * 40, "-1"])
+async def test_integer_parameters_take_ascii_digits_only(
+    client: httpx.AsyncClient, value: str
+) -> None:
+    for name in ("limit", "cursor"):
+        response = await client.get("/tasks", params={name: value})
+        assert_error(response, 422, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from raytask.server.journal import (
 )
 
 from ..support import FakeClock
+
+KEY = b"k" * 32
 
 
 def test_a_record_survives_encoding(clock: FakeClock) -> None:
@@ -58,6 +61,7 @@ class SlowStore:
     """A store whose commits wait until the test lets them through."""
 
     def __init__(self) -> None:
+        self.key_file = Path(tempfile.mkdtemp(prefix="raytask-test-key-")) / "j.key"
         self.commits: list[list[str]] = []
         self.gate = threading.Event()
         self.fail = False
@@ -77,7 +81,7 @@ class SlowStore:
 
 async def test_changes_made_during_a_write_go_together_in_the_next(clock: FakeClock) -> None:
     store = SlowStore()
-    journal = Journal(store)
+    journal = Journal(store, key=KEY)
     table = TaskTable(clock=clock)
     table.on_change = journal.changed
     first = table.submit("e", {}, TaskOptions())
@@ -102,7 +106,7 @@ async def test_a_failed_write_is_an_error_for_its_waiters_and_is_retried(
     store = SlowStore()
     store.gate.set()
     store.fail = True
-    journal = Journal(store)
+    journal = Journal(store, key=KEY)
     table = TaskTable(clock=clock)
     table.on_change = journal.changed
     record = table.submit("e", {}, TaskOptions())
@@ -116,7 +120,7 @@ async def test_a_failed_write_is_an_error_for_its_waiters_and_is_retried(
 
 async def test_the_sweep_deletes_rows(tmp_path: Path, clock: FakeClock) -> None:
     store = SQLiteStore(tmp_path / "j.db")
-    journal = Journal(store)
+    journal = Journal(store, key=KEY)
     table = TaskTable(clock=clock)
     table.on_change, table.on_forget = journal.changed, journal.forgotten
     record = table.submit("e", {}, TaskOptions(ttl_s=1))
@@ -124,7 +128,7 @@ async def test_the_sweep_deletes_rows(tmp_path: Path, clock: FakeClock) -> None:
     table.succeed(record.task_id)
     journal.result(record.task_id, b"small result")
     await journal.flush()
-    assert [(row[0], row[3]) for row in store.load()] == [(record.task_id, b"small result")]
+    assert [(row[0], row[3][32:]) for row in store.load()] == [(record.task_id, b"small result")]
     clock.advance(2)
     assert table.sweep() == [record.task_id]
     await journal.flush()

@@ -359,6 +359,6 @@ async def test_a_delivery_that_ends_after_its_task_was_forgotten_does_not_bring_
     await m.webhooks.idle()
     assert m.journal is not None
     await m.journal.flush()
-    records, _ = m.journal.load()
+    records, _, _ = m.journal.load()
     assert task_id not in {r.task_id for r in records}
     await m.shutdown()

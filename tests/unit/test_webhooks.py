@@ -4,6 +4,7 @@ a fake transport (the e2e tier sends real ones to a receiver on 127.0.0.1)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from raytask.core.errors import InvalidInputError, WebhookVerificationError
 from raytask.core.status import TaskStatus
 from raytask.core.table import TaskTable
 from raytask.core.webhooks import (
+    address_allowed,
     check_url,
     event_of,
     headers,
@@ -117,10 +119,12 @@ class Receiver:
 
 def deliverer(receiver: Any, **config: Any) -> tuple[Webhooks, TaskTable, list[str]]:
     settings = AppConfig(
-        webhook_secret=VECTOR_SECRET,
-        webhook_allow_private_networks=True,
-        webhook_retry_delays_s=(0.01, 0.01),
-        **config,
+        **{
+            "webhook_secret": VECTOR_SECRET,
+            "webhook_allow_private_networks": True,
+            "webhook_retry_delays_s": (0.01, 0.01),
+            **config,
+        }
     )
     table = TaskTable()
     journaled: list[str] = []
@@ -249,3 +253,160 @@ async def test_without_a_secret_a_delivery_fails_and_says_why() -> None:
     await hooks.idle()
     assert receiver.requests == []
     assert "no webhook secret" in str(record.webhook.summary.last_error)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a00:5",  # NAT64 of 10.0.0.5
+        "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 of 169.254.169.254
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "::ffff:10.0.0.1",  # IPv4-mapped
+        "100.64.0.1",  # shared address space (CGNAT): neither private nor global
+        "ff02::1",  # multicast
+    ],
+)
+def test_addresses_that_carry_or_are_non_public_ones_are_refused(address: str) -> None:
+    assert not address_allowed(ipaddress.ip_address(address), allow_private=False)
+
+
+def test_public_addresses_are_allowed_and_private_ones_only_when_asked() -> None:
+    for public in ("8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::"):
+        assert address_allowed(ipaddress.ip_address(public), allow_private=False), public
+    assert address_allowed(ipaddress.ip_address("127.0.0.1"), allow_private=True)
+    assert not address_allowed(ipaddress.ip_address("0.0.0.0"), allow_private=True)
+
+
+def test_localhost_names_are_refused_by_suffix_too() -> None:
+    for url in ("http://api.localhost/x", "http://LOCALHOST/x", "http://a.b.localhost:8/"):
+        with pytest.raises(InvalidInputError, match="refused unless"):
+            check_url(url)
+    assert check_url("http://notlocalhost.example/x")  # a suffix of the label, not the name
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["9" * 400, "1e9", "-1614265330", " 1614265330", "١٦١٤٢٦٥٣٣٠", "", "0x10"]
+)
+def test_a_timestamp_that_is_not_1_to_12_ascii_digits_is_a_verification_error(
+    timestamp: str,
+) -> None:
+    sent = headers(VECTOR_SECRET, VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY)
+    sent["webhook-timestamp"] = timestamp
+    with pytest.raises(WebhookVerificationError, match="1 to 12 ASCII digits"):
+        raytask.verify_webhook(VECTOR_SECRET, sent, VECTOR_BODY, now=VECTOR_TIMESTAMP)
+
+
+class Rebinder:
+    """A DNS server that answers a public address first and loopback after (rebinding)."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        return [self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]]
+
+
+async def test_a_delivery_connects_to_the_address_that_was_checked() -> None:
+    receiver = Receiver()
+    resolve = Rebinder("93.184.216.34", "127.0.0.1")
+    hooks, table, _ = deliverer(receiver)
+    hooks.config = hooks.config.model_copy(update={"webhook_allow_private_networks": False})
+    hooks._resolve = resolve
+    record = table.submit("e", {}, TaskOptions(webhook_url="https://hooks.example.com:8443/x"))
+    hooks.fire(record, "completed")
+    await hooks.idle()
+    (request,) = receiver.requests
+    assert resolve.asked == ["hooks.example.com"]  # resolved once, then connected there
+    assert (request.url.host, request.url.port) == ("93.184.216.34", 8443)
+    assert request.headers["host"] == "hooks.example.com:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
+    assert record.webhook is not None and record.webhook.summary.state == "delivered"
+
+
+async def test_one_non_public_answer_refuses_the_delivery_and_the_error_names_no_address() -> None:
+    receiver = Receiver()
+    hooks, table, _ = deliverer(receiver, webhook_retry_delays_s=())
+    hooks.config = hooks.config.model_copy(update={"webhook_allow_private_networks": False})
+
+    async def both(host: str, port: int) -> list[str]:
+        return ["93.184.216.34", "10.1.2.3"]
+
+    hooks._resolve = both
+    record = table.submit("e", {}, TaskOptions(webhook_url="http://hooks.example.com/x"))
+    hooks.fire(record, "completed")
+    await hooks.idle()
+    assert receiver.requests == []
+    summary = record.webhook.summary  # type: ignore[union-attr]
+    assert (summary.state, summary.last_error) == ("failed", "refused: non-public address")
+
+
+async def test_a_delivery_goes_to_the_resolved_address_on_a_real_socket() -> None:
+    # A name no DNS knows, resolved by the deliverer to 127.0.0.1: the POST arrives, with
+    # the name in its Host header, so the connection used the checked answer alone.
+    arrived: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        arrived.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hooks, table, _ = deliverer(None)
+    hooks._transport = None
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    hooks._resolve = resolve
+    url = f"http://receiver.invalid:{port}/hook"
+    record = table.submit("e", {}, TaskOptions(webhook_url=url))
+    hooks.fire(record, "completed")
+    await hooks.idle()
+    await hooks.close()
+    server.close()
+    assert record.webhook is not None and record.webhook.summary.state == "delivered"
+    assert f"host: receiver.invalid:{port}".encode() in arrived[0].lower()
+
+
+async def test_a_trickling_receiver_holds_its_slot_no_longer_than_the_timeout() -> None:
+    # Headers at once, then a byte a while: a per-read timeout never fires; the attempt's
+    # total deadline does. And a huge answer is not read past 64 KiB.
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n")
+        try:
+            for _ in range(200):
+                writer.write(b"x" * (1024 if big else 1))
+                await writer.drain()
+                await asyncio.sleep(0 if big else 0.05)
+        except (ConnectionError, OSError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hooks, table, _ = deliverer(None, webhook_timeout_s=0.5, webhook_retry_delays_s=())
+    hooks._transport = None
+    url = f"http://127.0.0.1:{port}/hook"
+    big = False
+    record = table.submit("e", {}, TaskOptions(webhook_url=url))
+    started = asyncio.get_running_loop().time()
+    hooks.fire(record, "completed")
+    await hooks.idle()
+    assert asyncio.get_running_loop().time() - started < 5  # 200 bytes x 0.05 s = 10 s
+    summary = record.webhook.summary  # type: ignore[union-attr]
+    assert summary.last_error == "no answer within webhook_timeout_s=0.5 s"
+    big = True  # 200 KiB at full speed: the attempt stops reading at 64 KiB and succeeds
+    record = table.submit("e", {}, TaskOptions(webhook_url=url))
+    hooks.fire(record, "completed")
+    await hooks.idle()
+    assert record.webhook is not None and record.webhook.summary.state == "delivered"
+    await hooks.close()
+    server.close()
