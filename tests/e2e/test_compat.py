@@ -109,3 +109,15 @@ def test_only_the_head_node_has_the_head_resource(main_app: App) -> None:
     heads = [n for n in alive if compat.HEAD_NODE_RESOURCE in n["Resources"]]
     assert len(heads) == 1  # what pins the task manager (and Serve's controller) there
     assert main_app.stats()["on_head_node"] is True
+
+
+def test_saved_settings_round_trip_in_the_gcs_and_a_driver_is_no_actor() -> None:
+    saved = compat.SavedSettings("compat-test-app")
+    assert saved.load() is None
+    saved.save(([1, 2], {"max_in_flight": 3}, [("Demo", Demo.func_or_class)]))
+    assert compat.SavedSettings("compat-test-app").load() == (
+        [1, 2],
+        {"max_in_flight": 3},
+        [("Demo", Demo.func_or_class)],
+    )
+    assert compat.in_actor() is False  # this driver: the manager alone saves and restores

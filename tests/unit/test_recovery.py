@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
+from raytask.core.dispatcher import EndpointRoute
 from raytask.core.errors import TaskConflictError, TaskExpiredError, TaskNotFoundError
 from raytask.core.recovery import LOST_RESULT, LOST_RUN, recover
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
 from raytask.core.table import TaskRecord, TaskTable
-from raytask.server.journal import RedisStore, SQLiteStore, Store
+from raytask.server.journal import INTEGRITY_FAILED, RedisStore, SQLiteStore, Store
 from raytask.server.manager import TaskManager
 
 from ..support import FakeClock, redis_server, settle
@@ -362,3 +363,170 @@ async def test_a_delivery_that_ends_after_its_task_was_forgotten_does_not_bring_
     records, _, _ = m.journal.load()
     assert task_id not in {r.task_id for r in records}
     await m.shutdown()
+
+
+# -- trust: the journal is read, never obeyed -------------------------------------------
+
+
+class Planted:
+    """What an attacker who can write the journal would plant: a pickle that runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.marker,))
+
+
+async def test_a_row_that_fails_its_seal_is_never_unpickled_and_its_task_fails(
+    path: Stores, tmp_path: Path
+) -> None:
+    import pickle
+
+    first = manager(path, FakeCalls())
+    first.dispatcher.max_in_flight = 0
+    planted = await first.submit("work", {"n": 1}, SubmitOptions())
+    kept = await first.submit("work", {"n": 2}, SubmitOptions())
+    assert isinstance(planted, TaskState) and isinstance(kept, TaskState)
+    await crash(first)
+    marker = tmp_path / "the-journal-ran-code"
+    evil = pickle.dumps(Planted(marker))
+    store = path()
+    ((_, seq, sealed, _),) = [row for row in store.load() if row[0] == planted.task_id]
+    # the old tag with new bytes, and the planted bytes without any tag: neither loads
+    store.commit([(planted.task_id, seq, sealed[:32] + evil, None)], [])
+    second = manager(path, FakeCalls())
+    assert not marker.exists()
+    record = second.table.get(planted.task_id)
+    assert record.status is TaskStatus.FAILURE and record.error == INTEGRITY_FAILED
+    assert second.table.get(kept.task_id).status is TaskStatus.PENDING
+    await second.shutdown()
+    path().commit([(planted.task_id, seq, evil, None)], [])
+    third = manager(path, FakeCalls())
+    assert not marker.exists()
+    assert third.table.get(planted.task_id).error == INTEGRITY_FAILED
+    await third.shutdown()
+
+
+async def test_a_result_that_fails_its_seal_is_dropped_and_the_task_runs_again(
+    path: Stores,
+) -> None:
+    calls = FakeCalls()
+    first = manager(path, calls)
+    task_id, batch = await running(first, calls)
+    batch.value(task_id, {"value": 42})
+    await settle(lambda: first.table.get(task_id).status is TaskStatus.SUCCESS)
+    await first.status(task_id)
+    await crash(first)
+    store = path()
+    ((_, seq, sealed, result),) = store.load()
+    assert result is not None
+    store.commit([(task_id, seq, sealed, result[:32] + b"\x80\x04K\x01.")], [])  # pickle of 1
+    second = manager(path, FakeCalls())
+    record = second.table.get(task_id)
+    assert record.status is TaskStatus.PENDING and record.error == LOST_RESULT
+    await second.shutdown()
+
+
+def test_unreadable_rows_end_in_failure_with_their_reason(clock: FakeClock) -> None:
+    outcome = recover([], ["e"], [], now=clock(), unreadable={"a" * 32: INTEGRITY_FAILED})
+    (record,) = outcome.records
+    assert (record.task_id, record.status, record.error) == (
+        "a" * 32,
+        TaskStatus.FAILURE,
+        INTEGRITY_FAILED,
+    )
+    assert record.expires_at == clock() + record.options.ttl_s
+    assert outcome.changed == ["a" * 32] and outcome.failed == 1
+
+
+async def test_the_sqlite_journal_and_its_key_are_private(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "journal"
+    m = TaskManager(
+        "app", [route()], AppConfig(), calls=FakeCalls(), store=SQLiteStore(folder / "j.db")
+    )
+    await m.submit("work", {"n": 1}, SubmitOptions())
+    await m.shutdown()
+    files = sorted(p.name for p in folder.iterdir())
+    assert "j.db" in files and "j.db.key" in files and "j.db-wal" in files
+    assert {name: (folder / name).stat().st_mode & 0o777 for name in files} == dict.fromkeys(
+        files, 0o600
+    )
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+
+
+async def test_the_key_may_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAYTASK_JOURNAL_KEY", "a key the operator keeps elsewhere")
+    store = lambda: SQLiteStore(tmp_path / "j.db")  # noqa: E731
+    first = TaskManager("app", [route()], AppConfig(), calls=FakeCalls(), store=store())
+    answer = await first.submit("work", {"n": 1}, SubmitOptions())
+    await crash(first)
+    assert not (tmp_path / "j.db.key").exists()
+    second = TaskManager("app", [route()], AppConfig(), calls=FakeCalls(), store=store())
+    assert second.table.get(answer.task_id).status is TaskStatus.PENDING  # type: ignore[union-attr]
+    await second.shutdown()
+    monkeypatch.setenv("RAYTASK_JOURNAL_KEY", "another key")
+    third = TaskManager("app", [route()], AppConfig(), calls=FakeCalls(), store=store())
+    assert third.table.get(answer.task_id).error == INTEGRITY_FAILED  # type: ignore[union-attr]
+    await third.shutdown()
+
+
+def test_the_redis_journal_names_no_password() -> None:
+    store = RedisStore("redis://user:s3cret-pass@127.0.0.1:1/0?password=other-secret", "app")
+    assert "s3cret-pass" not in str(store) and "other-secret" not in str(store)
+    store.close()
+
+
+# -- a redeploy, then a crash: the restarted manager serves the latest deploy ------------
+
+
+class FakeSettings:
+    """Ray's GCS as the manager sees it: what ``configure`` saved outlives the actor."""
+
+    def __init__(self) -> None:
+        self.saved: Any = None
+        self.is_restart = False
+
+    def restarted(self) -> bool:
+        return self.is_restart
+
+    def save(self, value: Any) -> None:
+        self.saved = value
+
+    def load(self) -> Any:
+        return self.saved
+
+
+async def test_a_restart_after_a_redeploy_keeps_the_new_endpoints_and_their_tasks(
+    path: Stores,
+) -> None:
+    settings = FakeSettings()
+    first_deploy = [route()]
+
+    def start() -> TaskManager:
+        # Ray reruns the constructor with the arguments of the actor's first creation
+        return TaskManager(
+            "app", first_deploy, AppConfig(), [("Old", object)], FakeCalls(), path(), settings
+        )
+
+    first = start()
+    redeployed = [route(), EndpointRoute("added", "added", "Model", TaskOptions(), 4)]
+    await first.configure(redeployed, AppConfig(max_queue_size=7), [("New", dict)])
+    first.dispatcher.max_in_flight = 0
+    queued = [await first.submit("added", {"n": n}, SubmitOptions()) for n in range(4)]
+    await crash(first)
+    settings.is_restart = True
+    second = start()
+    for answer in queued:
+        assert second.table.get(answer.task_id).status is TaskStatus.PENDING  # type: ignore[union-attr]
+    assert isinstance(await second.submit("added", {"n": 5}, SubmitOptions()), TaskState)
+    assert await second.models() == [("New", dict)]
+    assert second.config.max_queue_size == 7
+    await second.shutdown()
+    settings.is_restart = False  # a new actor (not a restart) takes its own arguments
+    third = start()
+    assert set(third.routes) == {"work"} and settings.saved[0] == first_deploy
+    await third.shutdown()
