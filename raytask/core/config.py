@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInputError
 from .queue import MAX_PRIORITY, MIN_PRIORITY
 from .webhooks import (
     DEFAULT_EVENTS,
@@ -191,6 +191,23 @@ class AppConfig(BaseModel):
     max_queue_size: int = Field(
         100_000, ge=1, description="Pending tasks allowed before submit answers 429."
     )
+    max_tasks: int = Field(
+        1_000_000,
+        ge=1,
+        description="Tasks held in any state (finished ones until their TTL ends) before "
+        "submit answers 429.",
+    )
+    max_task_bytes: int = Field(
+        8 * 1024**3,
+        ge=1,
+        description="Bytes of task inputs and kept results held (finished tasks' until their "
+        "TTL ends) before submit answers 429.",
+    )
+    max_ttl_s: float = Field(
+        30 * DAY_S,
+        description="The longest ttl_s a submit may ask for; more is 422.",
+        **_DURATION,
+    )
     retry_after_s: float = Field(
         1.0, gt=0, description="The Retry-After a 429 carries, in seconds."
     )
@@ -292,6 +309,12 @@ class AppConfig(BaseModel):
         None,
         description="A file of API tokens, one per line (a line starting with # is a comment).",
     )
+    cors_allow_origins: tuple[str, ...] = Field(
+        (),
+        description="Origins (scheme://host[:port]) whose web pages may call the app: they "
+        "get CORS answers, and their state-changing requests are taken. Any other foreign "
+        "Origin is refused 403 on state-changing routes.",
+    )
     token_isolation: bool = Field(
         False,
         description="Whether a task is visible only to the token that submitted it (404 to "
@@ -350,6 +373,17 @@ class AppConfig(BaseModel):
         """The secret that signs webhooks: this config's, else ``RAYTASK_WEBHOOK_SECRET``."""
         secret = self.webhook_secret or os.environ.get(SECRET_ENV) or None
         return None if secret is None else check_secret(secret)
+
+    def check_submit(self, options: SubmitOptions) -> None:
+        """Refuse per-submit options past the app's caps.
+
+        Raises:
+            InvalidInputError: ``ttl_s`` is over ``max_ttl_s``.
+        """
+        if options.ttl_s is not None and options.ttl_s > self.max_ttl_s:
+            raise InvalidInputError(
+                f"ttl_s={options.ttl_s:g} is over this app's max_ttl_s={self.max_ttl_s:g}"
+            )
 
     @classmethod
     def parse(cls, value: AppConfig | dict[str, Any] | None, **overrides: Any) -> AppConfig:

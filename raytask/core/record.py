@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import pickle
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,32 @@ def input_digest(kwargs: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def approx_size(value: Any) -> int:
+    """Roughly the bytes ``value`` holds: plain data by a walk over it, anything else by
+    its pickle (what the journal and Ray would send anyway). For the app's byte limit
+    (``max_task_bytes``), not for billing."""
+    stack, size = [value], 0
+    while stack:
+        item = stack.pop()
+        if item is None or isinstance(item, bool | int | float):
+            size += 9
+        elif isinstance(item, str | bytes | bytearray):
+            size += len(item) + 8
+        elif isinstance(item, list | tuple):
+            size += 8
+            stack.extend(item)
+        elif isinstance(item, dict):
+            size += 8
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        else:
+            try:
+                size += len(pickle.dumps(item, protocol=5))
+            except Exception:  # not picklable: it still takes some room
+                size += sys.getsizeof(item)
+    return size
+
+
 @dataclass(slots=True)
 class TaskRecord:
     """Everything the manager knows about one task; times are epoch seconds."""
@@ -63,6 +90,8 @@ class TaskRecord:
     progress: Progress | None = None
     webhook: WebhookLog | None = None
     owner: str | None = None  # a hash of the submitting API token, with token isolation
+    input_bytes: int = 0  # approx_size of kwargs, counted against max_task_bytes
+    result_bytes: int = 0  # of the result it keeps (0 until it succeeds)
 
     def state(self, queue_position: int | None = None) -> TaskState:
         """The status answer of this task (the table knows its ``queue_position``)."""

@@ -71,6 +71,7 @@ def recover(
         elif record.status is TaskStatus.IN_PROGRESS:
             _requeue_or_fail(record, LOST_RUN, now)
         elif record.status is TaskStatus.SUCCESS and record.task_id not in kept:
+            record.result_bytes = 0  # the result is gone: it holds no room any more
             if record.endpoint in known and record.options.rerun_lost_results:
                 _requeue_or_fail(record, LOST_RESULT, now)
             else:

@@ -29,7 +29,7 @@ from .errors import (
     TaskNotFoundError,
 )
 from .queue import PendingQueue
-from .record import TaskRecord, input_digest, new_task_id
+from .record import TaskRecord, approx_size, input_digest, new_task_id
 from .state import Progress, TaskState
 from .status import TaskStatus, can_transition
 
@@ -56,6 +56,10 @@ class TaskTable:
         retry_after_s: the wait a :class:`QueueFullError` suggests.
         clock: returns the current time in seconds (``time.time`` by default).
         max_tombstones: how many expired ids are remembered (to answer 410, not 404).
+        max_tasks: tasks held in any state (finished ones until their TTL) before
+            :meth:`submit` raises :class:`QueueFullError`.
+        max_task_bytes: bytes of inputs and kept results held before :meth:`submit`
+            raises :class:`QueueFullError` (sizes as :func:`approx_size` estimates them).
     """
 
     def __init__(
@@ -64,9 +68,14 @@ class TaskTable:
         retry_after_s: float = 1.0,
         clock: Clock = time.time,
         max_tombstones: int = 1_000_000,
+        max_tasks: int = 1_000_000,
+        max_task_bytes: int = 8 * 1024**3,
     ) -> None:
         self.max_queue_size = max_queue_size
         self.retry_after_s = retry_after_s
+        self.max_tasks = max_tasks
+        self.max_task_bytes = max_task_bytes
+        self.held_bytes = 0  # inputs and kept results of every task held
         self.clock = clock
         self.max_tombstones = max_tombstones
         self._records: dict[str, TaskRecord] = {}
@@ -257,14 +266,27 @@ class TaskTable:
             queue = self._queues[record.endpoint] = PendingQueue()
         queue.push(record.task_id, record.options.priority, front)
 
-    def _check_room(self, count: int) -> None:
+    def _check_room(self, count: int, size: int) -> None:
+        """Refuse ``count`` more tasks of ``size`` input bytes past any of the limits."""
         if self._pending + count > self.max_queue_size:
             room = max(0, self.max_queue_size - self._pending)
-            raise QueueFullError(
+            self._full(
                 f"the task queue is full ({self.max_queue_size} tasks may wait, room for "
-                f"{room}, {count} submitted); retry later",
-                retry_after_s=self.retry_after_s,
+                f"{room}, {count} submitted); retry later"
             )
+        if len(self._records) + count > self.max_tasks:
+            self._full(
+                f"the app holds its max_tasks={self.max_tasks} tasks (finished ones count "
+                "until their TTL ends); retry later"
+            )
+        if self.held_bytes + size > self.max_task_bytes:
+            self._full(
+                f"the app holds its max_task_bytes={self.max_task_bytes} bytes of task inputs "
+                "and results (finished ones count until their TTL ends); retry later"
+            )
+
+    def _full(self, message: str) -> None:
+        raise QueueFullError(message, retry_after_s=self.retry_after_s)
 
     def submit(
         self,
@@ -296,8 +318,9 @@ class TaskTable:
                         f"{earlier.task_id} with other inputs; use a new key"
                     )
                 return earlier
-        self._check_room(1)
-        return self._add(endpoint, kwargs, options, retry_of, idempotency_key, digest, owner)
+        size = approx_size(kwargs)
+        self._check_room(1, size)
+        return self._add(endpoint, kwargs, options, retry_of, idempotency_key, digest, owner, size)
 
     def submit_many(
         self,
@@ -311,8 +334,12 @@ class TaskTable:
         Raises:
             QueueFullError: they do not all fit.
         """
-        self._check_room(len(inputs))
-        return [self._add(endpoint, kwargs, options, None, None, None, owner) for kwargs in inputs]
+        sizes = [approx_size(kwargs) for kwargs in inputs]
+        self._check_room(len(inputs), sum(sizes))
+        return [
+            self._add(endpoint, kwargs, options, None, None, None, owner, size)
+            for kwargs, size in zip(inputs, sizes, strict=True)
+        ]
 
     def _add(
         self,
@@ -323,6 +350,7 @@ class TaskTable:
         idempotency_key: str | None,
         digest: str | None,
         owner: str | None,
+        size: int,
     ) -> TaskRecord:
         self._seq += 1
         record = TaskRecord(
@@ -336,6 +364,7 @@ class TaskTable:
             idempotency_key=idempotency_key,
             input_digest=digest,
             owner=owner,
+            input_bytes=size,
         )
         self._index(record)
         self._pending += 1
@@ -347,6 +376,7 @@ class TaskTable:
     def _index(self, record: TaskRecord) -> None:
         """Enter a record in the lookups every task is in (ids, keys, listing, deadline)."""
         self._records[record.task_id] = record
+        self.held_bytes += record.input_bytes + record.result_bytes
         self._order.append((record.seq, record.task_id))
         if record.idempotency_key is not None:
             self._keys[(record.endpoint, record.owner, record.idempotency_key)] = record.task_id
@@ -441,6 +471,13 @@ class TaskTable:
             original.endpoint, original.kwargs, original.options, task_id, owner=original.owner
         )
 
+    def hold_result(self, task_id: str, size: int) -> None:
+        """Count the ``size`` bytes of the result a task keeps (its earlier one's go)."""
+        record = self._records.get(task_id)
+        if record is not None:
+            self.held_bytes += size - record.result_bytes
+            record.result_bytes = size
+
     def report_progress(
         self, task_id: str, attempt_no: int, fraction: float | None, message: str | None
     ) -> bool:
@@ -495,6 +532,7 @@ class TaskTable:
             _, task_id = heapq.heappop(self._expiries)
             record = self._records.pop(task_id, None)
             if record is not None:
+                self.held_bytes -= record.input_bytes + record.result_bytes
                 self._counts[record.endpoint][record.status] -= 1
                 self._tombstones[task_id] = record.owner
                 key = (record.endpoint, record.owner, record.idempotency_key or "")

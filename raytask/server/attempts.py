@@ -69,6 +69,8 @@ class Attempts:
         self.results: dict[str, Any] = {}
         # Called with (task id, value) for each small result that made a success.
         self.on_result: Callable[[str, Any], None] = lambda task_id, value: None
+        # A large result's size, never its value (it stays in the object store).
+        self.on_stored: Callable[[str, int], None] = lambda task_id, size: None
         self._batches: dict[int, _Batch] = {}
         self._batch_of: dict[str, _Batch] = {}  # task id -> the batch of its current attempt
         self._runs: set[asyncio.Task[None]] = set()
@@ -190,7 +192,8 @@ class Attempts:
         """A value that came as an item of its own: large ones are never read here."""
         if ref is None:
             return self.dispatcher.lost(attempt, "its batch ended before its value came")
-        if not self.calls.stored(ref):  # small after all, or the error that ended the stream
+        size = self.calls.stored(ref)
+        if size is None:  # small after all, or the error that ended the stream
             try:
                 value = await self.calls.fetch(ref)
             except Exception as exc:
@@ -200,6 +203,7 @@ class Attempts:
                 self.on_result(attempt.task_id, value)
         elif self.dispatcher.succeed(attempt):
             self.results[attempt.task_id] = ref
+            self.on_stored(attempt.task_id, size)
 
     def _over(self, batch: _Batch) -> None:
         batch.over = True

@@ -64,10 +64,10 @@ class ReplicaCalls:
         """The stream's next item, maybe large: never fetched (None once it has ended)."""
         return await compat.next_unfetched(stream)
 
-    def stored(self, ref: ray.ObjectRef) -> bool:
-        """Whether the ready ``ref`` is a value too large to have been inlined (so never
-        an error, and never to be read here)."""
-        return ref in compat.stored_values([ref])
+    def stored(self, ref: ray.ObjectRef) -> int | None:
+        """The size of the ready ``ref`` if it is a value too large to have been inlined
+        (so never an error, and never to be read here), else None."""
+        return compat.stored_sizes([ref]).get(ref)
 
     def put(self, value: Any) -> ray.ObjectRef:
         """Put a value in the object store, owned by this process (a restored result)."""

@@ -187,19 +187,20 @@ def warm_handle(handle: Any) -> None:
     init()
 
 
-def stored_values(refs: list[ray.ObjectRef]) -> set[ray.ObjectRef]:
-    """Those of the ready ``refs`` that are too large to have been inlined: results,
-    never failures, so the caller need not fetch them to tell."""
+def stored_sizes(refs: list[ray.ObjectRef]) -> dict[ray.ObjectRef, int]:
+    """Those of the ready ``refs`` that are too large to have been inlined, with their
+    sizes in bytes: results, never failures, so the caller need not fetch them to tell."""
     try:
         get_locations = ray.experimental.get_object_locations
     except AttributeError:
         raise _unsupported("ray.experimental.get_object_locations") from None
     locations = get_locations(refs)
-    large = set()
+    large = {}
     for ref in refs:
         info = locations.get(ref) or {}
-        if info.get("node_ids") or (info.get("object_size") or 0) > INLINE_BYTES:
-            large.add(ref)
+        size = info.get("object_size") or 0
+        if info.get("node_ids") or size > INLINE_BYTES:
+            large[ref] = size
     return large
 
 

@@ -37,6 +37,7 @@ from ..core.dispatcher import Dispatcher, EndpointRoute
 from ..core.errors import HTTPError, TaskFailedError, unwrap
 from ..core.metrics import samples
 from ..core.names import NAMESPACE, manager_name
+from ..core.record import approx_size
 from ..core.recovery import recover
 from ..core.state import TaskState
 from ..core.status import TaskStatus
@@ -123,6 +124,7 @@ class TaskManager:
         self._wake = asyncio.Event()
         self.attempts = Attempts(self.dispatcher, calls or ReplicaCalls(app_name), self._wake.set)
         self.attempts.on_result = self._keep_result
+        self.attempts.on_stored = self.table.hold_result
         self.table.on_change = self._changed
         # Long-polls waiting for a task to finish: task id -> (event, waiters).
         self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
@@ -204,7 +206,9 @@ class TaskManager:
             )
 
     def _keep_result(self, task_id: str, value: Any) -> None:
-        """Journal a small result with its success (large ones stay in the object store)."""
+        """Count a small result's bytes and journal it with its success (large ones stay
+        in the object store)."""
+        self.table.hold_result(task_id, approx_size(value))
         if self.journal is None:
             return
         try:
@@ -222,6 +226,8 @@ class TaskManager:
         self.config = config
         self.routes = {r.name: r for r in routes}
         self.table.max_queue_size = config.max_queue_size
+        self.table.max_tasks = config.max_tasks
+        self.table.max_task_bytes = config.max_task_bytes
         self.table.retry_after_s = config.retry_after_s
         self.dispatcher.configure(routes, config.max_in_flight)
         self.attempts.batch_size = config.dispatch_batch_size
@@ -314,6 +320,7 @@ class TaskManager:
         route = self.routes.get(endpoint)
         if route is None:
             raise TaskFailedError(f"the task manager has no endpoint {endpoint!r}")
+        self.config.check_submit(options)
         return options.apply(route.options)
 
     def _submit_one(

@@ -123,11 +123,14 @@ def _query(name: str, schema: dict[str, Any], description: str, required: bool) 
     }
 
 
-def _option_parameters() -> list[dict[str, Any]]:
-    """The per-submit options as query parameters, with their ranges."""
+def _option_parameters(config: AppConfig) -> list[dict[str, Any]]:
+    """The per-submit options as query parameters, with their ranges (the app's caps
+    included)."""
     parameters = []
     for name, schema in SubmitOptions.model_json_schema()["properties"].items():
         value = next(s for s in schema["anyOf"] if s.get("type") != "null")
+        if name == "ttl_s":
+            value = {**value, "maximum": min(value["maximum"], config.max_ttl_s)}
         parameters.append(_query(name, value, schema["description"], required=False))
     return parameters
 
@@ -262,7 +265,7 @@ def openapi_document(
             "post": {
                 "summary": f"queue a {e.name} task",
                 "operationId": f"submit_{e.name}",
-                "parameters": [*_option_parameters(), _IDEMPOTENCY_KEY],
+                "parameters": [*_option_parameters(config), _IDEMPOTENCY_KEY],
                 "requestBody": body,
                 "responses": _responses(
                     queued,
@@ -277,7 +280,7 @@ def openapi_document(
             "post": {
                 "summary": f"queue one {e.name} task per input, all or none",
                 "operationId": f"submit_many_{e.name}",
-                "parameters": _option_parameters(),
+                "parameters": _option_parameters(config),
                 "requestBody": {
                     "required": True,
                     "description": f"a JSON array of at most {MAX_BATCH} argument objects",

@@ -196,6 +196,7 @@ class Routes:
             raise InvalidInputError(
                 f"invalid task options in the query string: {reasons}", detail
             ) from None
+        self.config.check_submit(options)
         if options.webhook_url is not None:
             check_url(options.webhook_url, self.config.webhook_allow_private_networks)
             try:

@@ -58,7 +58,8 @@ async def test_next_unfetched_returns_a_large_item_without_reading_it(main_app: 
     header = await compat.next_unfetched(stream)
     assert header is not None and (await header).ended == [("t", 1, FOLLOWS, None)]
     value = await compat.next_unfetched(stream)
-    assert value is not None and compat.stored_values([value]) == {value}
+    assert value is not None and list(compat.stored_sizes([value])) == [value]
+    assert compat.stored_sizes([value])[value] >= 2**20  # its size, for max_task_bytes
     assert await compat.next_unfetched(stream) is None  # the end
     assert len(await value) == 2**20
 
@@ -83,14 +84,14 @@ def test_the_router_loop_flag_is_read_from_the_manager_env(main_app: App) -> Non
     assert env == compat.ROUTER_IN_CALLER_LOOP_ENV
 
 
-async def test_stored_values_tells_results_from_small_values(main_app: App) -> None:
+async def test_stored_sizes_tells_results_from_small_values(main_app: App) -> None:
     items = [BatchItem("large", 1, "blob", {"size_mb": 0.2})]
     items.append(BatchItem("failed", 1, "fail", {"message": "x" * 9000}))
     stream = await compat.assigned_stream(_batch_handle(main_app).remote(None, 1, items, 4))
     refs = []
     while (ref := await compat.next_unfetched(stream)) is not None:
         refs.append(ref)
-    large = next(r for r in refs if r in compat.stored_values([r]))
+    large = next(r for r in refs if r in compat.stored_sizes([r]))
     assert len(await large) == int(0.2 * 2**20)
     outcomes = [await r for r in refs if r is not large]
     (failed,) = [e for o in outcomes for e in o.ended if e[0] == "failed"]

@@ -37,7 +37,13 @@ class LocalBackend:
         self.instance = (model or Demo.func_or_class)()
         cls = type(self.instance)
         self.endpoints = {e.name: e for e in discover(cls, cls.__name__, config.task_defaults)}
-        self.table = TaskTable(config.max_queue_size, config.retry_after_s, clock=clock)
+        self.table = TaskTable(
+            config.max_queue_size,
+            config.retry_after_s,
+            clock=clock,
+            max_tasks=config.max_tasks,
+            max_task_bytes=config.max_task_bytes,
+        )
         self.results: dict[str, Any] = {}
         # With a number, a pending task's Nth status read runs the queue (as if the
         # replicas got to it meanwhile): the clients' waits then see tasks finish.

@@ -117,7 +117,14 @@ async def test_submit_options_travel_apart_from_arguments(
     assert_error(response, 422, "task options")
     response = await client.post("/wordcount/submit", json={"text": "x"}, params={"color": "red"})
     assert_error(response, 422, "task options")
+    year = {"ttl_s": 31_536_000}  # a year, past max_ttl_s (30 days by default)
+    response = await client.post("/wordcount/submit", json={"text": "x"}, params=year)
+    assert_error(response, 422, "max_ttl_s=2.592e+06")
+    response = await client.post("/wordcount/submit_many", json=[{"text": "x"}], params=year)
+    assert_error(response, 422, "max_ttl_s")
     assert len(backend.table) == 1
+    kept = await submit(client, "wordcount", {"text": "a month"}, ttl_s=2_592_000)
+    assert backend.table.get(kept).options.ttl_s == 2_592_000
 
 
 # -- status -------------------------------------------------------------------

@@ -122,8 +122,8 @@ class FakeCalls(ReplicaCalls):
     async def next_value_ref(self, stream: FakeBatch) -> FakeRef | None:
         return await stream.stream.get()
 
-    def stored(self, ref: FakeRef) -> bool:
-        return ref.stored
+    def stored(self, ref: FakeRef) -> int | None:
+        return len(ref.value) if ref.stored else None
 
     async def fetch(self, ref: FakeRef) -> Any:
         assert not ref.stored, "a large result was fetched into the manager"
@@ -292,6 +292,27 @@ async def test_a_large_result_is_never_fetched(manager: TaskManager, calls: Fake
     await settle(lambda: manager.table.get(task_id).status == "success")
     assert ref.fetched == 0  # FakeCalls.fetch also asserts it
     assert await manager.result(task_id) == [ref]
+    record = manager.table.get(task_id)
+    assert record.result_bytes == 10  # its size, as the object store tells it
+    assert manager.table.held_bytes == record.input_bytes + 10
+
+
+async def test_a_small_result_counts_its_bytes(manager: TaskManager, calls: FakeCalls) -> None:
+    task_id, batch = await running(manager, calls)
+    batch.value(task_id, {"text": "y" * 1000})
+    await settle(lambda: manager.table.get(task_id).status == "success")
+    assert 1000 < manager.table.get(task_id).result_bytes < 1100
+
+
+async def test_an_in_cluster_submit_past_max_ttl_s_is_refused(calls: FakeCalls) -> None:
+    config = AppConfig(journal="off", max_ttl_s=60)
+    manager = TaskManager("app", [route()], config, calls=calls)
+    (answer,) = await manager.submit_many([("work", {}, SubmitOptions(ttl_s=61))])
+    assert isinstance(answer, HTTPError) and answer.status_code == 422
+    refused = await manager.submit_batch("work", [{}], SubmitOptions(ttl_s=61))
+    assert isinstance(refused, HTTPError) and "max_ttl_s=60" in str(refused)
+    assert len(manager.table) == 0
+    await manager.shutdown()
 
 
 async def test_a_value_item_that_turns_out_small_is_read(

@@ -371,3 +371,54 @@ def test_listing_pages_newest_first_with_filters(table: TaskTable) -> None:
     page, cursor = table.list(statuses=[TaskStatus.CANCELLED], limit=2)
     assert page == [records[5], records[4]] and cursor == records[4].seq
     assert table.list(statuses=[TaskStatus.CANCELLED], cursor=cursor)[0] == records[3::-1]
+
+
+def test_finished_tasks_count_against_max_tasks_until_their_ttl(clock: FakeClock) -> None:
+    table = TaskTable(clock=clock, max_tasks=3)
+    for _ in range(3):
+        table.cancel(table.submit("e", {}, TaskOptions(ttl_s=10)).task_id)  # none pending
+    with pytest.raises(QueueFullError, match="max_tasks=3") as info:
+        table.submit("e", {}, TaskOptions())
+    assert info.value.status_code == 429 and info.value.retry_after_s == 1.0
+    with pytest.raises(QueueFullError, match="max_tasks=3"):
+        table.submit_many("e", [{}], TaskOptions())
+    clock.advance(11)
+    table.sweep()
+    assert len(table.submit_many("e", [{}, {}, {}], TaskOptions())) == 3
+
+
+def test_inputs_and_kept_results_count_against_max_task_bytes(clock: FakeClock) -> None:
+    table = TaskTable(clock=clock, max_task_bytes=200_000)
+    inputs = {"text": "x" * 60_000}
+    held = [table.submit("e", inputs, TaskOptions(ttl_s=10)) for _ in range(3)]
+    assert 180_000 < table.held_bytes < 181_000
+    for record in held:
+        table.cancel(record.task_id)  # finished: its inputs stay until its TTL
+    with pytest.raises(QueueFullError, match="max_task_bytes=200000"):
+        table.submit("e", inputs, TaskOptions())
+    with pytest.raises(QueueFullError, match="max_task_bytes"):
+        table.retry(held[0].task_id)
+    small = table.submit("e", {"n": 1}, TaskOptions(ttl_s=20))
+    table.pop_next("e")
+    table.succeed(small.task_id)
+    table.hold_result(small.task_id, 15_000)  # a kept result counts too
+    with pytest.raises(QueueFullError, match="max_task_bytes"):
+        table.submit("e", {"text": "y" * 5_000}, TaskOptions())
+    clock.advance(11)
+    table.sweep()  # the three expire: their bytes are free again
+    assert table.held_bytes == small.input_bytes + 15_000
+    assert table.submit("e", inputs, TaskOptions()).input_bytes == held[0].input_bytes
+    clock.advance(10)
+    table.sweep()
+    assert table.held_bytes == held[0].input_bytes  # the result went with its task
+
+
+def test_restored_records_bring_their_bytes_back(clock: FakeClock) -> None:
+    table = TaskTable(clock=clock)
+    record = table.submit("e", {"text": "z" * 1000}, TaskOptions())
+    table.pop_next("e")
+    table.succeed(record.task_id)
+    table.hold_result(record.task_id, 500)
+    again = TaskTable(clock=clock)
+    again.restore([TaskRecord.from_dict(record.to_dict())])
+    assert again.held_bytes == table.held_bytes == record.input_bytes + 500
