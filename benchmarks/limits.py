@@ -42,7 +42,9 @@ def probes() -> dict[str, Probe]:
 
     def body(size: int) -> Probe:
         padded = b'{"text": "' + b"a" * size + b'"}'
-        return lambda http: http.post("/wordcount/submit", content=padded)
+        return lambda http: http.post(
+            "/wordcount/submit", content=padded, headers={"content-type": "application/json"}
+        )
 
     return {
         "a plain submit": lambda http: http.post("/wordcount/submit", json=ok),

@@ -100,3 +100,7 @@ def redis_server(tmp_dir: Path, persist: bool = False) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+JSON = {"content-type": "application/json"}
+"""Headers of a request whose body is JSON (any other body type is 415)."""

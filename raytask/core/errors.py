@@ -9,6 +9,7 @@
     └── HTTPError                         anything that maps to an HTTP status
         ├── MalformedRequestError   400   not JSON, not an object, bad task id
         ├── UnauthorizedError       401   no API token, or not one of the app's
+        ├── OriginRefusedError      403   a state change from a foreign web page's Origin
         ├── TaskNotCompletedError   400   get() on a pending / in-progress task
         ├── TaskNotFoundError       404   unknown task id
         ├── EndpointNotFoundError   404   unknown route or endpoint
@@ -17,6 +18,7 @@
         ├── TaskExpiredError        410   the result outlived its TTL
         ├── PayloadTooLargeError    413   request body over ``max_request_bytes``
         ├── URLTooLongError         414   path and query over ``max_url_bytes``
+        ├── UnsupportedMediaTypeError 415 a body that is not JSON
         ├── InvalidInputError       422   input failed validation (``detail`` lists why)
         ├── QueueFullError          429   ``max_queue_size`` reached (``retry_after_s``)
         ├── HeadersTooLargeError    431   headers over ``max_header_bytes`` / ``max_headers``
@@ -104,6 +106,15 @@ class UnauthorizedError(HTTPError):
     code = "unauthorized"
 
 
+class OriginRefusedError(HTTPError):
+    """A state-changing request from a web page of another origin (its ``Origin`` header
+    is neither the app's own nor one of ``cors_allow_origins``): a cross-site request
+    forgery, unless the app lists that origin."""
+
+    status_code = 403
+    code = "origin_refused"
+
+
 class TaskNotCompletedError(HTTPError):
     """The task has no result yet (it is pending or in progress)."""
 
@@ -163,6 +174,13 @@ class URLTooLongError(HTTPError):
 
     status_code = 414
     code = "url_too_long"
+
+
+class UnsupportedMediaTypeError(HTTPError):
+    """A ``POST``/``PUT`` body that does not say ``Content-Type: application/json``."""
+
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class HeadersTooLargeError(HTTPError):
@@ -230,6 +248,7 @@ _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     MalformedRequestError,
     TaskNotCompletedError,
     UnauthorizedError,
+    OriginRefusedError,
     TaskNotFoundError,
     EndpointNotFoundError,
     TaskConflictError,
@@ -237,6 +256,7 @@ _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     TaskExpiredError,
     PayloadTooLargeError,
     URLTooLongError,
+    UnsupportedMediaTypeError,
     InvalidInputError,
     QueueFullError,
     HeadersTooLargeError,
@@ -248,11 +268,13 @@ _BY_CODE: dict[str, type[HTTPError]] = {cls.code: cls for cls in _HTTP_ERRORS}
 _BY_STATUS: dict[int, type[HTTPError]] = {
     400: MalformedRequestError,
     401: UnauthorizedError,
+    403: OriginRefusedError,
     404: TaskNotFoundError,
     409: TaskConflictError,
     410: TaskExpiredError,
     413: PayloadTooLargeError,
     414: URLTooLongError,
+    415: UnsupportedMediaTypeError,
     422: InvalidInputError,
     429: QueueFullError,
     431: HeadersTooLargeError,

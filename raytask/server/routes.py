@@ -47,6 +47,7 @@ from .auth import PUBLIC_ROUTES, Tokens
 from .backend import Backend
 from .bodies import CancelManyRequest, StatusManyRequest
 from .dashboard import DASHBOARD, DASHBOARD_HEADERS
+from .guard import middleware
 from .openapi import openapi_document
 from .params import (
     DIGITS,
@@ -544,4 +545,8 @@ class Routes:
                 headers=exc.headers,
             )
 
-        return Starlette(routes=routes, exception_handlers={StarletteHTTPException: http_error})
+        return Starlette(
+            routes=routes,
+            exception_handlers={StarletteHTTPException: http_error},
+            middleware=middleware(self.config.cors_allow_origins),
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from ..support import JSON
 from .conftest import App
 
 pytestmark = pytest.mark.e2e
@@ -42,11 +43,17 @@ def test_hostile_input_through_the_proxy_is_4xx_json(main_app: App) -> None:
     before = main_app.stats()["counts"]
     post = main_app.http.post
     deep = "[" * 100_000 + "]" * 100_000
-    assert_json_error(post("/wordcount/submit", content=deep), 400, "recursion limit")
+    assert_json_error(post("/wordcount/submit", content=deep, headers=JSON), 400, "recursion limit")
     huge = '{"text": "a", "top": ' + "9" * 5000 + "}"
-    assert_json_error(post("/wordcount/submit", content=huge), 400, "number out of range")
-    assert_json_error(post("/sleep/submit", content='{"seconds": NaN}'), 422, "invalid input")
-    assert_json_error(post("/sleep", content='{"seconds": Infinity}'), 422, "invalid input")
+    assert_json_error(
+        post("/wordcount/submit", content=huge, headers=JSON), 400, "number out of range"
+    )
+    assert_json_error(
+        post("/sleep/submit", content='{"seconds": NaN}', headers=JSON), 422, "invalid input"
+    )
+    assert_json_error(
+        post("/sleep", content='{"seconds": Infinity}', headers=JSON), 422, "invalid input"
+    )
     assert_json_error(post("/wordcount/submit", json={"text": "a", "top": True}), 422, "invalid")
     for query in ("ttl_s=inf", "ttl_s=1e12", "timeout_s=inf"):
         response = post(f"/wordcount/submit?{query}", json={"text": "a"})

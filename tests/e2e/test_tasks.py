@@ -89,7 +89,9 @@ def test_bad_input_is_422_and_nothing_is_queued(main_app: App) -> None:
     for body in ({"text": 12}, {"txt": "typo"}, {}):
         response = main_app.http.post("/wordcount/submit", json=body)
         assert response.status_code == 422 and response.json()["detail"]
-    response = main_app.http.post("/wordcount/submit", content=b"{oops")
+    response = main_app.http.post(
+        "/wordcount/submit", content=b"{oops", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert main_app.stats()["counts"] == before
 

@@ -9,7 +9,7 @@ import pytest
 from raytask.core.config import AppConfig
 from raytask.core.status import TaskStatus
 
-from ..support import FakeClock
+from ..support import JSON, FakeClock
 from .conftest import LocalBackend
 from .test_routes import assert_error, submit
 
@@ -230,7 +230,7 @@ async def test_submit_many_bad_bodies_are_4xx(
     fragment: str,
 ) -> None:
     if isinstance(body, str):
-        response = await client.post("/wordcount/submit_many", content=body)
+        response = await client.post("/wordcount/submit_many", content=body, headers=JSON)
     else:
         response = await client.post("/wordcount/submit_many", json=body)
     assert_error(response, status_code, fragment)

@@ -14,6 +14,7 @@ import pytest
 from raytask.core.config import MAX_DURATION_S, AppConfig
 from raytask.core.endpoint import MAX_INT_DIGITS, MAX_JSON_DEPTH
 
+from ..support import JSON
 from .conftest import LocalBackend
 from .test_routes import assert_error, submit
 
@@ -44,7 +45,9 @@ def nested(depth: int, kind: str = "array") -> str:
 async def test_deep_nesting_is_400(
     client: httpx.AsyncClient, backend: LocalBackend, body: str, route: str
 ) -> None:
-    error = assert_error(await client.post(route, content=body), 400, "not valid JSON")
+    error = assert_error(
+        await client.post(route, content=body, headers=JSON), 400, "not valid JSON"
+    )
     assert "recursion limit" in error["error"] and f"{MAX_JSON_DEPTH} nested" in error["error"]
     assert len(backend.table) == 0
 
@@ -55,8 +58,12 @@ async def test_nesting_up_to_the_limit_reaches_validation(
     # The body object is the first level: MAX_JSON_DEPTH - 1 more parse, then fail typing.
     ok = '{"text": ' + nested(MAX_JSON_DEPTH - 1) + "}"
     too_deep = '{"text": ' + nested(MAX_JSON_DEPTH) + "}"
-    assert_error(await client.post("/wordcount/submit", content=ok), 422, "invalid input")
-    assert_error(await client.post("/wordcount/submit", content=too_deep), 400, "recursion")
+    assert_error(
+        await client.post("/wordcount/submit", content=ok, headers=JSON), 422, "invalid input"
+    )
+    assert_error(
+        await client.post("/wordcount/submit", content=too_deep, headers=JSON), 400, "recursion"
+    )
     assert len(backend.table) == 0
 
 
@@ -65,7 +72,7 @@ async def test_a_huge_integer_is_400(
     client: httpx.AsyncClient, backend: LocalBackend, field: str
 ) -> None:
     body = f'{{"text": "a", "{field}": {"9" * 5000}}}'
-    error = assert_error(await client.post("/wordcount/submit", content=body), 400)
+    error = assert_error(await client.post("/wordcount/submit", content=body, headers=JSON), 400)
     assert "number out of range" in error["error"] and str(MAX_INT_DIGITS) in error["error"]
     assert len(backend.table) == 0
 
@@ -74,7 +81,7 @@ async def test_integers_up_to_the_digit_limit_reach_validation(
     client: httpx.AsyncClient,
 ) -> None:
     body = '{"text": "a b", "top": ' + "9" * MAX_INT_DIGITS + "}"
-    response = await client.post("/wordcount", content=body)
+    response = await client.post("/wordcount", content=body, headers=JSON)
     assert response.status_code == 200, response.text
 
 
@@ -83,7 +90,7 @@ async def test_integers_up_to_the_digit_limit_reach_validation(
 async def test_non_finite_floats_are_422(
     client: httpx.AsyncClient, backend: LocalBackend, value: str, route: str
 ) -> None:
-    response = await client.post(route, content=f'{{"seconds": {value}}}')
+    response = await client.post(route, content=f'{{"seconds": {value}}}', headers=JSON)
     error = assert_error(response, 422, "invalid input")
     assert error["detail"][0]["type"] == "finite_number"
     assert error["detail"][0]["loc"] == ["seconds"]
@@ -143,8 +150,9 @@ async def test_out_of_range_options_are_422(
 async def test_the_longest_options_are_accepted_and_their_times_format(
     client: httpx.AsyncClient, backend: LocalBackend
 ) -> None:
+    longest = AppConfig().max_ttl_s  # the default cap on a submit's ttl_s
     task_id = await submit(
-        client, "wordcount", {"text": "a"}, ttl_s=MAX_DURATION_S, timeout_s=MAX_DURATION_S
+        client, "wordcount", {"text": "a"}, ttl_s=longest, timeout_s=MAX_DURATION_S
     )
     await backend.drain()
     body = (await client.get("/wordcount/status", params={"task_id": task_id})).json()

@@ -11,6 +11,7 @@ import pytest
 from raytask.core.config import AppConfig
 from raytask.server.routes import Routes
 
+from ..support import JSON
 from .conftest import LocalBackend
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -67,9 +68,9 @@ async def test_bad_input_is_4xx_and_queues_nothing(
 
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient, backend: LocalBackend) -> None:
-    response = await client.post("/wordcount/submit", content=b"{not json")
+    response = await client.post("/wordcount/submit", content=b"{not json", headers=JSON)
     assert_error(response, 400, "not valid JSON")
-    response = await client.post("/wordcount/submit", content=b"\xff\xfe")
+    response = await client.post("/wordcount/submit", content=b"\xff\xfe", headers=JSON)
     assert_error(response, 400, "not valid JSON")
     assert len(backend.table) == 0
 
@@ -82,7 +83,7 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient, backend: LocalBa
         for _ in range(10):
             yield b" " * 1000
 
-    assert_error(await client.post("/wordcount/submit", content=chunks()), 413)
+    assert_error(await client.post("/wordcount/submit", content=chunks(), headers=JSON), 413)
     assert len(backend.table) == 0
 
 
@@ -309,7 +310,7 @@ async def test_sync_call(client: httpx.AsyncClient, backend: LocalBackend) -> No
     assert response.json() == {"words": 1, "top": ["a"]}
     assert_error(await client.post("/fail", json={"message": "sync"}), 500, "ValueError: sync")
     assert_error(await client.post("/describe", json={"prompt": 1}), 422)
-    assert_error(await client.post("/describe", content=b"]"), 400)
+    assert_error(await client.post("/describe", content=b"]", headers=JSON), 400)
     assert len(backend.table) == 0
 
 
