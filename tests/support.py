@@ -104,3 +104,16 @@ def redis_server(tmp_dir: Path, persist: bool = False) -> Iterator[str]:
 
 JSON = {"content-type": "application/json"}
 """Headers of a request whose body is JSON (any other body type is 415)."""
+
+
+def missing(reason: str) -> None:
+    """A part a test needs from outside Python is missing (redis-server, chromium): skip,
+    saying why, or fail under ``CI=true``, where ``make test`` installs it, so a green CI
+    cannot hide a test that never ran."""
+    import os
+
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: a missing part fails the run)")
+    pytest.skip(reason)

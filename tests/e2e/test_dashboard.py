@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ..support import missing
 from .conftest import App, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +26,7 @@ TOKEN = "dashboard-token-0001"
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if CHROMIUM is None:
-        pytest.skip(
+        missing(
             "no chromium on this machine: `make test` installs Debian's chromium when it "
             "runs as root with apt-get; or set RAYTASK_CHROMIUM to a Chromium binary"
         )

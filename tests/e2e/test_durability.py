@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ..support import redis_server, wait_for
+from ..support import missing, redis_server, wait_for
 from .conftest import App, Cluster, deploy
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ def durable_app(
             try:
                 url = stack.enter_context(redis_server(tmp_path_factory.mktemp("redis")))
             except FileNotFoundError as exc:
-                pytest.skip(f"the Redis journal is not tested here: {exc}")
+                missing(f"the Redis journal is not tested here: {exc}")
             settings["journal"] = url
         app = App(cluster, f"durable-{request.param}", **settings)
         yield app

@@ -218,3 +218,12 @@ def test_next_deadline_in_skips_ended_attempts(table: TaskTable, clock: FakeCloc
     assert d.next_deadline_in() == 28
     d.succeed(second)
     assert d.next_deadline_in() is None
+
+
+def test_an_uneven_spread_rounds_up_so_no_replica_gets_a_third_batch(
+    table: TaskTable, clock: FakeClock
+) -> None:
+    d = dispatcher(table, clock, route("a", per_replica=64))
+    d.set_running_replicas("Model", 2)
+    a = queue(table, "a", 5)
+    assert ids(d.take_batches(max_batch=64)) == [a[0:3], a[3:5]]  # 3 + 2, not 2 + 2 + 1

@@ -64,12 +64,14 @@ class SlowStore:
         self.key_file = Path(tempfile.mkdtemp(prefix="raytask-test-key-")) / "j.key"
         self.commits: list[list[str]] = []
         self.gate = threading.Event()
+        self.entered = threading.Event()  # a commit is waiting at the gate
         self.fail = False
 
     def load(self) -> list[Row]:
         return []
 
     def commit(self, puts: list[Row], deletes: list[str]) -> None:
+        self.entered.set()
         self.gate.wait(10)
         if self.fail:
             raise OSError("disk full")
@@ -86,11 +88,11 @@ async def test_changes_made_during_a_write_go_together_in_the_next(clock: FakeCl
     table.on_change = journal.changed
     first = table.submit("e", {}, TaskOptions())
     waiting_first = asyncio.ensure_future(journal.flush())
-    await asyncio.sleep(0.01)  # the first write is on its way, held at the gate
+    await asyncio.to_thread(store.entered.wait, 10)  # the first write is held at the gate
     later = [table.submit("e", {}, TaskOptions()) for _ in range(3)]
     assert journal.pending(first.task_id) and all(journal.pending(r.task_id) for r in later)
     waiting_later = [asyncio.ensure_future(journal.flush()) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # every flush has started waiting
     assert not waiting_first.done() and not any(w.done() for w in waiting_later)
     store.gate.set()
     await asyncio.gather(waiting_first, *waiting_later)

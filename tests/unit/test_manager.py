@@ -424,8 +424,9 @@ async def test_a_timeout_stops_the_attempt_and_ignores_its_late_result(
         manager.attempts.wake.set()  # the deadline loop sleeps on the real clock: wake it
         await settle(lambda: len(calls.sent) == 2)  # timed out, re-queued, sent again
         assert await asyncio.wait_for(manager.batch_stops(1, 0), 5) == [task_id]
-        first.value(task_id, "late")  # the superseded attempt's result
-        await asyncio.sleep(0.1)
+        first.value(task_id, "late")  # the superseded attempt's result...
+        first.stream.put_nowait(None)  # ...then its stream ends: the manager read both
+        assert await asyncio.wait_for(manager.batch_stops(1, 1), 5) is None  # batch 1 over
         assert manager.table.get(task_id).status == "in_progress"
         second = calls.assign()
         second.value(task_id, "second")
@@ -522,3 +523,19 @@ async def test_a_batch_that_cannot_be_sent_is_lost_not_stuck(calls: FakeCalls) -
         assert manager.dispatcher.in_flight("Model") == 0
     finally:
         await manager.shutdown()
+
+
+async def test_cancel_many_with_an_owner_touches_only_that_owners_tasks(
+    calls: FakeCalls,
+) -> None:
+    manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
+    manager.dispatcher.max_in_flight = 0  # everything stays pending
+    mine = [("work", {"n": n}, NO_OPTIONS, None, "alice") for n in range(3)]
+    theirs = [("work", {"n": n}, NO_OPTIONS, None, "bob") for n in range(2)]
+    answers = await manager.submit_many(mine + theirs)
+    bobs = [a.task_id for a in answers[3:]]  # type: ignore[union-attr]
+    assert await manager.cancel_many(statuses=["pending"], owner="bob") == 2
+    assert await manager.cancel_many(task_ids=[a.task_id for a in answers], owner="bob") == 0  # type: ignore[union-attr]
+    assert manager.table.counts()["work"]["pending"] == 3  # alice's queue is untouched
+    assert all(manager.table.get(t).status is TaskStatus.CANCELLED for t in bobs)
+    await manager.shutdown()

@@ -15,8 +15,16 @@ from raytask.server.runner import run_attempt
 from ..support import FakeClock
 
 
-def test_outside_a_task_it_does_nothing() -> None:
-    raytask.report_progress(0.5, "nobody listens")  # no error, no effect
+async def test_outside_a_task_it_does_nothing() -> None:
+    sent: list[Any] = []
+    reporter = ProgressReporter(lambda f, m: sent.append((f, m)), asyncio.get_running_loop())
+    assert raytask.report_progress(0.5, "nobody listens") is None  # no error...
+    token = reporter.activate()
+    raytask.report_progress(0.5, "inside")
+    reporter.deactivate(token)
+    raytask.report_progress(0.6, "outside again")
+    reporter.close()
+    assert sent == [(0.5, "inside")]  # ...and no effect: only the attempt's own reports
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), "half", True])

@@ -24,7 +24,7 @@ from raytask.core.table import TaskRecord, TaskTable
 from raytask.server.journal import INTEGRITY_FAILED, RedisStore, SQLiteStore, Store
 from raytask.server.manager import TaskManager
 
-from ..support import FakeClock, redis_server, settle
+from ..support import FakeClock, missing, redis_server, settle
 from .test_journal import SlowStore
 from .test_manager import FakeCalls, route, running
 
@@ -89,6 +89,16 @@ def test_each_state_resumes_as_the_rules_say(clock: FakeClock) -> None:
     assert (outcome.requeued, outcome.failed) == (2, 2)
 
 
+def test_a_lost_result_of_a_removed_endpoint_fails_instead_of_running_again(
+    clock: FakeClock,
+) -> None:
+    _, make = journaled(clock)
+    lost = make(TaskStatus.SUCCESS, endpoint="gone")
+    outcome = recover([lost], ["e"], [], now=clock())
+    assert lost.status is TaskStatus.FAILURE and lost.error == LOST_RESULT
+    assert outcome.requeued == 0 and outcome.failed == 1
+
+
 def test_an_endpoint_may_refuse_to_rerun_a_lost_result(clock: FakeClock) -> None:
     _, make = journaled(clock, rerun_lost_results=False)
     lost = make(TaskStatus.SUCCESS)
@@ -128,7 +138,7 @@ def path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
         with redis_server(tmp_path) as url:
             yield lambda: RedisStore(url, "app")
     except FileNotFoundError as exc:
-        pytest.skip(f"the Redis journal is not tested here: {exc}")
+        missing(f"the Redis journal is not tested here: {exc}")
 
 
 class Gone:
@@ -253,10 +263,12 @@ async def test_a_status_waits_until_the_change_it_shows_is_journaled() -> None:
     task_id, batch = await running(m, calls)
     await m.status(task_id)  # in progress, and written
     store.gate.clear()  # writes hang from now on
+    store.entered.clear()
     batch.value(task_id, {"value": 1})
     await settle(lambda: m.table.get(task_id).status is TaskStatus.SUCCESS)  # not written
     status = asyncio.ensure_future(m.status(task_id))
-    await asyncio.sleep(0.05)
+    await asyncio.to_thread(store.entered.wait, 10)  # the success's write waits at the gate
+    await asyncio.sleep(0)
     assert not status.done()  # it would show a state a crash could take back
     store.gate.set()
     assert (await status).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
@@ -530,3 +542,24 @@ async def test_a_restart_after_a_redeploy_keeps_the_new_endpoints_and_their_task
     third = start()
     assert set(third.routes) == {"work"} and settings.saved[0] == first_deploy
     await third.shutdown()
+
+
+def test_the_redis_store_deletes_a_task_and_its_result(tmp_path: Path) -> None:
+    try:
+        with redis_server(tmp_path) as url:
+            import redis
+
+            store = RedisStore(url, "app")
+            store.commit([("a", 1, b"record-a", b"result-a"), ("b", 2, b"record-b", None)], [])
+            assert sorted(store.load()) == [
+                ("a", 1, b"record-a", b"result-a"),
+                ("b", 2, b"record-b", None),
+            ]
+            store.commit([], ["a"])
+            assert store.load() == [("b", 2, b"record-b", None)]
+            raw = redis.Redis.from_url(url)
+            assert raw.hgetall("raytask:journal:app:results") == {}  # no orphan result
+            raw.close()
+            store.close()
+    except FileNotFoundError as exc:
+        missing(f"the Redis journal is not tested here: {exc}")

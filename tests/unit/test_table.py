@@ -422,3 +422,29 @@ def test_restored_records_bring_their_bytes_back(clock: FakeClock) -> None:
     again = TaskTable(clock=clock)
     again.restore([TaskRecord.from_dict(record.to_dict())])
     assert again.held_bytes == table.held_bytes == record.input_bytes + 500
+
+
+def test_restored_requeued_tasks_run_before_fresh_ones(clock: FakeClock) -> None:
+    source = TaskTable(clock=clock)
+    fresh = source.submit("e", {"n": 1}, TaskOptions())
+    lost = source.submit("e", {"n": 2}, TaskOptions())  # submitted later...
+    lost.attempts = 1  # ...but it ran once already (the manager crashed under it)
+    table = TaskTable(clock=clock)
+    table.restore([fresh, lost])
+    assert [table.pop_next("e").task_id for _ in range(2)] == [lost.task_id, fresh.task_id]  # type: ignore[union-attr]
+
+
+def test_a_retry_belongs_to_the_owner_of_the_original(table: TaskTable) -> None:
+    original = table.submit("e", {"n": 1}, TaskOptions(), owner="alice")
+    table.cancel(original.task_id)
+    again = table.retry(original.task_id)
+    assert again.owner == "alice" and again.retry_of == original.task_id
+
+
+def test_the_oldest_pending_age_is_the_oldest_tasks(table: TaskTable, clock: FakeClock) -> None:
+    assert table.oldest_pending_age("e") is None
+    table.submit("e", {}, TaskOptions())
+    clock.advance(10)
+    table.submit("e", {}, TaskOptions(priority=5))  # a younger task at another priority
+    clock.advance(5)
+    assert table.oldest_pending_age("e") == 15

@@ -1,0 +1,136 @@
+"""Mutation checks, run by hand: ``.venv/bin/python -m tests.mutants`` (about 3 minutes).
+
+Each mutant deletes or bends one check the trust issue asked for; the fast tests named with
+it must fail on it (KILLED). The file is restored after each run. A SURVIVED line means a
+check that no fast test guards: write the test.
+"""
+
+import pathlib
+import subprocess
+import sys
+
+M = [
+    (
+        "raytask/core/table.py",
+        "self._queue(record, front=record.attempts > 0)",
+        "self._queue(record, front=False)",
+        "tests/unit/test_table.py",
+    ),
+    (
+        "raytask/core/table.py",
+        "original.endpoint, original.kwargs, original.options, task_id, owner=original.owner",
+        "original.endpoint, original.kwargs, original.options, task_id",
+        "tests/unit/test_table.py",
+    ),
+    (
+        "raytask/core/table.py",
+        "oldest = min(self._records[task_id].created_at",
+        "oldest = max(self._records[task_id].created_at",
+        "tests/unit/test_table.py",
+    ),
+    (
+        "raytask/core/dispatcher.py",
+        "spread = -(-len(started) // replicas)",
+        "spread = len(started) // replicas",
+        "tests/unit/test_dispatcher.py",
+    ),
+    (
+        "raytask/core/recovery.py",
+        "if record.endpoint in known and record.options.rerun_lost_results:",
+        "if record.options.rerun_lost_results:",
+        "tests/unit/test_recovery.py",
+    ),
+    (
+        "raytask/server/manager.py",
+        "            task_ids = [t for t in task_ids if self.table.owner_of(t) == owner]\n",
+        "",
+        "tests/unit/test_manager.py",
+    ),
+    (
+        "raytask/core/webhooks.py",
+        "    return address.is_global and not address.is_multicast",
+        "    return not address.is_private and not address.is_multicast",
+        "tests/unit/test_webhooks.py",
+    ),
+    (
+        "raytask/core/webhooks.py",
+        'if host == "localhost" or host.endswith(".localhost"):',
+        'if host == "localhost":',
+        "tests/unit/test_webhooks.py",
+    ),
+    (
+        "raytask/server/journal.py",
+        '                pipe.hdel(f"{self.key}:results", *deletes)\n',
+        "",
+        "tests/unit/test_recovery.py",
+    ),
+    (
+        "raytask/server/guard.py",
+        "    if origin is not None and origin_key(origin) not in allowed:",
+        "    if False:",
+        "tests/http/test_guard.py",
+    ),
+    (
+        "raytask/server/guard.py",
+        "    if has_body and not _is_json(",
+        "    if False and not _is_json(",
+        "tests/http/test_guard.py",
+    ),
+    (
+        "raytask/server/journal.py",
+        "        if hmac.compare_digest(tag, self._tag(task_id, kind, payload)):",
+        "        if True:",
+        "tests/unit/test_recovery.py",
+    ),
+    (
+        "raytask/server/routes.py",
+        "            raise _hidden(exc, task_id, owner) from None",
+        "            raise",
+        "tests/http/test_tokens.py",
+    ),
+    (
+        "raytask/server/routes.py",
+        "            task_id = None  # a caller's text never reaches the log (no forged lines)",
+        "            pass",
+        "tests/http/test_routes.py",
+    ),
+    (
+        "raytask/server/webhooks.py",
+        "        target = httpx.URL(url).copy_with(host=str(address))",
+        "        target = httpx.URL(url)",
+        "tests/unit/test_webhooks.py",
+    ),
+    (
+        "raytask/core/table.py",
+        "        if len(self._records) + count > self.max_tasks:",
+        "        if False:",
+        "tests/unit/test_table.py",
+    ),
+    (
+        "raytask/core/config.py",
+        "        if options.ttl_s is not None and options.ttl_s > self.max_ttl_s:",
+        "        if False:",
+        "tests/http/test_routes.py",
+    ),
+    (
+        "raytask/server/manager.py",
+        "                routes, config, models = saved",
+        "                pass",
+        "tests/unit/test_recovery.py",
+    ),
+]
+results = []
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+for path, old, new, tests in M:
+    p = ROOT / path
+    src = p.read_text()
+    assert src.count(old) == 1, (path, old)
+    p.write_text(src.replace(old, new))
+    try:
+        command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", tests]
+        rc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True).returncode
+    finally:
+        p.write_text(src)
+    results.append(rc != 0)
+    print("KILLED" if rc else "SURVIVED", path, "|", old.strip()[:70], flush=True)
+sys.exit(0 if all(results) else 1)
