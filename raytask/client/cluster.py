@@ -20,7 +20,7 @@ import ray
 
 from ..core.batching import Coalescer
 from ..core.endpoint import Endpoint, discover
-from ..core.errors import EndpointNotFoundError, unwrap
+from ..core.errors import EndpointNotFoundError, ServiceUnavailableError, unwrap
 from ..core.names import NAMESPACE, manager_name
 from ..core.state import TaskState
 from .handles import AsyncTask, Task
@@ -56,20 +56,20 @@ class _Tasks:
 
     def status(self, task_id: str, wait_s: float | None = None) -> TaskState:
         if wait_s:
-            return unwrap(ray.get(self._manager.wait.remote(task_id, wait_s)))
-        return unwrap(ray.get(self._manager.status.remote(task_id)))
+            return unwrap(_ask(self._manager.wait.remote(task_id, wait_s), hold_s=wait_s))
+        return unwrap(_ask(self._manager.status.remote(task_id)))
 
     def result(self, task_id: str, wait_s: float | None = None) -> Any:
         if wait_s:
             self.status(task_id, wait_s)
-        (held,) = unwrap(ray.get(self._manager.result.remote(task_id)))
+        (held,) = unwrap(_ask(self._manager.result.remote(task_id)))
         return ray.get(held) if isinstance(held, ray.ObjectRef) else held
 
     def cancel(self, task_id: str) -> TaskState:
-        return unwrap(ray.get(self._manager.cancel.remote(task_id)))
+        return unwrap(_ask(self._manager.cancel.remote(task_id)))
 
     def retry(self, task_id: str) -> TaskState:
-        return unwrap(ray.get(self._manager.retry.remote(task_id)))
+        return unwrap(_ask(self._manager.retry.remote(task_id)))
 
 
 class _AsyncTasks:
@@ -112,6 +112,47 @@ def _connect() -> None:
             "run CONFIG), or call ray.init(address=...) before get_client to join another "
             f"machine's cluster ({exc})"
         ) from None
+
+
+CALL_TIMEOUT_S = 60.0
+"""How long a blocking call waits for the task manager's answer (beyond the time a
+long-poll holds it on purpose) before it raises :class:`ServiceUnavailableError`."""
+
+_WHAT_TO_CHECK = (
+    "the cluster may be overloaded, or the manager restarting: check `ray status`, and the "
+    "task manager's log (its lines start with 'raytask manager of'), then retry"
+)
+
+
+def _ask(refs: Any, hold_s: float = 0.0) -> Any:
+    """``ray.get(refs)``, bounded: a manager that does not answer within
+    :data:`CALL_TIMEOUT_S` (plus ``hold_s``) is an error that says what to check, never
+    a wait without end."""
+    timeout_s = hold_s + CALL_TIMEOUT_S
+    try:
+        return ray.get(refs, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise ServiceUnavailableError(
+            f"the task manager did not answer within {timeout_s:g} s: {_WHAT_TO_CHECK}"
+        ) from None
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        raise ServiceUnavailableError(
+            f"the task manager is unavailable ({type(exc).__name__}): {_WHAT_TO_CHECK}"
+        ) from None
+
+
+def _models(manager: Any, app_name: str, tries: int = 3) -> list[tuple[str, type]]:
+    """The app's models, asked up to ``tries`` times (a read: safe to ask again, and a
+    driver that just joined a busy cluster may see its first call go unanswered)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return _ask(manager.models.remote())
+        except ServiceUnavailableError as exc:
+            if attempt == tries:
+                raise ServiceUnavailableError(
+                    f"no answer from the task manager of {app_name!r} in {tries} tries: {exc}"
+                ) from None
+    raise AssertionError("unreachable")
 
 
 def _find_manager(app_name: str) -> Any:
@@ -183,7 +224,7 @@ class ClusterEndpoint(_Endpoint):
             InvalidInputError: they fail validation (nothing is queued).
             QueueFullError: the queue is full.
         """
-        state = unwrap(ray.get(self._client._manager.submit.remote(*self._item(args, kwargs))))
+        state = unwrap(_ask(self._client._manager.submit.remote(*self._item(args, kwargs))))
         return ClusterTask(self._client._tasks, state.task_id, self._endpoint.name)
 
     def task(self, task_id: str) -> ClusterTask:
@@ -198,7 +239,7 @@ class ClusterEndpoint(_Endpoint):
             InvalidInputError: an input fails validation (nothing is queued).
             QueueFullError: the queue filled up; the tasks before it stay queued.
         """
-        states = [unwrap(s) for chunk in ray.get(self._chunks(inputs)) for s in chunk]
+        states = [unwrap(s) for chunk in _ask(self._chunks(inputs)) for s in chunk]
         return [ClusterTask(self._client._tasks, s.task_id, self._endpoint.name) for s in states]
 
     def list(
@@ -206,11 +247,11 @@ class ClusterEndpoint(_Endpoint):
     ) -> Iterator[TaskState]:
         """This endpoint's tasks, newest first, ``limit`` a page as you iterate."""
         statuses = statuses_of(status)
-        return pages(lambda cursor: unwrap(ray.get(self._list_call(statuses, limit, cursor))))
+        return pages(lambda cursor: unwrap(_ask(self._list_call(statuses, limit, cursor))))
 
     def cancel_many(self, task_ids: Iterable[str] | None = None, status: str | None = None) -> int:
         """Cancel these tasks of the endpoint, or every one in ``status``; returns how many."""
-        return int(ray.get(self._cancel_call(task_ids, status)))
+        return int(_ask(self._cancel_call(task_ids, status)))
 
 
 class AsyncClusterEndpoint(_Endpoint):
@@ -267,7 +308,7 @@ class ClusterClient:
         self.app_name = app_name
         self._manager = _find_manager(app_name)
         self._tasks = _Tasks(self._manager)
-        self._endpoints = _task_endpoints(ray.get(self._manager.models.remote()))
+        self._endpoints = _task_endpoints(_models(self._manager, app_name))
 
     def __getattr__(self, name: str) -> ClusterEndpoint:
         if name.startswith("_"):
@@ -319,6 +360,9 @@ def get_client(app_name: str) -> ClusterClient:
     Raises:
         ConnectionError: no running cluster to join.
         EndpointNotFoundError: no raytask app of that name runs in the cluster.
+        ServiceUnavailableError: its task manager did not answer (three tries of
+            :data:`CALL_TIMEOUT_S` each); every later blocking call raises it too after
+            :data:`CALL_TIMEOUT_S`, saying what to check, instead of waiting without end.
 
     Args:
         app_name: the Serve application name (``name:`` in the YAML, ``serve.run(name=...)``).

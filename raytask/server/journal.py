@@ -87,7 +87,11 @@ def load_key(key_file: Path) -> bytes:
     try:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return key_file.read_bytes().strip()
+        key = key_file.read_bytes().strip()
+        if key:
+            return key
+        # Made but never written (a crash in between): no row was sealed with it.
+        fd = os.open(key_file, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_hex(32))
     return key_file.read_bytes().strip()

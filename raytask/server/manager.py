@@ -118,7 +118,7 @@ class TaskManager:
             if saved is not None:
                 routes, config, models = saved
             else:
-                settings.save((routes, config, models or []))
+                _save(settings, (routes, config, models or []))
         self.table = TaskTable(config.max_queue_size, config.retry_after_s)
         self.dispatcher = Dispatcher(self.table)
         self._wake = asyncio.Event()
@@ -476,7 +476,7 @@ class TaskManager:
         self._apply(routes, config)
         self._models = models
         if self.settings is not None:
-            await asyncio.to_thread(self.settings.save, (routes, config, models))
+            await asyncio.to_thread(_save, self.settings, (routes, config, models))
         try:
             self.attempts.calls.warm(self.dispatcher.deployments)
         except Exception as exc:  # a private Serve API: the first call still works
@@ -524,6 +524,18 @@ class TaskManager:
             "journal_commits": 0 if self.journal is None else self.journal.commits,
             "env": {name: os.environ.get(name) for name in compat.ROUTER_IN_CALLER_LOOP_ENV},
         }
+
+
+def _save(settings: compat.SavedSettings, value: Any) -> None:
+    """Keep the latest settings for a restart; a failure costs only that (and says so)."""
+    try:
+        settings.save(value)
+    except Exception as exc:
+        logger.error(
+            "raytask manager: cannot keep the latest settings for a restart (%s): after a "
+            "crash it would serve its first deploy's endpoints until the next deploy",
+            exc,
+        )
 
 
 def _rss_bytes() -> int:

@@ -22,6 +22,7 @@ from ..core.errors import (
     HTTPError,
     InvalidInputError,
     MalformedRequestError,
+    OriginRefusedError,
     PayloadTooLargeError,
     QueueFullError,
     ServiceUnavailableError,
@@ -30,6 +31,7 @@ from ..core.errors import (
     TaskFailedError,
     TaskNotFoundError,
     UnauthorizedError,
+    UnsupportedMediaTypeError,
     URLTooLongError,
 )
 from ..core.state import TASK_ID_PATTERN, TaskState
@@ -93,6 +95,9 @@ _ERRORS: dict[type[HTTPError], str] = {
     ServiceUnavailableError: "the task manager cannot be reached now",
     EndpointNotFoundError: "no such route or endpoint",
     UnauthorizedError: "no API token, or not one of the app's (Authorization: Bearer <token>)",
+    OriginRefusedError: "a state change from a web page of another origin, not listed in "
+    "cors_allow_origins",
+    UnsupportedMediaTypeError: "a body that is not Content-Type: application/json",
 }
 
 
@@ -411,6 +416,7 @@ def openapi_document(
             ),
         }
     }
+    _guard_state_changes(paths)
     if secured:
         _require_tokens(paths, prefix)
     return {
@@ -441,6 +447,17 @@ def openapi_document(
             ),
         },
     }
+
+
+def _guard_state_changes(paths: dict[str, Any]) -> None:
+    """Every POST and PUT may answer 403 (a foreign Origin) and 415 (a body that is not
+    JSON): see :mod:`raytask.server.guard`."""
+    for operations in paths.values():
+        for method, operation in operations.items():
+            if method in ("post", "put"):
+                for cls in (OriginRefusedError, UnsupportedMediaTypeError):
+                    operation["responses"][str(cls.status_code)] = _error(cls)
+                operation["responses"] = dict(sorted(operation["responses"].items()))
 
 
 def _require_tokens(paths: dict[str, Any], prefix: str) -> None:

@@ -48,12 +48,29 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         object_spilling_directory=str(spill_dir),
         log_to_driver=False,
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    _start_serve(port)
     try:
         yield Cluster(url=f"http://127.0.0.1:{port}", spill_dir=spill_dir)
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _start_serve(port: int, tries: int = 3) -> None:
+    """``serve.start``, tried again when its proxy did not start in time: on a machine busy
+    with other work a new worker process can take longer than Serve's fixed 60 s wait, and
+    Serve then kills the proxy (the test suite must pass beside a CPU hog)."""
+    import ray
+    from ray import serve
+
+    for attempt in range(1, tries + 1):
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            return
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            if attempt == tries:
+                raise
+            print(f"serve.start: the proxy did not start ({type(exc).__name__}); again")
 
 
 def deploy(cluster: Cluster, name: str, prefix: str, **settings: Any) -> str:

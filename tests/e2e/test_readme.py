@@ -46,8 +46,10 @@ def test_a_readme_example_runs_as_written(main_app: App, index: int, tmp_path: P
     code = code.replace("http://localhost:8000/demo", main_app.url)
     code = code.replace('get_client("demo")', f'get_client("{main_app.name}")')
     env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PATH": "/usr/bin:/bin"}
+    # Should it ever hang, every thread's stack goes to stderr before the test's timeout.
+    watchdog = "import faulthandler; faulthandler.dump_traceback_later(170, exit=True)\n"
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", watchdog + code],
         cwd=tmp_path,
         env={**env, "RAY_AUTH_MODE": "disabled"},
         capture_output=True,

@@ -135,3 +135,15 @@ async def test_the_sweep_deletes_rows(tmp_path: Path, clock: FakeClock) -> None:
     assert table.sweep() == [record.task_id]
     await journal.flush()
     assert store.load() == []
+
+
+def test_the_journal_key_is_made_once_private_and_never_empty(tmp_path: Path) -> None:
+    from raytask.server.journal import load_key
+
+    key_file = tmp_path / "journal" / "j.db.key"
+    key = load_key(key_file)
+    assert len(key) == 64 and load_key(key_file) == key  # made once, then read
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key_file.write_bytes(b"")  # made, then the process died before writing it
+    again = load_key(key_file)
+    assert len(again) == 64 and again != key
