@@ -1,6 +1,6 @@
 """The files of ``GET /dashboard``, shipped in the package (no CDN, no build step).
 
-The page (``static/index.html``) and its two files are read once; the page's ``<base>``
+The page (``static/index.html``) and its files are read once; the page's ``<base>``
 is set per request to the app's route prefix, so the page and every request it makes work
 under any prefix, and offline.
 """
@@ -18,7 +18,11 @@ DASHBOARD_HEADERS = {
 """Headers of the page and its files (SPEC §9): only its own scripts and styles run, no
 other site may frame it, and no browser guesses a file's type."""
 
-_MEDIA_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+_MEDIA_TYPES = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",  # its own icon: a data: URL would break the CSP
+}
 
 
 class _Dashboard:

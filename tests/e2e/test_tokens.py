@@ -14,7 +14,7 @@ from .conftest import App, Cluster
 
 pytestmark = pytest.mark.e2e
 
-ALICE, BOB = "alice-e2e-token-1", "bob-e2e-token-2"
+ALICE, BOB = "alice-e2e-token-0001", "bob-e2e-token-00002"
 
 
 @pytest.fixture(scope="module")

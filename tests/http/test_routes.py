@@ -438,7 +438,12 @@ async def test_a_task_id_that_is_not_one_never_reaches_the_access_log(
 async def test_the_dashboard_and_its_files_carry_the_security_headers(
     client: httpx.AsyncClient,
 ) -> None:
-    for path in ("/dashboard", "/dashboard/app.js", "/dashboard/style.css"):
+    for path in (
+        "/dashboard",
+        "/dashboard/app.js",
+        "/dashboard/style.css",
+        "/dashboard/favicon.svg",
+    ):
         response = await client.get(path)
         assert response.status_code == 200, path
         assert response.headers["content-security-policy"] == "default-src 'self'"
