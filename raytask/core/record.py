@@ -14,6 +14,7 @@ import json
 import pickle
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +43,21 @@ def input_digest(kwargs: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def approx_size(value: Any) -> int:
-    """Roughly the bytes ``value`` holds: plain data by a walk over it, anything else by
-    its pickle (what the journal and Ray would send anyway). For the app's byte limit
-    (``max_task_bytes``), not for billing."""
-    stack, size = [value], 0
+def plain_size(
+    value: Any,
+    other: Callable[[Any], int | None] = lambda item: None,
+    budget: int | None = None,
+    max_nodes: int | None = None,
+) -> int | None:
+    """Roughly the bytes of ``value``, by a walk over its plain data (None, numbers,
+    strings, bytes, lists, tuples, dicts); ``other(item)`` sizes anything else. None when
+    ``other`` gives None, the size passes ``budget``, or the walk passes ``max_nodes``."""
+    stack, size, nodes = [value], 0, 0
     while stack:
         item = stack.pop()
+        nodes += 1
+        if max_nodes is not None and nodes > max_nodes:
+            return None
         if item is None or isinstance(item, bool | int | float):
             size += 9
         elif isinstance(item, str | bytes | bytearray):
@@ -61,11 +70,27 @@ def approx_size(value: Any) -> int:
             stack.extend(item.keys())
             stack.extend(item.values())
         else:
-            try:
-                size += len(pickle.dumps(item, protocol=5))
-            except Exception:  # not picklable: it still takes some room
-                size += sys.getsizeof(item)
+            extra = other(item)
+            if extra is None:
+                return None
+            size += extra
+        if budget is not None and size > budget:
+            return None
     return size
+
+
+def _pickled_size(item: Any) -> int:
+    try:
+        return len(pickle.dumps(item, protocol=5))
+    except Exception:  # not picklable: it still takes some room
+        return sys.getsizeof(item)
+
+
+def approx_size(value: Any) -> int:
+    """Roughly the bytes ``value`` holds: plain data by a walk over it, anything else by
+    its pickle (what the journal and Ray would send anyway). For the app's byte limit
+    (``max_task_bytes``), not for billing."""
+    return plain_size(value, _pickled_size) or 0
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.progress import ProgressReporter
+from ..core.record import plain_size
 from .runner import AttemptFailed, manager_of, progress_sender, run_attempt
 
 logger = logging.getLogger("raytask.replica")
@@ -74,28 +75,7 @@ def fits_inline(value: Any, budget: int = INLINE_BUDGET_BYTES) -> bool:
     its own, which the manager never reads if it is large. Either way is correct; this only
     keeps small results, the common case, to one streamed item per event-loop turn.
     """
-    stack, size, nodes = [value], 0, 0
-    while stack:
-        item = stack.pop()
-        nodes += 1
-        if nodes > _MAX_NODES:
-            return False
-        if item is None or isinstance(item, bool | int | float):
-            size += 9
-        elif isinstance(item, str | bytes | bytearray):
-            size += len(item) + 8
-        elif isinstance(item, list | tuple):
-            size += 8
-            stack.extend(item)
-        elif isinstance(item, dict):
-            size += 8
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        else:
-            return False
-        if size > budget:
-            return False
-    return True
+    return plain_size(value, budget=budget, max_nodes=_MAX_NODES) is not None
 
 
 _SLOTTED: dict[int, dict[str, Any]] = {}
