@@ -203,8 +203,15 @@ class RedisStore:
         self._url = url
         self.key = f"raytask:journal:{app_name}"
         # The key must outlive the head node with the rows: set RAYTASK_JOURNAL_KEY on
-        # clusters that count on that (the manager warns when it is not).
+        # clusters that count on that.
         self.key_file = raytask_home() / "journal" / f"{app_name}.redis.key"
+        if not os.environ.get(KEY_ENV):
+            logger.warning(
+                "raytask journal: %s has no RAYTASK_JOURNAL_KEY; its key is %s on this node, "
+                "so the rows cannot be read after this node is lost",
+                self,
+                self.key_file,
+            )
         self._redis = redis.Redis.from_url(url, socket_timeout=10)
 
     def __str__(self) -> str:
@@ -356,6 +363,19 @@ class Journal:
                 self._settle(number)
         finally:
             self._writer = None
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Close the store once the write on its way is done (closing it under a write in
+        its thread would crash SQLite); a write that does not end in ``timeout_s`` keeps
+        the store open."""
+        writer = self._writer
+        if writer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), timeout_s)
+            except (TimeoutError, Exception):
+                logger.warning("raytask journal: a write did not end; the store stays open")
+                return
+        self.store.close()
 
     def _settle(self, number: int, error: Exception | None = None) -> None:
         for target in [t for t in self._waiters if t <= number or error is not None]:

@@ -496,12 +496,15 @@ class TaskManager:
         return self.dispatcher.snapshot(self.app_name)
 
     async def shutdown(self) -> None:
-        """Stop the background loops (Ray ends them with the actor; tests call this)."""
+        """Stop the background loops and close the journal's store (Ray ends them with
+        the actor; tests call this)."""
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.attempts.close()
         await self.webhooks.close()
+        if self.journal is not None:
+            await self.journal.close()
 
     async def ping(self) -> bool:
         """Liveness for the ingress's /readyz (cheap, unlike :meth:`stats`)."""

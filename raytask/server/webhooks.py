@@ -42,6 +42,10 @@ class RefusedAddressError(ValueError):
 
 
 async def _resolve(host: str, port: int) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]  # an address already: nothing to look up
+    except ValueError:
+        pass
     found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [entry[4][0].split("%")[0] for entry in found]  # no IPv6 zone: not a public one
 
@@ -160,11 +164,12 @@ class Webhooks:
         if secret is None:
             return "no webhook secret is configured (webhook_secret or RAYTASK_WEBHOOK_SECRET)"
         timeout_s = self.config.webhook_timeout_s
+        client = self._client()  # made once (its TLS context is slow), outside the deadline
         async with self._limit:
             try:
                 async with asyncio.timeout(timeout_s):
                     request = await self._request(url, secret, delivery)
-                    response = await self._client().send(request, stream=True)
+                    response = await client.send(request, stream=True)
                     try:
                         await _read_at_most(response, MAX_ANSWER_BYTES)
                     finally:

@@ -147,12 +147,16 @@ class Gone:
     def commit(self, puts: Any, deletes: Any) -> None:
         raise OSError("the process is gone")
 
+    def close(self) -> None:
+        pass
+
 
 async def crash(m: TaskManager) -> None:
     """The process dies here: nothing more reaches the journal, and its loops stop."""
     assert m.journal is not None
-    m.journal.store = Gone()  # type: ignore[assignment]
+    store, m.journal.store = m.journal.store, Gone()  # type: ignore[assignment]
     await m.shutdown()
+    store.close()  # the dead process's connection (the OS would close it)
 
 
 async def test_dying_before_a_commit_loses_only_what_no_client_was_told(path: Stores) -> None:
@@ -407,13 +411,16 @@ async def test_a_row_that_fails_its_seal_is_never_unpickled_and_its_task_fails(
     ((_, seq, sealed, _),) = [row for row in store.load() if row[0] == planted.task_id]
     # the old tag with new bytes, and the planted bytes without any tag: neither loads
     store.commit([(planted.task_id, seq, sealed[:32] + evil, None)], [])
+    store.close()
     second = manager(path, FakeCalls())
     assert not marker.exists()
     record = second.table.get(planted.task_id)
     assert record.status is TaskStatus.FAILURE and record.error == INTEGRITY_FAILED
     assert second.table.get(kept.task_id).status is TaskStatus.PENDING
     await second.shutdown()
-    path().commit([(planted.task_id, seq, evil, None)], [])
+    store = path()
+    store.commit([(planted.task_id, seq, evil, None)], [])
+    store.close()
     third = manager(path, FakeCalls())
     assert not marker.exists()
     assert third.table.get(planted.task_id).error == INTEGRITY_FAILED
@@ -434,6 +441,7 @@ async def test_a_result_that_fails_its_seal_is_dropped_and_the_task_runs_again(
     ((_, seq, sealed, result),) = store.load()
     assert result is not None
     store.commit([(task_id, seq, sealed, result[:32] + b"\x80\x04K\x01.")], [])  # pickle of 1
+    store.close()
     second = manager(path, FakeCalls())
     record = second.table.get(task_id)
     assert record.status is TaskStatus.PENDING and record.error == LOST_RESULT
@@ -457,13 +465,13 @@ async def test_the_sqlite_journal_and_its_key_are_private(tmp_path: Path) -> Non
     m = TaskManager(
         "app", [route()], AppConfig(), calls=FakeCalls(), store=SQLiteStore(folder / "j.db")
     )
-    await m.submit("work", {"n": 1}, SubmitOptions())
-    await m.shutdown()
+    await m.submit("work", {"n": 1}, SubmitOptions())  # written: the -wal file exists
     files = sorted(p.name for p in folder.iterdir())
     assert "j.db" in files and "j.db.key" in files and "j.db-wal" in files
     assert {name: (folder / name).stat().st_mode & 0o777 for name in files} == dict.fromkeys(
         files, 0o600
     )
+    await m.shutdown()
     assert folder.stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
 
