@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError, InvalidInputError
+from .errors import ConfigError, InvalidInputError, validation_reasons
 from .queue import MAX_PRIORITY, MIN_PRIORITY
 from .webhooks import (
     DEFAULT_EVENTS,
@@ -40,15 +40,15 @@ _TOKEN = re.compile(r"[\x21-\x2b\x2d-\x7e]{16,512}")
 TOKEN_RULE = "an API token is 16 to 512 visible ASCII characters, without spaces or ','"
 
 
-def check_token(token: str) -> str:
+def check_token(token: str, where: str) -> str:
     """``token`` if it can be an API token: 16 to 512 visible ASCII characters, no
     ``,`` (``RAYTASK_API_TOKENS`` separates tokens with it).
 
     Raises:
-        ValueError: it cannot (the message never repeats it).
+        ValueError: it cannot; the message names ``where`` it is, never what it is.
     """
     if not _TOKEN.fullmatch(token):
-        raise ValueError(TOKEN_RULE)
+        raise ValueError(f"{where}: {TOKEN_RULE}")
     return token
 
 
@@ -59,22 +59,11 @@ def _token_lines(text: str, where: str) -> list[str]:
     Raises:
         ValueError: a line is no token (the message names the line, never its text).
     """
-    tokens = []
-    for number, line in enumerate(text.splitlines(), 1):
-        token = line.strip()
-        if not token or token.startswith("#"):
-            continue
-        if not _TOKEN.fullmatch(token):
-            raise ValueError(f"line {number} of {where}: {TOKEN_RULE}")
-        tokens.append(token)
-    return tokens
-
-
-def redacted_errors(exc: ValidationError) -> str:
-    """A pydantic validation error as text, without the values that failed (a token or a
-    secret must never reach a log or an error message)."""
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in errors)
+    return [
+        check_token(token, f"line {number} of {where}")
+        for number, token in enumerate(map(str.strip, text.splitlines()), 1)
+        if token and not token.startswith("#")
+    ]
 
 
 class TaskOptions(BaseModel):
@@ -326,10 +315,7 @@ class AppConfig(BaseModel):
     def _tokens(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
         if value is None or isinstance(value, str):  # a file, read where the routes run
             return value
-        for index, token in enumerate(value):
-            if not _TOKEN.fullmatch(token):
-                raise ValueError(f"api_tokens[{index}]: {TOKEN_RULE}")
-        return value
+        return tuple(check_token(token, f"api_tokens[{i}]") for i, token in enumerate(value))
 
     def resolved_api_tokens(self) -> frozenset[str]:
         """Every token the app accepts: ``api_tokens``, ``api_tokens_file`` and the
@@ -350,9 +336,7 @@ class AppConfig(BaseModel):
                     tokens += _token_lines(text.read(), path)
             env = os.environ.get(TOKENS_ENV, "")
             for number, token in enumerate(env.split(",") if env.strip() else (), 1):
-                if not _TOKEN.fullmatch(token.strip()):
-                    raise ValueError(f"item {number} of {TOKENS_ENV}: {TOKEN_RULE}")
-                tokens.append(token.strip())
+                tokens.append(check_token(token.strip(), f"item {number} of {TOKENS_ENV}"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"invalid raytask API tokens: {exc}") from None
         return frozenset(tokens)
@@ -400,4 +384,7 @@ class AppConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"invalid raytask config: {redacted_errors(exc)}") from None
+            # Without the values that failed: a token or a secret never reaches a log.
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            reasons = validation_reasons(errors, "value", limit=None)
+            raise ConfigError(f"invalid raytask config: {reasons}") from None

@@ -27,7 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from .config import TaskOptions
 from .decorators import EndpointSpec, get_spec
-from .errors import ConfigError, InvalidInputError, MalformedRequestError, ResultEncodingError
+from .errors import (
+    ConfigError,
+    InvalidInputError,
+    MalformedRequestError,
+    ResultEncodingError,
+    validation_reasons,
+)
 
 SERVICE_ROUTES = frozenset(
     {
@@ -239,9 +245,7 @@ class Endpoint:
                 f"the body of {self.name} must be a JSON object of its arguments"
             )
         # The reasons go in the message too: most people read only the message.
-        reasons = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]
-        )
+        reasons = validation_reasons(errors, "body")
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return InvalidInputError(f"invalid input for {self.name}: {reasons}{more}", errors)
 

@@ -244,6 +244,13 @@ class WaitTimeoutError(RaytaskError, TimeoutError):
         return str(self.args[0])
 
 
+def validation_reasons(errors: list[Any], root: str, limit: int | None = 5) -> str:
+    """Pydantic's errors (taken without their input values, so no secret is repeated) as
+    one line, ``loc: msg; ...``, the first ``limit`` of them; ``root`` names the whole
+    value (an error with an empty location)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or root}: {e['msg']}" for e in errors[:limit])
+
+
 _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     MalformedRequestError,
     TaskNotCompletedError,

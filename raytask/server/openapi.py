@@ -45,6 +45,7 @@ from .bodies import (
     SubmitManyAnswer,
     TaskPage,
 )
+from .guard import STATE_CHANGING
 
 _REF = "#/components/schemas/{model}"
 RESULT_MEDIA_TYPES = ("application/json", "text/plain", "application/octet-stream", "image/png")
@@ -454,7 +455,7 @@ def _guard_state_changes(paths: dict[str, Any]) -> None:
     JSON): see :mod:`raytask.server.guard`."""
     for operations in paths.values():
         for method, operation in operations.items():
-            if method in ("post", "put"):
+            if method.upper() in STATE_CHANGING:
                 for cls in (OriginRefusedError, UnsupportedMediaTypeError):
                     operation["responses"][str(cls.status_code)] = _error(cls)
                 operation["responses"] = dict(sorted(operation["responses"].items()))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from ..core.endpoint import MAX_BATCH
-from ..core.errors import HTTPError, InvalidInputError, MalformedRequestError
+from ..core.errors import HTTPError, InvalidInputError, MalformedRequestError, validation_reasons
 from ..core.status import BENTOML_SPELLING, TaskStatus
 
 DEFAULT_LIST_LIMIT = 100
@@ -74,9 +74,7 @@ def parse_body(model: type[M], body: bytes, route: str) -> M:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         if any(error["type"] == "json_invalid" for error in errors):
             raise MalformedRequestError("request body is not valid JSON") from None
-        reasons = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5]
-        )
+        reasons = validation_reasons(errors, "body")
         raise InvalidInputError(f"invalid body for {route}: {reasons}", errors) from None
 
 

@@ -39,6 +39,7 @@ from ..core.errors import (
     TaskNotFoundError,
     UnauthorizedError,
     URLTooLongError,
+    validation_reasons,
 )
 from ..core.metrics import prometheus_text
 from ..core.state import TASK_ID_PATTERN, TaskState
@@ -79,12 +80,11 @@ def error_response(error: HTTPError) -> JSONResponse:
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
 
 
-def _hidden(error: TaskExpiredError, task_id: str, owner: str) -> HTTPError:
-    """An expired task's error as the caller may see it: 404, as for a live task, when
-    it was another tenant's (a 410 would tell that the id existed)."""
-    if error.owner == owner:
-        return error
-    return TaskNotFoundError(f"task {task_id} not found")
+def _as_seen_by(owner: str, task_id: str, answer: TaskState | HTTPError) -> TaskState | HTTPError:
+    """A status answer as ``owner`` may see it (token isolation): another tenant's task,
+    live or expired, is 404 as an unknown id (a 410 would tell that the id existed)."""
+    theirs = isinstance(answer, TaskState | TaskExpiredError) and answer.owner != owner
+    return TaskNotFoundError(f"task {task_id} not found") if theirs else answer
 
 
 class Routes:
@@ -114,13 +114,15 @@ class Routes:
         owner = self._owner(request)
         if owner is None:
             return None
+        answer: TaskState | HTTPError
         try:
-            state = await self.backend.status(task_id)
+            answer = await self.backend.status(task_id)
         except TaskExpiredError as exc:
-            raise _hidden(exc, task_id, owner) from None
-        if state.owner != owner:
-            raise TaskNotFoundError(f"task {task_id} not found")
-        return state
+            answer = exc
+        seen = _as_seen_by(owner, task_id, answer)
+        if isinstance(seen, HTTPError):
+            raise seen from None
+        return seen
 
     # -- helpers ---------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class Routes:
             request.method,
             request.url.path,
             response.status_code,
-            f" task={task_id.lower()}" if task_id else "",
+            f" task={task_id}" if task_id else "",
             seconds * 1e3,
         )
 
@@ -193,7 +195,7 @@ class Routes:
             options = SubmitOptions.model_validate(params)
         except ValidationError as exc:
             detail = exc.errors(include_url=False, include_context=False, include_input=False)
-            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in detail[:5])
+            reasons = validation_reasons(detail, "query")
             raise InvalidInputError(
                 f"invalid task options in the query string: {reasons}", detail
             ) from None
@@ -288,10 +290,8 @@ class Routes:
                 continue
             answer = next(answers)
             owner = self._owner(request)
-            if owner is not None and isinstance(answer, TaskState) and answer.owner != owner:
-                answer = TaskNotFoundError(f"task {task_id} not found")
-            elif owner is not None and isinstance(answer, TaskExpiredError):
-                answer = _hidden(answer, task_id, owner)
+            if owner is not None:
+                answer = _as_seen_by(owner, task_id, answer)
             if isinstance(answer, HTTPError):
                 tasks.append(item_error(task_id, answer))
             else:

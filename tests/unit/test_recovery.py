@@ -159,6 +159,20 @@ async def crash(m: TaskManager) -> None:
     store.close()  # the dead process's connection (the OS would close it)
 
 
+async def succeeded_then_crashed(path: Stores) -> str:
+    """A task that succeeded with the small result ``{"value": 42}``, its status read
+    (which waits for the journal), then the manager's crash; returns the task's id."""
+    calls = FakeCalls()
+    first = manager(path, calls)
+    task_id, batch = await running(first, calls)
+    batch.value(task_id, {"value": 42})
+    await settle(lambda: first.table.get(task_id).status is TaskStatus.SUCCESS)
+    seen = await first.status(task_id)  # waits for the journal if the success is unwritten
+    assert seen.status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+    await crash(first)  # nothing flushed after the status answer
+    return task_id
+
+
 async def test_dying_before_a_commit_loses_only_what_no_client_was_told(path: Stores) -> None:
     first = manager(path, FakeCalls())
     told = await first.submit("work", {"n": 1}, SubmitOptions())
@@ -203,14 +217,7 @@ async def test_a_result_stored_but_not_journaled_runs_again(path: Stores) -> Non
 async def test_a_small_result_survives_and_a_status_never_runs_ahead_of_the_journal(
     path: Stores,
 ) -> None:
-    calls = FakeCalls()
-    first = manager(path, calls)
-    task_id, batch = await running(first, calls)
-    batch.value(task_id, {"value": 42})
-    await settle(lambda: first.table.get(task_id).status is TaskStatus.SUCCESS)
-    seen = await first.status(task_id)  # waits for the journal if the success is unwritten
-    assert seen.status is TaskStatus.SUCCESS  # type: ignore[union-attr]
-    await crash(first)  # nothing flushed after the status answer
+    task_id = await succeeded_then_crashed(path)
     calls = FakeCalls()
     second = manager(path, calls)
     assert second.table.get(task_id).status is TaskStatus.SUCCESS
@@ -430,13 +437,7 @@ async def test_a_row_that_fails_its_seal_is_never_unpickled_and_its_task_fails(
 async def test_a_result_that_fails_its_seal_is_dropped_and_the_task_runs_again(
     path: Stores,
 ) -> None:
-    calls = FakeCalls()
-    first = manager(path, calls)
-    task_id, batch = await running(first, calls)
-    batch.value(task_id, {"value": 42})
-    await settle(lambda: first.table.get(task_id).status is TaskStatus.SUCCESS)
-    await first.status(task_id)
-    await crash(first)
+    task_id = await succeeded_then_crashed(path)
     store = path()
     ((_, seq, sealed, result),) = store.load()
     assert result is not None
