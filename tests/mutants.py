@@ -41,10 +41,10 @@ M = [
         "tests/unit/test_recovery.py",
     ),
     (
-        "raytask/server/manager.py",
+        "raytask/server/service.py",
         "            task_ids = [t for t in task_ids if self.table.owner_of(t) == owner]\n",
         "",
-        "tests/unit/test_manager.py",
+        "tests/http",
     ),
     (
         "raytask/core/webhooks.py",
@@ -60,8 +60,8 @@ M = [
     ),
     (
         "raytask/server/journal.py",
-        '                pipe.hdel(f"{self.key}:results", *deletes)\n',
-        "",
+        '                for suffix in ("", ":results", ":inputs"):',
+        '                for suffix in ("",):',
         "tests/unit/test_recovery.py",
     ),
     (
@@ -117,6 +117,24 @@ M = [
         "                routes, config, models = saved",
         "                pass",
         "tests/unit/test_recovery.py",
+    ),
+    (
+        "raytask/server/journal.py",
+        "        inputs = None if record.inputs_journaled else seal(",
+        "        inputs = None if False else seal(",
+        "tests/unit/test_journal.py",
+    ),
+    (
+        "raytask/core/record.py",
+        "        if not can_transition(self.status, target, recovering):",
+        "        if not can_transition(self.status, target, True):",
+        "tests/unit/test_recovery.py",
+    ),
+    (
+        "raytask/core/table.py",
+        "                record.result, record.result_bytes = result, result.size",
+        "                record.result_bytes = result.size",
+        "tests/http",
     ),
 ]
 results = []

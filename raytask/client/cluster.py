@@ -21,6 +21,7 @@ import ray
 from ..core.batching import Coalescer
 from ..core.endpoint import Endpoint, discover
 from ..core.errors import EndpointNotFoundError, ServiceUnavailableError, unwrap
+from ..core.messages import Submit
 from ..core.names import NAMESPACE, manager_name
 from ..core.state import TaskState
 from .handles import AsyncTask, Task
@@ -34,8 +35,6 @@ from .protocol import (
     pages,
     statuses_of,
 )
-
-SUBMIT_CHUNK = 1000  # tasks per manager call in submit_many
 
 
 class ClusterTask(Task):
@@ -186,10 +185,10 @@ class _Endpoint(WithOptions):
     def _with_settings(self, settings: Submission) -> Self:
         return type(self)(self._client, self._endpoint, settings)
 
-    def _item(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _item(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Submit:
         stored = self._endpoint.validate(self._binder.bind(args, kwargs))
         settings = self._settings
-        return (self._endpoint.name, stored, settings.options, settings.idempotency_key)
+        return Submit(self._endpoint.name, stored, settings.options, settings.idempotency_key)
 
     def _list_call(self, statuses: list[str] | None, limit: int, cursor: int | None) -> Any:
         return self._client._manager.list_tasks.remote(self._endpoint.name, statuses, limit, cursor)
@@ -197,18 +196,15 @@ class _Endpoint(WithOptions):
     def _cancel_call(self, task_ids: Iterable[str] | None, status: str | None) -> Any:
         ids = None if task_ids is None else list(task_ids)
         statuses = None if status is None else [status]
-        return self._client._manager.cancel_many.remote(ids, statuses, self._endpoint.name)
+        return self._client._manager.cancel_many.remote(self._endpoint.name, ids, statuses)
 
-    def _chunks(self, inputs: Iterable[Mapping[str, Any]]) -> list[Any]:
-        """One ``submit_many`` call per :data:`SUBMIT_CHUNK` inputs, all validated first."""
+    def _submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> Any:
+        """One all-or-none ``submit_many`` call for every input, all validated first."""
         if self._settings.idempotency_key is not None:
             raise ValueError("an idempotency key names one task: use submit, not submit_many")
-        items = [self._item((), dict(kwargs)) for kwargs in inputs]
-        manager = self._client._manager
-        return [
-            manager.submit_many.remote(items[i : i + SUBMIT_CHUNK])
-            for i in range(0, len(items), SUBMIT_CHUNK)
-        ]
+        validated = [self._item((), dict(kwargs)).kwargs for kwargs in inputs]
+        name, options = self._endpoint.name, self._settings.options
+        return self._client._manager.submit_many.remote(name, validated, options)
 
 
 class ClusterEndpoint(_Endpoint):
@@ -224,7 +220,7 @@ class ClusterEndpoint(_Endpoint):
             InvalidInputError: they fail validation (nothing is queued).
             QueueFullError: the queue is full.
         """
-        state = unwrap(_ask(self._client._manager.submit.remote(*self._item(args, kwargs))))
+        state = unwrap(_ask(self._client._manager.submit.remote(self._item(args, kwargs))))
         return ClusterTask(self._client._tasks, state.task_id, self._endpoint.name)
 
     def task(self, task_id: str) -> ClusterTask:
@@ -232,14 +228,14 @@ class ClusterEndpoint(_Endpoint):
         return ClusterTask(self._client._tasks, task_id, self._endpoint.name)
 
     def submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> list[ClusterTask]:
-        """Submit one task per input, validated first, in manager calls of up to
-        :data:`SUBMIT_CHUNK` tasks each. Returns the handles in input order.
+        """Submit one task per input, all or none (as HTTP ``submit_many``), validated
+        first, in one manager call. Returns the handles in input order.
 
         Raises:
             InvalidInputError: an input fails validation (nothing is queued).
-            QueueFullError: the queue filled up; the tasks before it stay queued.
+            QueueFullError: the queue has no room for all of them (nothing is queued).
         """
-        states = [unwrap(s) for chunk in _ask(self._chunks(inputs)) for s in chunk]
+        states = unwrap(_ask(self._submit_many(inputs)))
         return [ClusterTask(self._client._tasks, s.task_id, self._endpoint.name) for s in states]
 
     def list(
@@ -273,7 +269,7 @@ class AsyncClusterEndpoint(_Endpoint):
 
     async def submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> list[AsyncClusterTask]:
         """Submit one task per input (see :meth:`ClusterEndpoint.submit_many`)."""
-        states = [unwrap(s) for chunk in self._chunks(inputs) for s in await chunk]
+        states = unwrap(await self._submit_many(inputs))
         tasks = self._client._tasks
         return [AsyncClusterTask(tasks, s.task_id, self._endpoint.name) for s in states]
 
@@ -324,7 +320,7 @@ class AsyncClusterClient:
         self.app_name = app_name
         self._manager = manager
         self._tasks = _AsyncTasks(manager)
-        self._submits: Coalescer[Any, Any] = Coalescer(manager.submit_many.remote)
+        self._submits: Coalescer[Submit, Any] = Coalescer(manager.submit_each.remote)
         self._endpoints = _task_endpoints(models)
 
     @classmethod

@@ -23,6 +23,7 @@ from typing import Any
 
 from .config import TaskOptions
 from .errors import HTTPError
+from .record import Result
 from .status import TaskStatus
 from .table import Clock, TaskRecord, TaskTable
 
@@ -173,13 +174,13 @@ class Dispatcher:
             return record
         return None
 
-    def succeed(self, attempt: Attempt) -> bool:
-        """The attempt returned a value; True if the task took it (keep its result)."""
+    def succeed(self, attempt: Attempt, result: Result | None = None) -> bool:
+        """The attempt returned ``result``; True if the task took it (else it is dropped)."""
         if attempt.ended:
             return False
         took = self.owner(attempt) is not None
         if took:
-            self.table.succeed(attempt.task_id)
+            self.table.succeed(attempt.task_id, result)
         self._end(attempt)
         return took
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import TaskOptions
+from .errors import InvalidTransitionError
 from .state import Progress, TaskState
-from .status import TaskStatus
+from .status import TaskStatus, can_transition
 from .webhooks import WebhookLog
 
 
@@ -93,6 +94,24 @@ def approx_size(value: Any) -> int:
     return plain_size(value, _pickled_size) or 0
 
 
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A success's result as the manager holds it.
+
+    Attributes:
+        value: the value itself, or (for a large one) the ``ObjectRef`` that holds it,
+            never read by the manager.
+        size: its bytes (:func:`approx_size`, or the object store's size), counted
+            against ``max_task_bytes``.
+        inline: True for a value held as it is (the journal may keep it); False for an
+            ``ObjectRef``.
+    """
+
+    value: Any
+    size: int
+    inline: bool = True
+
+
 @dataclass(slots=True)
 class TaskRecord:
     """Everything the manager knows about one task; times are epoch seconds."""
@@ -117,6 +136,10 @@ class TaskRecord:
     owner: str | None = None  # a hash of the submitting API token, with token isolation
     input_bytes: int = 0  # approx_size of kwargs, counted against max_task_bytes
     result_bytes: int = 0  # of the result it keeps (0 until it succeeds)
+    # Not journaled with the row (see _RECORD_FIELDS): the result, and whether the
+    # journal holds the inputs already (they are written once per task).
+    result: Result | None = dataclasses.field(default=None, compare=False)
+    inputs_journaled: bool = dataclasses.field(default=False, compare=False)
 
     def state(self, queue_position: int | None = None) -> TaskState:
         """The status answer of this task (the table knows its ``queue_position``)."""
@@ -138,6 +161,25 @@ class TaskRecord:
             self.owner,
         )
 
+    def move(self, target: TaskStatus, now: float, recovering: bool = False) -> None:
+        """The one place a status changes, with the times that go with it; moves the state
+        machine forbids raise (``recovering``: by its recovery rules).
+
+        Raises:
+            InvalidTransitionError: ``status`` → ``target`` is not allowed.
+        """
+        if not can_transition(self.status, target, recovering):
+            raise InvalidTransitionError(self.task_id, self.status.value, target.value)
+        if target is TaskStatus.PENDING:
+            self.completed_at = self.expires_at = None
+        elif target is TaskStatus.IN_PROGRESS:
+            self.executed_at = now
+            self.attempts += 1
+        else:
+            self.completed_at = now
+            self.expires_at = now + self.options.ttl_s
+        self.status = target
+
     def queue_deadline(self) -> float | None:
         """When this task expires unless it has started (``max_queue_s`` after submit)."""
         max_queue_s = self.options.max_queue_s
@@ -146,9 +188,10 @@ class TaskRecord:
     def to_dict(self) -> dict[str, Any]:
         """A snapshot of plain values (what the journal stores; old rows stay readable).
 
-        Shallow: ``kwargs`` is shared (it never changes after submit), and the options'
-        dump is cached per options object (tasks of one endpoint share one), because the
-        journal calls this for every change of every task.
+        Without ``kwargs`` (the journal writes a task's inputs once, apart) and the
+        result (journaled apart too). The options' dump is cached per options object
+        (tasks of one endpoint share one), because the journal calls this for every
+        change of every task.
         """
         data = {name: getattr(self, name) for name in _RECORD_FIELDS}
         data["status"] = self.status.value
@@ -156,15 +199,22 @@ class TaskRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskRecord:
-        """The inverse of :meth:`to_dict`."""
+    def from_dict(cls, data: dict[str, Any], kwargs: dict[str, Any] | None = None) -> TaskRecord:
+        """The inverse of :meth:`to_dict`, with the task's inputs (rows of older versions
+        carry them inside)."""
         data = dict(data)
+        if kwargs is not None or "kwargs" not in data:
+            data["kwargs"] = kwargs or {}
         data["status"] = TaskStatus(data["status"])
         data["options"] = TaskOptions(**data["options"])
         return cls(**data)
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord))
+_RECORD_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(TaskRecord)
+    if f.name not in ("kwargs", "result", "inputs_journaled")
+)
 
 
 @functools.lru_cache(maxsize=1024)

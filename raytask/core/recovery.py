@@ -1,5 +1,8 @@
 """What each journaled task becomes when a task manager starts again.
 
+Every change here goes through :meth:`~raytask.core.record.TaskRecord.move` by the
+state machine's recovery rules (:data:`raytask.core.status.RECOVERY`).
+
 A restarted manager has lost what lived only in its process: the attempts it had sent to
 replicas, and every result it owned in Ray's object store (an object dies with its owner,
 and Ray 2.60 cannot hand ownership over). The journal kept everything a client was told.
@@ -71,7 +74,7 @@ def recover(
         elif record.status is TaskStatus.IN_PROGRESS:
             _requeue_or_fail(record, LOST_RUN, now)
         elif record.status is TaskStatus.SUCCESS and record.task_id not in kept:
-            record.result_bytes = 0  # the result is gone: it holds no room any more
+            record.result, record.result_bytes = None, 0  # gone: it holds no room any more
             if record.endpoint in known and record.options.rerun_lost_results:
                 _requeue_or_fail(record, LOST_RESULT, now)
             else:
@@ -84,7 +87,8 @@ def recover(
                 outcome.failed += 1
         outcome.records.append(record)
     for task_id, reason in (unreadable or {}).items():
-        record = TaskRecord(task_id, "", {}, TaskOptions(), created_at=now)
+        # Its state is unknown: it ran, as far as anyone can tell, and failed.
+        record = TaskRecord(task_id, "", {}, TaskOptions(), now, TaskStatus.IN_PROGRESS)
         _fail(record, reason, now)
         outcome.records.append(record)
         outcome.changed.append(task_id)
@@ -96,13 +100,10 @@ def _requeue_or_fail(record: TaskRecord, reason: str, now: float) -> None:
     if record.attempts >= record.options.max_attempts:
         _fail(record, f"{reason} (gave up after {record.attempts} attempts)", now)
         return
-    record.status = TaskStatus.PENDING
+    record.move(TaskStatus.PENDING, now, recovering=True)
     record.error = reason
-    record.completed_at = record.expires_at = None
 
 
 def _fail(record: TaskRecord, reason: str, now: float) -> None:
-    record.status = TaskStatus.FAILURE
+    record.move(TaskStatus.FAILURE, now, recovering=True)
     record.error = reason
-    record.completed_at = now
-    record.expires_at = now + record.options.ttl_s

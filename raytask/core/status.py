@@ -49,6 +49,21 @@ BENTOML_SPELLING: dict[TaskStatus, str] = {
 }
 
 
-def can_transition(current: TaskStatus, target: TaskStatus) -> bool:
-    """Whether the state machine allows ``current`` → ``target``."""
-    return target in TRANSITIONS[current]
+RECOVERY: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # The endpoint is gone.
+    TaskStatus.PENDING: frozenset({TaskStatus.FAILURE}),
+    # The run was lost with the manager: run again, or fail when attempts are used up.
+    TaskStatus.IN_PROGRESS: frozenset({TaskStatus.PENDING, TaskStatus.FAILURE}),
+    # The result was lost with the manager (only a success may leave a finished state).
+    TaskStatus.SUCCESS: frozenset({TaskStatus.PENDING, TaskStatus.FAILURE}),
+    TaskStatus.FAILURE: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+}
+"""What a restarted manager may do to a journaled task (see :mod:`raytask.core.recovery`),
+beside :data:`TRANSITIONS`, which is what a running one may do."""
+
+
+def can_transition(current: TaskStatus, target: TaskStatus, recovering: bool = False) -> bool:
+    """Whether the state machine allows ``current`` → ``target`` (``recovering``: by the
+    rules of :data:`RECOVERY`)."""
+    return target in (RECOVERY if recovering else TRANSITIONS)[current]

@@ -1,8 +1,8 @@
 """The task table: records, the pending queues, attempts and TTL bookkeeping.
 
 Plain Python with an injectable clock and no Ray or HTTP import, so every rule here is
-unit-tested in milliseconds. The task manager actor adapts it to Ray; the in-process
-test backend adapts it to a thread pool.
+unit-tested in milliseconds. :class:`~raytask.server.service.TaskService` runs the
+commands over it.
 
 Its records are :class:`~raytask.core.record.TaskRecord` (plain data, journaled and
 reloaded as they are).
@@ -19,7 +19,6 @@ from typing import Any
 
 from .config import TaskOptions
 from .errors import (
-    InvalidTransitionError,
     QueueFullError,
     TaskCancelledError,
     TaskConflictError,
@@ -29,9 +28,9 @@ from .errors import (
     TaskNotFoundError,
 )
 from .queue import PendingQueue
-from .record import TaskRecord, approx_size, input_digest, new_task_id
+from .record import Result, TaskRecord, approx_size, input_digest, new_task_id
 from .state import Progress, TaskState
-from .status import TaskStatus, can_transition
+from .status import TaskStatus
 
 __all__ = ["Clock", "TaskRecord", "TaskTable", "input_digest", "new_task_id"]
 
@@ -167,6 +166,11 @@ class TaskTable:
     def __len__(self) -> int:
         return len(self._records)
 
+    @property
+    def results_held(self) -> int:
+        """How many results the table keeps (a walk over every task: for stats only)."""
+        return sum(1 for record in self._records.values() if record.result is not None)
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Per endpoint, the number of tasks in each state (kept as they change)."""
         return {
@@ -238,26 +242,20 @@ class TaskTable:
     # -- changing --------------------------------------------------------------
 
     def _move(self, record: TaskRecord, target: TaskStatus) -> None:
-        """The one place a status changes; it rejects moves the table forbids."""
-        if not can_transition(record.status, target):
-            raise InvalidTransitionError(record.task_id, record.status.value, target.value)
-        now = self.clock()
+        """Every status change of a held task: :meth:`TaskRecord.move` (the state machine)
+        and the table's counts, queues and expiries, then ``on_change``."""
+        previous = record.status
+        record.move(target, self.clock())
         counter = self._counts[record.endpoint]
-        counter[record.status] -= 1
+        counter[previous] -= 1
         counter[target] += 1
-        if record.status is TaskStatus.PENDING:
+        if previous is TaskStatus.PENDING:
             self._pending -= 1
             self._queues[record.endpoint].remove(record.task_id)
         if target is TaskStatus.PENDING:
             self._pending += 1
-        elif target is TaskStatus.IN_PROGRESS:
-            record.executed_at = now
-            record.attempts += 1
         elif target.finished:
-            record.completed_at = now
-            record.expires_at = now + record.options.ttl_s
-            heapq.heappush(self._expiries, (record.expires_at, record.task_id))
-        record.status = target
+            heapq.heappush(self._expiries, (record.expires_at or 0.0, record.task_id))
         self.on_change(record)
 
     def _queue(self, record: TaskRecord, front: bool = False) -> None:
@@ -413,11 +411,15 @@ class TaskTable:
             return record
         return None
 
-    def succeed(self, task_id: str) -> TaskRecord:
-        """Record a successful run."""
+    def succeed(self, task_id: str, result: Result | None = None) -> TaskRecord:
+        """Record a successful run and the result it keeps: both are set before the change
+        is told, so the journal writes a success with its result, in one row."""
         record = self.get(task_id)
         if record.status is TaskStatus.IN_PROGRESS:
             record.error = None  # before the change is told (journal, webhooks)
+            if result is not None:
+                self.held_bytes += result.size - record.result_bytes
+                record.result, record.result_bytes = result, result.size
         self._move(record, TaskStatus.SUCCESS)
         return record
 
@@ -470,13 +472,6 @@ class TaskTable:
         return self.submit(
             original.endpoint, original.kwargs, original.options, task_id, owner=original.owner
         )
-
-    def hold_result(self, task_id: str, size: int) -> None:
-        """Count the ``size`` bytes of the result a task keeps (its earlier one's go)."""
-        record = self._records.get(task_id)
-        if record is not None:
-            self.held_bytes += size - record.result_bytes
-            record.result_bytes = size
 
     def report_progress(
         self, task_id: str, attempt_no: int, fraction: float | None, message: str | None

@@ -8,7 +8,8 @@ batch succeeds, fails, times out or is cancelled alone.
 
 Results: a small value arrives inside an outcome and is kept as it is; a large one arrives
 as a streamed item of its own, which the manager owns and keeps as an ``ObjectRef`` without
-ever reading it. A replica that dies loses only the attempts of its batches that had not
+ever reading it. Either goes to the dispatcher with the success it belongs to (a
+:class:`~raytask.core.record.Result` on the task's record). A replica that dies loses only the attempts of its batches that had not
 ended yet (they are re-queued while attempts remain); the results it streamed before live
 on in the object store, owned by the manager.
 """
@@ -24,6 +25,7 @@ from typing import Any
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from ..core.dispatcher import Attempt, Dispatcher
+from ..core.record import Result, approx_size
 from .batch import FAILED, FOLLOWS, VALUE, BatchItem
 from .calls import ReplicaCalls
 
@@ -66,11 +68,6 @@ class Attempts:
         self.calls = calls
         self.on_end = on_end
         self.batch_size = 64
-        self.results: dict[str, Any] = {}
-        # Called with (task id, value) for each small result that made a success.
-        self.on_result: Callable[[str, Any], None] = lambda task_id, value: None
-        # A large result's size, never its value (it stays in the object store).
-        self.on_stored: Callable[[str, int], None] = lambda task_id, size: None
         self._batches: dict[int, _Batch] = {}
         self._batch_of: dict[str, _Batch] = {}  # task id -> the batch of its current attempt
         self._runs: set[asyncio.Task[None]] = set()
@@ -178,9 +175,7 @@ class Attempts:
 
     async def _settle(self, attempt: Attempt, kind: str, payload: Any) -> None:
         if kind == VALUE:
-            if self.dispatcher.succeed(attempt):
-                self.results[attempt.task_id] = payload
-                self.on_result(attempt.task_id, payload)
+            self.dispatcher.succeed(attempt, Result(payload, approx_size(payload)))
         elif kind == FAILED:
             self.dispatcher.raised(attempt, payload)
         elif kind == FOLLOWS:
@@ -198,12 +193,9 @@ class Attempts:
                 value = await self.calls.fetch(ref)
             except Exception as exc:
                 return self.dispatcher.lost(attempt, failure_reason(exc))
-            if self.dispatcher.succeed(attempt):
-                self.results[attempt.task_id] = value
-                self.on_result(attempt.task_id, value)
-        elif self.dispatcher.succeed(attempt):
-            self.results[attempt.task_id] = ref
-            self.on_stored(attempt.task_id, size)
+            self.dispatcher.succeed(attempt, Result(value, approx_size(value)))
+        else:  # the object store holds it: never read here
+            self.dispatcher.succeed(attempt, Result(ref, size, inline=False))
 
     def _over(self, batch: _Batch) -> None:
         batch.over = True

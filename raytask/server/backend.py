@@ -1,7 +1,9 @@
 """What the HTTP routes need from the task system, as a protocol.
 
-The ingress implements it over the task manager actor (:class:`~raytask.server.ingress.RayBackend`);
-the HTTP test tier implements it in process over the real task table.
+Two classes implement it: :class:`~raytask.server.ingress.RayBackend` over the task manager
+actor, and :class:`~raytask.server.service.TaskService` itself, in process (the HTTP test
+tier; it adds ``call`` and ``ready``). The task commands have the service's own signatures:
+``tests/unit/test_wire.py`` fails when one of the three drifts.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any, Protocol
 
 from ..core.config import SubmitOptions
 from ..core.errors import HTTPError
+from ..core.messages import Submit
 from ..core.state import TaskState
 
 
@@ -20,14 +23,7 @@ class Backend(Protocol):
     :class:`raytask.core.errors.HTTPError` subclasses.
     """
 
-    async def submit(
-        self,
-        endpoint: str,
-        kwargs: dict[str, Any],
-        options: SubmitOptions,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> TaskState: ...
+    async def submit(self, item: Submit) -> TaskState: ...
     async def submit_many(
         self,
         endpoint: str,
@@ -36,15 +32,9 @@ class Backend(Protocol):
         owner: str | None = None,
     ) -> list[TaskState]: ...
     async def status(self, task_id: str) -> TaskState: ...
-    async def wait(self, task_id: str, wait_s: float) -> TaskState: ...
     async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]: ...
-    async def cancel_many(
-        self,
-        endpoint: str,
-        task_ids: list[str] | None,
-        statuses: list[str] | None,
-        owner: str | None = None,
-    ) -> int: ...
+    async def wait(self, task_id: str, wait_s: float) -> TaskState: ...
+    async def result(self, task_id: str) -> Any: ...
     async def list_tasks(
         self,
         endpoint: str | None,
@@ -53,9 +43,32 @@ class Backend(Protocol):
         cursor: int | None,
         owner: str | None = None,
     ) -> tuple[list[TaskState], int | None]: ...
-    async def result(self, task_id: str) -> Any: ...
     async def cancel(self, task_id: str) -> TaskState: ...
+    async def cancel_many(
+        self,
+        endpoint: str,
+        task_ids: list[str] | None,
+        statuses: list[str] | None,
+        owner: str | None = None,
+    ) -> int: ...
     async def retry(self, task_id: str) -> TaskState: ...
+    async def queue(self) -> dict[str, Any]: ...
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any: ...
     async def ready(self) -> bool: ...
-    async def queue(self) -> dict[str, Any]: ...
+
+
+TASK_COMMANDS = (
+    "submit",
+    "submit_many",
+    "status",
+    "status_many",
+    "wait",
+    "result",
+    "list_tasks",
+    "cancel",
+    "cancel_many",
+    "retry",
+    "queue",
+)
+"""The :class:`Backend` methods that are :class:`TaskService` commands (the others,
+``call`` and ``ready``, are the backend's own)."""

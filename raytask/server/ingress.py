@@ -28,6 +28,7 @@ from ..core.errors import (
     TaskFailedError,
     unwrap,
 )
+from ..core.messages import Submit
 from ..core.state import TaskState
 from .manager import get_or_create_manager
 from .routes import Routes
@@ -58,8 +59,8 @@ class RayBackend:
         self.timeout_s = timeout_s
         # Submits and status reads are most of the traffic: concurrent ones share one
         # manager call (see raytask.core.batching).
-        self._submits: Coalescer[tuple[Any, ...], Any] = Coalescer(
-            lambda items: self._ask(manager.submit_many.remote(items))
+        self._submits: Coalescer[Submit, Any] = Coalescer(
+            lambda items: self._ask(manager.submit_each.remote(items))
         )
         self._statuses: Coalescer[str, Any] = Coalescer(
             lambda ids: self._ask(manager.status_many.remote(ids))
@@ -80,15 +81,8 @@ class RayBackend:
                 f"the task manager did not answer within {timeout_s:g} s; retry shortly"
             ) from None
 
-    async def submit(
-        self,
-        endpoint: str,
-        kwargs: dict[str, Any],
-        options: SubmitOptions,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> TaskState:
-        return unwrap(await self._submits((endpoint, kwargs, options, idempotency_key, owner)))
+    async def submit(self, item: Submit) -> TaskState:
+        return unwrap(await self._submits(item))
 
     async def submit_many(
         self,
@@ -97,7 +91,7 @@ class RayBackend:
         options: SubmitOptions,
         owner: str | None = None,
     ) -> list[TaskState]:
-        call = self.manager.submit_batch.remote(endpoint, inputs, options, owner)
+        call = self.manager.submit_many.remote(endpoint, inputs, options, owner)
         return unwrap(await self._ask(call))
 
     async def status(self, task_id: str) -> TaskState:
@@ -118,7 +112,7 @@ class RayBackend:
         statuses: list[str] | None,
         owner: str | None = None,
     ) -> int:
-        call = self.manager.cancel_many.remote(task_ids, statuses, endpoint, owner)
+        call = self.manager.cancel_many.remote(endpoint, task_ids, statuses, owner)
         return await self._ask(call)
 
     async def list_tasks(

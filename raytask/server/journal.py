@@ -45,9 +45,10 @@ from ..core.table import TaskRecord
 
 logger = logging.getLogger("ray.serve.raytask.journal")
 
-Row = tuple[str, int, bytes, bytes | None]
-"""``(task_id, seq, record, result)``: the record and the result (or None) as sealed
-bytes (an HMAC tag, then the pickle)."""
+Row = tuple[str, int, bytes, bytes | None, bytes | None]
+"""``(task_id, seq, record, result, inputs)``: the record, the result and the inputs as
+sealed bytes (an HMAC tag, then the pickle); None for a result or inputs this write does
+not change (a task's inputs are written once, with its first row)."""
 
 KEY_ENV = "RAYTASK_JOURNAL_KEY"
 INTEGRITY_FAILED = "journal row failed its integrity check"
@@ -55,13 +56,22 @@ _TAG_BYTES = hashlib.sha256().digest_size
 
 
 def encode_record(record: TaskRecord) -> bytes:
-    """A record as unsealed journal bytes: its :meth:`~TaskRecord.to_dict`, pickled."""
+    """A record as unsealed journal bytes: its :meth:`~TaskRecord.to_dict` (no inputs),
+    pickled."""
     return pickle.dumps(record.to_dict(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def decode_record(data: bytes) -> TaskRecord:
+def encode_inputs(record: TaskRecord) -> bytes:
+    """A task's inputs as unsealed journal bytes."""
+    return pickle.dumps(record.kwargs, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_record(data: bytes, inputs: bytes | None = None) -> TaskRecord:
     """The inverse of :func:`encode_record` (only for bytes whose seal checked out)."""
-    return TaskRecord.from_dict(pickle.loads(data))
+    kwargs = None if inputs is None else pickle.loads(inputs)
+    record = TaskRecord.from_dict(pickle.loads(data), kwargs)
+    record.inputs_journaled = inputs is not None
+    return record
 
 
 def _private_folder(folder: Path) -> None:
@@ -159,23 +169,27 @@ class SQLiteStore:
         # loss can take back the last commits (FULL would fsync each one).
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS tasks ("
-            "task_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, record BLOB NOT NULL, result BLOB)"
+            "CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
+            "record BLOB NOT NULL, result BLOB, inputs BLOB)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "inputs" not in columns:  # a journal of an older version: its rows hold them
+            self._db.execute("ALTER TABLE tasks ADD COLUMN inputs BLOB")
 
     def __str__(self) -> str:
         return f"sqlite:{self.path}"
 
     def load(self) -> list[Row]:
-        return list(self._db.execute("SELECT task_id, seq, record, result FROM tasks"))
+        return list(self._db.execute("SELECT task_id, seq, record, result, inputs FROM tasks"))
 
     def commit(self, puts: list[Row], deletes: list[str]) -> None:
         with self._db:  # one transaction
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO tasks (task_id, seq, record, result) VALUES (?, ?, ?, ?) "
+                "INSERT INTO tasks (task_id, seq, record, result, inputs) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(task_id) DO UPDATE SET record = excluded.record, "
-                "result = coalesce(excluded.result, tasks.result)",
+                "result = coalesce(excluded.result, tasks.result), "
+                "inputs = coalesce(excluded.inputs, tasks.inputs)",
                 puts,
             )
             self._db.executemany("DELETE FROM tasks WHERE task_id = ?", ((i,) for i in deletes))
@@ -185,8 +199,8 @@ class SQLiteStore:
 
 
 class RedisStore:
-    """Rows in two Redis hashes per app: ``raytask:journal:<app>`` (records) and
-    ``raytask:journal:<app>:results``.
+    """Rows in three Redis hashes per app: ``raytask:journal:<app>`` (records),
+    ``raytask:journal:<app>:results`` and ``raytask:journal:<app>:inputs``.
 
     Args:
         url: ``redis://host:port/db``.
@@ -220,8 +234,15 @@ class RedisStore:
     def load(self) -> list[Row]:
         records = self._redis.hgetall(self.key)
         results = self._redis.hgetall(f"{self.key}:results")
+        inputs = self._redis.hgetall(f"{self.key}:inputs")
         return [
-            (task_id.decode(), int.from_bytes(value[:8]), value[8:], results.get(task_id))
+            (
+                task_id.decode(),
+                int.from_bytes(value[:8]),
+                value[8:],
+                results.get(task_id),
+                inputs.get(task_id),
+            )
             for task_id, value in records.items()
         ]
 
@@ -232,12 +253,13 @@ class RedisStore:
                 # pickle, so a loaded value runs nothing before its seal is checked.
                 rows = {row[0]: row[1].to_bytes(8) + row[2] for row in puts}
                 pipe.hset(self.key, mapping=rows)  # type: ignore[arg-type]
-                results = {row[0]: row[3] for row in puts if row[3] is not None}
-                if results:
-                    pipe.hset(f"{self.key}:results", mapping=results)  # type: ignore[arg-type]
+                for column, suffix in ((3, ":results"), (4, ":inputs")):
+                    values = {row[0]: row[column] for row in puts if row[column] is not None}
+                    if values:
+                        pipe.hset(f"{self.key}{suffix}", mapping=values)  # type: ignore[arg-type]
             if deletes:
-                pipe.hdel(self.key, *deletes)
-                pipe.hdel(f"{self.key}:results", *deletes)
+                for suffix in ("", ":results", ":inputs"):
+                    pipe.hdel(f"{self.key}{suffix}", *deletes)
             pipe.execute()
 
     def close(self) -> None:
@@ -278,13 +300,18 @@ class Journal:
         self._written = 0  # the last batch written
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._writer: asyncio.Task[None] | None = None
-        self.commits = 0  # for stats and tests
+        self.commits = 0  # for stats, tests and benchmarks
         self.rows = 0
+        self.bytes = 0
 
     # -- what the manager reports (all on its event loop) ---------------------------
 
-    def changed(self, record: TaskRecord) -> None:
+    def changed(self, record: TaskRecord, result: bytes | None = None) -> None:
+        """Journal ``record``'s change, and the pickle of its ``result`` with it (a
+        success: the row that says it succeeded holds its result)."""
         self._dirty[record.task_id] = record
+        if result is not None:
+            self._results[record.task_id] = result
         self._start()
 
     def _start(self) -> None:
@@ -295,10 +322,6 @@ class Journal:
             except RuntimeError:  # no loop (a plain table in a sync test): flush() writes
                 return
             self._writer = loop.create_task(self._write())
-
-    def result(self, task_id: str, payload: bytes) -> None:
-        """Journal a success's result with its task (call with the success's change)."""
-        self._results[task_id] = payload
 
     def forgotten(self, task_id: str) -> None:
         self._dirty[task_id] = None
@@ -334,15 +357,12 @@ class Journal:
                 batch, self._dirty = self._dirty, {}
                 puts: list[Row] = []
                 deletes: list[str] = []
+                results = {t: self._results.pop(t) for t in batch if t in self._results}
                 for task_id, record in batch.items():
                     if record is None:
                         deletes.append(task_id)
                     else:
-                        result = self._results.pop(task_id, None)
-                        sealed = self._seal.seal(task_id, b"record", encode_record(record))
-                        if result is not None:
-                            result = self._seal.seal(task_id, b"result", result)
-                        puts.append((task_id, record.seq, sealed, result))
+                        puts.append(self._row(record, results.get(task_id)))
                 self._writing = set(batch)
                 try:
                     await asyncio.to_thread(self.store.commit, puts, deletes)
@@ -350,19 +370,35 @@ class Journal:
                     logger.exception("raytask journal: a write of %d rows failed", len(batch))
                     for task_id, record in batch.items():  # retried with the next batch
                         self._dirty.setdefault(task_id, record)
-                    for task_id, _, _, result in puts:
-                        if result is not None:
-                            self._results.setdefault(task_id, result)
+                    for task_id, result in results.items():
+                        self._results.setdefault(task_id, result)
                     self._settle(number, ServiceUnavailableError(f"the journal failed: {exc}"))
                     return
                 finally:
                     self._writing = set()
+                for record in batch.values():
+                    if record is not None:
+                        record.inputs_journaled = True
                 self.commits += 1
                 self.rows += len(batch)
+                self.bytes += sum(len(b) for row in puts for b in row[2:] if b is not None)
                 self._written = number
                 self._settle(number)
         finally:
             self._writer = None
+
+    def _row(self, record: TaskRecord, result: bytes | None) -> Row:
+        task_id, seal = record.task_id, self._seal.seal
+        inputs = (
+            None if record.inputs_journaled else seal(task_id, b"inputs", encode_inputs(record))
+        )
+        return (
+            task_id,
+            record.seq,
+            seal(task_id, b"record", encode_record(record)),
+            None if result is None else seal(task_id, b"result", result),
+            inputs,
+        )
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close the store once the write on its way is done (closing it under a write in
@@ -393,14 +429,17 @@ class Journal:
         that cannot be read was left out, by task id (a row whose seal does not check
         out is never unpickled)."""
         records, results, broken = [], {}, {}
-        for task_id, _, sealed, sealed_result in self.store.load():
+        for task_id, _, sealed, sealed_result, sealed_inputs in self.store.load():
             record = self._seal.open(task_id, b"record", sealed)
-            if record is None:
+            inputs = None
+            if sealed_inputs is not None:
+                inputs = self._seal.open(task_id, b"inputs", sealed_inputs)
+            if record is None or (sealed_inputs is not None and inputs is None):
                 logger.error("raytask journal: task %s: %s", task_id, INTEGRITY_FAILED)
                 broken[task_id] = INTEGRITY_FAILED
                 continue
             try:
-                records.append(decode_record(record))
+                records.append(decode_record(record, inputs))
             except Exception as exc:  # a row this version cannot read: say so, go on
                 logger.error("raytask journal: cannot read task %s: %s", task_id, exc)
                 broken[task_id] = f"its journal row cannot be read: {type(exc).__name__}"

@@ -1,19 +1,17 @@
 """The task manager: one detached, named Ray actor per application.
 
-A thin shell over the pure core: the :class:`~raytask.core.table.TaskTable` holds the
-queue and the state machine, the :class:`~raytask.core.dispatcher.Dispatcher` decides what
-runs and how attempts end, and :class:`~raytask.server.calls.ReplicaCalls` is its I/O with
-Serve, with :class:`~raytask.server.attempts.Attempts` sending and watching the attempts in
-flight. The actor adds four background loops (dispatch, attempt deadlines, TTL sweep, capacity
-and metrics), started once in its constructor, and the methods the ingress and the clients
-call.
+A shell around the Ray-free :class:`~raytask.server.service.TaskService`, which holds the
+tasks and answers every command (the HTTP test tier runs the same class in process). The
+actor adds what needs Ray: :class:`~raytask.server.attempts.Attempts` sending the
+dispatcher's batches to replicas through :class:`~raytask.server.calls.ReplicaCalls`, four
+background loops (dispatch, attempt deadlines, TTL sweep, capacity and metrics), started
+once in its constructor, the settings kept in Ray's GCS for a restart, and the Ray calls
+themselves: each command of :data:`COMMANDS` returns a raytask error as a value instead of
+raising it, so the ingress gets a cheap answer rather than a Ray traceback.
 
-It owns the ``ObjectRef`` of every result without ever deserialising a large one, and
-drops results at their TTL so Ray frees them. Its methods return raytask errors as values
-instead of raising them, so the ingress gets a cheap answer rather than a Ray traceback.
-
-Every change a client is told of is in the :class:`~raytask.server.journal.Journal`
-before the answer goes out, and the constructor rebuilds the table from it (see
+It owns the ``ObjectRef`` of every large result without ever deserialising it, and drops
+results at their TTL so Ray frees them. Every change a client is told of is journaled
+before the answer goes out, and the constructor rebuilds the table from the journal (see
 :mod:`raytask.core.recovery`), so a crash of this actor (Ray restarts it) or a new
 ``serve run`` loses no task. The actor is pinned to the head node, where the SQLite
 journal lives, the way Serve pins its controller.
@@ -25,59 +23,42 @@ import asyncio
 import functools
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import ray
-from ray import cloudpickle
 
-from ..core.config import AppConfig, SubmitOptions, TaskOptions
-from ..core.dispatcher import Dispatcher, EndpointRoute
-from ..core.errors import HTTPError, TaskFailedError, unwrap
+from ..core.config import AppConfig
+from ..core.dispatcher import EndpointRoute
+from ..core.errors import HTTPError
 from ..core.metrics import samples
 from ..core.names import NAMESPACE, manager_name
-from ..core.record import approx_size
-from ..core.recovery import recover
-from ..core.state import TaskState
-from ..core.status import TaskStatus
-from ..core.table import TaskRecord, TaskTable
-from ..core.webhooks import event_of
 from . import compat
 from .attempts import Attempts
 from .calls import ReplicaCalls
 from .journal import Journal, Store, open_store
-from .webhooks import Webhooks
+from .service import TaskService
 
 logger = logging.getLogger("raytask.manager")
 
 _CAPACITY_REFRESH_S = 2.0
 
-T = TypeVar("T")
-
-
-def _errors_as_values(
-    method: Callable[..., Awaitable[T]],
-) -> Callable[..., Awaitable[T | HTTPError]]:
-    @functools.wraps(method)
-    async def wrapper(*args: Any, **kwargs: Any) -> T | HTTPError:
-        try:
-            return await method(*args, **kwargs)
-        except HTTPError as exc:
-            return exc
-
-    return wrapper
-
-
-def _each(items: list[Any], answer: Callable[[Any], T]) -> list[T | HTTPError]:
-    """``answer(item)`` for each item, an :class:`HTTPError` standing in for its answer."""
-    answers: list[T | HTTPError] = []
-    for item in items:
-        try:
-            answers.append(answer(item))
-        except HTTPError as exc:
-            answers.append(exc)
-    return answers
+COMMANDS = (
+    "submit",
+    "submit_each",
+    "submit_many",
+    "status",
+    "status_many",
+    "wait",
+    "cancel",
+    "cancel_many",
+    "retry",
+    "list_tasks",
+    "report_progress",
+    "queue",
+    "depth",
+)
+"""The :class:`TaskService` commands the actor serves as they are (errors as values)."""
 
 
 class TaskManager:
@@ -119,349 +100,57 @@ class TaskManager:
                 routes, config, models = saved
             else:
                 _save(settings, (routes, config, models or []))
-        self.table = TaskTable(config.max_queue_size, config.retry_after_s)
-        self.dispatcher = Dispatcher(self.table)
-        self._wake = asyncio.Event()
-        self.attempts = Attempts(self.dispatcher, calls or ReplicaCalls(app_name), self._wake.set)
-        self.attempts.on_result = self._keep_result
-        self.attempts.on_stored = self.table.hold_result
-        self.table.on_change = self._changed
-        # Long-polls waiting for a task to finish: task id -> (event, waiters).
-        self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
-        self.webhooks = Webhooks(
-            config, lambda r: r.state(self.table.position(r)).wire(), self._journal_held
-        )
         self._models: list[tuple[str, type]] = models or []
-        self._apply(routes, config)
+        self._wake = asyncio.Event()
+        self.calls = calls or ReplicaCalls(app_name)
+        store = store or open_store(config, app_name)
+        journal = Journal(store) if store is not None else None
+        self.service = TaskService(app_name, routes, config, journal, self._stop, self._wake.set)
+        self.attempts = Attempts(self.service.dispatcher, self.calls, self._wake.set)
+        self.attempts.batch_size = config.dispatch_batch_size
         # An actor never moves: where it started is where it runs (the options pin it).
         self.on_head_node = compat.on_head_node() if ray.is_initialized() else None
         if self.on_head_node is False:
             logger.error("raytask manager of %s is not on the head node", app_name)
-        store = store or open_store(config, app_name)
-        self.journal = Journal(store) if store is not None else None
-        if self.journal is not None:
-            self._recover(self.journal)
+        self.service.recover(self.calls.put)  # before anything else can run
         self._background = [
-            asyncio.create_task(self._forever(self._dispatch, self._wake)),
-            asyncio.create_task(self._forever(self.attempts.watch, self.attempts.wake)),
-            asyncio.create_task(self._every(lambda: self.config.sweep_interval_s, self.sweep)),
-            asyncio.create_task(self._every(lambda: _CAPACITY_REFRESH_S, self._refresh)),
+            asyncio.create_task(_forever(self._dispatch, self._wake)),
+            asyncio.create_task(_forever(self.attempts.watch, self.attempts.wake)),
+            asyncio.create_task(_every(lambda: self.service.config.sweep_interval_s, self.sweep)),
+            asyncio.create_task(_every(lambda: _CAPACITY_REFRESH_S, self._refresh)),
         ]
 
-    def _recover(self, journal: Journal) -> None:
-        """Rebuild the table from the journal, before anything else can run."""
-        started = time.monotonic()
-        records, results, broken = journal.load()
-        kept = {}
-        for task_id, payload in results.items():
-            try:  # small results come back into the object store, owned by this actor
-                kept[task_id] = self.attempts.calls.put(cloudpickle.loads(payload))
-            except Exception as exc:  # e.g. its class is gone: the task runs again
-                logger.warning("raytask: cannot restore the result of %s: %s", task_id, exc)
-        outcome = recover(records, self.routes, kept, self.table.clock(), broken)
-        self.table.restore(outcome.records)
-        self.webhooks.resume(outcome.records)
-        self.attempts.results.update(kept)
-        self.table.on_forget = journal.forgotten
-        journal.rewrite(self.table.get(task_id) for task_id in outcome.changed)
-        logger.warning(
-            "raytask manager of %s: journal %s: %d tasks back (%d requeued, %d failed) in %.2f s",
-            self.app_name,
-            journal.store,
-            len(outcome.records),
-            outcome.requeued,
-            outcome.failed,
-            time.monotonic() - started,
-        )
-
-    def _journal(self, record: TaskRecord) -> None:
-        if self.journal is not None:
-            self.journal.changed(record)
-
-    def _journal_held(self, record: TaskRecord) -> None:
-        # A delivery may end after its task was forgotten at its TTL: journaling it then
-        # would bring the task back at the next restart.
-        if self.table.endpoint_of(record.task_id) is not None:
-            self._journal(record)
-
-    def _changed(self, record: TaskRecord) -> None:
-        """Every created or changed task: its webhook event queued, journaled (with the
-        event), and a failure logged (once, here, where the reason is known: the
-        replica's own log only shows the call)."""
-        event = event_of(record.status)
-        if event is not None and record.options.webhook_url is not None:
-            self.webhooks.fire(record, event)
-        self._journal(record)
-        if record.status.finished and record.task_id in self._finish_waits:
-            self._finish_waits[record.task_id][0].set()
-        if record.status is TaskStatus.FAILURE:
-            logger.warning(
-                "raytask task %s of %s/%s failed (attempt %d of %d): %s",
-                record.task_id,
-                self.app_name,
-                record.endpoint,
-                record.attempts,
-                record.options.max_attempts,
-                record.error,
-            )
-
-    def _keep_result(self, task_id: str, value: Any) -> None:
-        """Count a small result's bytes and journal it with its success (large ones stay
-        in the object store)."""
-        self.table.hold_result(task_id, approx_size(value))
-        if self.journal is None:
-            return
-        try:
-            payload = cloudpickle.dumps(value)
-        except Exception:  # not picklable by value: it runs again if it is lost
-            return
-        if len(payload) <= self.config.journal_result_bytes:
-            self.journal.result(task_id, payload)
-
-    async def _flush(self) -> None:
-        if self.journal is not None:
-            await self.journal.flush()
-
-    def _apply(self, routes: list[EndpointRoute], config: AppConfig) -> None:
-        self.config = config
-        self.routes = {r.name: r for r in routes}
-        self.table.max_queue_size = config.max_queue_size
-        self.table.max_tasks = config.max_tasks
-        self.table.max_task_bytes = config.max_task_bytes
-        self.table.retry_after_s = config.retry_after_s
-        self.dispatcher.configure(routes, config.max_in_flight)
-        self.attempts.batch_size = config.dispatch_batch_size
-        self.webhooks.configure(config)
-
-    # -- background loops ----------------------------------------------------------
-
-    @staticmethod
-    async def _forever(
-        step: Callable[[], Coroutine[Any, Any, float | None]], wake: asyncio.Event
-    ) -> None:
-        """Run ``step`` whenever ``wake`` is set, and again after the seconds it returned
-        (None: only when woken). The deadline loop sleeps until the next deadline rather
-        than polling while attempts run."""
-        delay: float | None = None
-        while True:
-            try:
-                await asyncio.wait_for(wake.wait(), delay)
-            except TimeoutError:
-                pass
-            wake.clear()
-            try:
-                delay = await step()
-            except Exception:  # never let the loop die: try again a little later
-                logger.exception("raytask manager loop %s failed", step.__name__)
-                delay = 0.5
-
-    @staticmethod
-    async def _every(period_s: Callable[[], float], step: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await step()
-            except Exception:  # the controller may be restarting: keep the last numbers
-                logger.exception("raytask manager step %s failed", step.__name__)
-            await asyncio.sleep(period_s())
-
-    def _kick(self) -> None:
-        self._wake.set()
+    def _stop(self, task_id: str) -> None:
+        self.attempts.stop(task_id)
 
     async def _dispatch(self) -> None:
         self.attempts.start()
 
     async def sweep(self) -> None:
-        """Forget tasks past their TTL and drop their results, so Ray frees them (the
-        sweep loop calls this every ``sweep_interval_s``)."""
-        for task_id in self.table.sweep():
-            self.attempts.results.pop(task_id, None)
+        """Forget tasks past their TTL with their results, so Ray frees them (the sweep
+        loop calls this every ``sweep_interval_s``)."""
+        self.service.sweep()
 
     async def _refresh(self) -> None:
         try:
-            running = await asyncio.to_thread(self.attempts.calls.running_replicas)
+            running = await asyncio.to_thread(self.calls.running_replicas)
         except Exception as exc:  # the controller may be restarting: keep the last numbers
             logger.debug("capacity refresh failed: %s", exc)
             running = {}
         for deployment, replicas in running.items():
-            self.dispatcher.set_running_replicas(deployment, replicas)
-        self._kick()
-        self.attempts.calls.export_metrics(samples(self.dispatcher.snapshot(self.app_name)))
+            self.service.dispatcher.set_running_replicas(deployment, replicas)
+        self._wake.set()
+        self.calls.export_metrics(samples(self.service.dispatcher.snapshot(self.app_name)))
 
-    # -- the API the ingress and the clients call --------------------------------
+    # -- the calls beside the service's commands -----------------------------------
 
-    async def submit(
-        self,
-        endpoint: str,
-        kwargs: dict[str, Any],
-        options: SubmitOptions,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> TaskState | HTTPError:
-        """Queue a task; returns its status answer (``pending``, or with a known
-        ``idempotency_key`` the answer of the task it named). ``owner``: see
-        ``token_isolation``."""
-        (answer,) = await self.submit_many([(endpoint, kwargs, options, idempotency_key, owner)])
-        return answer
-
-    async def submit_many(self, items: list[tuple[Any, ...]]) -> list[TaskState | HTTPError]:
-        """Queue several tasks: ``(endpoint, kwargs, options[, idempotency key[, owner]])``
-        each.
-        One answer per item, in order: its status answer, or its error (a full queue
-        refuses the items past its room, not the whole call)."""
-        answers = _each(items, lambda item: self._submit_one(*item))
-        self._kick()
-        try:
-            await self._flush()  # a task id goes out only once its task is journaled
-        except HTTPError as exc:  # the journal failed: no id goes out
-            return [exc] * len(items)
-        return answers
-
-    def _options(self, endpoint: str, options: SubmitOptions) -> TaskOptions:
-        route = self.routes.get(endpoint)
-        if route is None:
-            raise TaskFailedError(f"the task manager has no endpoint {endpoint!r}")
-        self.config.check_submit(options)
-        return options.apply(route.options)
-
-    def _submit_one(
-        self,
-        endpoint: str,
-        kwargs: dict[str, Any],
-        options: SubmitOptions,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> TaskState:
-        record = self.table.submit(
-            endpoint,
-            kwargs,
-            self._options(endpoint, options),
-            idempotency_key=idempotency_key,
-            owner=owner,
-        )
-        return self.table.state(record.task_id)
-
-    @_errors_as_values
-    async def submit_batch(
-        self,
-        endpoint: str,
-        inputs: list[dict[str, Any]],
-        options: SubmitOptions,
-        owner: str | None = None,
-    ) -> list[TaskState]:
-        """Queue one task per input, all or none (``POST /NAME/submit_many``)."""
-        records = self.table.submit_many(endpoint, inputs, self._options(endpoint, options), owner)
-        self._kick()
-        await self._flush()
-        return [self.table.state(record.task_id) for record in records]
-
-    @_errors_as_values
-    async def status(self, task_id: str) -> TaskState:
-        """The status answer of a task."""
-        (answer,) = await self.status_many([task_id])
-        return unwrap(answer)
-
-    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
-        """The status answers (or errors) of several tasks, in order (never a state the
-        journal does not hold yet)."""
-        if self.journal is not None and any(map(self.journal.pending, task_ids)):
-            try:
-                await self.journal.flush()
-            except HTTPError as exc:
-                return [exc] * len(task_ids)
-        return _each(task_ids, self.table.state)
-
-    @_errors_as_values
-    async def wait(self, task_id: str, wait_s: float) -> TaskState:
-        """The status answer once the task has finished, or after ``wait_s`` seconds
-        (long-poll): the call waits on the task's own notification, set by the change that
-        finishes it, never by polling."""
-        if not self.table.get(task_id).status.finished:
-            event, waiters = self._finish_waits.setdefault(task_id, (asyncio.Event(), [0]))
-            waiters[0] += 1
-            try:
-                await asyncio.wait_for(event.wait(), wait_s)
-            except TimeoutError:
-                pass
-            finally:
-                waiters[0] -= 1
-                if not waiters[0]:
-                    self._finish_waits.pop(task_id, None)
-        return await self.status(task_id)
-
-    @_errors_as_values
-    async def result(self, task_id: str) -> list[ray.ObjectRef]:
+    async def result(self, task_id: str) -> list[Any] | HTTPError:
         """``[result]`` of a successful task: a small value as it is, a large one as the
-        ``ObjectRef`` the caller fetches."""
-        self.table.check_result(task_id)
-        return [self.attempts.results[task_id]]
-
-    @_errors_as_values
-    async def cancel(self, task_id: str) -> TaskState:
-        """Cancel a pending task, or stop a running one (its slot frees when the replica
-        confirms)."""
-        self._cancel_one(task_id)
-        await self._flush()
-        return self.table.state(task_id)
-
-    def _cancel_one(self, task_id: str) -> TaskState:
-        if self.table.cancel(task_id) is TaskStatus.IN_PROGRESS:
-            self.attempts.stop(task_id)
-        return self.table.state(task_id)
-
-    async def cancel_many(
-        self,
-        task_ids: list[str] | None = None,
-        statuses: list[str] | None = None,
-        endpoint: str | None = None,
-        owner: str | None = None,
-    ) -> int:
-        """Cancel the tasks ``task_ids`` (those of ``endpoint``, if given), or else every
-        task in ``statuses`` (``pending``, ``in_progress``) of ``endpoint`` or of the whole
-        app; unknown and finished ones, and with an ``owner`` those of others, are
-        skipped. Returns how many were cancelled."""
-        if task_ids is None:
-            task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
-        elif endpoint is not None:
-            task_ids = [t for t in task_ids if self.table.endpoint_of(t) == endpoint]
-        if owner is not None:
-            task_ids = [t for t in task_ids if self.table.owner_of(t) == owner]
-        answers = _each(task_ids, self._cancel_one)
-        await self._flush()  # one journal write for them all
-        return sum(1 for answer in answers if isinstance(answer, TaskState))
-
-    @_errors_as_values
-    async def retry(self, task_id: str) -> TaskState:
-        """Queue a new task with the inputs of a finished one."""
-        record = self.table.retry(task_id)
-        self._kick()
-        await self._flush()
-        return self.table.state(record.task_id)
-
-    @_errors_as_values
-    async def list_tasks(
-        self,
-        endpoint: str | None = None,
-        statuses: list[str] | None = None,
-        limit: int = 100,
-        cursor: int | None = None,
-        owner: str | None = None,
-    ) -> tuple[list[TaskState], int | None]:
-        """A page of status answers, newest first, and the next page's cursor (None at
-        the end): ``GET /NAME/tasks`` and ``GET /tasks`` (only ``owner``'s, if given)."""
-        await self._flush()  # no state the journal does not hold yet
-        wanted = None if statuses is None else [TaskStatus(s) for s in statuses]
-        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor, owner)
-        return [r.state(self.table.position(r)) for r in records], next_cursor
-
-    async def report_progress(
-        self, task_id: str, attempt_no: int, fraction: float | None, message: str | None
-    ) -> None:
-        """A running attempt's progress (from :func:`raytask.report_progress`)."""
-        if self.table.report_progress(task_id, attempt_no, fraction, message):
-            record = self.table.get(task_id)
-            if record.options.webhook_url is not None:
-                self.webhooks.fire(record, "progress")
-                self._journal(record)
+        ``ObjectRef`` the caller fetches (in a list, so Ray hands the ref over as it is)."""
+        try:
+            return [await self.service.result(task_id)]
+        except HTTPError as exc:
+            return exc
 
     async def batch_stops(self, batch_id: int, seen: int) -> list[str] | None:
         """The tasks a replica must stop in batch ``batch_id`` past the first ``seen``
@@ -473,38 +162,29 @@ class TaskManager:
     ) -> None:
         """Take new endpoints and settings (a redeployed app's ingress calls this); they
         are kept for a restart of this actor before the call returns."""
-        self._apply(routes, config)
+        self.service.configure(routes, config)
+        self.attempts.batch_size = config.dispatch_batch_size
         self._models = models
         if self.settings is not None:
             await asyncio.to_thread(_save, self.settings, (routes, config, models))
         try:
-            self.attempts.calls.warm(self.dispatcher.deployments)
+            self.calls.warm(self.service.dispatcher.deployments)
         except Exception as exc:  # a private Serve API: the first call still works
             logger.warning("could not warm the model handles: %s", exc)
-        self._kick()
+        self._wake.set()
 
     async def models(self) -> list[tuple[str, type]]:
         """``(deployment name, class)`` of each model (in-cluster clients validate with them)."""
         return self._models
 
-    async def depth(self) -> dict[str, dict[str, int]]:
-        """Per model deployment: tasks pending in the queue and in flight (for autoscaling)."""
-        return self.dispatcher.depth()
-
-    async def queue(self) -> dict[str, Any]:
-        """The ``GET /queue`` answer (see :meth:`Dispatcher.snapshot`)."""
-        return self.dispatcher.snapshot(self.app_name)
-
     async def shutdown(self) -> None:
-        """Stop the background loops and close the journal's store (Ray ends them with
-        the actor; tests call this)."""
+        """Stop the background loops, then the attempts, webhooks and journal (Ray ends
+        them with the actor; tests call this)."""
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.attempts.close()
-        await self.webhooks.close()
-        if self.journal is not None:
-            await self.journal.close()
+        await self.service.close()
 
     async def ping(self) -> bool:
         """Liveness for the ingress's /readyz (cheap, unlike :meth:`stats`)."""
@@ -513,20 +193,72 @@ class TaskManager:
     async def stats(self) -> dict[str, Any]:
         """Numbers for operators and tests: pid, RSS, queue depth, in-flight, counts, and
         the batches dispatched (``dispatched``: batches and the attempts they held)."""
+        table, dispatcher, journal = (
+            self.service.table,
+            self.service.dispatcher,
+            self.service.journal,
+        )
         return {
             "pid": os.getpid(),
             "rss_bytes": _rss_bytes(),
-            "pending": self.table.pending_count,
-            "in_flight": {d: self.dispatcher.in_flight(d) for d in self.dispatcher.deployments},
-            "capacity": {d: self.dispatcher.limit(d) for d in self.dispatcher.deployments},
-            "results_held": len(self.attempts.results),
+            "pending": table.pending_count,
+            "in_flight": {d: dispatcher.in_flight(d) for d in dispatcher.deployments},
+            "capacity": {d: dispatcher.limit(d) for d in dispatcher.deployments},
+            "results_held": table.results_held,
             "dispatched": dict(self.attempts.sent),
-            "counts": self.table.counts(),
+            "counts": table.counts(),
             "on_head_node": self.on_head_node,
-            "journal": None if self.journal is None else str(self.journal.store),
-            "journal_commits": 0 if self.journal is None else self.journal.commits,
+            "journal": None if journal is None else str(journal.store),
+            "journal_commits": 0 if journal is None else journal.commits,
+            "journal_bytes": 0 if journal is None else journal.bytes,
             "env": {name: os.environ.get(name) for name in compat.ROUTER_IN_CALLER_LOOP_ENV},
         }
+
+
+def _command(name: str) -> Callable[..., Awaitable[Any]]:
+    """The actor method for the service's command ``name``: errors as values."""
+
+    @functools.wraps(getattr(TaskService, name))
+    async def command(self: TaskManager, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self.service, name)(*args, **kwargs)
+        except HTTPError as exc:
+            return exc
+
+    return command
+
+
+for _name in COMMANDS:
+    setattr(TaskManager, _name, _command(_name))
+
+
+async def _forever(
+    step: Callable[[], Coroutine[Any, Any, float | None]], wake: asyncio.Event
+) -> None:
+    """Run ``step`` whenever ``wake`` is set, and again after the seconds it returned
+    (None: only when woken). The deadline loop sleeps until the next deadline rather than
+    polling while attempts run."""
+    delay: float | None = None
+    while True:
+        try:
+            await asyncio.wait_for(wake.wait(), delay)
+        except TimeoutError:
+            pass
+        wake.clear()
+        try:
+            delay = await step()
+        except Exception:  # never let the loop die: try again a little later
+            logger.exception("raytask manager loop %s failed", step.__name__)
+            delay = 0.5
+
+
+async def _every(period_s: Callable[[], float], step: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await step()
+        except Exception:  # the controller may be restarting: keep the last numbers
+            logger.exception("raytask manager step %s failed", step.__name__)
+        await asyncio.sleep(period_s())
 
 
 def _save(settings: compat.SavedSettings, value: Any) -> None:

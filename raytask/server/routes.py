@@ -41,6 +41,7 @@ from ..core.errors import (
     URLTooLongError,
     validation_reasons,
 )
+from ..core.messages import Submit
 from ..core.metrics import prometheus_text
 from ..core.state import TASK_ID_PATTERN, TaskState
 from ..core.webhooks import check_url
@@ -234,7 +235,8 @@ class Routes:
         options = self._submit_options(request)
         key = idempotency_key(request)
         kwargs = endpoint.validate_json(await self._body(request))
-        state = await self.backend.submit(endpoint.name, kwargs, options, key, self._owner(request))
+        item = Submit(endpoint.name, kwargs, options, key, self._owner(request))
+        state = await self.backend.submit(item)
         return JSONResponse(self._view(request, state))
 
     async def submit_many(self, request: Request) -> Response:

@@ -14,7 +14,6 @@ import pytest
 from pydantic import BaseModel
 
 import raytask
-from raytask.client import cluster as cluster_client
 
 from .conftest import App
 from .seed import check_seed_snippets
@@ -164,10 +163,7 @@ async def test_async_in_cluster_client(main_app: App) -> None:
     assert [r["words"] for r in results] == [i % 3 + 1 for i in range(200)]
 
 
-def test_submit_many_travels_in_chunks_and_keeps_the_order(
-    main_app: App, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cluster_client, "SUBMIT_CHUNK", 7)
+def test_in_cluster_submit_many_is_one_call_in_order(main_app: App) -> None:
     client = raytask.get_client("main")
     tasks = client.wordcount.submit_many([{"text": "w " * n} for n in range(1, 21)])
     assert [t.get(timeout=60)["words"] for t in tasks] == list(range(1, 21))

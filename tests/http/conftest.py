@@ -1,7 +1,9 @@
-"""The HTTP tier: the real routes over an in-process backend (no Ray).
+"""The HTTP tier: the real routes over the real task service, in process (no Ray).
 
-``LocalBackend`` keeps tasks in the real :class:`TaskTable` and runs them with the real
-replica-side runner, but only when a test calls :meth:`LocalBackend.drain` (or, with
+``ServedBackend`` is :class:`~raytask.server.service.TaskService` itself (the class the task
+manager actor wraps), plus what a Ray app has around it: sync calls run the model in
+process, and queued tasks run through the real dispatcher with the real replica-side
+runner, but only when a test calls :meth:`ServedBackend.drain` (or, with
 ``run_after_polls``, when a client has polled long enough), so every state can be observed.
 ``InProcessServer`` serves those routes to the real Python clients, sync and async.
 """
@@ -20,31 +22,31 @@ import httpx
 import pytest
 
 from deployments.demo import Demo
-from raytask.core.config import AppConfig, SubmitOptions
+from raytask.core.config import AppConfig
+from raytask.core.dispatcher import EndpointRoute
 from raytask.core.endpoint import discover
 from raytask.core.errors import EndpointNotFoundError, HTTPError, TaskFailedError
+from raytask.core.record import Result, approx_size
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
-from raytask.core.table import TaskTable
 from raytask.server.routes import Routes
 from raytask.server.runner import AttemptFailed, run_attempt
+from raytask.server.service import TaskService
 
 from ..support import FakeClock
 
 
-class LocalBackend:
+class ServedBackend(TaskService):
     def __init__(self, config: AppConfig, clock: FakeClock, model: type | None = None) -> None:
         self.instance = (model or Demo.func_or_class)()
         cls = type(self.instance)
         self.endpoints = {e.name: e for e in discover(cls, cls.__name__, config.task_defaults)}
-        self.table = TaskTable(
-            config.max_queue_size,
-            config.retry_after_s,
-            clock=clock,
-            max_tasks=config.max_tasks,
-            max_task_bytes=config.max_task_bytes,
-        )
-        self.results: dict[str, Any] = {}
+        routes = [
+            EndpointRoute(e.name, e.method, e.deployment, e.options, 10_000)
+            for e in self.endpoints.values()
+            if e.is_task
+        ]
+        super().__init__("local", routes, config, clock=clock)
         # With a number, a pending task's Nth status read runs the queue (as if the
         # replicas got to it meanwhile): the clients' waits then see tasks finish.
         self.run_after_polls: int | None = None
@@ -52,101 +54,39 @@ class LocalBackend:
         self.waits = 0
         self.max_wait_s = 5.0  # the longest a long-poll really waits here (the fuzzer's: less)
 
-    async def submit(
-        self,
-        endpoint: str,
-        kwargs: dict[str, Any],
-        options: SubmitOptions,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> TaskState:
-        options_ = options.apply(self.endpoints[endpoint].options)
-        record = self.table.submit(
-            endpoint, kwargs, options_, idempotency_key=idempotency_key, owner=owner
-        )
-        return self.table.state(record.task_id)
-
-    async def submit_many(
-        self,
-        endpoint: str,
-        inputs: list[dict[str, Any]],
-        options: SubmitOptions,
-        owner: str | None = None,
-    ) -> list[TaskState]:
-        options_ = options.apply(self.endpoints[endpoint].options)
-        records = self.table.submit_many(endpoint, inputs, options_, owner)
-        return [self.table.state(r.task_id) for r in records]
-
-    async def status(self, task_id: str) -> TaskState:
-        record = self.table.get(task_id)
-        if self.run_after_polls and record.status is TaskStatus.PENDING:
-            self.polls[task_id] += 1
-            if self.polls[task_id] >= self.run_after_polls:
-                await self.drain()
-        return self.table.state(task_id)
-
-    async def wait(self, task_id: str, wait_s: float) -> TaskState:
-        """A long-poll: reads the status (a poll, for ``run_after_polls``) until the task
-        finished or ``wait_s`` passed on the real clock."""
-        deadline = time.monotonic() + min(wait_s, self.max_wait_s)
-        self.waits += 1
-        while True:
-            state = await self.status(task_id)
-            if state.status.finished or time.monotonic() >= deadline:
-                return state
-            await asyncio.sleep(0.01)
+    async def _polled(self, task_ids: list[str]) -> None:
+        if not self.run_after_polls:
+            return
+        for task_id in task_ids:
+            record = self.table._records.get(task_id)
+            if record is not None and record.status is TaskStatus.PENDING:
+                self.polls[task_id] += 1
+                if self.polls[task_id] >= self.run_after_polls:
+                    # A poll cut short (a long-poll's poller ends) leaves the run going.
+                    await asyncio.shield(self.drain())
 
     async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
-        answers: list[TaskState | HTTPError] = []
-        for task_id in task_ids:
-            try:
-                answers.append(await self.status(task_id))
-            except HTTPError as exc:
-                answers.append(exc)
-        return answers
+        # Every status read (status, a long-poll's last read) comes here.
+        await self._polled(task_ids)
+        return await super().status_many(task_ids)
 
-    async def cancel_many(
-        self,
-        endpoint: str,
-        task_ids: list[str] | None,
-        statuses: list[str] | None,
-        owner: str | None = None,
-    ) -> int:
-        if task_ids is None:
-            task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
-        cancelled = 0
-        for task_id in task_ids:
-            mine = owner is None or self.table.owner_of(task_id) == owner
-            if self.table.endpoint_of(task_id) == endpoint and mine:
-                try:
-                    self.table.cancel(task_id)
-                    cancelled += 1
-                except HTTPError:
-                    pass
-        return cancelled
+    async def wait(self, task_id: str, wait_s: float) -> TaskState:
+        """The service's long-poll, capped at ``max_wait_s``; meanwhile the task is polled
+        every 10 ms (a poll, for ``run_after_polls``), as a client would."""
+        self.waits += 1
+        wait_s = min(wait_s, self.max_wait_s)
 
-    async def list_tasks(
-        self,
-        endpoint: str | None,
-        statuses: list[str] | None,
-        limit: int,
-        cursor: int | None,
-        owner: str | None = None,
-    ) -> tuple[list[TaskState], int | None]:
-        wanted = None if statuses is None else [TaskStatus(s) for s in statuses]
-        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor, owner)
-        return [r.state(self.table.position(r)) for r in records], next_cursor
+        async def poll() -> None:
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and not self.table.get(task_id).status.finished:
+                await self.status(task_id)
+                await asyncio.sleep(0.01)
 
-    async def result(self, task_id: str) -> Any:
-        self.table.check_result(task_id)
-        return self.results[task_id]
-
-    async def cancel(self, task_id: str) -> TaskState:
-        self.table.cancel(task_id)
-        return self.table.state(task_id)
-
-    async def retry(self, task_id: str) -> TaskState:
-        return self.table.state(self.table.retry(task_id).task_id)
+        poller = asyncio.create_task(poll())
+        try:
+            return await super().wait(task_id, wait_s)
+        finally:
+            poller.cancel()
 
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any:
         if endpoint not in self.endpoints:
@@ -159,24 +99,22 @@ class LocalBackend:
     async def ready(self) -> bool:
         return True
 
-    async def queue(self) -> dict[str, Any]:
-        return {
-            "app": "local",
-            "endpoints": self.table.endpoint_stats(self.endpoints),
-            "deployments": {"Demo": {"in_flight": 0, "limit": 1}},
-        }
-
     async def drain(self, limit: int | None = None) -> None:
-        """Run every pending task (or the first ``limit`` found) to completion."""
-        for endpoint in self.endpoints.values():
-            while limit != 0 and (record := self.table.pop_next(endpoint.name)) is not None:
-                limit = None if limit is None else limit - 1
-                value = await run_attempt(self.instance, endpoint.method, record.kwargs)
+        """Run pending tasks (every one, or the first ``limit``) to their end, through the
+        real dispatcher, as replicas would."""
+        while limit != 0:
+            self.dispatcher.max_in_flight = limit
+            started = self.dispatcher.take()
+            self.dispatcher.max_in_flight = self.config.max_in_flight
+            if not started:
+                return
+            for attempt, record, route in started:
+                value = await run_attempt(self.instance, route.method, record.kwargs)
                 if isinstance(value, AttemptFailed):
-                    self.table.fail(record.task_id, value.error)
+                    self.dispatcher.raised(attempt, value.error)
                 else:
-                    self.results[record.task_id] = value
-                    self.table.succeed(record.task_id)
+                    self.dispatcher.succeed(attempt, Result(value, approx_size(value)))
+            limit = None if limit is None else limit - len(started)
 
 
 @pytest.fixture
@@ -185,12 +123,12 @@ def config() -> AppConfig:
 
 
 @pytest.fixture
-def backend(config: AppConfig, clock: FakeClock) -> LocalBackend:
-    return LocalBackend(config, clock)
+def backend(config: AppConfig, clock: FakeClock) -> ServedBackend:
+    return ServedBackend(config, clock)
 
 
 @pytest.fixture
-async def client(backend: LocalBackend, config: AppConfig) -> AsyncIterator[httpx.AsyncClient]:
+async def client(backend: ServedBackend, config: AppConfig) -> AsyncIterator[httpx.AsyncClient]:
     app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://raytask") as client:
@@ -248,7 +186,7 @@ class InProcessServer:
 
 
 @pytest.fixture
-def server(backend: LocalBackend, config: AppConfig) -> Iterator[InProcessServer]:
+def server(backend: ServedBackend, config: AppConfig) -> Iterator[InProcessServer]:
     """The real routes over ``backend``, for the real clients; tasks finish on the 2nd poll."""
     backend.run_after_polls = 2
     served = InProcessServer(Routes(list(backend.endpoints.values()), backend, config).asgi_app())

@@ -25,7 +25,7 @@ from raytask.core import errors
 from raytask.core.config import AppConfig
 from raytask.server.routes import Routes
 
-from .conftest import InProcessServer, LocalBackend
+from .conftest import InProcessServer, ServedBackend
 
 
 def run(value: Any) -> Any:
@@ -105,7 +105,7 @@ def test_as_type_decodes_into_a_pydantic_model(client: Any) -> None:
         run(task.get(as_type=Wrong))
 
 
-def test_positional_and_keyword_arguments(client: Any, backend: LocalBackend) -> None:
+def test_positional_and_keyword_arguments(client: Any, backend: ServedBackend) -> None:
     task = run(client.wordcount.submit("hill hill dale", 1))
     assert backend.table.get(task.id).kwargs == {"text": "hill hill dale", "top": 1}
     assert run(task.get(timeout=10)) == {"words": 3, "top": ["hill"]}
@@ -135,7 +135,7 @@ def test_unknown_and_non_task_endpoints(client: Any) -> None:
         run(client.describe.submit(prompt="x"))
 
 
-def test_server_errors_map_to_raytask_errors(client: Any, backend: LocalBackend) -> None:
+def test_server_errors_map_to_raytask_errors(client: Any, backend: ServedBackend) -> None:
     with pytest.raises(raytask.InvalidInputError) as info:
         run(client.wordcount.submit(text=3))
     assert info.value.status_code == 422 and info.value.detail[0]["loc"] == ["text"]
@@ -167,7 +167,7 @@ def test_a_handle_rebuilt_from_an_id_follows_the_same_task(client: Any) -> None:
 
 
 def test_retry_needs_a_finished_task_and_returns_a_new_handle(
-    client: Any, backend: LocalBackend
+    client: Any, backend: ServedBackend
 ) -> None:
     task = run(client.fail.submit(message="again"))
     with pytest.raises(raytask.TaskConflictError, match="has not finished yet"):
@@ -179,7 +179,7 @@ def test_retry_needs_a_finished_task_and_returns_a_new_handle(
     assert run(new.get_state()).retry_of == task.id
 
 
-def test_wait_times_out(kind: str, server: InProcessServer, backend: LocalBackend) -> None:
+def test_wait_times_out(kind: str, server: InProcessServer, backend: ServedBackend) -> None:
     backend.run_after_polls = None  # nothing ever runs
     client = make_client(kind, server)
     task = run(client.wordcount.submit(text="x"))
@@ -228,7 +228,7 @@ def test_context_managers_close_the_pool(server: InProcessServer) -> None:
 
 
 def test_routes_are_absolute_under_a_route_prefix(
-    kind: str, backend: LocalBackend, config: AppConfig
+    kind: str, backend: ServedBackend, config: AppConfig
 ) -> None:
     backend.run_after_polls = 2
     routes = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
@@ -354,7 +354,7 @@ def test_retries_are_bounded(kind: str) -> None:
 # -- task control (SPEC §7) ------------------------------------------------------------
 
 
-def test_options_travel_apart_from_the_arguments(client: Any, backend: LocalBackend) -> None:
+def test_options_travel_apart_from_the_arguments(client: Any, backend: ServedBackend) -> None:
     urgent = client.wordcount.options(priority=7, max_queue_s=60, ttl_s=120)
     task = run(urgent.submit(text="priority"))
     record = backend.table.get(task.id)
@@ -387,7 +387,7 @@ def test_batches_use_the_batch_routes(client: Any, server: InProcessServer) -> N
     assert server.paths.count("/wordcount/status") < 5
 
 
-def test_listing_and_cancel_many(client: Any, backend: LocalBackend) -> None:
+def test_listing_and_cancel_many(client: Any, backend: ServedBackend) -> None:
     tasks = run(client.wordcount.submit_many([{"text": f"t{i}"} for i in range(12)]))
     listed = run(client.wordcount.list(limit=5))  # pages of 5, read to the end
     assert [s.task_id for s in listed] == [t.id for t in reversed(tasks)]
@@ -398,7 +398,7 @@ def test_listing_and_cancel_many(client: Any, backend: LocalBackend) -> None:
     assert backend.table.pending_count == 0
 
 
-def test_a_handle_shows_the_progress_it_last_read(client: Any, backend: LocalBackend) -> None:
+def test_a_handle_shows_the_progress_it_last_read(client: Any, backend: ServedBackend) -> None:
     task = run(client.wordcount.submit(text="x"))
     assert task.progress is None
     backend.table.pop_next("wordcount")
@@ -410,7 +410,7 @@ def test_a_handle_shows_the_progress_it_last_read(client: Any, backend: LocalBac
 
 
 def test_get_with_a_timeout_is_one_long_poll(
-    client: Any, server: InProcessServer, backend: LocalBackend
+    client: Any, server: InProcessServer, backend: ServedBackend
 ) -> None:
     task = run(client.wordcount.submit(text="one request to wait"))
     before = len(server.paths)

@@ -10,7 +10,7 @@ from raytask.core.config import AppConfig
 from raytask.core.status import TaskStatus
 
 from ..support import JSON, FakeClock
-from .conftest import LocalBackend
+from .conftest import ServedBackend
 from .test_routes import assert_error, submit
 
 
@@ -29,7 +29,7 @@ async def status(client: httpx.AsyncClient, task_id: str) -> dict:
 
 
 async def test_priority_and_queue_position_in_every_status_answer(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     low = [await submit(client, "wordcount", {"text": f"{i}"}) for i in range(3)]
     high = await submit(client, "wordcount", {"text": "urgent"}, priority=10)
@@ -56,7 +56,7 @@ async def test_priority_and_queue_position_in_every_status_answer(
     ],
 )
 async def test_bad_control_options_are_422_and_queue_nothing(
-    client: httpx.AsyncClient, backend: LocalBackend, params: dict
+    client: httpx.AsyncClient, backend: ServedBackend, params: dict
 ) -> None:
     response = await client.post("/wordcount/submit", json={"text": "x"}, params=params)
     assert_error(response, 422, "invalid task options")
@@ -67,7 +67,7 @@ async def test_bad_control_options_are_422_and_queue_nothing(
 
 
 async def test_a_task_not_started_in_max_queue_s_expires_as_cancelled(
-    client: httpx.AsyncClient, backend: LocalBackend, clock: FakeClock
+    client: httpx.AsyncClient, backend: ServedBackend, clock: FakeClock
 ) -> None:
     task_id = await submit(client, "wordcount", {"text": "late"}, max_queue_s=30)
     clock.advance(30)
@@ -84,7 +84,7 @@ async def test_a_task_not_started_in_max_queue_s_expires_as_cancelled(
 
 
 async def test_the_same_key_and_input_give_the_same_task_and_queue_nothing(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     headers = {"Idempotency-Key": "order-42"}
     first = await client.post("/wordcount/submit", json={"text": "a", "top": 1}, headers=headers)
@@ -99,7 +99,7 @@ async def test_the_same_key_and_input_give_the_same_task_and_queue_nothing(
 
 @pytest.mark.parametrize("key", ["", "k" * 256, "with space", "naïve", "tab\tkey"])
 async def test_a_malformed_key_is_400_and_queues_nothing(
-    client: httpx.AsyncClient, backend: LocalBackend, key: str
+    client: httpx.AsyncClient, backend: ServedBackend, key: str
 ) -> None:
     headers = [("Idempotency-Key", key.encode("utf-8"))]
     response = await client.post("/wordcount/submit", json={"text": "x"}, headers=headers)
@@ -117,7 +117,7 @@ async def test_two_keys_in_one_request_are_400(client: httpx.AsyncClient) -> Non
 
 
 async def test_progress_shows_in_the_status_answer(
-    client: httpx.AsyncClient, backend: LocalBackend, clock: FakeClock
+    client: httpx.AsyncClient, backend: ServedBackend, clock: FakeClock
 ) -> None:
     task_id = await submit(client, "wordcount", {"text": "x"})
     backend.table.pop_next("wordcount")
@@ -131,7 +131,7 @@ async def test_progress_shows_in_the_status_answer(
 
 
 async def test_listing_pages_newest_first_and_filters(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     ids = [await submit(client, "wordcount", {"text": f"t{i}"}) for i in range(25)]
     other = await submit(client, "sleep")
@@ -188,7 +188,7 @@ async def test_listing_unknown_endpoints_is_404(client: httpx.AsyncClient) -> No
 
 
 async def test_submit_many_queues_all_in_order(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     inputs = [{"text": f"w{i} x"} for i in range(20)]
     response = await client.post("/wordcount/submit_many", json=inputs, params={"priority": 3})
@@ -205,7 +205,7 @@ async def test_submit_many_queues_all_in_order(
 
 
 async def test_submit_many_with_bad_items_names_them_and_queues_none(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     inputs = [{"text": "ok"}, {"text": 5}, {"text": "ok"}, {}, {"text": "ok", "bogus": 1}]
     response = await client.post("/wordcount/submit_many", json=inputs)
@@ -224,7 +224,7 @@ async def test_submit_many_with_bad_items_names_them_and_queues_none(
 )
 async def test_submit_many_bad_bodies_are_4xx(
     client: httpx.AsyncClient,
-    backend: LocalBackend,
+    backend: ServedBackend,
     body: object,
     status_code: int,
     fragment: str,
@@ -238,7 +238,7 @@ async def test_submit_many_bad_bodies_are_4xx(
 
 
 async def test_submit_many_that_does_not_fit_is_429_and_queues_none(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     await client.post("/wordcount/submit_many", json=[{"text": "x"}] * 290)
     response = await client.post("/wordcount/submit_many", json=[{"text": "x"}] * 11)
@@ -258,7 +258,7 @@ async def test_submit_many_refuses_an_idempotency_key(client: httpx.AsyncClient)
 
 
 async def test_status_many_answers_each_in_order(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     ids = [await submit(client, "wordcount", {"text": "x"}) for _ in range(3)]
     unknown, malformed = "f" * 32, "not-an-id"
@@ -294,7 +294,7 @@ async def test_bad_status_many_bodies_are_422(
 
 
 async def test_cancel_many_by_ids_and_purging_the_queue(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     ids = [await submit(client, "wordcount", {"text": "x"}) for _ in range(6)]
     elsewhere = await submit(client, "sleep")
@@ -314,7 +314,7 @@ async def test_cancel_many_by_ids_and_purging_the_queue(
     [{}, {"task_ids": [], "status": "pending"}, {"status": "success"}, {"status": "all"}, []],
 )
 async def test_bad_cancel_many_bodies_are_422_and_cancel_nothing(
-    client: httpx.AsyncClient, backend: LocalBackend, body: object
+    client: httpx.AsyncClient, backend: ServedBackend, body: object
 ) -> None:
     await submit(client, "wordcount", {"text": "x"})
     assert_error(await client.post("/wordcount/cancel_many", json=body), 422)
@@ -325,7 +325,7 @@ async def test_bad_cancel_many_bodies_are_422_and_cancel_nothing(
 
 
 async def test_get_and_status_with_wait_s_answer_once_the_task_finished(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     backend.run_after_polls = 3  # the task "runs" while the long-poll waits
     task_id = await submit(client, "wordcount", {"text": "a b a"})
@@ -338,7 +338,7 @@ async def test_get_and_status_with_wait_s_answer_once_the_task_finished(
 
 
 async def test_a_long_poll_that_times_out_answers_as_without_it(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     task_id = await submit(client, "wordcount", {"text": "never runs"})
     params = {"task_id": task_id, "wait_s": 0.05}
@@ -349,7 +349,7 @@ async def test_a_long_poll_that_times_out_answers_as_without_it(
 
 @pytest.mark.parametrize("wait_s", ["-1", "61", "nan", "inf", "soon", ""])
 async def test_a_bad_wait_s_is_422(
-    client: httpx.AsyncClient, backend: LocalBackend, wait_s: str
+    client: httpx.AsyncClient, backend: ServedBackend, wait_s: str
 ) -> None:
     task_id = await submit(client, "wordcount", {"text": "x"})
     for route in ("/wordcount/get", "/wordcount/status"):

@@ -32,7 +32,7 @@ from raytask.core.webhooks import new_secret
 from raytask.server.routes import Routes
 
 from ..support import FakeClock
-from .conftest import LocalBackend
+from .conftest import ServedBackend
 
 EXAMPLES = int(os.environ.get("RAYTASK_FUZZ_EXAMPLES", "12"))
 
@@ -82,7 +82,7 @@ class Shapes:
 # A webhook secret and private networks allowed: every webhook URL the document admits is
 # then accepted, as a valid request must be (deliveries are the manager's, not tested here).
 config = AppConfig(webhook_secret=new_secret(), webhook_allow_private_networks=True)
-backend = LocalBackend(config, FakeClock(), model=Shapes)
+backend = ServedBackend(config, FakeClock(), model=Shapes)
 backend.max_wait_s = 0.02  # long-polls of pending tasks end at once
 app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)

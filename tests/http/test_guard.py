@@ -16,7 +16,7 @@ from raytask.core.status import TaskStatus
 from raytask.server.routes import Routes
 
 from ..support import JSON
-from .conftest import LocalBackend
+from .conftest import ServedBackend
 from .test_routes import assert_error, submit
 
 EVIL = "https://evil.example"
@@ -29,19 +29,19 @@ def config() -> AppConfig:
 
 
 @pytest.fixture
-async def page(backend: LocalBackend, config: AppConfig) -> AsyncIterator[httpx.AsyncClient]:
+async def page(backend: ServedBackend, config: AppConfig) -> AsyncIterator[httpx.AsyncClient]:
     app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://raytask:8000") as client:
         yield client
 
 
-def pending(backend: LocalBackend) -> int:
+def pending(backend: ServedBackend) -> int:
     return backend.table.counts().get("block", {}).get(TaskStatus.PENDING.value, 0)
 
 
 async def test_a_text_plain_or_form_post_is_415_and_changes_nothing(
-    page: httpx.AsyncClient, backend: LocalBackend
+    page: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     for _ in range(3):
         await submit(page, "block", {"seconds": 1})
@@ -69,7 +69,7 @@ async def test_an_empty_body_needs_no_type(page: httpx.AsyncClient) -> None:
 
 
 async def test_a_foreign_origin_may_not_change_state(
-    page: httpx.AsyncClient, backend: LocalBackend
+    page: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     task_id = await submit(page, "block", {"seconds": 1})
     for origin in (EVIL, "null", "http://raytask:8001", "http://raytask.evil.example:8000"):

@@ -13,9 +13,10 @@ import pytest
 
 from raytask.core.config import MAX_DURATION_S, AppConfig
 from raytask.core.endpoint import MAX_INT_DIGITS, MAX_JSON_DEPTH
+from raytask.core.record import Result
 
 from ..support import JSON
-from .conftest import LocalBackend
+from .conftest import ServedBackend
 from .test_routes import assert_error, submit
 
 DEEP = 100_000
@@ -43,7 +44,7 @@ def nested(depth: int, kind: str = "array") -> str:
 )
 @pytest.mark.parametrize("route", ["/wordcount/submit", "/wordcount"])
 async def test_deep_nesting_is_400(
-    client: httpx.AsyncClient, backend: LocalBackend, body: str, route: str
+    client: httpx.AsyncClient, backend: ServedBackend, body: str, route: str
 ) -> None:
     error = assert_error(
         await client.post(route, content=body, headers=JSON), 400, "not valid JSON"
@@ -53,7 +54,7 @@ async def test_deep_nesting_is_400(
 
 
 async def test_nesting_up_to_the_limit_reaches_validation(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     # The body object is the first level: MAX_JSON_DEPTH - 1 more parse, then fail typing.
     ok = '{"text": ' + nested(MAX_JSON_DEPTH - 1) + "}"
@@ -69,7 +70,7 @@ async def test_nesting_up_to_the_limit_reaches_validation(
 
 @pytest.mark.parametrize("field", ["top", "text"])
 async def test_a_huge_integer_is_400(
-    client: httpx.AsyncClient, backend: LocalBackend, field: str
+    client: httpx.AsyncClient, backend: ServedBackend, field: str
 ) -> None:
     body = f'{{"text": "a", "{field}": {"9" * 5000}}}'
     error = assert_error(await client.post("/wordcount/submit", content=body, headers=JSON), 400)
@@ -88,7 +89,7 @@ async def test_integers_up_to_the_digit_limit_reach_validation(
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
 @pytest.mark.parametrize("route", ["/sleep/submit", "/sleep"])
 async def test_non_finite_floats_are_422(
-    client: httpx.AsyncClient, backend: LocalBackend, value: str, route: str
+    client: httpx.AsyncClient, backend: ServedBackend, value: str, route: str
 ) -> None:
     response = await client.post(route, content=f'{{"seconds": {value}}}', headers=JSON)
     error = assert_error(response, 422, "invalid input")
@@ -107,7 +108,7 @@ async def test_non_finite_floats_are_422(
     ],
 )
 async def test_json_types_are_taken_strictly(
-    client: httpx.AsyncClient, backend: LocalBackend, body: dict[str, Any], kind: str
+    client: httpx.AsyncClient, backend: ServedBackend, body: dict[str, Any], kind: str
 ) -> None:
     error = assert_error(await client.post("/wordcount/submit", json=body), 422)
     assert error["detail"][0]["type"] == kind
@@ -139,7 +140,7 @@ async def test_a_json_integer_is_a_float(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_out_of_range_options_are_422(
-    client: httpx.AsyncClient, backend: LocalBackend, query: str
+    client: httpx.AsyncClient, backend: ServedBackend, query: str
 ) -> None:
     response = await client.post(f"/wordcount/submit?{query}", json={"text": "a"})
     error = assert_error(response, 422, "invalid task options")
@@ -148,7 +149,7 @@ async def test_out_of_range_options_are_422(
 
 
 async def test_the_longest_options_are_accepted_and_their_times_format(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     longest = AppConfig().max_ttl_s  # the default cap on a submit's ttl_s
     task_id = await submit(
@@ -161,7 +162,7 @@ async def test_the_longest_options_are_accepted_and_their_times_format(
 
 @pytest.mark.parametrize("kind", ["surrogate", "object"])
 async def test_a_result_http_cannot_carry_fails_the_task_with_its_reason(
-    client: httpx.AsyncClient, backend: LocalBackend, kind: str
+    client: httpx.AsyncClient, backend: ServedBackend, kind: str
 ) -> None:
     task_id = await submit(client, "unsendable", {"kind": kind})
     await backend.drain()
@@ -183,18 +184,18 @@ async def test_a_sync_call_whose_result_http_cannot_carry_is_a_json_500(
 
 
 async def test_get_never_answers_plain_text_for_a_stored_unsendable_value(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     # The replica checks results; if one got through anyway, get still answers JSON.
     task_id = await submit(client, "wordcount", {"text": "a"})
     await backend.drain()
-    backend.results[task_id] = "\ud800"
+    backend.table.get(task_id).result = Result("\ud800", 1)
     error = assert_error(await client.get("/wordcount/get", params={"task_id": task_id}), 500)
     assert "UTF-8 cannot carry" in error["error"]
 
 
 async def test_a_failure_message_with_a_lone_surrogate_is_escaped(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     task_id = await submit(client, "wordcount", {"text": "a"})
     backend.table.pop_next("wordcount")
@@ -203,21 +204,21 @@ async def test_a_failure_message_with_a_lone_surrogate_is_escaped(
     assert body["status"] == "failure" and body["error"] == "ValueError: \\ud800 here"
 
 
-async def test_too_many_headers_are_431(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+async def test_too_many_headers_are_431(client: httpx.AsyncClient, backend: ServedBackend) -> None:
     headers = [(f"x-h{i}", "v") for i in range(2000)]
     response = await client.post("/wordcount/submit", json={"text": "a"}, headers=headers)
     assert_error(response, 431, "more than 100 headers")
     assert len(backend.table) == 0
 
 
-async def test_a_huge_header_is_431(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+async def test_a_huge_header_is_431(client: httpx.AsyncClient, backend: ServedBackend) -> None:
     headers = {"x-big": "a" * (1 << 20)}
     response = await client.post("/wordcount/submit", json={"text": "a"}, headers=headers)
     assert_error(response, 431, "headers are larger than 65536 bytes")
     assert len(backend.table) == 0
 
 
-async def test_a_long_url_is_414(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+async def test_a_long_url_is_414(client: httpx.AsyncClient, backend: ServedBackend) -> None:
     response = await client.post(f"/wordcount/submit?ttl_s=1&pad={'a' * 9000}", json={})
     assert_error(response, 414, "longer than 8192 bytes")
     response = await client.get(f"/wordcount/status?task_id={'0' * 9000}")
@@ -226,7 +227,7 @@ async def test_a_long_url_is_414(client: httpx.AsyncClient, backend: LocalBacken
 
 
 async def test_a_bug_behind_a_route_is_a_json_500(
-    client: httpx.AsyncClient, backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, backend: ServedBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def broken(task_id: str) -> Any:
         raise KeyError("a bug")
@@ -238,7 +239,7 @@ async def test_a_bug_behind_a_route_is_a_json_500(
 
 
 async def test_errors_say_why_in_their_message(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     response = await client.post("/wordcount/submit", json={"text": 5, "top": "x", "nope": 1})
     message = assert_error(response, 422)["error"]

@@ -12,7 +12,7 @@ from raytask.core.config import AppConfig
 from raytask.server.routes import Routes
 
 from ..support import JSON
-from .conftest import LocalBackend
+from .conftest import ServedBackend
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 
@@ -37,7 +37,7 @@ def assert_error(response: httpx.Response, status: int, fragment: str = "") -> d
 
 
 async def test_submit_returns_an_id_and_pending(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     response = await client.post("/wordcount/submit", json={"text": "a b a"})
     assert response.status_code == 200
@@ -58,7 +58,7 @@ async def test_submit_returns_an_id_and_pending(
     ],
 )
 async def test_bad_input_is_4xx_and_queues_nothing(
-    client: httpx.AsyncClient, backend: LocalBackend, body: object, status: int, fragment: str
+    client: httpx.AsyncClient, backend: ServedBackend, body: object, status: int, fragment: str
 ) -> None:
     response = await client.post("/wordcount/submit", json=body)
     error = assert_error(response, status, fragment)
@@ -67,7 +67,7 @@ async def test_bad_input_is_4xx_and_queues_nothing(
     assert len(backend.table) == 0
 
 
-async def test_malformed_json_is_400(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+async def test_malformed_json_is_400(client: httpx.AsyncClient, backend: ServedBackend) -> None:
     response = await client.post("/wordcount/submit", content=b"{not json", headers=JSON)
     assert_error(response, 400, "not valid JSON")
     response = await client.post("/wordcount/submit", content=b"\xff\xfe", headers=JSON)
@@ -75,7 +75,7 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, backend: LocalBa
     assert len(backend.table) == 0
 
 
-async def test_oversized_body_is_413(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+async def test_oversized_body_is_413(client: httpx.AsyncClient, backend: ServedBackend) -> None:
     big = {"text": "x" * 10_000}
     assert_error(await client.post("/wordcount/submit", json=big), 413, "larger than 4096")
 
@@ -97,7 +97,7 @@ async def test_unknown_endpoint_and_route(client: httpx.AsyncClient) -> None:
 
 
 async def test_queue_full_is_429_with_retry_after(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     for _ in range(3):
         await submit(client, "noop")
@@ -108,7 +108,7 @@ async def test_queue_full_is_429_with_retry_after(
 
 
 async def test_submit_options_travel_apart_from_arguments(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     task_id = await submit(client, "wordcount", {"text": "hi"}, ttl_s=30, max_attempts=1)
     record = backend.table.get(task_id)
@@ -132,7 +132,7 @@ async def test_submit_options_travel_apart_from_arguments(
 
 
 async def test_status_lifecycle_with_iso_times(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     task_id = await submit(client, "wordcount", {"text": "a"})
     body = (await client.get("/wordcount/status", params={"task_id": task_id})).json()
@@ -173,7 +173,7 @@ async def test_bad_task_ids(
 
 
 async def test_bentoml_client_gets_its_spellings(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     bento = {"User-Agent": "BentoML HTTP Client/1.4.40"}
     ok, bad, gone = [await submit(client, n) for n in ("noop", "fail", "noop")]
@@ -192,7 +192,7 @@ async def test_bentoml_client_gets_its_spellings(
 # -- get ----------------------------------------------------------------------
 
 
-async def test_get_results_by_type(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+async def test_get_results_by_type(client: httpx.AsyncClient, backend: ServedBackend) -> None:
     words = await submit(client, "wordcount", {"text": "b a b"})
     blob = await submit(client, "blob", {"size_mb": 0.001})
     await backend.drain()
@@ -204,7 +204,7 @@ async def test_get_results_by_type(client: httpx.AsyncClient, backend: LocalBack
 
 
 async def test_get_before_completion_is_400(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     task_id = await submit(client, "noop")
     response = await client.get("/noop/get", params={"task_id": task_id})
@@ -214,7 +214,7 @@ async def test_get_before_completion_is_400(
 
 
 async def test_failed_task_get_is_500_with_the_error(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     task_id = await submit(client, "fail", {"message": "disk on fire"})
     await backend.drain()
@@ -229,7 +229,7 @@ async def test_failed_task_get_is_500_with_the_error(
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 async def test_cancel_pending(
-    client: httpx.AsyncClient, backend: LocalBackend, method: str
+    client: httpx.AsyncClient, backend: ServedBackend, method: str
 ) -> None:
     task_id = await submit(client, "noop")
     response = await client.request(method, "/noop/cancel", params={"task_id": task_id})
@@ -247,7 +247,7 @@ async def test_cancel_pending(
     )
 
 
-async def test_cancel_finished_is_409(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+async def test_cancel_finished_is_409(client: httpx.AsyncClient, backend: ServedBackend) -> None:
     task_id = await submit(client, "noop")
     await backend.drain()
     assert_error(
@@ -263,7 +263,7 @@ async def test_cancel_finished_is_409(client: httpx.AsyncClient, backend: LocalB
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 async def test_retry_makes_a_new_task_with_the_same_inputs(
-    client: httpx.AsyncClient, backend: LocalBackend, method: str
+    client: httpx.AsyncClient, backend: ServedBackend, method: str
 ) -> None:
     original = await submit(client, "fail", {"message": "once"})
     assert_error(
@@ -286,7 +286,7 @@ async def test_retry_makes_a_new_task_with_the_same_inputs(
 
 
 async def test_expired_results_are_410(
-    client: httpx.AsyncClient, backend: LocalBackend, clock
+    client: httpx.AsyncClient, backend: ServedBackend, clock
 ) -> None:
     task_id = await submit(client, "wordcount", {"text": "x"}, ttl_s=10)
     await backend.drain()
@@ -302,7 +302,7 @@ async def test_expired_results_are_410(
 # -- synchronous calls and service routes -------------------------------------
 
 
-async def test_sync_call(client: httpx.AsyncClient, backend: LocalBackend) -> None:
+async def test_sync_call(client: httpx.AsyncClient, backend: ServedBackend) -> None:
     response = await client.post("/describe", json={"prompt": "two words"})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     assert response.text == "2 words, 9 characters: 'two words'"
@@ -338,7 +338,7 @@ async def test_openapi_and_health(client: httpx.AsyncClient) -> None:
 
 
 async def test_the_openapi_task_state_is_what_status_sends(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     doc = (await client.get("/openapi.json")).json()
     schema = doc["components"]["schemas"]["TaskState"]
@@ -351,7 +351,7 @@ async def test_the_openapi_task_state_is_what_status_sends(
 
 
 async def test_readiness_is_503_while_the_manager_is_down(
-    client: httpx.AsyncClient, backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, backend: ServedBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def down() -> bool:
         return False
@@ -370,7 +370,7 @@ async def test_every_error_body_carries_its_code(client: httpx.AsyncClient) -> N
     assert assert_error(bad, 422)["code"] == "invalid_input"
 
 
-async def test_queue_and_metrics(client: httpx.AsyncClient, backend: LocalBackend, clock) -> None:
+async def test_queue_and_metrics(client: httpx.AsyncClient, backend: ServedBackend, clock) -> None:
     await submit(client, "noop")
     clock.advance(7)
     await submit(client, "noop")
@@ -396,7 +396,7 @@ async def test_the_root_lists_the_endpoints_and_links(client: httpx.AsyncClient)
 
 
 async def test_access_lines_name_the_endpoint_and_the_task_when_on(
-    backend: LocalBackend, caplog: pytest.LogCaptureFixture
+    backend: ServedBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def requests(config: AppConfig) -> list[str]:
         app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
@@ -419,7 +419,7 @@ async def test_access_lines_name_the_endpoint_and_the_task_when_on(
 
 
 async def test_a_task_id_that_is_not_one_never_reaches_the_access_log(
-    backend: LocalBackend, caplog: pytest.LogCaptureFixture
+    backend: ServedBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = Routes(list(backend.endpoints.values()), backend, AppConfig(access_log=True))
     forged = "0" * 32 + "\nINFO fake line"

@@ -13,7 +13,7 @@ from raytask.core.config import AppConfig
 from raytask.core.errors import ConfigError
 from raytask.server.routes import Routes
 
-from .conftest import InProcessServer, LocalBackend
+from .conftest import InProcessServer, ServedBackend
 from .test_routes import assert_error
 
 ALICE, BOB = "alice-token-0001", "bob-token-000002"
@@ -25,7 +25,7 @@ def config() -> AppConfig:
 
 
 @pytest.fixture
-async def anyone(backend: LocalBackend, config: AppConfig) -> AsyncIterator[httpx.AsyncClient]:
+async def anyone(backend: ServedBackend, config: AppConfig) -> AsyncIterator[httpx.AsyncClient]:
     app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://raytask"
@@ -76,7 +76,7 @@ async def test_wrong_tokens_are_401(anyone: httpx.AsyncClient, headers: dict[str
 
 
 async def test_each_token_sees_only_its_own_tasks(
-    anyone: httpx.AsyncClient, backend: LocalBackend
+    anyone: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     submitted = await anyone.post(
         "/wordcount/submit", json={"text": "alice's"}, headers=bearer(ALICE)
@@ -113,7 +113,7 @@ async def test_each_token_sees_only_its_own_tasks(
 
 
 async def test_another_tenants_expired_id_is_404_like_a_live_one(
-    anyone: httpx.AsyncClient, backend: LocalBackend, clock: Any
+    anyone: httpx.AsyncClient, backend: ServedBackend, clock: Any
 ) -> None:
     submitted = await anyone.post(
         "/wordcount/submit", json={"text": "alice's"}, params={"ttl_s": 10}, headers=bearer(ALICE)
@@ -241,7 +241,7 @@ print("result", task.get()["words"])
 """
 
 
-def test_bentoml_clients_token_is_accepted(backend: LocalBackend, config: AppConfig) -> None:
+def test_bentoml_clients_token_is_accepted(backend: ServedBackend, config: AppConfig) -> None:
     # BentoML's own client (its virtualenv), with its token=, against the real routes served
     # by uvicorn on 127.0.0.1 (BentoML's client needs the app at the root of a real port).
     import os

@@ -8,7 +8,7 @@ import pytest
 from raytask.core.config import AppConfig
 from raytask.core.webhooks import new_secret
 
-from .conftest import LocalBackend
+from .conftest import ServedBackend
 from .test_routes import assert_error
 
 
@@ -29,7 +29,7 @@ def config() -> AppConfig:
     ],
 )
 async def test_bad_webhook_options_are_422_and_queue_nothing(
-    client: httpx.AsyncClient, backend: LocalBackend, params: dict, fragment: str
+    client: httpx.AsyncClient, backend: ServedBackend, params: dict, fragment: str
 ) -> None:
     response = await client.post("/wordcount/submit", json={"text": "x"}, params=params)
     assert_error(response, 422, fragment)
@@ -37,7 +37,7 @@ async def test_bad_webhook_options_are_422_and_queue_nothing(
 
 
 async def test_a_public_url_is_taken_and_status_shows_no_delivery_yet(
-    client: httpx.AsyncClient, backend: LocalBackend
+    client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     params = {"webhook_url": "https://hooks.example.com/raytask", "webhook_events": "failed"}
     response = await client.post("/wordcount/submit", json={"text": "x"}, params=params)
@@ -48,7 +48,7 @@ async def test_a_public_url_is_taken_and_status_shows_no_delivery_yet(
     assert response.json()["webhook"] is None  # no event has fired yet
 
 
-async def test_without_a_secret_webhooks_are_refused(backend: LocalBackend) -> None:
+async def test_without_a_secret_webhooks_are_refused(backend: ServedBackend) -> None:
     from raytask.server.routes import Routes
 
     config = AppConfig()

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayTaskError
 
-from raytask.core.config import SubmitOptions
 from raytask.core.errors import (
     EndpointNotFoundError,
     ServiceUnavailableError,
     TaskFailedError,
     TaskNotFoundError,
 )
+from raytask.core.messages import Submit
 from raytask.core.state import TaskState
 from raytask.server.ingress import RayBackend
 
@@ -47,7 +47,7 @@ class Method:
 class FakeManager:
     def __init__(self, **answers: Any) -> None:
         for name in (
-            "submit_many",
+            "submit_each",
             "status_many",
             "result",
             "cancel",
@@ -82,11 +82,11 @@ def backend(manager: FakeManager, answer: Any = None) -> RayBackend:
 
 async def test_answers_and_errors_returned_as_values_are_unwrapped() -> None:
     manager = FakeManager(
-        submit_many=lambda items: [state() for _ in items],
+        submit_each=lambda items: [state() for _ in items],
         status_many=lambda ids: [TaskNotFoundError(f"task {i} not found") for i in ids],
     )
     ray_backend = backend(manager)
-    assert (await ray_backend.submit("noop", {}, SubmitOptions())).task_id == TASK_ID
+    assert (await ray_backend.submit(Submit("noop", {}))).task_id == TASK_ID
     with pytest.raises(TaskNotFoundError):
         await ray_backend.status(TASK_ID)
 
@@ -124,11 +124,11 @@ async def test_readiness_is_false_while_the_manager_is_unreachable() -> None:
 )
 async def test_every_route_answers_503_while_the_manager_is_down(error: Exception) -> None:
     down = FakeManager(
-        **dict.fromkeys(("submit_many", "status_many", "result", "cancel", "retry", "queue"), error)
+        **dict.fromkeys(("submit_each", "status_many", "result", "cancel", "retry", "queue"), error)
     )
     ray_backend = backend(down)
     calls = [
-        ray_backend.submit("wordcount", {"text": "a"}, SubmitOptions()),
+        ray_backend.submit(Submit("wordcount", {"text": "a"})),
         ray_backend.status(TASK_ID),
         ray_backend.result(TASK_ID),
         ray_backend.cancel(TASK_ID),

@@ -17,6 +17,7 @@ from raytask.server.journal import (
     Row,
     SQLiteStore,
     decode_record,
+    encode_inputs,
     encode_record,
     open_store,
 )
@@ -31,18 +32,22 @@ def test_a_record_survives_encoding(clock: FakeClock) -> None:
     record = table.submit("e", {"text": "x", "n": [1, 2]}, TaskOptions(ttl_s=5, max_attempts=2))
     table.pop_next("e")
     table.fail(record.task_id, "boom", retryable=True)
-    assert decode_record(encode_record(record)) == record
+    assert decode_record(encode_record(record), encode_inputs(record)) == record
 
 
 def test_the_sqlite_store_upserts_keeps_results_and_deletes(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "deep" / "j.db")
-    store.commit([("a", 1, b"r1", None), ("b", 2, b"r2", b"result")], [])
-    store.commit([("a", 1, b"r1-new", None), ("b", 2, b"r2-new", None)], [])  # no result: kept
-    assert sorted(store.load()) == [("a", 1, b"r1-new", None), ("b", 2, b"r2-new", b"result")]
+    store.commit([("a", 1, b"r1", None, b"in-a"), ("b", 2, b"r2", b"result", b"in-b")], [])
+    # No result and no inputs: both kept.
+    store.commit([("a", 1, b"r1-new", None, None), ("b", 2, b"r2-new", None, None)], [])
+    assert sorted(store.load()) == [
+        ("a", 1, b"r1-new", None, b"in-a"),
+        ("b", 2, b"r2-new", b"result", b"in-b"),
+    ]
     store.commit([], ["a"])
     store.close()
     reopened = SQLiteStore(tmp_path / "deep" / "j.db")  # what a restarted manager reads
-    assert reopened.load() == [("b", 2, b"r2-new", b"result")]
+    assert reopened.load() == [("b", 2, b"r2-new", b"result", b"in-b")]
 
 
 def test_the_default_journal_is_under_raytask_home(
@@ -128,7 +133,7 @@ async def test_the_sweep_deletes_rows(tmp_path: Path, clock: FakeClock) -> None:
     record = table.submit("e", {}, TaskOptions(ttl_s=1))
     table.pop_next("e")
     table.succeed(record.task_id)
-    journal.result(record.task_id, b"small result")
+    journal.changed(record, b"small result")
     await journal.flush()
     assert [(row[0], row[3][32:]) for row in store.load()] == [(record.task_id, b"small result")]
     clock.advance(2)
@@ -147,3 +152,67 @@ def test_the_journal_key_is_made_once_private_and_never_empty(tmp_path: Path) ->
     key_file.write_bytes(b"")  # made, then the process died before writing it
     again = load_key(key_file)
     assert len(again) == 64 and again != key
+
+
+class RowStore(SlowStore):
+    """A store that keeps every row it was given (the gate open)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[Row] = []
+        self.gate.set()
+
+    def commit(self, puts: list[Row], deletes: list[str]) -> None:
+        super().commit(puts, deletes)
+        self.rows.extend(puts)
+
+
+async def test_a_tasks_inputs_are_written_once_with_its_first_row(clock: FakeClock) -> None:
+    store = RowStore()
+    journal = Journal(store, key=KEY)
+    table = TaskTable(clock=clock)
+    table.on_change = journal.changed
+    record = table.submit("e", {"text": "x" * 1000}, TaskOptions())
+    await journal.flush()
+    table.pop_next("e")
+    await journal.flush()
+    table.succeed(record.task_id)
+    await journal.flush()
+    inputs = [row[4] for row in store.rows]
+    assert inputs[0] is not None and inputs[1:] == [None, None]
+    assert all(len(row[2]) < 1000 for row in store.rows)  # the state rows stay small
+    # what a restart reads: the inputs come back with the record
+    reopened = Journal(SQLiteStoreOf(store.rows), key=KEY)
+    (loaded,), _, broken = reopened.load()
+    assert loaded.kwargs == {"text": "x" * 1000} and loaded.inputs_journaled and not broken
+
+
+async def test_inputs_of_a_failed_write_go_with_the_next(clock: FakeClock) -> None:
+    store = RowStore()
+    store.fail = True
+    journal = Journal(store, key=KEY)
+    table = TaskTable(clock=clock)
+    table.on_change = journal.changed
+    table.submit("e", {"n": 1}, TaskOptions())
+    with pytest.raises(ServiceUnavailableError):
+        await journal.flush()
+    store.fail = False
+    await journal.flush()
+    assert [row[4] is not None for row in store.rows] == [True]
+
+
+class SQLiteStoreOf:
+    """The rows given, as a store to load (the last row of a task wins; inputs stay)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.key_file = Path(tempfile.mkdtemp(prefix="raytask-test-key-")) / "j.key"
+        merged: dict[str, Row] = {}
+        for row in rows:
+            before = merged.get(row[0])
+            inputs = row[4] if row[4] is not None else (before[4] if before else None)
+            result = row[3] if row[3] is not None else (before[3] if before else None)
+            merged[row[0]] = (row[0], row[1], row[2], result, inputs)
+        self.rows = list(merged.values())
+
+    def load(self) -> list[Row]:
+        return self.rows

@@ -22,7 +22,8 @@ from ray.serve.handle import DeploymentResponseGenerator
 
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
 from raytask.core.dispatcher import EndpointRoute
-from raytask.core.errors import HTTPError, TaskNotFoundError
+from raytask.core.errors import HTTPError, QueueFullError, TaskNotFoundError
+from raytask.core.messages import Submit
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
 from raytask.server.batch import FAILED, FOLLOWS, STOPPED, VALUE, BatchItem, Outcomes
@@ -162,7 +163,7 @@ async def manager(calls: FakeCalls) -> AsyncIterator[TaskManager]:
 
 
 async def submit(manager: TaskManager, endpoint: str = "work") -> str:
-    answer = await manager.submit(endpoint, {"seconds": 1}, NO_OPTIONS)
+    answer = await manager.submit(Submit(endpoint, {"seconds": 1}))
     assert isinstance(answer, TaskState)
     return answer.task_id
 
@@ -178,7 +179,9 @@ async def running(manager: TaskManager, calls: FakeCalls) -> tuple[str, FakeBatc
     task_id = await submit(manager)
     await settle(lambda: len(calls.sent) == 1)
     batch = calls.assign()
-    await settle(lambda: manager.dispatcher._deadlines)  # armed: the manager reads the stream
+    await settle(
+        lambda: manager.service.dispatcher._deadlines
+    )  # armed: the manager reads the stream
     return task_id, batch
 
 
@@ -188,13 +191,15 @@ async def running(manager: TaskManager, calls: FakeCalls) -> tuple[str, FakeBatc
 async def test_queued_tasks_go_in_one_batch_capped_by_the_replica_limit(calls: FakeCalls) -> None:
     manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
     try:
-        answers = await manager.submit_many([("work", {"n": i}, NO_OPTIONS) for i in range(6)])
+        answers = await manager.submit_each(
+            [Submit("work", {"n": i}, NO_OPTIONS) for i in range(6)]
+        )
         await settle(lambda: len(calls.sent) == 1)
         batch = calls.sent[0][2]
         assert [item.kwargs for item in batch.items] == [{"n": i} for i in range(4)]
         assert batch.limit == 4 and [i.attempt_no for i in batch.items] == [1] * 4
         assert batch.task_ids == [a.task_id for a in answers[:4]]  # type: ignore[union-attr]
-        assert manager.table.pending_count == 2  # the rest waits for free slots
+        assert manager.service.table.pending_count == 2  # the rest waits for free slots
         calls.assign()
         batch.value(batch.task_ids[0], 1)
         await settle(lambda: len(calls.sent) == 2)  # a slot freed: dispatched at once, alone
@@ -212,16 +217,16 @@ async def test_an_idle_manager_sends_a_lone_task_at_once(
 
 
 async def test_each_task_of_a_batch_ends_on_its_own(manager: TaskManager, calls: FakeCalls) -> None:
-    answers = await manager.submit_many([("work", {}, NO_OPTIONS)] * 3)
+    answers = await manager.submit_each([Submit("work", {}, NO_OPTIONS)] * 3)
     await settle(lambda: len(calls.sent) == 1)
     batch = calls.assign()
     first, second, third = batch.task_ids
     batch.value(second, "two")
-    await settle(lambda: manager.table.get(second).status == "success")
-    assert manager.table.get(first).status == "in_progress"
+    await settle(lambda: manager.service.table.get(second).status == "success")
+    assert manager.service.table.get(first).status == "in_progress"
     batch.end(first, FAILED, "ValueError: no")
     batch.large(third, b"x" * 10)
-    await settle(lambda: manager.table.get(third).status == "success")
+    await settle(lambda: manager.service.table.get(third).status == "success")
     assert (await status(manager, first)).error == "ValueError: no"
     assert await manager.result(second) == ["two"]
     assert len(answers) == 3
@@ -233,7 +238,7 @@ async def test_each_task_of_a_batch_ends_on_its_own(manager: TaskManager, calls:
 async def test_cancelling_a_running_task_stops_it_alone(
     manager: TaskManager, calls: FakeCalls
 ) -> None:
-    await manager.submit_many([("work", {}, NO_OPTIONS)] * 2)
+    await manager.submit_each([Submit("work", {}, NO_OPTIONS)] * 2)
     await settle(lambda: len(calls.sent) == 1)
     batch = calls.assign()
     stop, keep = batch.task_ids
@@ -243,13 +248,13 @@ async def test_cancelling_a_running_task_stops_it_alone(
     answer = await manager.cancel(stop)
     assert isinstance(answer, TaskState) and answer.status == "cancelled"
     assert await asyncio.wait_for(poll, 5) == [stop]
-    assert manager.dispatcher.in_flight("Model") == 2  # until the replica confirms
+    assert manager.service.dispatcher.in_flight("Model") == 2  # until the replica confirms
     batch.end(stop, STOPPED)
-    await settle(lambda: manager.dispatcher.in_flight("Model") == 1)
-    assert manager.table.get(keep).status == "in_progress"
+    await settle(lambda: manager.service.dispatcher.in_flight("Model") == 1)
+    assert manager.service.table.get(keep).status == "in_progress"
     batch.value(keep, 1)
-    await settle(lambda: manager.table.get(keep).status == "success")
-    assert manager.table.get(stop).status == "cancelled"
+    await settle(lambda: manager.service.table.get(keep).status == "success")
+    assert manager.service.table.get(stop).status == "cancelled"
 
 
 async def test_a_stop_sent_before_the_replica_asks_is_in_its_first_answer(
@@ -281,7 +286,7 @@ async def test_the_stops_long_poll_ends_with_its_batch(
 async def test_a_small_result_is_kept_as_it_came(manager: TaskManager, calls: FakeCalls) -> None:
     task_id, batch = await running(manager, calls)
     batch.value(task_id, {"words": 3})
-    await settle(lambda: manager.table.get(task_id).status == "success")
+    await settle(lambda: manager.service.table.get(task_id).status == "success")
     assert await manager.result(task_id) == [{"words": 3}]
     assert (await manager.stats())["results_held"] == 1
 
@@ -289,29 +294,29 @@ async def test_a_small_result_is_kept_as_it_came(manager: TaskManager, calls: Fa
 async def test_a_large_result_is_never_fetched(manager: TaskManager, calls: FakeCalls) -> None:
     task_id, batch = await running(manager, calls)
     ref = batch.large(task_id, b"x" * 10)
-    await settle(lambda: manager.table.get(task_id).status == "success")
+    await settle(lambda: manager.service.table.get(task_id).status == "success")
     assert ref.fetched == 0  # FakeCalls.fetch also asserts it
     assert await manager.result(task_id) == [ref]
-    record = manager.table.get(task_id)
+    record = manager.service.table.get(task_id)
     assert record.result_bytes == 10  # its size, as the object store tells it
-    assert manager.table.held_bytes == record.input_bytes + 10
+    assert manager.service.table.held_bytes == record.input_bytes + 10
 
 
 async def test_a_small_result_counts_its_bytes(manager: TaskManager, calls: FakeCalls) -> None:
     task_id, batch = await running(manager, calls)
     batch.value(task_id, {"text": "y" * 1000})
-    await settle(lambda: manager.table.get(task_id).status == "success")
-    assert 1000 < manager.table.get(task_id).result_bytes < 1100
+    await settle(lambda: manager.service.table.get(task_id).status == "success")
+    assert 1000 < manager.service.table.get(task_id).result_bytes < 1100
 
 
 async def test_an_in_cluster_submit_past_max_ttl_s_is_refused(calls: FakeCalls) -> None:
     config = AppConfig(journal="off", max_ttl_s=60)
     manager = TaskManager("app", [route()], config, calls=calls)
-    (answer,) = await manager.submit_many([("work", {}, SubmitOptions(ttl_s=61))])
+    (answer,) = await manager.submit_each([Submit("work", {}, SubmitOptions(ttl_s=61))])
     assert isinstance(answer, HTTPError) and answer.status_code == 422
-    refused = await manager.submit_batch("work", [{}], SubmitOptions(ttl_s=61))
+    refused = await manager.submit_many("work", [{}], SubmitOptions(ttl_s=61))
     assert isinstance(refused, HTTPError) and "max_ttl_s=60" in str(refused)
-    assert len(manager.table) == 0
+    assert len(manager.service.table) == 0
     await manager.shutdown()
 
 
@@ -321,14 +326,14 @@ async def test_a_value_item_that_turns_out_small_is_read(
     task_id, batch = await running(manager, calls)
     batch.end(task_id, FOLLOWS)
     batch.stream.put_nowait(FakeRef([1, 2]))
-    await settle(lambda: manager.table.get(task_id).status == "success")
+    await settle(lambda: manager.service.table.get(task_id).status == "success")
     assert await manager.result(task_id) == [[1, 2]]
 
 
 async def test_an_exception_is_final_by_default(manager: TaskManager, calls: FakeCalls) -> None:
     task_id, batch = await running(manager, calls)
     batch.end(task_id, FAILED, "ValueError: no")
-    await settle(lambda: manager.table.get(task_id).status == "failure")
+    await settle(lambda: manager.service.table.get(task_id).status == "failure")
     state = await status(manager, task_id)
     assert state.error == "ValueError: no" and state.attempts == 1
     assert isinstance(await manager.result(task_id), HTTPError)
@@ -340,7 +345,7 @@ async def test_a_failure_is_logged_once_with_its_id_endpoint_attempt_and_error(
     task_id, batch = await running(manager, calls)
     with caplog.at_level(logging.INFO, logger="raytask.manager"):
         batch.end(task_id, FAILED, "ValueError: no")
-        await settle(lambda: manager.table.get(task_id).status == "failure")
+        await settle(lambda: manager.service.table.get(task_id).status == "failure")
     lines = [r for r in caplog.records if task_id in r.getMessage()]
     assert [r.levelname for r in lines] == ["WARNING"]
     assert lines[0].getMessage() == (
@@ -359,7 +364,7 @@ async def test_retry_exceptions_requeues_the_task(calls: FakeCalls) -> None:
         second = calls.assign()
         assert [i.attempt_no for i in second.items] == [2]
         second.value(task_id, "fine")
-        await settle(lambda: manager.table.get(task_id).status == "success")
+        await settle(lambda: manager.service.table.get(task_id).status == "success")
         assert (await status(manager, task_id)).attempts == 2
     finally:
         await manager.shutdown()
@@ -372,7 +377,7 @@ async def test_a_dead_replica_requeues_until_attempts_run_out(calls: FakeCalls) 
         batch.die(ActorDiedError())
         await settle(lambda: len(calls.sent) == 2)
         calls.assign().die(ActorDiedError())
-        await settle(lambda: manager.table.get(task_id).status == "failure")
+        await settle(lambda: manager.service.table.get(task_id).status == "failure")
         state = await status(manager, task_id)
         assert state.attempts == 2 and "gave up after 2 attempts" in (state.error or "")
         assert "replica running it died" in (state.error or "")
@@ -384,7 +389,7 @@ async def test_a_dead_replica_requeues_until_attempts_run_out(calls: FakeCalls) 
 async def test_a_dead_replica_loses_only_the_attempts_not_ended(calls: FakeCalls) -> None:
     manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
     try:
-        await manager.submit_many([("work", {}, NO_OPTIONS)] * 2)
+        await manager.submit_each([Submit("work", {}, NO_OPTIONS)] * 2)
         await settle(lambda: len(calls.sent) == 1)
         batch = calls.assign()
         done, lost = batch.task_ids
@@ -392,7 +397,7 @@ async def test_a_dead_replica_loses_only_the_attempts_not_ended(calls: FakeCalls
         batch.die(ActorDiedError())
         await settle(lambda: len(calls.sent) == 2)
         assert calls.sent[1][2].task_ids == [lost]  # re-queued, sent again
-        assert manager.table.get(done).status == "success"
+        assert manager.service.table.get(done).status == "success"
         assert await manager.result(done) == [ref]  # its value outlives the replica
     finally:
         await manager.shutdown()
@@ -403,9 +408,9 @@ async def test_a_stream_that_ends_early_loses_the_rest(calls: FakeCalls) -> None
     try:
         task_id, batch = await running(manager, calls)
         batch.done()
-        await settle(lambda: manager.table.get(task_id).status == "failure")
-        assert "without its outcome" in (manager.table.get(task_id).error or "")
-        assert manager.dispatcher.in_flight("Model") == 0
+        await settle(lambda: manager.service.table.get(task_id).status == "failure")
+        assert "without its outcome" in (manager.service.table.get(task_id).error or "")
+        assert manager.service.dispatcher.in_flight("Model") == 0
     finally:
         await manager.shutdown()
 
@@ -417,7 +422,7 @@ async def test_a_timeout_stops_the_attempt_and_ignores_its_late_result(
         "app", [route(timeout_s=5, max_attempts=2)], AppConfig(journal="off"), calls=calls
     )
     clock = FakeClock()
-    manager.dispatcher.clock = clock
+    manager.service.dispatcher.clock = clock
     try:
         task_id, first = await running(manager, calls)
         clock.advance(6)
@@ -427,10 +432,10 @@ async def test_a_timeout_stops_the_attempt_and_ignores_its_late_result(
         first.value(task_id, "late")  # the superseded attempt's result...
         first.stream.put_nowait(None)  # ...then its stream ends: the manager read both
         assert await asyncio.wait_for(manager.batch_stops(1, 1), 5) is None  # batch 1 over
-        assert manager.table.get(task_id).status == "in_progress"
+        assert manager.service.table.get(task_id).status == "in_progress"
         second = calls.assign()
         second.value(task_id, "second")
-        await settle(lambda: manager.table.get(task_id).status == "success")
+        await settle(lambda: manager.service.table.get(task_id).status == "success")
         assert await manager.result(task_id) == ["second"]
     finally:
         await manager.shutdown()
@@ -439,11 +444,11 @@ async def test_a_timeout_stops_the_attempt_and_ignores_its_late_result(
 async def test_the_sweep_drops_expired_results(calls: FakeCalls) -> None:
     manager = TaskManager("app", [route(ttl_s=10)], AppConfig(journal="off"), calls=calls)
     clock = FakeClock()
-    manager.table.clock = clock
+    manager.service.table.clock = clock
     try:
         task_id, batch = await running(manager, calls)
         batch.value(task_id, "x")
-        await settle(lambda: manager.table.get(task_id).status == "success")
+        await settle(lambda: manager.service.table.get(task_id).status == "success")
         assert (await manager.stats())["results_held"] == 1
         clock.advance(11)
         await manager.sweep()
@@ -460,7 +465,7 @@ async def test_the_sweep_drops_expired_results(calls: FakeCalls) -> None:
 async def test_errors_come_back_as_values(manager: TaskManager) -> None:
     answer = await manager.status("0" * 32)
     assert isinstance(answer, HTTPError) and answer.status_code == 404
-    (unknown,) = await manager.submit_many([("nope", {}, NO_OPTIONS)])
+    (unknown,) = await manager.submit_each([Submit("nope", {}, NO_OPTIONS)])
     assert isinstance(unknown, HTTPError)
 
 
@@ -468,7 +473,7 @@ async def test_a_full_queue_refuses_only_the_items_past_its_room(calls: FakeCall
     manager = TaskManager("app", [route()], AppConfig(max_queue_size=2, journal="off"), calls=calls)
     try:
         # One call is handled at once: nothing is dispatched between its items.
-        answers = await manager.submit_many([("work", {}, NO_OPTIONS)] * 3)
+        answers = await manager.submit_each([Submit("work", {}, NO_OPTIONS)] * 3)
         assert [type(a).__name__ for a in answers] == ["TaskState", "TaskState", "QueueFullError"]
     finally:
         await manager.shutdown()
@@ -491,11 +496,11 @@ async def test_a_long_poll_answers_when_the_task_finishes_not_before(
     waiters = [asyncio.create_task(manager.wait(task_id, 30)) for _ in range(3)]
     await settle()
     assert not any(w.done() for w in waiters)  # held: nothing finished yet
-    assert manager._finish_waits[task_id][1] == [3]  # one notification for the three
+    assert manager.service._finish_waits[task_id][1] == [3]  # one notification for the three
     batch.value(task_id, {"words": 3})
     answers = await asyncio.wait_for(asyncio.gather(*waiters), 5)
     assert {a.status for a in answers} == {TaskStatus.SUCCESS}  # type: ignore[union-attr]
-    assert task_id not in manager._finish_waits  # nothing left behind
+    assert task_id not in manager.service._finish_waits  # nothing left behind
     finished = await manager.wait(task_id, 30)  # already finished: at once
     assert finished.status is TaskStatus.SUCCESS  # type: ignore[union-attr]
 
@@ -506,7 +511,7 @@ async def test_a_long_poll_that_times_out_answers_the_current_state(
     task_id, _ = await running(manager, calls)
     answer = await manager.wait(task_id, 0.05)
     assert answer.status is TaskStatus.IN_PROGRESS  # type: ignore[union-attr]
-    assert task_id not in manager._finish_waits
+    assert task_id not in manager.service._finish_waits
     assert isinstance(await manager.wait("f" * 32, 1), TaskNotFoundError)
 
 
@@ -518,9 +523,11 @@ async def test_a_batch_that_cannot_be_sent_is_lost_not_stuck(calls: FakeCalls) -
     manager = TaskManager("app", [route(max_attempts=2)], AppConfig(journal="off"), calls=calls)
     try:
         task_id = await submit(manager)
-        await settle(lambda: manager.table.get(task_id).status == "failure")
-        assert "RuntimeError: no such deployment" in (manager.table.get(task_id).error or "")
-        assert manager.dispatcher.in_flight("Model") == 0
+        await settle(lambda: manager.service.table.get(task_id).status == "failure")
+        assert "RuntimeError: no such deployment" in (
+            manager.service.table.get(task_id).error or ""
+        )
+        assert manager.service.dispatcher.in_flight("Model") == 0
     finally:
         await manager.shutdown()
 
@@ -529,13 +536,24 @@ async def test_cancel_many_with_an_owner_touches_only_that_owners_tasks(
     calls: FakeCalls,
 ) -> None:
     manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
-    manager.dispatcher.max_in_flight = 0  # everything stays pending
-    mine = [("work", {"n": n}, NO_OPTIONS, None, "alice") for n in range(3)]
-    theirs = [("work", {"n": n}, NO_OPTIONS, None, "bob") for n in range(2)]
-    answers = await manager.submit_many(mine + theirs)
+    manager.service.dispatcher.max_in_flight = 0  # everything stays pending
+    mine = [Submit("work", {"n": n}, owner="alice") for n in range(3)]
+    theirs = [Submit("work", {"n": n}, owner="bob") for n in range(2)]
+    answers = await manager.submit_each(mine + theirs)
     bobs = [a.task_id for a in answers[3:]]  # type: ignore[union-attr]
-    assert await manager.cancel_many(statuses=["pending"], owner="bob") == 2
-    assert await manager.cancel_many(task_ids=[a.task_id for a in answers], owner="bob") == 0  # type: ignore[union-attr]
-    assert manager.table.counts()["work"]["pending"] == 3  # alice's queue is untouched
-    assert all(manager.table.get(t).status is TaskStatus.CANCELLED for t in bobs)
+    assert await manager.cancel_many("work", None, ["pending"], owner="bob") == 2
+    assert await manager.cancel_many("work", [a.task_id for a in answers], None, "bob") == 0  # type: ignore[union-attr]
+    assert manager.service.table.counts()["work"]["pending"] == 3  # alice's queue is untouched
+    assert all(manager.service.table.get(t).status is TaskStatus.CANCELLED for t in bobs)
+    await manager.shutdown()
+
+
+async def test_submit_many_is_all_or_none(calls: FakeCalls) -> None:
+    manager = TaskManager("app", [route()], AppConfig(journal="off", max_queue_size=3), calls=calls)
+    manager.service.dispatcher.max_in_flight = 0  # everything stays pending
+    refused = await manager.submit_many("work", [{"n": n} for n in range(4)], NO_OPTIONS)
+    assert isinstance(refused, QueueFullError)
+    assert manager.service.table.pending_count == 0  # not the three that had room
+    queued = await manager.submit_many("work", [{"n": n} for n in range(3)], NO_OPTIONS)
+    assert [s.status for s in queued] == [TaskStatus.PENDING] * 3  # type: ignore[union-attr]
     await manager.shutdown()

@@ -17,6 +17,7 @@ import pytest
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
 from raytask.core.dispatcher import EndpointRoute
 from raytask.core.errors import TaskConflictError, TaskExpiredError, TaskNotFoundError
+from raytask.core.messages import Submit
 from raytask.core.recovery import LOST_RESULT, LOST_RUN, recover
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
@@ -153,8 +154,8 @@ class Gone:
 
 async def crash(m: TaskManager) -> None:
     """The process dies here: nothing more reaches the journal, and its loops stop."""
-    assert m.journal is not None
-    store, m.journal.store = m.journal.store, Gone()  # type: ignore[assignment]
+    assert m.service.journal is not None
+    store, m.service.journal.store = m.service.journal.store, Gone()  # type: ignore[assignment]
     await m.shutdown()
     store.close()  # the dead process's connection (the OS would close it)
 
@@ -166,7 +167,7 @@ async def succeeded_then_crashed(path: Stores) -> str:
     first = manager(path, calls)
     task_id, batch = await running(first, calls)
     batch.value(task_id, {"value": 42})
-    await settle(lambda: first.table.get(task_id).status is TaskStatus.SUCCESS)
+    await settle(lambda: first.service.table.get(task_id).status is TaskStatus.SUCCESS)
     seen = await first.status(task_id)  # waits for the journal if the success is unwritten
     assert seen.status is TaskStatus.SUCCESS  # type: ignore[union-attr]
     await crash(first)  # nothing flushed after the status answer
@@ -175,24 +176,26 @@ async def succeeded_then_crashed(path: Stores) -> str:
 
 async def test_dying_before_a_commit_loses_only_what_no_client_was_told(path: Stores) -> None:
     first = manager(path, FakeCalls())
-    told = await first.submit("work", {"n": 1}, SubmitOptions())
+    told = await first.submit(Submit("work", {"n": 1}, SubmitOptions()))
     assert isinstance(told, TaskState)
-    untold = first.table.submit("work", {"n": 2}, TaskOptions())  # its submit never answered
+    untold = first.service.table.submit(
+        "work", {"n": 2}, TaskOptions()
+    )  # its submit never answered
     await crash(first)
     second = manager(path, FakeCalls())
-    assert second.table.get(told.task_id).status is TaskStatus.PENDING
+    assert second.service.table.get(told.task_id).status is TaskStatus.PENDING
     with pytest.raises(TaskNotFoundError):
-        second.table.get(untold.task_id)
+        second.service.table.get(untold.task_id)
     await second.shutdown()
 
 
 async def test_dying_after_a_commit_but_before_the_reply_keeps_the_task(path: Stores) -> None:
     first = manager(path, FakeCalls())
-    record = first.table.submit("work", {"n": 1}, TaskOptions())
-    await first.journal.flush()  # type: ignore[union-attr]  # committed; the reply is lost
+    record = first.service.table.submit("work", {"n": 1}, TaskOptions())
+    await first.service.journal.flush()  # type: ignore[union-attr]  # committed; the reply is lost
     await crash(first)
     second = manager(path, FakeCalls())
-    assert second.table.get(record.task_id).status is TaskStatus.PENDING
+    assert second.service.table.get(record.task_id).status is TaskStatus.PENDING
     await second.shutdown()
 
 
@@ -205,12 +208,12 @@ async def test_a_result_stored_but_not_journaled_runs_again(path: Stores) -> Non
     await crash(first)  # ...but the manager died before it recorded the success
     calls = FakeCalls()
     second = manager(path, calls)
-    state = second.table.get(task_id)
+    state = second.service.table.get(task_id)
     assert state.status is TaskStatus.PENDING and state.error == LOST_RUN and state.attempts == 1
     await settle(lambda: len(calls.sent) == 1)  # dispatched again: attempt 2
     calls.assign().value(task_id, {"value": 1})
-    await settle(lambda: second.table.get(task_id).status is TaskStatus.SUCCESS)
-    assert second.table.get(task_id).attempts == 2
+    await settle(lambda: second.service.table.get(task_id).status is TaskStatus.SUCCESS)
+    assert second.service.table.get(task_id).attempts == 2
     await second.shutdown()
 
 
@@ -220,7 +223,7 @@ async def test_a_small_result_survives_and_a_status_never_runs_ahead_of_the_jour
     task_id = await succeeded_then_crashed(path)
     calls = FakeCalls()
     second = manager(path, calls)
-    assert second.table.get(task_id).status is TaskStatus.SUCCESS
+    assert second.service.table.get(task_id).status is TaskStatus.SUCCESS
     (ref,) = await second.result(task_id)  # type: ignore[misc]
     assert ref.value == {"value": 42} and calls.sent == []  # nothing ran again
     await second.shutdown()
@@ -229,7 +232,7 @@ async def test_a_small_result_survives_and_a_status_never_runs_ahead_of_the_jour
 async def test_a_task_that_kills_the_manager_every_time_ends_in_failure(path: Stores) -> None:
     calls = FakeCalls()
     m = manager(path, calls, max_attempts=3)
-    answer = await m.submit("work", {"poison": True}, SubmitOptions())
+    answer = await m.submit(Submit("work", {"poison": True}, SubmitOptions()))
     task_id = answer.task_id  # type: ignore[union-attr]
     for attempt in range(1, 4):
         await settle(lambda calls=calls: len(calls.sent) == 1)
@@ -238,27 +241,27 @@ async def test_a_task_that_kills_the_manager_every_time_ends_in_failure(path: St
         await crash(m)
         calls = FakeCalls()
         m = manager(path, calls, max_attempts=3)
-        assert m.table.get(task_id).attempts <= 3
-    state = m.table.get(task_id)
+        assert m.service.table.get(task_id).attempts <= 3
+    state = m.service.table.get(task_id)
     assert state.status is TaskStatus.FAILURE and "gave up after 3 attempts" in str(state.error)
-    await m.journal.flush()  # type: ignore[union-attr]
+    await m.service.journal.flush()  # type: ignore[union-attr]
     await crash(m)
     m = manager(path, FakeCalls(), max_attempts=3)
-    assert m.table.get(task_id).status is TaskStatus.FAILURE  # and it stays so
+    assert m.service.table.get(task_id).status is TaskStatus.FAILURE  # and it stays so
     await m.shutdown()
 
 
 async def test_cancel_and_retry_are_journaled_before_they_answer(path: Stores) -> None:
     calls = FakeCalls()
     first = manager(path, calls)
-    answer = await first.submit("work", {"n": 1}, SubmitOptions())
+    answer = await first.submit(Submit("work", {"n": 1}, SubmitOptions()))
     task_id = answer.task_id  # type: ignore[union-attr]
     await first.cancel(task_id)
     retried = await first.retry(task_id)
     await crash(first)
     second = manager(path, FakeCalls())
-    assert second.table.get(task_id).status is TaskStatus.CANCELLED
-    again = second.table.get(retried.task_id)  # type: ignore[union-attr]
+    assert second.service.table.get(task_id).status is TaskStatus.CANCELLED
+    again = second.service.table.get(retried.task_id)  # type: ignore[union-attr]
     assert again.retry_of == task_id and again.status in (
         TaskStatus.PENDING,
         TaskStatus.IN_PROGRESS,
@@ -276,7 +279,7 @@ async def test_a_status_waits_until_the_change_it_shows_is_journaled() -> None:
     store.gate.clear()  # writes hang from now on
     store.entered.clear()
     batch.value(task_id, {"value": 1})
-    await settle(lambda: m.table.get(task_id).status is TaskStatus.SUCCESS)  # not written
+    await settle(lambda: m.service.table.get(task_id).status is TaskStatus.SUCCESS)  # not written
     status = asyncio.ensure_future(m.status(task_id))
     await asyncio.to_thread(store.entered.wait, 10)  # the success's write waits at the gate
     await asyncio.sleep(0)
@@ -289,24 +292,24 @@ async def test_a_status_waits_until_the_change_it_shows_is_journaled() -> None:
 
 async def test_keys_priorities_and_queue_deadlines_survive_a_restart(path: Stores) -> None:
     first = manager(path, FakeCalls())
-    first.dispatcher.max_in_flight = 0  # nothing starts: every task stays queued
-    keyed = await first.submit("work", {"n": 1}, SubmitOptions(), "key-1")
-    low = await first.submit("work", {"n": 2}, SubmitOptions(priority=-5))
-    high = await first.submit("work", {"n": 3}, SubmitOptions(priority=9, max_queue_s=3600))
+    first.service.dispatcher.max_in_flight = 0  # nothing starts: every task stays queued
+    keyed = await first.submit(Submit("work", {"n": 1}, SubmitOptions(), "key-1"))
+    low = await first.submit(Submit("work", {"n": 2}, SubmitOptions(priority=-5)))
+    high = await first.submit(Submit("work", {"n": 3}, SubmitOptions(priority=9, max_queue_s=3600)))
     await crash(first)
     second = manager(path, FakeCalls())
-    second.dispatcher.max_in_flight = 0
-    again = await second.submit("work", {"n": 1}, SubmitOptions(), "key-1")
+    second.service.dispatcher.max_in_flight = 0
+    again = await second.submit(Submit("work", {"n": 1}, SubmitOptions(), "key-1"))
     assert again.task_id == keyed.task_id  # type: ignore[union-attr]
-    conflict = await second.submit("work", {"n": 9}, SubmitOptions(), "key-1")
+    conflict = await second.submit(Submit("work", {"n": 9}, SubmitOptions(), "key-1"))
     assert isinstance(conflict, TaskConflictError)
     positions = {
         s.task_id: s.queue_position
         for s in await second.status_many([keyed.task_id, low.task_id, high.task_id])  # type: ignore[union-attr]
     }
     assert positions == {high.task_id: 0, keyed.task_id: 1, low.task_id: 2}  # type: ignore[union-attr]
-    assert second.table.get(high.task_id).queue_deadline() == pytest.approx(  # type: ignore[union-attr]
-        second.table.get(high.task_id).created_at + 3600  # type: ignore[union-attr]
+    assert second.service.table.get(high.task_id).queue_deadline() == pytest.approx(  # type: ignore[union-attr]
+        second.service.table.get(high.task_id).created_at + 3600  # type: ignore[union-attr]
     )
     await second.shutdown()
 
@@ -339,23 +342,23 @@ async def test_a_pending_webhook_delivery_survives_a_restart(path: Stores) -> No
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     try:
         first = TaskManager("app", [route()], config, calls=FakeCalls(), store=path())
-        first.dispatcher.max_in_flight = 0
-        answer = await first.submit("work", {"n": 1}, SubmitOptions(webhook_url=url))
+        first.service.dispatcher.max_in_flight = 0
+        answer = await first.submit(Submit("work", {"n": 1}, SubmitOptions(webhook_url=url)))
         task_id = answer.task_id  # type: ignore[union-attr]
         await first.cancel(task_id)  # "cancelled" is one of the default events
         await settle(
-            lambda: bool(seen) and first.table.get(task_id).webhook.summary.attempts == 1,  # type: ignore[union-attr]
+            lambda: bool(seen) and first.service.table.get(task_id).webhook.summary.attempts == 1,  # type: ignore[union-attr]
             timeout_s=10,
         )
-        await first.journal.flush()  # type: ignore[union-attr]
+        await first.service.journal.flush()  # type: ignore[union-attr]
         await crash(first)  # the retry, due in 1 s, is pending in the journal only
         second = TaskManager("app", [route()], config, calls=FakeCalls(), store=path())
         await settle(lambda: len(seen) == 2, timeout_s=10)
         assert seen[0] == seen[1]  # the same delivery, resumed
         await settle(
-            lambda: second.table.state(task_id).webhook.state == "delivered"  # type: ignore[union-attr]
+            lambda: second.service.table.state(task_id).webhook.state == "delivered"  # type: ignore[union-attr]
         )
-        assert second.table.state(task_id).webhook.attempts == 2  # type: ignore[union-attr]
+        assert second.service.table.state(task_id).webhook.attempts == 2  # type: ignore[union-attr]
         await second.shutdown()
     finally:
         server.shutdown()
@@ -371,19 +374,19 @@ async def test_a_delivery_that_ends_after_its_task_was_forgotten_does_not_bring_
         webhook_retry_delays_s=(0.3,),
     )
     m = TaskManager("app", [route()], config, calls=FakeCalls(), store=SQLiteStore(tmp_path / "j"))
-    m.dispatcher.max_in_flight = 0
+    m.service.dispatcher.max_in_flight = 0
     url = "http://127.0.0.1:9/nobody-listens"
-    answer = await m.submit("work", {"n": 1}, SubmitOptions(webhook_url=url, ttl_s=0.05))
+    answer = await m.submit(Submit("work", {"n": 1}, SubmitOptions(webhook_url=url, ttl_s=0.05)))
     task_id = answer.task_id  # type: ignore[union-attr]
     await m.cancel(task_id)  # "cancelled": a delivery that fails, then retries in 0.3 s
     await asyncio.sleep(0.1)
     await m.sweep()  # forgotten at its TTL while the retry waits
     with pytest.raises(TaskExpiredError):
-        m.table.get(task_id)
-    await m.webhooks.idle()
-    assert m.journal is not None
-    await m.journal.flush()
-    records, _, _ = m.journal.load()
+        m.service.table.get(task_id)
+    await m.service.webhooks.idle()
+    assert m.service.journal is not None
+    await m.service.journal.flush()
+    records, _, _ = m.service.journal.load()
     assert task_id not in {r.task_id for r in records}
     await m.shutdown()
 
@@ -407,31 +410,40 @@ async def test_a_row_that_fails_its_seal_is_never_unpickled_and_its_task_fails(
     import pickle
 
     first = manager(path, FakeCalls())
-    first.dispatcher.max_in_flight = 0
-    planted = await first.submit("work", {"n": 1}, SubmitOptions())
-    kept = await first.submit("work", {"n": 2}, SubmitOptions())
+    first.service.dispatcher.max_in_flight = 0
+    planted = await first.submit(Submit("work", {"n": 1}, SubmitOptions()))
+    kept = await first.submit(Submit("work", {"n": 2}, SubmitOptions()))
     assert isinstance(planted, TaskState) and isinstance(kept, TaskState)
     await crash(first)
     marker = tmp_path / "the-journal-ran-code"
     evil = pickle.dumps(Planted(marker))
     store = path()
-    ((_, seq, sealed, _),) = [row for row in store.load() if row[0] == planted.task_id]
+    ((_, seq, sealed, _, inputs),) = [row for row in store.load() if row[0] == planted.task_id]
+    assert inputs is not None  # written once, with the task's first row
     # the old tag with new bytes, and the planted bytes without any tag: neither loads
-    store.commit([(planted.task_id, seq, sealed[:32] + evil, None)], [])
+    store.commit([(planted.task_id, seq, sealed[:32] + evil, None, None)], [])
     store.close()
     second = manager(path, FakeCalls())
     assert not marker.exists()
-    record = second.table.get(planted.task_id)
+    record = second.service.table.get(planted.task_id)
     assert record.status is TaskStatus.FAILURE and record.error == INTEGRITY_FAILED
-    assert second.table.get(kept.task_id).status is TaskStatus.PENDING
+    assert second.service.table.get(kept.task_id).status is TaskStatus.PENDING
     await second.shutdown()
     store = path()
-    store.commit([(planted.task_id, seq, evil, None)], [])
+    store.commit([(planted.task_id, seq, evil, None, None)], [])
     store.close()
     third = manager(path, FakeCalls())
     assert not marker.exists()
-    assert third.table.get(planted.task_id).error == INTEGRITY_FAILED
+    assert third.service.table.get(planted.task_id).error == INTEGRITY_FAILED
     await third.shutdown()
+    # a good record beside planted inputs: the inputs are sealed too
+    store = path()
+    store.commit([(kept.task_id, seq, sealed, None, inputs[:32] + evil)], [])
+    store.close()
+    fourth = manager(path, FakeCalls())
+    assert not marker.exists()
+    assert fourth.service.table.get(kept.task_id).error == INTEGRITY_FAILED
+    await fourth.shutdown()
 
 
 async def test_a_result_that_fails_its_seal_is_dropped_and_the_task_runs_again(
@@ -439,12 +451,12 @@ async def test_a_result_that_fails_its_seal_is_dropped_and_the_task_runs_again(
 ) -> None:
     task_id = await succeeded_then_crashed(path)
     store = path()
-    ((_, seq, sealed, result),) = store.load()
+    ((_, seq, sealed, result, _),) = store.load()
     assert result is not None
-    store.commit([(task_id, seq, sealed, result[:32] + b"\x80\x04K\x01.")], [])  # pickle of 1
+    store.commit([(task_id, seq, sealed, result[:32] + b"\x80\x04K\x01.", None)], [])  # pickle of 1
     store.close()
     second = manager(path, FakeCalls())
-    record = second.table.get(task_id)
+    record = second.service.table.get(task_id)
     assert record.status is TaskStatus.PENDING and record.error == LOST_RESULT
     await second.shutdown()
 
@@ -466,7 +478,7 @@ async def test_the_sqlite_journal_and_its_key_are_private(tmp_path: Path) -> Non
     m = TaskManager(
         "app", [route()], AppConfig(), calls=FakeCalls(), store=SQLiteStore(folder / "j.db")
     )
-    await m.submit("work", {"n": 1}, SubmitOptions())  # written: the -wal file exists
+    await m.submit(Submit("work", {"n": 1}, SubmitOptions()))  # written: the -wal file exists
     files = sorted(p.name for p in folder.iterdir())
     assert "j.db" in files and "j.db.key" in files and "j.db-wal" in files
     assert {name: (folder / name).stat().st_mode & 0o777 for name in files} == dict.fromkeys(
@@ -483,15 +495,15 @@ async def test_the_key_may_come_from_the_environment(
     monkeypatch.setenv("RAYTASK_JOURNAL_KEY", "a key the operator keeps elsewhere")
     store = lambda: SQLiteStore(tmp_path / "j.db")  # noqa: E731
     first = TaskManager("app", [route()], AppConfig(), calls=FakeCalls(), store=store())
-    answer = await first.submit("work", {"n": 1}, SubmitOptions())
+    answer = await first.submit(Submit("work", {"n": 1}, SubmitOptions()))
     await crash(first)
     assert not (tmp_path / "j.db.key").exists()
     second = TaskManager("app", [route()], AppConfig(), calls=FakeCalls(), store=store())
-    assert second.table.get(answer.task_id).status is TaskStatus.PENDING  # type: ignore[union-attr]
+    assert second.service.table.get(answer.task_id).status is TaskStatus.PENDING  # type: ignore[union-attr]
     await second.shutdown()
     monkeypatch.setenv("RAYTASK_JOURNAL_KEY", "another key")
     third = TaskManager("app", [route()], AppConfig(), calls=FakeCalls(), store=store())
-    assert third.table.get(answer.task_id).error == INTEGRITY_FAILED  # type: ignore[union-attr]
+    assert third.service.table.get(answer.task_id).error == INTEGRITY_FAILED  # type: ignore[union-attr]
     await third.shutdown()
 
 
@@ -536,20 +548,20 @@ async def test_a_restart_after_a_redeploy_keeps_the_new_endpoints_and_their_task
     first = start()
     redeployed = [route(), EndpointRoute("added", "added", "Model", TaskOptions(), 4)]
     await first.configure(redeployed, AppConfig(max_queue_size=7), [("New", dict)])
-    first.dispatcher.max_in_flight = 0
-    queued = [await first.submit("added", {"n": n}, SubmitOptions()) for n in range(4)]
+    first.service.dispatcher.max_in_flight = 0
+    queued = [await first.submit(Submit("added", {"n": n}, SubmitOptions())) for n in range(4)]
     await crash(first)
     settings.is_restart = True
     second = start()
     for answer in queued:
-        assert second.table.get(answer.task_id).status is TaskStatus.PENDING  # type: ignore[union-attr]
-    assert isinstance(await second.submit("added", {"n": 5}, SubmitOptions()), TaskState)
+        assert second.service.table.get(answer.task_id).status is TaskStatus.PENDING  # type: ignore[union-attr]
+    assert isinstance(await second.submit(Submit("added", {"n": 5}, SubmitOptions())), TaskState)
     assert await second.models() == [("New", dict)]
-    assert second.config.max_queue_size == 7
+    assert second.service.config.max_queue_size == 7
     await second.shutdown()
     settings.is_restart = False  # a new actor (not a restart) takes its own arguments
     third = start()
-    assert set(third.routes) == {"work"} and settings.saved[0] == first_deploy
+    assert set(third.service.routes) == {"work"} and settings.saved[0] == first_deploy
     await third.shutdown()
 
 
@@ -559,15 +571,15 @@ def test_the_redis_store_deletes_a_task_and_its_result(tmp_path: Path) -> None:
             import redis
 
             store = RedisStore(url, "app")
-            store.commit([("a", 1, b"record-a", b"result-a"), ("b", 2, b"record-b", None)], [])
-            assert sorted(store.load()) == [
-                ("a", 1, b"record-a", b"result-a"),
-                ("b", 2, b"record-b", None),
-            ]
+            rows = [("a", 1, b"record-a", b"result-a", b"in-a"), ("b", 2, b"record-b", None, None)]
+            store.commit(rows, [])
+            store.commit([("b", 2, b"record-b2", None, None)], [])  # no inputs: they stay
+            assert sorted(store.load()) == [rows[0], ("b", 2, b"record-b2", None, None)]
             store.commit([], ["a"])
-            assert store.load() == [("b", 2, b"record-b", None)]
+            assert store.load() == [("b", 2, b"record-b2", None, None)]
             raw = redis.Redis.from_url(url)
             assert raw.hgetall("raytask:journal:app:results") == {}  # no orphan result
+            assert raw.hgetall("raytask:journal:app:inputs") == {}  # nor inputs
             raw.close()
             store.close()
     except FileNotFoundError as exc:

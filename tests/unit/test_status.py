@@ -2,6 +2,9 @@ import json
 
 import pytest
 
+from raytask.core.config import TaskOptions
+from raytask.core.errors import InvalidTransitionError
+from raytask.core.record import TaskRecord
 from raytask.core.state import TIME_FIELDS, TaskState
 from raytask.core.status import BENTOML_SPELLING, TRANSITIONS, TaskStatus, can_transition
 
@@ -76,3 +79,27 @@ def test_every_time_field_can_be_formatted(seconds: float) -> None:
     )
     body = json.loads(state.model_dump_json())
     assert all(body[field] == "9999-12-31T23:59:59.999999+00:00" for field in TIME_FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (TaskStatus.CANCELLED, TaskStatus.PENDING),
+        (TaskStatus.FAILURE, TaskStatus.PENDING),
+        (TaskStatus.PENDING, TaskStatus.IN_PROGRESS),
+        (TaskStatus.SUCCESS, TaskStatus.CANCELLED),
+    ],
+)
+def test_recovery_has_its_own_narrow_rules(current: TaskStatus, target: TaskStatus) -> None:
+    assert not can_transition(current, target, recovering=True)
+
+
+def test_a_record_moves_only_as_the_state_machine_allows() -> None:
+    record = TaskRecord("a" * 32, "e", {}, TaskOptions(), 0.0, TaskStatus.SUCCESS)
+    with pytest.raises(InvalidTransitionError):
+        record.move(TaskStatus.PENDING, 1.0)  # a running manager never takes a result back
+    record.completed_at = record.expires_at = 5.0
+    record.move(TaskStatus.PENDING, 1.0, recovering=True)  # a restarted one may, if lost
+    assert record.status is TaskStatus.PENDING and record.completed_at is None
+    with pytest.raises(InvalidTransitionError):
+        record.move(TaskStatus.SUCCESS, 2.0, recovering=True)

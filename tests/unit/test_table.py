@@ -11,6 +11,7 @@ from raytask.core.errors import (
     TaskNotCompletedError,
     TaskNotFoundError,
 )
+from raytask.core.record import Result
 from raytask.core.status import TaskStatus
 from raytask.core.table import TaskRecord, TaskTable
 
@@ -180,7 +181,7 @@ def test_record_round_trips_through_a_dict(table: TaskTable) -> None:
     record = table.submit("a", {"text": "hi"}, OPTS)
     table.pop_next("a")
     table.fail(record.task_id, "lost", retryable=True)
-    copy = TaskRecord.from_dict(record.to_dict())
+    copy = TaskRecord.from_dict(record.to_dict(), record.kwargs)
     assert copy == record
 
 
@@ -321,7 +322,7 @@ def test_an_idempotency_key_gives_one_task_per_input(table: TaskTable, clock: Fa
 def test_keys_come_back_with_restored_records(table: TaskTable, clock: FakeClock) -> None:
     record = table.submit("a", {"x": 1}, OPTS, idempotency_key="k")
     reloaded = TaskTable(clock=clock)
-    reloaded.restore([TaskRecord.from_dict(record.to_dict())])
+    reloaded.restore([TaskRecord.from_dict(record.to_dict(), record.kwargs)])
     assert reloaded.submit("a", {"x": 1}, OPTS, idempotency_key="k").task_id == record.task_id
     with pytest.raises(TaskConflictError):
         reloaded.submit("a", {"x": 3}, OPTS, idempotency_key="k")
@@ -400,8 +401,7 @@ def test_inputs_and_kept_results_count_against_max_task_bytes(clock: FakeClock) 
         table.retry(held[0].task_id)
     small = table.submit("e", {"n": 1}, TaskOptions(ttl_s=20))
     table.pop_next("e")
-    table.succeed(small.task_id)
-    table.hold_result(small.task_id, 15_000)  # a kept result counts too
+    table.succeed(small.task_id, Result(1, 15_000))  # a kept result counts too
     with pytest.raises(QueueFullError, match="max_task_bytes"):
         table.submit("e", {"text": "y" * 5_000}, TaskOptions())
     clock.advance(11)
@@ -417,10 +417,9 @@ def test_restored_records_bring_their_bytes_back(clock: FakeClock) -> None:
     table = TaskTable(clock=clock)
     record = table.submit("e", {"text": "z" * 1000}, TaskOptions())
     table.pop_next("e")
-    table.succeed(record.task_id)
-    table.hold_result(record.task_id, 500)
+    table.succeed(record.task_id, Result("value", 500))
     again = TaskTable(clock=clock)
-    again.restore([TaskRecord.from_dict(record.to_dict())])
+    again.restore([TaskRecord.from_dict(record.to_dict(), record.kwargs)])
     assert again.held_bytes == table.held_bytes == record.input_bytes + 500
 
 

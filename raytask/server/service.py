@@ -1,0 +1,362 @@
+"""The task service: every command of a raytask app's tasks, without Ray.
+
+:class:`TaskService` holds the :class:`~raytask.core.table.TaskTable`, the
+:class:`~raytask.core.dispatcher.Dispatcher`, the :class:`~raytask.server.journal.Journal`
+and the webhooks, and answers the commands the routes and the clients send (submit,
+submit_many, submit_each, status, wait, result, cancel, retry, listing, progress). The task
+manager actor (:mod:`raytask.server.manager`) is a shell around it that adds Ray: its
+background loops, the attempts it sends to replicas, and the Ray calls themselves. The HTTP
+test tier runs the real routes over this same class in process, so every rule here is
+tested by the fast tiers too.
+
+Commands raise :class:`~raytask.core.errors.HTTPError` subclasses; the actor turns them
+into values for its callers. Every change a client is told of is journaled before the
+answer goes out (``await self._flush()``), and every status change goes through the table
+(:meth:`~raytask.core.record.TaskRecord.move`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ray import cloudpickle  # the pickler alone (by value: the app's own classes)
+
+from ..core.config import AppConfig, TaskOptions
+from ..core.dispatcher import Dispatcher, EndpointRoute
+from ..core.errors import HTTPError, TaskFailedError
+from ..core.messages import Submit
+from ..core.record import Result
+from ..core.recovery import recover
+from ..core.state import TaskState
+from ..core.status import TaskStatus
+from ..core.table import Clock, TaskRecord, TaskTable
+from ..core.webhooks import event_of
+from .journal import Journal
+from .webhooks import Webhooks
+
+logger = logging.getLogger("raytask.manager")
+
+
+def _ignore(_: str) -> None:
+    pass
+
+
+def each(items: list[Any], answer: Callable[[Any], Any]) -> list[Any]:
+    """``answer(item)`` for each item, an :class:`HTTPError` standing in for its answer."""
+    answers: list[Any] = []
+    for item in items:
+        try:
+            answers.append(answer(item))
+        except HTTPError as exc:
+            answers.append(exc)
+    return answers
+
+
+class TaskService:
+    """The tasks of one app and the commands on them.
+
+    Args:
+        app_name: the Serve application it serves.
+        routes: its task endpoints.
+        config: app-wide settings.
+        journal: where changes go before a client is told (None: ``journal: off``).
+        stop: stops a running attempt on its replica (the actor's attempts; a cancel of a
+            running task calls it).
+        kick: called when there may be work to dispatch.
+        clock: epoch seconds (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        app_name: str,
+        routes: list[EndpointRoute],
+        config: AppConfig,
+        journal: Journal | None = None,
+        stop: Callable[[str], None] = _ignore,
+        kick: Callable[[], None] = lambda: None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.app_name = app_name
+        self.journal = journal
+        self._stop, self._kick = stop, kick
+        self.table = TaskTable(config.max_queue_size, config.retry_after_s, clock=clock)
+        self.dispatcher = Dispatcher(self.table)
+        self.table.on_change = self._changed
+        self.table.on_forget = journal.forgotten if journal is not None else _ignore
+        # Long-polls waiting for a task to finish: task id -> (event, waiters).
+        self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
+        self.webhooks = Webhooks(
+            config, lambda r: r.state(self.table.position(r)).wire(), self._journal_held
+        )
+        self.configure(routes, config)
+
+    def configure(self, routes: list[EndpointRoute], config: AppConfig) -> None:
+        """Take new endpoints and settings (a redeploy)."""
+        self.config = config
+        self.routes = {r.name: r for r in routes}
+        self.table.max_queue_size = config.max_queue_size
+        self.table.max_tasks = config.max_tasks
+        self.table.max_task_bytes = config.max_task_bytes
+        self.table.retry_after_s = config.retry_after_s
+        self.dispatcher.configure(routes, config.max_in_flight)
+        self.webhooks.configure(config)
+
+    # -- what changes tell ---------------------------------------------------------
+
+    def _changed(self, record: TaskRecord) -> None:
+        """Every created or changed task: its webhook event queued, journaled (a success
+        with its result, in the same row), waiters woken, and a failure logged (once,
+        here, where the reason is known: the replica's own log only shows the call)."""
+        event = event_of(record.status)
+        if event is not None and record.options.webhook_url is not None:
+            self.webhooks.fire(record, event)
+        if self.journal is not None:
+            self.journal.changed(record, self._journaled_result(record))
+        if record.status.finished and record.task_id in self._finish_waits:
+            self._finish_waits[record.task_id][0].set()
+        if record.status is TaskStatus.FAILURE:
+            logger.warning(
+                "raytask task %s of %s/%s failed (attempt %d of %d): %s",
+                record.task_id,
+                self.app_name,
+                record.endpoint,
+                record.attempts,
+                record.options.max_attempts,
+                record.error,
+            )
+
+    def _journaled_result(self, record: TaskRecord) -> bytes | None:
+        """The pickle of a new success's small result, if the journal keeps it (a large
+        one stays in the object store; one that cannot be pickled runs again if lost)."""
+        result = record.result
+        if record.status is not TaskStatus.SUCCESS or result is None or not result.inline:
+            return None
+        try:
+            payload = cloudpickle.dumps(result.value)
+        except Exception:
+            return None
+        return payload if len(payload) <= self.config.journal_result_bytes else None
+
+    def _journal_held(self, record: TaskRecord) -> None:
+        # A delivery may end after its task was forgotten at its TTL: journaling it then
+        # would bring the task back at the next restart.
+        if self.journal is not None and self.table.endpoint_of(record.task_id) is not None:
+            self.journal.changed(record)
+
+    async def _flush(self) -> None:
+        if self.journal is not None:
+            await self.journal.flush()
+
+    def recover(self, restore: Callable[[Any], Any] = lambda value: value) -> None:
+        """Rebuild the table from the journal, before anything else runs; ``restore``
+        puts a journaled result back where results live (the actor: the object store)."""
+        if self.journal is None:
+            return
+        started = time.monotonic()
+        records, results, broken = self.journal.load()
+        kept = {}
+        for task_id, payload in results.items():
+            try:  # small results come back, owned by this process
+                kept[task_id] = restore(cloudpickle.loads(payload))
+            except Exception as exc:  # e.g. its class is gone: the task runs again
+                logger.warning("raytask: cannot restore the result of %s: %s", task_id, exc)
+        outcome = recover(records, self.routes, kept, self.table.clock(), broken)
+        for record in outcome.records:
+            if record.status is TaskStatus.SUCCESS and record.task_id in kept:
+                record.result = Result(kept[record.task_id], record.result_bytes)
+        self.table.restore(outcome.records)
+        self.webhooks.resume(outcome.records)
+        self.journal.rewrite(self.table.get(task_id) for task_id in outcome.changed)
+        logger.warning(
+            "raytask manager of %s: journal %s: %d tasks back (%d requeued, %d failed) in %.2f s",
+            self.app_name,
+            self.journal.store,
+            len(outcome.records),
+            outcome.requeued,
+            outcome.failed,
+            time.monotonic() - started,
+        )
+
+    # -- submitting ----------------------------------------------------------------
+
+    def _options(self, endpoint: str, options: Any) -> TaskOptions:
+        route = self.routes.get(endpoint)
+        if route is None:
+            raise TaskFailedError(f"the task manager has no endpoint {endpoint!r}")
+        self.config.check_submit(options)
+        return options.apply(route.options)
+
+    def _submit_one(self, item: Submit) -> TaskState:
+        record = self.table.submit(
+            item.endpoint,
+            item.kwargs,
+            self._options(item.endpoint, item.options),
+            idempotency_key=item.idempotency_key,
+            owner=item.owner,
+        )
+        return self.table.state(record.task_id)
+
+    async def submit(self, item: Submit) -> TaskState:
+        """Queue a task; its status answer (``pending``, or with a known idempotency key
+        the answer of the task it named)."""
+        (answer,) = await self.submit_each([item])
+        if isinstance(answer, HTTPError):
+            raise answer
+        return answer
+
+    async def submit_each(self, items: list[Submit]) -> list[TaskState | HTTPError]:
+        """Queue independent submits that arrived together (the ingress and the async
+        in-cluster client coalesce concurrent ones): one answer or error per item, in
+        order; a full queue refuses the items past its room, not the others."""
+        answers = each(items, self._submit_one)
+        self._kick()
+        try:
+            await self._flush()  # a task id goes out only once its task is journaled
+        except HTTPError as exc:  # the journal failed: no id goes out
+            return [exc] * len(items)
+        return answers
+
+    async def submit_many(
+        self,
+        endpoint: str,
+        inputs: list[dict[str, Any]],
+        options: Any,
+        owner: str | None = None,
+    ) -> list[TaskState]:
+        """Queue one task per input, all or none: the status answers, in input order."""
+        records = self.table.submit_many(endpoint, inputs, self._options(endpoint, options), owner)
+        self._kick()
+        await self._flush()
+        return [self.table.state(record.task_id) for record in records]
+
+    # -- reading -------------------------------------------------------------------
+
+    async def status(self, task_id: str) -> TaskState:
+        """The status answer of a task."""
+        (answer,) = await self.status_many([task_id])
+        if isinstance(answer, HTTPError):
+            raise answer
+        return answer
+
+    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
+        """The status answers (or errors) of several tasks, in order (never a state the
+        journal does not hold yet)."""
+        if self.journal is not None and any(map(self.journal.pending, task_ids)):
+            try:
+                await self.journal.flush()
+            except HTTPError as exc:
+                return [exc] * len(task_ids)
+        return each(task_ids, self.table.state)
+
+    async def wait(self, task_id: str, wait_s: float) -> TaskState:
+        """The status answer once the task has finished, or after ``wait_s`` seconds
+        (long-poll): the call waits on the task's own notification, set by the change that
+        finishes it, never by polling."""
+        if not self.table.get(task_id).status.finished:
+            event, waiters = self._finish_waits.setdefault(task_id, (asyncio.Event(), [0]))
+            waiters[0] += 1
+            try:
+                await asyncio.wait_for(event.wait(), wait_s)
+            except TimeoutError:
+                pass
+            finally:
+                waiters[0] -= 1
+                if not waiters[0]:
+                    self._finish_waits.pop(task_id, None)
+        return await self.status(task_id)
+
+    async def result(self, task_id: str) -> Any:
+        """A successful task's result: a small value as it is, a large one as the
+        ``ObjectRef`` that holds it."""
+        record = self.table.check_result(task_id)
+        if record.result is None:  # a success always keeps one: never expected
+            raise TaskFailedError(f"task {task_id} succeeded but its result is gone")
+        return record.result.value
+
+    async def list_tasks(
+        self,
+        endpoint: str | None,
+        statuses: list[str] | None,
+        limit: int,
+        cursor: int | None,
+        owner: str | None = None,
+    ) -> tuple[list[TaskState], int | None]:
+        """A page of status answers, newest first, and the next page's cursor (None at
+        the end): ``GET /NAME/tasks`` and ``GET /tasks`` (only ``owner``'s, if given)."""
+        await self._flush()  # no state the journal does not hold yet
+        wanted = None if statuses is None else [TaskStatus(s) for s in statuses]
+        records, next_cursor = self.table.list(endpoint, wanted, limit, cursor, owner)
+        return [r.state(self.table.position(r)) for r in records], next_cursor
+
+    async def queue(self) -> dict[str, Any]:
+        """The ``GET /queue`` answer (see :meth:`Dispatcher.snapshot`)."""
+        return self.dispatcher.snapshot(self.app_name)
+
+    async def depth(self) -> dict[str, dict[str, int]]:
+        """Per model deployment: tasks pending in the queue and in flight (for autoscaling)."""
+        return self.dispatcher.depth()
+
+    # -- control -------------------------------------------------------------------
+
+    def _cancel_one(self, task_id: str) -> TaskState:
+        if self.table.cancel(task_id) is TaskStatus.IN_PROGRESS:
+            self._stop(task_id)  # its slot frees when the replica confirms
+        return self.table.state(task_id)
+
+    async def cancel(self, task_id: str) -> TaskState:
+        """Cancel a pending task, or stop a running one."""
+        self._cancel_one(task_id)
+        await self._flush()
+        return self.table.state(task_id)
+
+    async def cancel_many(
+        self,
+        endpoint: str,
+        task_ids: list[str] | None,
+        statuses: list[str] | None,
+        owner: str | None = None,
+    ) -> int:
+        """Cancel the tasks ``task_ids`` of ``endpoint``, or else every task of it in
+        ``statuses`` (``pending``, ``in_progress``); unknown and finished ones, other
+        endpoints' and, with an ``owner``, other owners' are skipped. Returns how many
+        were cancelled."""
+        if task_ids is None:
+            task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
+        else:
+            task_ids = [t for t in task_ids if self.table.endpoint_of(t) == endpoint]
+        if owner is not None:
+            task_ids = [t for t in task_ids if self.table.owner_of(t) == owner]
+        answers = each(task_ids, self._cancel_one)
+        await self._flush()  # one journal write for them all
+        return sum(1 for answer in answers if isinstance(answer, TaskState))
+
+    async def retry(self, task_id: str) -> TaskState:
+        """Queue a new task with the inputs of a finished one."""
+        record = self.table.retry(task_id)
+        self._kick()
+        await self._flush()
+        return self.table.state(record.task_id)
+
+    async def report_progress(
+        self, task_id: str, attempt_no: int, fraction: float | None, message: str | None
+    ) -> None:
+        """A running attempt's progress (from :func:`raytask.report_progress`)."""
+        if self.table.report_progress(task_id, attempt_no, fraction, message):
+            record = self.table.get(task_id)
+            if record.options.webhook_url is not None:
+                self.webhooks.fire(record, "progress")
+                self._journal_held(record)
+
+    def sweep(self) -> list[str]:
+        """Forget tasks past their TTL (their results go with them, so Ray frees them)."""
+        return self.table.sweep()
+
+    async def close(self) -> None:
+        """Stop the webhooks and close the journal once its write is done."""
+        await self.webhooks.close()
+        if self.journal is not None:
+            await self.journal.close()
