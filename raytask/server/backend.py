@@ -46,7 +46,7 @@ class Backend(Protocol):
     async def cancel(self, task_id: str) -> TaskState: ...
     async def cancel_many(
         self,
-        endpoint: str,
+        endpoint: str | None,
         task_ids: list[str] | None,
         statuses: list[str] | None,
         owner: str | None = None,

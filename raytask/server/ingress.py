@@ -107,7 +107,7 @@ class RayBackend:
 
     async def cancel_many(
         self,
-        endpoint: str,
+        endpoint: str | None,
         task_ids: list[str] | None,
         statuses: list[str] | None,
         owner: str | None = None,

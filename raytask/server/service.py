@@ -315,18 +315,18 @@ class TaskService:
 
     async def cancel_many(
         self,
-        endpoint: str,
+        endpoint: str | None,
         task_ids: list[str] | None,
         statuses: list[str] | None,
         owner: str | None = None,
     ) -> int:
-        """Cancel the tasks ``task_ids`` of ``endpoint``, or else every task of it in
-        ``statuses`` (``pending``, ``in_progress``); unknown and finished ones, other
-        endpoints' and, with an ``owner``, other owners' are skipped. Returns how many
-        were cancelled."""
+        """Cancel the tasks ``task_ids`` of ``endpoint`` (None: of any endpoint), or else
+        every task of it in ``statuses`` (``pending``, ``in_progress``); unknown and
+        finished ones, other endpoints' and, with an ``owner``, other owners' are skipped.
+        Returns how many were cancelled."""
         if task_ids is None:
             task_ids = self.table.ids_in(map(TaskStatus, statuses or ()), endpoint)
-        else:
+        elif endpoint is not None:
             task_ids = [t for t in task_ids if self.table.endpoint_of(t) == endpoint]
         if owner is not None:
             task_ids = [t for t in task_ids if self.table.owner_of(t) == owner]

@@ -158,7 +158,7 @@ class App:
         leaves behind cannot reach the next."""
         import ray
 
-        ray.get(self.manager.cancel_many.remote(statuses=["pending", "in_progress"]))
+        ray.get(self.manager.cancel_many.remote(None, None, ["pending", "in_progress"]))
 
         def idle() -> bool:
             stats = self.stats()
