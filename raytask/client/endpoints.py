@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from tqdm.auto import tqdm
 
+from ..core.endpoint import MAX_BATCH
 from ..core.state import TaskState
 from .handles import AsyncTask, Task
 from .protocol import (
     DEFAULT_SUBMISSION,
-    MAX_BATCH,
     Page,
     RemoteEndpoint,
     Submission,
@@ -75,6 +75,14 @@ def _chunks(bodies: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [bodies[i : i + MAX_BATCH] for i in range(0, len(bodies), MAX_BATCH)]
 
 
+def _queued_or_error(outcomes: list[list[str] | BaseException]) -> tuple[list[str], Any]:
+    """The ids the requests of one ``submit_many`` queued, and the first error of one that
+    failed (None if none did)."""
+    ids = [i for outcome in outcomes if not isinstance(outcome, BaseException) for i in outcome]
+    errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    return ids, errors[0] if errors else None
+
+
 class SyncEndpoint(WithOptions):
     """``client.NAME``: call it for a synchronous result, ``.submit`` a task, or set
     per-submit ``.options(...)`` first."""
@@ -113,11 +121,13 @@ class SyncEndpoint(WithOptions):
         """Submit one task per input (a dict of keyword arguments) with ``POST
         /NAME/submit_many``, 1,000 a request, ``concurrency`` requests at a time.
 
-        Each request queues all its tasks or none. Returns the handles in input order.
+        All or none: each request queues all its tasks or none, and when one request
+        fails, the tasks the others queued are cancelled before its error is raised.
+        Returns the handles in input order.
 
         Raises:
-            InvalidInputError: inputs of a request failed validation (none of it queued).
-            QueueFullError: a request did not fit in the queue (none of it queued).
+            InvalidInputError: inputs failed validation (none queued).
+            QueueFullError: they did not fit in the queue (none queued).
         """
         endpoint = self._client._endpoint(self._name, task=True)
         bodies = [endpoint.bind((), dict(kwargs)) for kwargs in inputs]
@@ -129,8 +139,18 @@ class SyncEndpoint(WithOptions):
                 bar.update(len(ids))
                 return ids
 
+            def outcome(chunk: list[dict[str, Any]]) -> list[str] | BaseException:
+                try:
+                    return one(chunk)
+                except Exception as exc:
+                    return exc
+
             with ThreadPoolExecutor(max(1, concurrency)) as pool:
-                ids = [i for chunk in pool.map(one, _chunks(bodies)) for i in chunk]
+                ids, error = _queued_or_error(list(pool.map(outcome, _chunks(bodies))))
+        if error is not None:
+            for chunk in range(0, len(ids), MAX_BATCH):  # none kept
+                self._client._cancelled(endpoint.cancel_many(ids[chunk : chunk + MAX_BATCH], None))
+            raise error
         return [Task(tasks, task_id, endpoint.name) for task_id in ids]
 
     def map(
@@ -216,8 +236,16 @@ class AsyncEndpoint(WithOptions):
                 bar.update(len(ids))
                 return ids
 
-            chunks = await asyncio.gather(*(one(chunk) for chunk in _chunks(bodies)))
-        return [AsyncTask(tasks, task_id, endpoint.name) for chunk in chunks for task_id in chunk]
+            outcomes = await asyncio.gather(
+                *(one(chunk) for chunk in _chunks(bodies)), return_exceptions=True
+            )
+        ids, error = _queued_or_error(outcomes)
+        if error is not None:
+            for chunk in range(0, len(ids), MAX_BATCH):  # none kept
+                ids_ = ids[chunk : chunk + MAX_BATCH]
+                await self._client._cancelled(endpoint.cancel_many(ids_, None))
+            raise error
+        return [AsyncTask(tasks, task_id, endpoint.name) for task_id in ids]
 
     async def map(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
+from ..core.endpoint import MAX_BATCH
 from ..core.errors import HTTPError
 from ..core.state import TaskState
 from . import protocol
@@ -168,16 +169,15 @@ class SyncHTTPClient:
 
     def _cancelled(self, request: Request) -> int:
         response = self._send(request)
-        protocol.check(response.status_code, response.content)
-        return int(response.json()["cancelled"])
+        return protocol.decode_cancelled(response.status_code, response.content)
 
     def status_many(self, task_ids: Iterable[str]) -> list[TaskState | HTTPError]:
         """The states of several tasks in one request per 1,000, in order; an unknown or
         expired one gets its error (an exception object) in its place."""
         ids = list(task_ids)
         answers: list[TaskState | HTTPError] = []
-        for i in range(0, len(ids), protocol.MAX_BATCH):
-            response = self._send(protocol.status_many(ids[i : i + protocol.MAX_BATCH]))
+        for i in range(0, len(ids), MAX_BATCH):
+            response = self._send(protocol.status_many(ids[i : i + MAX_BATCH]))
             answers += protocol.decode_status_many(response.status_code, response.content)
         return answers
 
@@ -218,7 +218,7 @@ class SyncHTTPClient:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
         """
         protocol.refuse_inside_event_loop("as_completed()", "AsyncHTTPClient.as_completed")
-        poller = protocol.Poller(list(tasks), timeout, window=protocol.MAX_BATCH)
+        poller = protocol.Poller(list(tasks), timeout, window=MAX_BATCH)
         with tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar:
             done = 0
             while True:
@@ -327,15 +327,14 @@ class AsyncHTTPClient:
 
     async def _cancelled(self, request: Request) -> int:
         response = await self._send(request)
-        protocol.check(response.status_code, response.content)
-        return int(response.json()["cancelled"])
+        return protocol.decode_cancelled(response.status_code, response.content)
 
     async def status_many(self, task_ids: Iterable[str]) -> list[TaskState | HTTPError]:
         """The states of several tasks (see :meth:`SyncHTTPClient.status_many`)."""
         ids = list(task_ids)
         answers: list[TaskState | HTTPError] = []
-        for i in range(0, len(ids), protocol.MAX_BATCH):
-            response = await self._send(protocol.status_many(ids[i : i + protocol.MAX_BATCH]))
+        for i in range(0, len(ids), MAX_BATCH):
+            response = await self._send(protocol.status_many(ids[i : i + MAX_BATCH]))
             answers += protocol.decode_status_many(response.status_code, response.content)
         return answers
 
@@ -366,7 +365,7 @@ class AsyncHTTPClient:
         Raises:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
         """
-        poller = protocol.Poller(list(tasks), timeout, window=protocol.MAX_BATCH)
+        poller = protocol.Poller(list(tasks), timeout, window=MAX_BATCH)
         with tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar:
             done = 0
             while True:

@@ -2,13 +2,14 @@
 
 Both HTTP clients build their requests and read their responses through this module, so the
 sync and async clients share one logic and differ only in how they send a request and sleep.
+Requests follow the wire's one declaration (:mod:`raytask.core.wire`: paths, methods and
+parameter names) and answers are parsed into its models (:mod:`raytask.core.bodies`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -16,8 +17,17 @@ from typing import Any, Self
 
 from pydantic import TypeAdapter, ValidationError
 
+from ..core import wire
+from ..core.bodies import (
+    CancelManyAnswer,
+    ItemError,
+    StatusManyAnswer,
+    SubmitManyAnswer,
+    TaskPage,
+)
 from ..core.config import SubmitOptions
 from ..core.errors import EndpointNotFoundError, HTTPError, WaitTimeoutError, error_from_body
+from ..core.messages import NO_OPTIONS
 from ..core.state import TaskState
 
 # Status polls start FIRST_POLL_S apart and back off by half each time, up to MAX_POLL_S.
@@ -46,20 +56,23 @@ class Request:
 
 
 def _wait(task_id: str, wait_s: float | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"task_id": task_id}
+    params: dict[str, Any] = {wire.TASK_ID.name: task_id}
     if wait_s:
-        params["wait_s"] = round(wait_s, 3)
+        params[wire.WAIT_S.name] = round(wait_s, 3)
     return params
 
 
-_NO_OPTIONS = SubmitOptions()  # frozen: every default submit shares it
+def _request(name: str, route: str, **fields: Any) -> Request:
+    """A request of the wire's operation ``name`` to the endpoint at ``route``."""
+    op = wire.OPERATIONS[name]
+    return Request(op.methods[0], route + op.path.removeprefix("/{name}"), **fields)
 
 
 @dataclass(frozen=True)
 class Submission:
     """Per-submit settings kept apart from the method's arguments (``.options(...)``)."""
 
-    options: SubmitOptions = _NO_OPTIONS
+    options: SubmitOptions = NO_OPTIONS
     idempotency_key: str | None = None
 
     @classmethod
@@ -73,7 +86,9 @@ class Submission:
             checked = SubmitOptions(**options)
         except ValidationError as exc:
             raise ValueError(f"invalid task options: {exc}") from None
-        if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        if idempotency_key is not None and not wire.IDEMPOTENCY_KEY_PATTERN.fullmatch(
+            idempotency_key
+        ):
             raise ValueError("idempotency_key must be 1 to 255 visible ASCII characters")
         return cls(checked, idempotency_key)
 
@@ -88,12 +103,11 @@ class Submission:
         return self.options.model_dump(exclude_none=True)
 
     def headers(self) -> dict[str, str] | None:
-        return None if self.idempotency_key is None else {"Idempotency-Key": self.idempotency_key}
+        key = self.idempotency_key
+        return None if key is None else {wire.IDEMPOTENCY_KEY: key}
 
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 DEFAULT_SUBMISSION = Submission()
-MAX_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -146,12 +160,12 @@ class RemoteEndpoint:
     # -- requests --------------------------------------------------------------
 
     def call(self, body: dict[str, Any]) -> Request:
-        return Request("POST", self.route, json=body)
+        return _request("call", self.route, json=body)
 
     def submit(self, body: dict[str, Any], settings: Submission = DEFAULT_SUBMISSION) -> Request:
-        return Request(
-            "POST",
-            f"{self.route}/submit",
+        return _request(
+            "submit",
+            self.route,
             params=settings.params() or None,
             json=body,
             headers=settings.headers(),
@@ -160,31 +174,31 @@ class RemoteEndpoint:
     def submit_many(self, bodies: list[dict[str, Any]], settings: Submission) -> Request:
         if settings.idempotency_key is not None:
             raise ValueError("an idempotency key names one task: use submit, not submit_many")
-        return Request("POST", f"{self.route}/submit_many", params=settings.params(), json=bodies)
+        return _request("submit_many", self.route, params=settings.params(), json=bodies)
 
     def list(self, statuses: list[str] | None, limit: int, cursor: str | None) -> Request:
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {wire.LIMIT.name: limit}
         if statuses:
-            params["status"] = ",".join(statuses)
+            params[wire.STATUS.name] = ",".join(statuses)
         if cursor is not None:
-            params["cursor"] = cursor
-        return Request("GET", f"{self.route}/tasks", params=params)
+            params[wire.CURSOR.name] = cursor
+        return _request("list", self.route, params=params)
 
     def cancel_many(self, task_ids: list[str] | None, status: str | None) -> Request:
         body = {"task_ids": task_ids} if task_ids is not None else {"status": status}
-        return Request("POST", f"{self.route}/cancel_many", json=body)
+        return _request("cancel_many", self.route, json=body)
 
     def status(self, task_id: str, wait_s: float | None = None) -> Request:
-        return Request("GET", f"{self.route}/status", params=_wait(task_id, wait_s), hold_s=wait_s)
+        return _request("status", self.route, params=_wait(task_id, wait_s), hold_s=wait_s)
 
     def get(self, task_id: str, wait_s: float | None = None) -> Request:
-        return Request("GET", f"{self.route}/get", params=_wait(task_id, wait_s), hold_s=wait_s)
+        return _request("get", self.route, params=_wait(task_id, wait_s), hold_s=wait_s)
 
     def cancel(self, task_id: str) -> Request:
-        return Request("PUT", f"{self.route}/cancel", params={"task_id": task_id})
+        return _request("cancel", self.route, params={wire.TASK_ID.name: task_id})
 
     def retry(self, task_id: str) -> Request:
-        return Request("POST", f"{self.route}/retry", params={"task_id": task_id})
+        return _request("retry", self.route, params={wire.TASK_ID.name: task_id})
 
 
 def settings_with(
@@ -286,32 +300,38 @@ SCHEMA = Request("GET", "/schema.json", absolute=False)
 
 def status_many(task_ids: list[str]) -> Request:
     """``POST /status_many`` (relative to the app's URL)."""
-    return Request("POST", "/status_many", json={"task_ids": task_ids}, absolute=False)
+    op = wire.OPERATIONS["status_many"]
+    return Request(op.methods[0], op.path, json={"task_ids": task_ids}, absolute=False)
 
 
 def decode_status_many(status_code: int, body: bytes) -> list[TaskState | HTTPError]:
     """Each entry of a ``status_many`` answer: a state, or the error it stands for."""
     check(status_code, body)
-    answers: list[TaskState | HTTPError] = []
-    for entry in json.loads(body)["tasks"]:
-        if "status_code" in entry:
-            answers.append(error_from_body(entry["status_code"], entry))
-        else:
-            answers.append(TaskState.model_validate(entry))
-    return answers
+    return [
+        error_from_body(entry.status_code, entry.model_dump())
+        if isinstance(entry, ItemError)
+        else entry
+        for entry in StatusManyAnswer.model_validate_json(body).tasks
+    ]
 
 
 def decode_page(status_code: int, body: bytes) -> tuple[list[TaskState], str | None]:
     """The tasks and the next cursor of a listing page."""
     check(status_code, body)
-    page = json.loads(body)
-    return [TaskState.model_validate(t) for t in page["tasks"]], page["next_cursor"]
+    page = TaskPage.model_validate_json(body)
+    return page.tasks, page.next_cursor
 
 
 def decode_queued(status_code: int, body: bytes) -> list[str]:
     """The task ids of a ``submit_many`` answer, in input order."""
     check(status_code, body)
-    return [task["task_id"] for task in json.loads(body)["tasks"]]
+    return [task.task_id for task in SubmitManyAnswer.model_validate_json(body).tasks]
+
+
+def decode_cancelled(status_code: int, body: bytes) -> int:
+    """How many tasks a ``cancel_many`` answer says it cancelled."""
+    check(status_code, body)
+    return CancelManyAnswer.model_validate_json(body).cancelled
 
 
 def parse_schema(status_code: int, body: bytes) -> dict[str, RemoteEndpoint]:

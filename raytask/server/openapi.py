@@ -1,11 +1,12 @@
 """The OpenAPI 3.1 document of an app's routes (``GET /openapi.json`` and ``/docs.json``).
 
-It declares every route, parameter (with its pattern or range), header, status code and
-body that the routes send, so a client generator or a fuzzer can trust it; the fuzz tier
-(``tests/http/test_fuzz.py``) fails when a route answers something undeclared. The status
-answer's schema is generated from :class:`~raytask.core.state.TaskState`, the error body's
-from :class:`ErrorBody` and the submit options' from
-:class:`~raytask.core.config.SubmitOptions`, so the document cannot drift from the code.
+It is made from the wire's one declaration (:mod:`raytask.core.wire`): every operation,
+parameter (with its pattern or range), header, status code and body that the routes send,
+so a client generator or a fuzzer can trust it; the fuzz tier (``tests/http/test_fuzz.py``)
+fails when a route answers something undeclared. The schemas are generated from the models
+(:class:`~raytask.core.state.TaskState`, :class:`ErrorBody`, the bodies of
+:mod:`raytask.core.bodies`, :class:`~raytask.core.config.SubmitOptions`), so the document
+cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -34,17 +35,18 @@ from ..core.errors import (
     UnsupportedMediaTypeError,
     URLTooLongError,
 )
-from ..core.state import TASK_ID_PATTERN, TaskState
-from ..core.status import TaskStatus
-from .auth import PUBLIC_ROUTES
-from .bodies import (
-    CancelManyAnswer,
-    CancelManyRequest,
-    StatusManyAnswer,
-    StatusManyRequest,
-    SubmitManyAnswer,
-    TaskPage,
+from ..core.wire import (
+    APP_OPERATIONS,
+    CALL,
+    ENDPOINT,
+    INPUTS,
+    OPTIONS,
+    RESULT,
+    TASK_OPERATIONS,
+    Operation,
+    Param,
 )
+from .auth import PUBLIC_ROUTES
 from .guard import STATE_CHANGING
 
 _REF = "#/components/schemas/{model}"
@@ -110,23 +112,11 @@ def _error(cls: type[HTTPError]) -> dict[str, Any]:
 
 
 def _responses(ok: dict[str, Any], *errors: type[HTTPError]) -> dict[str, Any]:
-    # Every route checks the URL and header limits; every task route may find the
-    # manager unreachable (503).
-    common = (URLTooLongError, HeadersTooLargeError)
+    # Every route checks the URL and header limits.
     responses = {"200": ok}
-    for cls in (*errors, *common):
+    for cls in (*errors, URLTooLongError, HeadersTooLargeError):
         responses[str(cls.status_code)] = _error(cls)
     return dict(sorted(responses.items()))
-
-
-def _query(name: str, schema: dict[str, Any], description: str, required: bool) -> dict:
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "description": description,
-        "schema": schema,
-    }
 
 
 def _option_parameters(config: AppConfig) -> list[dict[str, Any]]:
@@ -137,50 +127,12 @@ def _option_parameters(config: AppConfig) -> list[dict[str, Any]]:
         value = next(s for s in schema["anyOf"] if s.get("type") != "null")
         if name == "ttl_s":
             value = {**value, "maximum": min(value["maximum"], config.max_ttl_s)}
-        parameters.append(_query(name, value, schema["description"], required=False))
+        parameters.append(Param(name, value, schema["description"]).openapi())
     return parameters
 
 
-_IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "1-255 visible ASCII characters: a later submit to this endpoint with the "
-    "same key and input answers the same task and queues nothing (until it expires); the "
-    "same key with another input is 409.",
-    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
-}
-
-
-def _list_parameters() -> list[dict[str, Any]]:
-    statuses = sorted(s.value for s in TaskStatus)
-    return [
-        _query(
-            "status",
-            {"type": "array", "items": {"type": "string", "enum": statuses}},
-            "Only tasks in these states (repeat it, or separate states with commas).",
-            required=False,
-        ),
-        _query(
-            "limit",
-            {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 100},
-            "Most tasks in the page.",
-            required=False,
-        ),
-        _query(
-            "cursor",
-            {"type": "string", "pattern": "^[0-9]{1,19}$"},
-            "The next_cursor of the page before.",
-            required=False,
-        ),
-    ]
-
-
-def _model_body(ref: str, description: str) -> dict[str, Any]:
-    return {"required": True, "description": description, "content": _json(ref)}
-
-
 def _task_links(name: str) -> dict[str, Any]:
+    """What a client can do next with the id in a submit's answer (OpenAPI links)."""
     task_id = {"task_id": "$response.body#/task_id"}
     return {
         verb: {"operationId": operation, "parameters": task_id}
@@ -202,6 +154,93 @@ def _result_content(output: dict[str, Any]) -> dict[str, Any]:
     return {media: {"schema": output}}
 
 
+class _Builder:
+    """The document's paths, one operation at a time."""
+
+    def __init__(self, config: AppConfig, prefix: str, task_endpoints: list[str]) -> None:
+        self.config, self.prefix = config, prefix
+        self.task_endpoints = task_endpoints
+        self.nested: dict[str, Any] = {}  # nested models of inputs and results
+        self.paths: dict[str, Any] = {}
+
+    def _params(self, op: Operation) -> list[dict[str, Any]]:
+        params: list[dict[str, Any]] = []
+        for param in op.params:
+            if param == OPTIONS:
+                params += _option_parameters(self.config)
+            elif param is ENDPOINT:
+                enum = {"type": "string", "enum": self.task_endpoints}
+                params.append(Param(ENDPOINT.name, enum, ENDPOINT.description).openapi())
+            else:
+                assert isinstance(param, Param)
+                params.append(param.openapi())
+        return params
+
+    def _body(self, op: Operation, endpoint: Endpoint | None) -> dict[str, Any] | None:
+        if op.body is None:
+            return None
+        if isinstance(op.body, type):
+            return {"required": True, "description": op.summary, "content": _json(op.body.__name__)}
+        assert endpoint is not None
+        schema = endpoint.input_schema(ref_template=_REF)
+        self.nested.update(schema.pop("$defs", {}))
+        if op.body == INPUTS:
+            return {
+                "required": True,
+                "description": f"a JSON array of at most {MAX_BATCH} argument objects",
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "array", "items": schema, "maxItems": MAX_BATCH}
+                    }
+                },
+            }
+        return {
+            # An empty body means no arguments: it is a valid request when none is required.
+            "required": bool(schema.get("required")),
+            "description": f"the arguments of {endpoint.name}, as a JSON object (at most "
+            f"{self.config.max_request_bytes} bytes; an empty body means no arguments)",
+            "content": {"application/json": {"schema": schema}},
+        }
+
+    def _answer(self, op: Operation, endpoint: Endpoint | None) -> dict[str, Any]:
+        if op.answer == RESULT:
+            if op is CALL and endpoint is not None:
+                output = endpoint.output_schema(ref_template=_REF)
+                self.nested.update(output.pop("$defs", {}))
+                return {"description": "the result", "content": _result_content(output)}
+            return {
+                "description": "the task's result, as the synchronous call would answer it "
+                "(task ids are not tied to an endpoint, so any endpoint's result may come back)",
+                "content": _result_content({}),
+            }
+        assert isinstance(op.answer, type)
+        answer = {"description": op.answer.__doc__ or "", "content": _json(op.answer.__name__)}
+        if op.name in ("submit", "retry") and endpoint is not None:
+            answer["links"] = _task_links(endpoint.name)
+        return answer
+
+    def add(self, op: Operation, endpoint: Endpoint | None = None) -> None:
+        name = endpoint.name if endpoint else None
+        operation: dict[str, Any] = {
+            "summary": op.summary + (f" ({name})" if name else ""),
+            "responses": _responses(self._answer(op, endpoint), *op.errors),
+        }
+        params = self._params(op)
+        if params:
+            operation["parameters"] = params
+        body = self._body(op, endpoint)
+        if body is not None:
+            operation["requestBody"] = body
+        base_id = f"{op.name}_{name}" if name else op.name
+        path = self.paths.setdefault(op.path_for(name, self.prefix), {})
+        for method in op.methods:
+            one = len(op.methods) == 1
+            path[method.lower()] = {
+                **operation,
+                "operationId": base_id if one else f"{base_id}_{method.lower()}",
+            }
+
+
 def openapi_document(
     endpoints: list[Endpoint],
     prefix: str = "",
@@ -211,241 +250,31 @@ def openapi_document(
     """The OpenAPI 3.1 document of an app's routes; ``secured``: the app requires API
     tokens (the routes know it from the tokens they loaded once)."""
     config = config or AppConfig()
-    task_id = [
-        _query(
-            "task_id",
-            {"type": "string", "pattern": TASK_ID_PATTERN},
-            "The task's id (32 lowercase hex digits).",
-            required=True,
-        )
-    ]
-    waiting = [
-        *task_id,
-        _query(
-            "wait_s",
-            {"type": "number", "minimum": 0, "maximum": 60},
-            "Long-poll: hold the request until the task has finished or this many seconds "
-            "have passed, then answer as without it.",
-            required=False,
-        ),
-    ]
-    task_state = {"description": "the task's state", "content": _json("TaskState")}
-    any_result = {
-        "description": "the task's result, as the synchronous call would answer it (task ids "
-        "are not tied to an endpoint, so any endpoint's result may come back)",
-        "content": _result_content({}),
-    }
-    paths: dict[str, Any] = {}
-    # Nested models of inputs and results live beside TaskState, where their refs point.
-    nested: dict[str, Any] = {}
-    for e in endpoints:
-        input_schema = e.input_schema(ref_template=_REF)
-        output_schema = e.output_schema(ref_template=_REF)
-        for schema in (input_schema, output_schema):
-            nested.update(schema.pop("$defs", {}))
-        body = {
-            # An empty body means no arguments: it is a valid request when none is required.
-            "required": bool(input_schema.get("required")),
-            "description": f"the arguments of {e.name}, as a JSON object (at most "
-            f"{config.max_request_bytes} bytes; an empty body means no arguments)",
-            "content": {"application/json": {"schema": input_schema}},
-        }
-        result = {"description": "the result", "content": _result_content(output_schema)}
-        base = f"{prefix}/{e.name}"
-        body_errors = (MalformedRequestError, PayloadTooLargeError, InvalidInputError)
-        paths[base] = {
-            "post": {
-                "summary": f"call {e.name} and wait for its result",
-                "operationId": f"call_{e.name}",
-                "requestBody": body,
-                "responses": _responses(
-                    result, *body_errors, TaskFailedError, ServiceUnavailableError
-                ),
-            }
-        }
-        if not e.is_task:
-            continue
-        # What a client can do next with the id in the answer (OpenAPI links).
-        queued = task_state | {"links": _task_links(e.name)}
-        paths[f"{base}/submit"] = {
-            "post": {
-                "summary": f"queue a {e.name} task",
-                "operationId": f"submit_{e.name}",
-                "parameters": [*_option_parameters(config), _IDEMPOTENCY_KEY],
-                "requestBody": body,
-                "responses": _responses(
-                    queued,
-                    *body_errors,
-                    TaskConflictError,
-                    QueueFullError,
-                    ServiceUnavailableError,
-                ),
-            }
-        }
-        paths[f"{base}/submit_many"] = {
-            "post": {
-                "summary": f"queue one {e.name} task per input, all or none",
-                "operationId": f"submit_many_{e.name}",
-                "parameters": _option_parameters(config),
-                "requestBody": {
-                    "required": True,
-                    "description": f"a JSON array of at most {MAX_BATCH} argument objects",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "array",
-                                "items": input_schema,
-                                "maxItems": MAX_BATCH,
-                            }
-                        }
-                    },
-                },
-                "responses": _responses(
-                    {
-                        "description": "the new tasks, in order",
-                        "content": _json("SubmitManyAnswer"),
-                    },
-                    *body_errors,
-                    QueueFullError,
-                    ServiceUnavailableError,
-                ),
-            }
-        }
-        paths[f"{base}/tasks"] = {
-            "get": {
-                "summary": f"list {e.name} tasks, newest first",
-                "operationId": f"list_{e.name}",
-                "parameters": _list_parameters(),
-                "responses": _responses(
-                    {"description": "a page of tasks", "content": _json("TaskPage")},
-                    InvalidInputError,
-                    ServiceUnavailableError,
-                ),
-            }
-        }
-        paths[f"{base}/cancel_many"] = {
-            "post": {
-                "summary": f"cancel several {e.name} tasks, or purge its queue",
-                "operationId": f"cancel_many_{e.name}",
-                "requestBody": _model_body("CancelManyRequest", "task ids, or a status"),
-                "responses": _responses(
-                    {
-                        "description": "how many were cancelled",
-                        "content": _json("CancelManyAnswer"),
-                    },
-                    MalformedRequestError,
-                    PayloadTooLargeError,
-                    InvalidInputError,
-                    ServiceUnavailableError,
-                ),
-            }
-        }
-        id_errors = (MalformedRequestError, TaskNotFoundError, ServiceUnavailableError)
-        paths[f"{base}/status"] = {
-            "get": {
-                "summary": "a task's state (wait_s: once it has finished)",
-                "operationId": f"status_{e.name}",
-                "parameters": waiting,
-                "responses": _responses(
-                    task_state, *id_errors, TaskExpiredError, InvalidInputError
-                ),
-            }
-        }
-        paths[f"{base}/get"] = {
-            "get": {
-                "summary": "a task's result",
-                "operationId": f"get_{e.name}",
-                "parameters": waiting,
-                "responses": _responses(
-                    any_result,
-                    *id_errors,
-                    TaskConflictError,
-                    TaskExpiredError,
-                    TaskFailedError,
-                    InvalidInputError,
-                ),
-            }
-        }
-        for verb, errors in (
-            ("cancel", (TaskConflictError,)),
-            ("retry", (TaskConflictError, TaskExpiredError, QueueFullError)),
-        ):
-            paths[f"{base}/{verb}"] = {
-                method: {
-                    "summary": f"{verb} a task",
-                    "operationId": f"{verb}_{e.name}_{method}",
-                    "parameters": task_id,
-                    "responses": _responses(
-                        queued if verb == "retry" else task_state, *id_errors, *errors
-                    ),
-                }
-                for method in ("post", "put")
-            }
-    paths.update(_service_paths(prefix))
-    paths[f"{prefix}/tasks"] = {
-        "get": {
-            "summary": "list every endpoint's tasks, newest first",
-            "operationId": "list_tasks",
-            "parameters": [
-                _query(
-                    "endpoint",
-                    {"type": "string", "enum": [e.name for e in endpoints if e.is_task]},
-                    "Only this endpoint's tasks.",
-                    required=False,
-                ),
-                *_list_parameters(),
-            ],
-            "responses": _responses(
-                {"description": "a page of tasks", "content": _json("TaskPage")},
-                EndpointNotFoundError,
-                InvalidInputError,
-                ServiceUnavailableError,
-            ),
-        }
-    }
-    paths[f"{prefix}/status_many"] = {
-        "post": {
-            "summary": "the status of several tasks, in order",
-            "operationId": "status_many",
-            "requestBody": _model_body("StatusManyRequest", f"at most {MAX_BATCH} task ids"),
-            "responses": _responses(
-                {"description": "one entry per id", "content": _json("StatusManyAnswer")},
-                MalformedRequestError,
-                PayloadTooLargeError,
-                InvalidInputError,
-                ServiceUnavailableError,
-            ),
-        }
-    }
+    builder = _Builder(config, prefix, [e.name for e in endpoints if e.is_task])
+    for endpoint in endpoints:
+        builder.add(CALL, endpoint)
+        if endpoint.is_task:
+            for op in TASK_OPERATIONS:
+                builder.add(op, endpoint)
+    for op in APP_OPERATIONS:
+        builder.add(op)
+    paths = builder.paths | _service_paths(prefix)
     _guard_state_changes(paths)
     if secured:
         _require_tokens(paths, prefix)
+    models = {op.body for op in APP_OPERATIONS + TASK_OPERATIONS if isinstance(op.body, type)}
+    answers = {op.answer for op in APP_OPERATIONS + TASK_OPERATIONS if isinstance(op.answer, type)}
+    schemas = [ErrorBody.model_json_schema(ref_template=_REF)]
+    schemas += [m.model_json_schema(mode="serialization", ref_template=_REF) for m in answers]
+    schemas += [m.model_json_schema(mode="validation", ref_template=_REF) for m in models]
+    security = {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "raytask", "version": "1"},
         "paths": paths,
         "components": {
-            **(
-                {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
-                if secured
-                else {}
-            ),
-            "schemas": nested
-            | _schemas(
-                ErrorBody.model_json_schema(ref_template=_REF),
-                TaskState.model_json_schema(mode="serialization", ref_template=_REF),
-                *(
-                    model.model_json_schema(mode=mode, ref_template=_REF)
-                    for model, mode in (
-                        (SubmitManyAnswer, "serialization"),
-                        (StatusManyAnswer, "serialization"),
-                        (TaskPage, "serialization"),
-                        (CancelManyAnswer, "serialization"),
-                        (StatusManyRequest, "validation"),
-                        (CancelManyRequest, "validation"),
-                    )
-                ),
-            ),
+            **(security if secured else {}),
+            "schemas": builder.nested | _schemas(*schemas),
         },
     }
 
@@ -456,9 +285,10 @@ def _guard_state_changes(paths: dict[str, Any]) -> None:
     for operations in paths.values():
         for method, operation in operations.items():
             if method.upper() in STATE_CHANGING:
+                responses = dict(operation["responses"])
                 for cls in (OriginRefusedError, UnsupportedMediaTypeError):
-                    operation["responses"][str(cls.status_code)] = _error(cls)
-                operation["responses"] = dict(sorted(operation["responses"].items()))
+                    responses[str(cls.status_code)] = _error(cls)
+                operation["responses"] = dict(sorted(responses.items()))
 
 
 def _require_tokens(paths: dict[str, Any], prefix: str) -> None:
@@ -469,8 +299,8 @@ def _require_tokens(paths: dict[str, Any], prefix: str) -> None:
             continue
         for operation in operations.values():
             operation["security"] = [{"bearer": []}]
-            operation["responses"]["401"] = _error(UnauthorizedError)
-            operation["responses"] = dict(sorted(operation["responses"].items()))
+            responses = {**operation["responses"], "401": _error(UnauthorizedError)}
+            operation["responses"] = dict(sorted(responses.items()))
 
 
 def _service_paths(prefix: str) -> dict[str, Any]:
@@ -493,6 +323,7 @@ def _service_paths(prefix: str) -> dict[str, Any]:
             "text/html": {"schema": {}},
         },
     }
+    asset = {"type": "string", "enum": ["app.js", "style.css"]}
     return {
         f"{prefix}/": get("this app's endpoints and where to read more", index),
         f"{prefix}/schema.json": get("the routes, as BentoML's client reads them", json_ok("")),
@@ -510,14 +341,7 @@ def _service_paths(prefix: str) -> dict[str, Any]:
         f"{prefix}/dashboard/{{asset}}": {
             "get": {
                 "summary": "a file of the dashboard page",
-                "parameters": [
-                    {
-                        "name": "asset",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "enum": ["app.js", "style.css"]},
-                    }
-                ],
+                "parameters": [{"name": "asset", "in": "path", "required": True, "schema": asset}],
                 "responses": _responses(
                     {
                         "description": "the file",

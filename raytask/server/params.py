@@ -6,29 +6,31 @@ returns plain values, so the route handlers stay short (SPEC §7 and the long-po
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from ..core.bodies import ItemError
 from ..core.endpoint import MAX_BATCH
 from ..core.errors import HTTPError, InvalidInputError, MalformedRequestError, validation_reasons
 from ..core.status import BENTOML_SPELLING, TaskStatus
+from ..core.wire import (
+    CURSOR,
+    DEFAULT_LIST_LIMIT,
+    DIGITS,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_PATTERN,
+    LIMIT,
+    MAX_WAIT_S,
+    STATUS,
+    WAIT_S,
+)
 
-DEFAULT_LIST_LIMIT = 100
 _STATUS_VALUES = frozenset({s.value for s in TaskStatus} | set(BENTOML_SPELLING.values()))
 _FROM_BENTOML = {v: k.value for k, v in BENTOML_SPELLING.items()}
 M = TypeVar("M", bound=BaseModel)
-
-
-DIGITS = re.compile(r"[0-9]{1,19}")
-"""An integer parameter: ASCII digits only (``str.isdigit`` takes ``²`` and ``٣`` too,
-which ``int`` then refuses)."""
-
-IDEMPOTENCY_KEY = "Idempotency-Key"
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -36,20 +38,16 @@ def idempotency_key(request: Request) -> str | None:
     values = request.headers.getlist(IDEMPOTENCY_KEY)
     if not values:
         return None
-    if len(values) > 1 or not _KEY.fullmatch(values[0]):
+    if len(values) > 1 or not IDEMPOTENCY_KEY_PATTERN.fullmatch(values[0]):
         raise MalformedRequestError(
             f"{IDEMPOTENCY_KEY} must be one value of 1 to 255 visible ASCII characters"
         )
     return values[0]
 
 
-MAX_WAIT_S = 60.0
-"""The longest a long-poll (``wait_s``) holds a request."""
-
-
 def wait_s_of(request: Request) -> float:
     """The long-poll's ``wait_s`` (0 without one): a number of seconds from 0 to 60."""
-    text = request.query_params.get("wait_s")
+    text = request.query_params.get(WAIT_S.name)
     if text is None:
         return 0.0
     try:
@@ -61,9 +59,9 @@ def wait_s_of(request: Request) -> float:
     return wait_s
 
 
-def item_error(task_id: str, error: HTTPError) -> dict[str, Any]:
+def item_error(task_id: str, error: HTTPError) -> ItemError:
     """The ``status_many`` entry of an id that has no status answer."""
-    return {"task_id": task_id, "error": str(error), "status_code": error.status_code}
+    return ItemError(task_id=task_id, error=str(error), status_code=error.status_code)
 
 
 def parse_body(model: type[M], body: bytes, route: str) -> M:
@@ -89,16 +87,16 @@ class ListQuery:
     @classmethod
     def parse(cls, request: Request) -> ListQuery:
         params = request.query_params
-        statuses = [s for value in params.getlist("status") for s in value.split(",") if s]
+        statuses = [s for value in params.getlist(STATUS.name) for s in value.split(",") if s]
         wrong = [s for s in statuses if s not in _STATUS_VALUES]
         if wrong:
             raise InvalidInputError(
                 f"unknown status {wrong[0][:40]!r}: use {', '.join(sorted(_STATUS_VALUES))}"
             )
-        limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
+        limit_text = params.get(LIMIT.name, str(DEFAULT_LIST_LIMIT))
         if not DIGITS.fullmatch(limit_text) or not 1 <= int(limit_text) <= MAX_BATCH:
             raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH}")
-        cursor_text = params.get("cursor")
+        cursor_text = params.get(CURSOR.name)
         if cursor_text is not None and not DIGITS.fullmatch(cursor_text):
             raise InvalidInputError("malformed cursor: pass back a next_cursor as it came")
         return cls(

@@ -9,19 +9,28 @@ one.
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 import time
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..core.bodies import (
+    CancelManyAnswer,
+    CancelManyRequest,
+    ItemError,
+    Queued,
+    StatusManyAnswer,
+    StatusManyRequest,
+    SubmitManyAnswer,
+    TaskPage,
+)
 from ..core.config import AppConfig, SubmitOptions
 from ..core.endpoint import SERVICE_ROUTES, Endpoint, encode_result
 from ..core.errors import (
@@ -42,18 +51,22 @@ from ..core.errors import (
     validation_reasons,
 )
 from ..core.messages import Submit
-from ..core.metrics import prometheus_text
 from ..core.state import TASK_ID_PATTERN, TaskState
+from ..core.status import BENTOML_SPELLING, TaskStatus
 from ..core.webhooks import check_url
-from .auth import PUBLIC_ROUTES, Tokens
-from .backend import Backend
-from .bodies import CancelManyRequest, StatusManyRequest
-from .dashboard import DASHBOARD, DASHBOARD_HEADERS
-from .guard import middleware
-from .openapi import openapi_document
-from .params import (
+from ..core.wire import (
+    APP_OPERATIONS,
+    CALL,
     DIGITS,
     IDEMPOTENCY_KEY,
+    TASK_OPERATIONS,
+    Operation,
+)
+from .auth import Tokens
+from .backend import Backend
+from .guard import middleware
+from .pages import Pages
+from .params import (
     ListQuery,
     idempotency_key,
     item_error,
@@ -102,6 +115,7 @@ class Routes:
         self.backend = backend
         self.config = config
         self.tokens = Tokens(config.resolved_api_tokens(), config.token_isolation)
+        self.pages = Pages(self.endpoints, backend, config, self.tokens)
 
     # -- access ------------------------------------------------------------------
 
@@ -215,10 +229,21 @@ class Routes:
         return options
 
     @staticmethod
-    def _view(request: Request, state: TaskState) -> dict[str, Any]:
+    def _bentoml(request: Request) -> bool:
+        return request.headers.get("user-agent", "").startswith(BENTOML_USER_AGENT)
+
+    def _view(self, request: Request, state: TaskState) -> dict[str, Any]:
         """A status answer for the wire, in the caller's status spelling."""
-        bentoml = request.headers.get("user-agent", "").startswith(BENTOML_USER_AGENT)
-        return state.wire(bentoml=bentoml)
+        return state.wire(bentoml=self._bentoml(request))
+
+    def _answer(self, request: Request, answer: BaseModel) -> Response:
+        """A typed answer for the wire; its tasks' statuses in the caller's spelling."""
+        body = answer.model_dump(mode="json")
+        if self._bentoml(request):
+            for task in body.get("tasks", ()):
+                if "status" in task:
+                    task["status"] = BENTOML_SPELLING[TaskStatus(task["status"])]
+        return JSONResponse(body)
 
     @staticmethod
     def _result_response(value: Any) -> Response:
@@ -250,14 +275,10 @@ class Routes:
         states = await self.backend.submit_many(
             endpoint.name, inputs, options, self._owner(request)
         )
-        return JSONResponse(
-            {
-                "tasks": [
-                    {"task_id": s.task_id, "status": self._view(request, s)["status"]}
-                    for s in states
-                ]
-            }
+        answer = SubmitManyAnswer(
+            tasks=[Queued(task_id=s.task_id, status=s.status) for s in states]
         )
+        return self._answer(request, answer)
 
     async def list_tasks(self, request: Request) -> Response:
         name = request.path_params.get("name")
@@ -271,34 +292,27 @@ class Routes:
         states, cursor = await self.backend.list_tasks(
             endpoint, query.statuses, query.limit, query.cursor, self._owner(request)
         )
-        return JSONResponse(
-            {
-                "tasks": [self._view(request, state) for state in states],
-                "next_cursor": None if cursor is None else str(cursor),
-            }
-        )
+        next_cursor = None if cursor is None else str(cursor)
+        return self._answer(request, TaskPage(tasks=states, next_cursor=next_cursor))
 
     async def status_many(self, request: Request) -> Response:
         body = parse_body(StatusManyRequest, await self._body(request), "status_many")
         wellformed = [t for t in body.task_ids if _TASK_ID.fullmatch(t)]
         answers = iter(await self.backend.status_many(wellformed) if wellformed else [])
-        tasks: list[dict[str, Any]] = []
+        tasks: list[TaskState | ItemError] = []
         for task_id in body.task_ids:
+            answer: TaskState | HTTPError
             if not _TASK_ID.fullmatch(task_id):
-                error: HTTPError = MalformedRequestError(
+                answer = MalformedRequestError(
                     f"malformed task_id {task_id[:64]!r}: expected 32 hex digits"
                 )
-                tasks.append(item_error(task_id, error))
-                continue
-            answer = next(answers)
+            else:
+                answer = next(answers)
             owner = self._owner(request)
             if owner is not None:
                 answer = _as_seen_by(owner, task_id, answer)
-            if isinstance(answer, HTTPError):
-                tasks.append(item_error(task_id, answer))
-            else:
-                tasks.append(self._view(request, answer))
-        return JSONResponse({"tasks": tasks})
+            tasks.append(item_error(task_id, answer) if isinstance(answer, HTTPError) else answer)
+        return self._answer(request, StatusManyAnswer(tasks=tasks))
 
     async def cancel_many(self, request: Request) -> Response:
         endpoint = self._endpoint(request, task_only=True)
@@ -312,7 +326,7 @@ class Routes:
         cancelled = await self.backend.cancel_many(
             endpoint.name, task_ids, statuses, self._owner(request)
         )
-        return JSONResponse({"cancelled": cancelled})
+        return self._answer(request, CancelManyAnswer(cancelled=cancelled))
 
     def _task_endpoints(self) -> list[str]:
         return [e.name for e in self.endpoints.values() if e.is_task]
@@ -357,198 +371,86 @@ class Routes:
         kwargs = endpoint.validate_json(await self._body(request))
         return self._result_response(await self.backend.call(endpoint.name, kwargs))
 
-    # -- service routes --------------------------------------------------------
-
-    def _prefix(self, request: Request) -> str:
-        return request.scope.get("root_path", "").rstrip("/")
-
-    async def schema(self, request: Request) -> Response:
-        prefix = self._prefix(request)
-        return JSONResponse(
-            {
-                "name": "raytask",
-                "type": "service",
-                "routes": [e.route_info(prefix) for e in self.endpoints.values()],
-            }
-        )
-
-    async def openapi(self, request: Request) -> Response:
-        document = openapi_document(
-            list(self.endpoints.values()),
-            self._prefix(request),
-            self.config,
-            secured=self.tokens.required,
-        )
-        return JSONResponse(document)
-
-    async def readyz(self, request: Request) -> Response:
-        if await self.backend.ready():
-            return JSONResponse({"status": "ready"})
-        raise ServiceUnavailableError("the task manager is not ready")
-
-    async def queue(self, request: Request) -> Response:
-        return JSONResponse(await self.backend.queue())
-
-    async def metrics(self, request: Request) -> Response:
-        return Response(
-            prometheus_text(await self.backend.queue()), media_type="text/plain; version=0.0.4"
-        )
-
-    async def dashboard(self, request: Request) -> Response:
-        """``GET /dashboard``: the live task dashboard (its data routes need the token)."""
-        base = html.escape(f"{self._prefix(request)}/", quote=True)
-        return HTMLResponse(DASHBOARD.page().replace("{{BASE}}", base), headers=DASHBOARD_HEADERS)
-
-    async def dashboard_asset(self, request: Request) -> Response:
-        asset = DASHBOARD.asset(request.path_params["asset"])
-        if asset is None:
-            raise EndpointNotFoundError(f"no dashboard file {request.path_params['asset'][:64]!r}")
-        body, media_type = asset
-        headers = {**DASHBOARD_HEADERS, "Cache-Control": "no-cache"}
-        return Response(body, media_type=media_type, headers=headers)
-
-    async def livez(self, request: Request) -> Response:
-        return JSONResponse({"status": "alive"})
-
-    async def index(self, request: Request) -> Response:
-        """``GET /``: the app's endpoints and where to read more (HTML for a browser)."""
-        prefix = self._prefix(request)
-        links = {
-            "dashboard": f"{prefix}/dashboard",
-            "schema": f"{prefix}/schema.json",
-            "openapi": f"{prefix}/openapi.json",
-            "queue": f"{prefix}/queue",
-            "metrics": f"{prefix}/metrics",
-            "readyz": f"{prefix}/readyz",
-        }
-        endpoints = [
-            {"name": e.name, "route": f"{prefix}/{e.name}", "is_task": e.is_task}
-            for e in self.endpoints.values()
-        ]
-        if "text/html" not in request.headers.get("accept", ""):
-            return JSONResponse({"name": "raytask", "endpoints": endpoints, "links": links})
-        items = "".join(
-            f"<li><code>POST {html.escape(e['route'])}"
-            f"{'/submit' if e['is_task'] else ''}</code></li>"
-            for e in endpoints
-        )
-        anchors = " · ".join(
-            f'<a href="{html.escape(url)}">{html.escape(name)}</a>' for name, url in links.items()
-        )
-        page = (
-            "<!doctype html><meta charset=utf-8><title>raytask</title>"
-            f"<h1>raytask</h1><p>{anchors}</p><h2>Endpoints</h2><ul>{items}</ul>"
-        )
-        return HTMLResponse(page)
-
     # -- wiring ----------------------------------------------------------------
 
-    def asgi_app(self) -> Starlette:
-        """The Starlette application serving every route of SPEC §2."""
+    def _guarded(self, handler: Any, public: bool = False) -> Any:
+        """``handler`` behind the URL and header limits, the token check (unless
+        ``public``), the error mapping (every raytask error a JSON answer) and the
+        access log."""
 
-        def guarded(handler: Any, public: bool = False) -> Any:
-            async def endpoint(request: Request) -> Response:
-                if not self.config.access_log:
-                    return await answer(request)
-                start = time.perf_counter()
-                response = await answer(request)
-                self._log_access(request, response, time.perf_counter() - start)
-                return response
-
-            async def answer(request: Request) -> Response:
-                try:
-                    self._check_limits(request)
-                    if not public:
-                        owner = self.tokens.check(request.headers.getlist("authorization"))
-                        request.scope["raytask.owner"] = owner
-                    return await handler(request)
-                except HTTPError as exc:
-                    return error_response(exc)
-                except StarletteHTTPException:
-                    raise  # answered as JSON by the app's handler below
-                except Exception as exc:  # a bug: still a JSON answer, and a logged trace
-                    logger.exception("raytask route %s failed", request.url.path)
-                    error = HTTPError(f"internal error ({type(exc).__name__}); see the logs")
-                    return error_response(error)
-
-            return endpoint
-
-        service = {
-            "schema.json": self.schema,
-            "openapi.json": self.openapi,
-            "docs.json": self.openapi,
-            "readyz": self.readyz,
-            "livez": self.livez,
-            "healthz": self.livez,
-            "queue": self.queue,
-            "metrics": self.metrics,
-            "dashboard": self.dashboard,
-        }
-        if service.keys() != SERVICE_ROUTES:  # endpoint names must not shadow these
-            raise RuntimeError("raytask.core.endpoint.SERVICE_ROUTES is out of date")
-
-        def named(handler: Any, name: str) -> Any:
-            async def endpoint(request: Request) -> Response:
-                request.scope["path_params"] = {"name": name}
+        async def answer(request: Request) -> Response:
+            try:
+                self._check_limits(request)
+                if not public:
+                    owner = self.tokens.check(request.headers.getlist("authorization"))
+                    request.scope["raytask.owner"] = owner
                 return await handler(request)
+            except HTTPError as exc:
+                return error_response(exc)
+            except StarletteHTTPException:
+                raise  # answered as JSON by the app's handler (see _http_error)
+            except Exception as exc:  # a bug: still a JSON answer, and a logged trace
+                logger.exception("raytask route %s failed", request.url.path)
+                return error_response(
+                    HTTPError(f"internal error ({type(exc).__name__}); see the logs")
+                )
 
-            return endpoint
+        if not self.config.access_log:
+            return answer
 
-        task_routes = [
-            ("submit", self.submit, ["POST"]),
-            ("submit_many", self.submit_many, ["POST"]),
-            ("tasks", self.list_tasks, ["GET"]),
-            ("cancel_many", self.cancel_many, ["POST"]),
-            ("status", self.status, ["GET"]),
-            ("get", self.get, ["GET"]),
-            ("cancel", self.cancel, ["POST", "PUT"]),
-            ("retry", self.retry, ["POST", "PUT"]),
-        ]
-        # Each endpoint's routes by their own path, so that Serve's access lines name the
-        # endpoint ("POST /wordcount/submit", not "POST /{name}/submit"); the templates
-        # after them answer unknown names.
+        async def logged(request: Request) -> Response:
+            start = time.perf_counter()
+            response = await answer(request)
+            self._log_access(request, response, time.perf_counter() - start)
+            return response
+
+        return logged
+
+    def _route(self, op: Operation, endpoint: str | None = None) -> Route:
+        """The route of one operation of the wire (of ``endpoint``, if given)."""
+        handler = getattr(self, op.handler)
+        if endpoint is not None:  # its own path, so Serve's access lines name the endpoint
+            handler = _named(handler, endpoint)
+        return Route(op.path_for(endpoint), self._guarded(handler), methods=list(op.methods))
+
+    def routes(self) -> list[Route]:
+        """Every route: the app's pages, each endpoint's operations by their own path, then
+        the templates that answer unknown names."""
         concrete = []
         for e in self.endpoints.values():
-            concrete.append(
-                Route(f"/{e.name}", guarded(named(self.call, e.name)), methods=["POST"])
-            )
+            concrete.append(self._route(CALL, e.name))
             if e.is_task:
-                concrete += [
-                    Route(f"/{e.name}/{verb}", guarded(named(h, e.name)), methods=methods)
-                    for verb, h, methods in task_routes
-                ]
-        routes = [
-            Route("/", guarded(self.index), methods=["GET"]),
-            Route("/tasks", guarded(self.list_tasks), methods=["GET"]),
-            Route(
-                "/dashboard/{asset}", guarded(self.dashboard_asset, public=True), methods=["GET"]
-            ),
-            Route("/status_many", guarded(self.status_many), methods=["POST"]),
-            *(
-                Route(f"/{path}", guarded(h, public=path in PUBLIC_ROUTES), methods=["GET"])
-                for path, h in service.items()
-            ),
+                concrete += [self._route(op, e.name) for op in TASK_OPERATIONS]
+        return [
+            *self.pages.routes(self._guarded),
+            *(self._route(op) for op in APP_OPERATIONS),
             *concrete,
-            *(
-                Route(f"/{{name}}/{verb}", guarded(h), methods=methods)
-                for verb, h, methods in task_routes
-            ),
-            Route("/{name}", guarded(self.call), methods=["POST"]),
+            *(self._route(op) for op in TASK_OPERATIONS),
+            self._route(CALL),
         ]
 
-        async def http_error(request: Request, exc: Exception) -> Response:
-            assert isinstance(exc, StarletteHTTPException)
-            reason = {404: "no such route", 405: "method not allowed"}.get(
-                exc.status_code, str(exc.detail)
-            )
-            return JSONResponse(
-                {"error": f"{reason}: {request.method} {request.url.path}"},
-                status_code=exc.status_code,
-                headers=exc.headers,
-            )
-
+    def asgi_app(self) -> Starlette:
+        """The Starlette application serving every route of the wire."""
         return Starlette(
-            routes=routes,
-            exception_handlers={StarletteHTTPException: http_error},
+            routes=self.routes(),
+            exception_handlers={StarletteHTTPException: _http_error},
             middleware=middleware(self.config.cors_allow_origins),
         )
+
+
+def _named(handler: Any, name: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        request.scope["path_params"] = {"name": name}
+        return await handler(request)
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    reason = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        {"error": f"{reason}: {request.method} {request.url.path}"},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import raytask
+from raytask.client import endpoints as endpoints_module
 from raytask.client.cluster import AsyncClusterEndpoint, ClusterEndpoint
 from raytask.client.endpoints import AsyncEndpoint, SyncEndpoint
 from raytask.core import errors
@@ -421,3 +422,20 @@ def test_get_with_a_timeout_is_one_long_poll(
     before = len(server.paths)
     assert run(other.wait(timeout=30)) is raytask.TaskStatus.SUCCESS
     assert server.paths[before:] == ["/wordcount/status"]
+
+
+def test_submit_many_in_several_requests_is_still_all_or_none(
+    kind: str, server: InProcessServer, backend: ServedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(endpoints_module, "MAX_BATCH", 2)  # 5 inputs: requests of 2, 2, 1
+    client = make_client(kind, server, max_retries=0)
+    backend.run_after_polls = None  # nothing runs: the queue fills up
+    backend.table.max_queue_size = 3
+    endpoint = client.wordcount.options(priority=1)
+    with pytest.raises(raytask.QueueFullError):
+        if kind == "sync":
+            endpoint.submit_many([{"text": f"w{i}"} for i in range(5)], concurrency=1)
+        else:
+            run(endpoint.submit_many([{"text": f"w{i}"} for i in range(5)], concurrency=1))
+    assert backend.table.pending_count == 0  # the requests that fitted were taken back
+    assert backend.table.counts()["wordcount"]["cancelled"] == 3

@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..core.endpoint import MAX_BATCH
-from ..core.state import TaskState
+from .endpoint import MAX_BATCH
+from .state import TaskState
 
 
 class StatusManyRequest(BaseModel):
