@@ -59,7 +59,7 @@ M = [
         "tests/unit/test_webhooks.py",
     ),
     (
-        "raytask/server/journal.py",
+        "raytask/server/stores.py",
         '                for suffix in ("", ":results", ":inputs"):',
         '                for suffix in ("",):',
         "tests/unit/test_recovery.py",

@@ -16,7 +16,8 @@ from typing import Any, Protocol, Self
 from ..core.errors import TaskNotCompletedError, WaitTimeoutError
 from ..core.state import Progress, TaskState
 from ..core.status import TaskStatus
-from .protocol import LongPoll, as_type_of, refuse_inside_event_loop
+from .polling import LongPoll, refuse_inside_event_loop
+from .protocol import as_type_of
 
 
 class TaskBackend(Protocol):

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..core.endpoint import MAX_BATCH
 from ..core.errors import HTTPError
 from ..core.state import TaskState
-from . import protocol
+from . import polling, protocol
 from .endpoints import AsyncEndpoint, SyncEndpoint
 from .handles import AsyncTask, Task
 from .protocol import RemoteEndpoint, Request
@@ -217,8 +217,8 @@ class SyncHTTPClient:
         Raises:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
         """
-        protocol.refuse_inside_event_loop("as_completed()", "AsyncHTTPClient.as_completed")
-        poller = protocol.Poller(list(tasks), timeout, window=MAX_BATCH)
+        polling.refuse_inside_event_loop("as_completed()", "AsyncHTTPClient.as_completed")
+        poller = polling.Poller(list(tasks), timeout, window=MAX_BATCH)
         with tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar:
             done = 0
             while True:
@@ -234,7 +234,7 @@ class SyncHTTPClient:
                 if delay is None:
                     return
                 if delay:  # nothing new: hold until the oldest pending task finishes
-                    poller.pending[0]._hold(max(delay, protocol.MAX_POLL_S))
+                    poller.pending[0]._hold(max(delay, polling.MAX_POLL_S))
 
     def wait(
         self,
@@ -365,7 +365,7 @@ class AsyncHTTPClient:
         Raises:
             WaitTimeoutError: some had not finished within ``timeout`` seconds.
         """
-        poller = protocol.Poller(list(tasks), timeout, window=MAX_BATCH)
+        poller = polling.Poller(list(tasks), timeout, window=MAX_BATCH)
         with tqdm(total=len(poller.pending), disable=not progress, desc="tasks") as bar:
             done = 0
             while True:
@@ -381,7 +381,7 @@ class AsyncHTTPClient:
                 if delay is None:
                     return
                 if delay:  # nothing new: hold until the oldest pending task finishes
-                    await poller.pending[0]._hold(max(delay, protocol.MAX_POLL_S))
+                    await poller.pending[0]._hold(max(delay, polling.MAX_POLL_S))
 
     async def wait(
         self,

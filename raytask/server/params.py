@@ -13,8 +13,17 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from ..core.bodies import ItemError
+from ..core.config import AppConfig
 from ..core.endpoint import MAX_BATCH
-from ..core.errors import HTTPError, InvalidInputError, MalformedRequestError, validation_reasons
+from ..core.errors import (
+    HeadersTooLargeError,
+    HTTPError,
+    InvalidInputError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+    URLTooLongError,
+    validation_reasons,
+)
 from ..core.status import BENTOML_SPELLING, TaskStatus
 from ..core.wire import (
     CURSOR,
@@ -104,3 +113,31 @@ class ListQuery:
             int(limit_text),
             None if cursor_text is None else int(cursor_text),
         )
+
+
+def check_limits(request: Request, config: AppConfig) -> None:
+    """Refuse a request whose URL or headers pass the app's limits."""
+    url = len(request.scope.get("raw_path") or request.url.path.encode()) + len(
+        request.scope.get("query_string", b"")
+    )
+    if url > config.max_url_bytes:
+        raise URLTooLongError(f"path and query are longer than {config.max_url_bytes} bytes")
+    headers = request.scope["headers"]
+    if len(headers) > config.max_headers:
+        raise HeadersTooLargeError(f"more than {config.max_headers} headers")
+    if sum(len(name) + len(value) for name, value in headers) > config.max_header_bytes:
+        raise HeadersTooLargeError(f"headers are larger than {config.max_header_bytes} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused past ``limit`` bytes (declared or read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and DIGITS.fullmatch(declared) and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -35,11 +35,9 @@ from ..core.config import AppConfig, SubmitOptions
 from ..core.endpoint import SERVICE_ROUTES, Endpoint, encode_result
 from ..core.errors import (
     EndpointNotFoundError,
-    HeadersTooLargeError,
     HTTPError,
     InvalidInputError,
     MalformedRequestError,
-    PayloadTooLargeError,
     QueueFullError,
     ResultEncodingError,
     ServiceUnavailableError,
@@ -47,7 +45,6 @@ from ..core.errors import (
     TaskFailedError,
     TaskNotFoundError,
     UnauthorizedError,
-    URLTooLongError,
     validation_reasons,
 )
 from ..core.messages import Submit
@@ -57,7 +54,6 @@ from ..core.webhooks import check_url
 from ..core.wire import (
     APP_OPERATIONS,
     CALL,
-    DIGITS,
     IDEMPOTENCY_KEY,
     TASK_OPERATIONS,
     Operation,
@@ -68,9 +64,11 @@ from .guard import middleware
 from .pages import Pages
 from .params import (
     ListQuery,
+    check_limits,
     idempotency_key,
     item_error,
     parse_body,
+    read_body,
     wait_s_of,
 )
 
@@ -141,19 +139,6 @@ class Routes:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _check_limits(self, request: Request) -> None:
-        config = self.config
-        url = len(request.scope.get("raw_path") or request.url.path.encode()) + len(
-            request.scope.get("query_string", b"")
-        )
-        if url > config.max_url_bytes:
-            raise URLTooLongError(f"path and query are longer than {config.max_url_bytes} bytes")
-        headers = request.scope["headers"]
-        if len(headers) > config.max_headers:
-            raise HeadersTooLargeError(f"more than {config.max_headers} headers")
-        if sum(len(name) + len(value) for name, value in headers) > config.max_header_bytes:
-            raise HeadersTooLargeError(f"headers are larger than {config.max_header_bytes} bytes")
-
     @staticmethod
     def _log_access(request: Request, response: Response, seconds: float) -> None:
         task_id = request.query_params.get("task_id")
@@ -181,17 +166,7 @@ class Routes:
         return endpoint
 
     async def _body(self, request: Request) -> bytes:
-        limit = self.config.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and DIGITS.fullmatch(declared) and int(declared) > limit:
-            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, self.config.max_request_bytes)
 
     @staticmethod
     def _task_id(request: Request) -> str:
@@ -380,7 +355,7 @@ class Routes:
 
         async def answer(request: Request) -> Response:
             try:
-                self._check_limits(request)
+                check_limits(request, self.config)
                 if not public:
                     owner = self.tokens.check(request.headers.getlist("authorization"))
                     request.scope["raytask.owner"] = owner

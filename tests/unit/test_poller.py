@@ -1,6 +1,6 @@
 import pytest
 
-from raytask.client.protocol import Poller
+from raytask.client.polling import Poller
 from raytask.core.errors import WaitTimeoutError
 
 
@@ -31,7 +31,7 @@ def test_duplicates_are_polled_once() -> None:
 
 
 def test_a_long_poll_plan_asks_for_what_is_left_and_pauses_only_after_early_answers() -> None:
-    from raytask.client.protocol import LONG_POLL_S, LongPoll
+    from raytask.client.polling import LONG_POLL_S, LongPoll
 
     forever = LongPoll(None)
     assert forever.next_wait() == LONG_POLL_S
