@@ -97,8 +97,7 @@ def task(
         webhook_url: where its tasks' events are POSTed by default (signed webhooks).
         webhook_events: which events (default: ``completed``, ``failed``, ``cancelled``).
 
-    Returns:
-        The method itself, marked.
+    Returns the method itself, marked.
 
     Raises:
         ConfigError: an option is out of range.
@@ -110,29 +109,31 @@ def task(
             @raytask.task(ttl_s=3600)
             def generate(self, prompt: str) -> bytes: ...
     """
-    options = {
-        key: value
-        for key, value in {
-            "ttl_s": ttl_s,
-            "timeout_s": timeout_s,
-            "max_attempts": max_attempts,
-            "retry_exceptions": retry_exceptions,
-            "rerun_lost_results": rerun_lost_results,
-            "priority": priority,
-            "max_queue_s": max_queue_s,
-            "webhook_url": webhook_url,
-            "webhook_events": webhook_events,
-        }.items()
-        if value is not None
-    }
-    try:
-        TaskOptions(**options)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid @raytask.task options: {exc}") from None
+    options = _checked(
+        ttl_s=ttl_s,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+        retry_exceptions=retry_exceptions,
+        rerun_lost_results=rerun_lost_results,
+        priority=priority,
+        max_queue_s=max_queue_s,
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
+    )
     spec = EndpointSpec(kind="task", name=name, options=options)
     if func is not None:
         return _mark(func, spec)
     return lambda f: _mark(f, spec)
+
+
+def _checked(**options: Any) -> dict[str, Any]:
+    """The task options given (not None), checked as :class:`TaskOptions` checks them."""
+    given = {key: value for key, value in options.items() if value is not None}
+    try:
+        TaskOptions(**given)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid @raytask.task options: {exc}") from None
+    return given
 
 
 @overload

@@ -50,21 +50,7 @@ def app(
         raise ConfigError("raytask.app needs at least one bound deployment")
     wrapped, described, max_ongoing, names = [], [], {}, set()
     for model in models:
-        if not isinstance(model, Application):
-            raise ConfigError(f"expected a bound deployment (Model.bind()), got {model!r}")
-        deployment = compat.bound_deployment(model)
-        cls = deployment.func_or_class
-        if not isinstance(cls, type):
-            raise ConfigError(f"deployment {deployment.name} must be a class to have task methods")
-        endpoints = discover(cls, deployment.name, cfg.task_defaults)
-        if not endpoints:
-            raise ConfigError(
-                f"{cls.__name__} has no method marked with @raytask.task or @raytask.api"
-            )
-        for endpoint in endpoints:
-            if endpoint.name in names:
-                raise ConfigError(f"two endpoints are named {endpoint.name!r}")
-            names.add(endpoint.name)
+        deployment, cls = _model(model, cfg, names)
         runnable = deployment.options(func_or_class=with_runner(cls))
         wrapped.append(runnable.bind(*deployment.init_args, **deployment.init_kwargs))
         described.append((deployment.name, cls))
@@ -80,3 +66,22 @@ def app(
         logging_config={"enable_access_log": False},
     )
     return ingress.bind(described, max_ongoing, cfg, *wrapped)
+
+
+def _model(model: Application, cfg: AppConfig, names: set[str]) -> tuple[Any, type]:
+    """A model's deployment and class, checked: a class with marked methods whose endpoint
+    names are not in ``names`` yet (they are added)."""
+    if not isinstance(model, Application):
+        raise ConfigError(f"expected a bound deployment (Model.bind()), got {model!r}")
+    deployment = compat.bound_deployment(model)
+    cls = deployment.func_or_class
+    if not isinstance(cls, type):
+        raise ConfigError(f"deployment {deployment.name} must be a class to have task methods")
+    endpoints = discover(cls, deployment.name, cfg.task_defaults)
+    if not endpoints:
+        raise ConfigError(f"{cls.__name__} has no method marked with @raytask.task or @raytask.api")
+    for endpoint in endpoints:
+        if endpoint.name in names:
+            raise ConfigError(f"two endpoints are named {endpoint.name!r}")
+        names.add(endpoint.name)
+    return deployment, cls

@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.progress import ProgressReporter
 from ..core.record import plain_size
@@ -57,15 +57,24 @@ class BatchItem:
     kwargs: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Outcomes:
-    """How some attempts of a batch ended: ``(task id, attempt number, kind, payload)``.
+class Ended(NamedTuple):
+    """How one attempt ended.
 
     ``kind`` is ``value`` (payload: the value), ``failed`` (payload: the error),
     ``follows`` (the value is the next streamed item) or ``stopped`` (cancelled by a stop).
     """
 
-    ended: list[tuple[str, int, str, Any]]
+    task_id: str
+    attempt_no: int
+    kind: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """How some attempts of a batch ended, in the order they ended."""
+
+    ended: list[Ended]
 
 
 def fits_inline(value: Any, budget: int = INLINE_BUDGET_BYTES) -> bool:
@@ -118,6 +127,26 @@ async def _listen(stops: Callable[[int], Any], running: dict[str, asyncio.Task[A
                 task.cancel()
 
 
+def _ended(
+    done: list[asyncio.Task[Any]],
+    of_task: dict[asyncio.Task[Any], BatchItem],
+    running: dict[str, asyncio.Task[Any]],
+) -> tuple[Outcomes, list[Any]]:
+    """The outcomes of the attempts ``done`` (forgotten as running), and the values too
+    large to travel inside them, to stream after them in order."""
+    ended, large = [], []
+    for task in done:
+        item = of_task.pop(task)
+        del running[item.task_id]
+        kind, payload = _outcome(task)
+        if kind == VALUE and not fits_inline(payload):
+            kind = FOLLOWS
+            large.append(payload)
+            payload = None
+        ended.append(Ended(item.task_id, item.attempt_no, kind, payload))
+    return Outcomes(ended), large
+
+
 async def run_batch(
     instance: Any,
     items: list[BatchItem],
@@ -163,17 +192,8 @@ async def run_batch(
             while not ended.empty():
                 done.append(ended.get_nowait())
             left -= len(done)
-            outcomes, large = [], []
-            for task in done:
-                item = of_task.pop(task)
-                del running[item.task_id]
-                kind, payload = _outcome(task)
-                if kind == VALUE and not fits_inline(payload):
-                    kind = FOLLOWS
-                    large.append(payload)
-                    payload = None
-                outcomes.append((item.task_id, item.attempt_no, kind, payload))
-            yield Outcomes(outcomes)
+            outcomes, large = _ended(done, of_task, running)
+            yield outcomes
             for value in large:
                 yield value
     finally:

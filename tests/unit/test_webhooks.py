@@ -378,17 +378,21 @@ async def test_a_delivery_goes_to_the_resolved_address_on_a_real_socket() -> Non
 async def test_a_trickling_receiver_holds_its_slot_no_longer_than_the_timeout() -> None:
     # Headers at once, then a byte a while: a per-read timeout never fires; the attempt's
     # total deadline does. And a huge answer is not read past 64 KiB.
+    handlers: list[asyncio.Task[Any]] = []
+
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n")
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
         try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n")
             for _ in range(200):
                 writer.write(b"x" * (1024 if big else 1))
                 await writer.drain()
                 await asyncio.sleep(0 if big else 0.05)
         except (ConnectionError, OSError):
             pass
-        writer.close()
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(trickle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -410,3 +414,7 @@ async def test_a_trickling_receiver_holds_its_slot_no_longer_than_the_timeout() 
     assert record.webhook is not None and record.webhook.summary.state == "delivered"
     await hooks.close()
     server.close()
+    for handler in handlers:  # a handler still writing to a gone client ends here
+        handler.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    await server.wait_closed()
