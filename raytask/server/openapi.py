@@ -15,26 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..core import errors as e
 from ..core.config import AppConfig, SubmitOptions
 from ..core.endpoint import MAX_BATCH, Endpoint
-from ..core.errors import (
-    EndpointNotFoundError,
-    HeadersTooLargeError,
-    HTTPError,
-    InvalidInputError,
-    MalformedRequestError,
-    OriginRefusedError,
-    PayloadTooLargeError,
-    QueueFullError,
-    ServiceUnavailableError,
-    TaskConflictError,
-    TaskExpiredError,
-    TaskFailedError,
-    TaskNotFoundError,
-    UnauthorizedError,
-    UnsupportedMediaTypeError,
-    URLTooLongError,
-)
+from ..core.errors import HTTPError
 from ..core.wire import (
     APP_OPERATIONS,
     CALL,
@@ -84,29 +68,29 @@ _RETRY_AFTER = {
 
 # Every error answer, by status code: what it means here, and its headers.
 _ERRORS: dict[type[HTTPError], str] = {
-    MalformedRequestError: "the body is not JSON or nests too deep, or a task id is missing or "
+    e.MalformedRequestError: "the body is not JSON or nests too deep, or a task id is missing or "
     "malformed; for get, the task is not completed yet",
-    TaskNotFoundError: "no task has this id",
-    TaskConflictError: "the task's state does not allow this (cancelled, finished, not finished)",
-    TaskExpiredError: "the task's result outlived its TTL",
-    PayloadTooLargeError: "the body is larger than max_request_bytes",
-    URLTooLongError: "the path and query are longer than max_url_bytes",
-    InvalidInputError: "the input or the options failed validation (detail lists why)",
-    QueueFullError: "max_queue_size tasks are pending",
-    HeadersTooLargeError: "the headers exceed max_header_bytes or max_headers",
-    TaskFailedError: "the task or the call failed (the error says why)",
-    ServiceUnavailableError: "the task manager cannot be reached now",
-    EndpointNotFoundError: "no such route or endpoint",
-    UnauthorizedError: "no API token, or not one of the app's (Authorization: Bearer <token>)",
-    OriginRefusedError: "a state change from a web page of another origin, not listed in "
+    e.TaskNotFoundError: "no task has this id",
+    e.TaskConflictError: "the task's state does not allow this (cancelled, finished, not finished)",
+    e.TaskExpiredError: "the task's result outlived its TTL",
+    e.PayloadTooLargeError: "the body is larger than max_request_bytes",
+    e.URLTooLongError: "the path and query are longer than max_url_bytes",
+    e.InvalidInputError: "the input or the options failed validation (detail lists why)",
+    e.QueueFullError: "max_queue_size tasks are pending",
+    e.HeadersTooLargeError: "the headers exceed max_header_bytes or max_headers",
+    e.TaskFailedError: "the task or the call failed (the error says why)",
+    e.ServiceUnavailableError: "the task manager cannot be reached now",
+    e.EndpointNotFoundError: "no such route or endpoint",
+    e.UnauthorizedError: "no API token, or not one of the app's (Authorization: Bearer <token>)",
+    e.OriginRefusedError: "a state change from a web page of another origin, not listed in "
     "cors_allow_origins",
-    UnsupportedMediaTypeError: "a body that is not Content-Type: application/json",
+    e.UnsupportedMediaTypeError: "a body that is not Content-Type: application/json",
 }
 
 
 def _error(cls: type[HTTPError]) -> dict[str, Any]:
     response: dict[str, Any] = {"description": _ERRORS[cls], "content": _json("ErrorBody")}
-    if cls in (QueueFullError, ServiceUnavailableError):
+    if cls in (e.QueueFullError, e.ServiceUnavailableError):
         response["headers"] = _RETRY_AFTER
     return response
 
@@ -114,7 +98,7 @@ def _error(cls: type[HTTPError]) -> dict[str, Any]:
 def _responses(ok: dict[str, Any], *errors: type[HTTPError]) -> dict[str, Any]:
     # Every route checks the URL and header limits.
     responses = {"200": ok}
-    for cls in (*errors, URLTooLongError, HeadersTooLargeError):
+    for cls in (*errors, e.URLTooLongError, e.HeadersTooLargeError):
         responses[str(cls.status_code)] = _error(cls)
     return dict(sorted(responses.items()))
 
@@ -286,7 +270,7 @@ def _guard_state_changes(paths: dict[str, Any]) -> None:
         for method, operation in operations.items():
             if method.upper() in STATE_CHANGING:
                 responses = dict(operation["responses"])
-                for cls in (OriginRefusedError, UnsupportedMediaTypeError):
+                for cls in (e.OriginRefusedError, e.UnsupportedMediaTypeError):
                     responses[str(cls.status_code)] = _error(cls)
                 operation["responses"] = dict(sorted(responses.items()))
 
@@ -299,7 +283,7 @@ def _require_tokens(paths: dict[str, Any], prefix: str) -> None:
             continue
         for operation in operations.values():
             operation["security"] = [{"bearer": []}]
-            responses = {**operation["responses"], "401": _error(UnauthorizedError)}
+            responses = {**operation["responses"], "401": _error(e.UnauthorizedError)}
             operation["responses"] = dict(sorted(responses.items()))
 
 
@@ -315,7 +299,7 @@ def _service_paths(prefix: str) -> dict[str, Any]:
 
     status = {"type": "object", "properties": {"status": {"type": "string"}}}
     text = {"description": "Prometheus text format", "content": {"text/plain": {"schema": {}}}}
-    unavailable = ServiceUnavailableError
+    unavailable = e.ServiceUnavailableError
     index = {
         "description": "the app's endpoints and links (HTML when the client accepts it)",
         "content": {
@@ -347,7 +331,7 @@ def _service_paths(prefix: str) -> dict[str, Any]:
                         "description": "the file",
                         "content": {"text/javascript": {"schema": {}}, "text/css": {"schema": {}}},
                     },
-                    EndpointNotFoundError,
+                    e.EndpointNotFoundError,
                 ),
             }
         },

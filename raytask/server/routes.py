@@ -21,16 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..core.bodies import (
-    CancelManyAnswer,
-    CancelManyRequest,
-    ItemError,
-    Queued,
-    StatusManyAnswer,
-    StatusManyRequest,
-    SubmitManyAnswer,
-    TaskPage,
-)
+from ..core import bodies
 from ..core.config import AppConfig, SubmitOptions
 from ..core.endpoint import SERVICE_ROUTES, Endpoint, encode_result
 from ..core.errors import (
@@ -250,8 +241,8 @@ class Routes:
         states = await self.backend.submit_many(
             endpoint.name, inputs, options, self._owner(request)
         )
-        answer = SubmitManyAnswer(
-            tasks=[Queued(task_id=s.task_id, status=s.status) for s in states]
+        answer = bodies.SubmitManyAnswer(
+            tasks=[bodies.Queued(task_id=s.task_id, status=s.status) for s in states]
         )
         return self._answer(request, answer)
 
@@ -268,13 +259,13 @@ class Routes:
             endpoint, query.statuses, query.limit, query.cursor, self._owner(request)
         )
         next_cursor = None if cursor is None else str(cursor)
-        return self._answer(request, TaskPage(tasks=states, next_cursor=next_cursor))
+        return self._answer(request, bodies.TaskPage(tasks=states, next_cursor=next_cursor))
 
     async def status_many(self, request: Request) -> Response:
-        body = parse_body(StatusManyRequest, await self._body(request), "status_many")
+        body = parse_body(bodies.StatusManyRequest, await self._body(request), "status_many")
         wellformed = [t for t in body.task_ids if _TASK_ID.fullmatch(t)]
         answers = iter(await self.backend.status_many(wellformed) if wellformed else [])
-        tasks: list[TaskState | ItemError] = []
+        tasks: list[TaskState | bodies.ItemError] = []
         for task_id in body.task_ids:
             answer: TaskState | HTTPError
             if not _TASK_ID.fullmatch(task_id):
@@ -287,12 +278,12 @@ class Routes:
             if owner is not None:
                 answer = _as_seen_by(owner, task_id, answer)
             tasks.append(item_error(task_id, answer) if isinstance(answer, HTTPError) else answer)
-        return self._answer(request, StatusManyAnswer(tasks=tasks))
+        return self._answer(request, bodies.StatusManyAnswer(tasks=tasks))
 
     async def cancel_many(self, request: Request) -> Response:
         endpoint = self._endpoint(request, task_only=True)
         body = parse_body(
-            CancelManyRequest, await self._body(request), f"{endpoint.name}/cancel_many"
+            bodies.CancelManyRequest, await self._body(request), f"{endpoint.name}/cancel_many"
         )
         task_ids = body.task_ids
         if task_ids is not None:
@@ -301,7 +292,7 @@ class Routes:
         cancelled = await self.backend.cancel_many(
             endpoint.name, task_ids, statuses, self._owner(request)
         )
-        return self._answer(request, CancelManyAnswer(cancelled=cancelled))
+        return self._answer(request, bodies.CancelManyAnswer(cancelled=cancelled))
 
     def _task_endpoints(self) -> list[str]:
         return [e.name for e in self.endpoints.values() if e.is_task]
