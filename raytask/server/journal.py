@@ -118,9 +118,10 @@ class Seal:
         self._key = key
 
     def _tag(self, task_id: str, kind: bytes, payload: bytes) -> bytes:
-        mac = hmac.new(self._key, task_id.encode() + b"\0" + kind + b"\0", hashlib.sha256)
-        mac.update(payload)
-        return mac.digest()
+        # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than an hmac object
+        # (the journal seals every row of every change).
+        message = b"".join((task_id.encode(), b"\0", kind, b"\0", payload))
+        return hmac.digest(self._key, message, hashlib.sha256)
 
     def seal(self, task_id: str, kind: bytes, payload: bytes) -> bytes:
         return self._tag(task_id, kind, payload) + payload
