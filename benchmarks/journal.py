@@ -38,7 +38,7 @@ def run(tasks: int, group: int, input_bytes: int) -> dict[str, float]:
     try:  # this version journals a success with its result in one change
         from raytask.core.record import Result
     except ImportError:
-        Result = None  # noqa: N806  (an older version: the result is told apart)
+        Result = None  # an older version: the result is told apart
 
     folder = Path(tempfile.mkdtemp(prefix="raytask-bench-journal-"))
     store = SQLiteStore(folder / "j.db")
@@ -63,7 +63,7 @@ def run(tasks: int, group: int, input_bytes: int) -> dict[str, float]:
     text = "w " * (input_bytes // 2)
 
     async def life() -> None:
-        for start in range(0, tasks, group):
+        for _ in range(0, tasks, group):
             records = [table.submit("e", {"text": text}, options) for _ in range(group)]
             await journal.flush()
             for _ in records:
