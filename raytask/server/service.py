@@ -25,7 +25,7 @@ from typing import Any
 
 from ray import cloudpickle  # the pickler alone (by value: the app's own classes)
 
-from ..core.config import AppConfig, TaskOptions
+from ..core.config import AppConfig, SubmitOptions, TaskOptions
 from ..core.dispatcher import Dispatcher, EndpointRoute
 from ..core.errors import HTTPError, TaskFailedError
 from ..core.messages import Submit
@@ -183,7 +183,7 @@ class TaskService:
 
     # -- submitting ----------------------------------------------------------------
 
-    def _options(self, endpoint: str, options: Any) -> TaskOptions:
+    def _options(self, endpoint: str, options: SubmitOptions) -> TaskOptions:
         route = self.routes.get(endpoint)
         if route is None:
             raise TaskFailedError(f"the task manager has no endpoint {endpoint!r}")
@@ -224,7 +224,7 @@ class TaskService:
         self,
         endpoint: str,
         inputs: list[dict[str, Any]],
-        options: Any,
+        options: SubmitOptions,
         owner: str | None = None,
     ) -> list[TaskState]:
         """Queue one task per input, all or none: the status answers, in input order."""
