@@ -120,8 +120,8 @@ M = [
     ),
     (
         "raytask/server/journal.py",
-        "        inputs = None if record.inputs_journaled else seal(",
-        "        inputs = None if False else seal(",
+        "            None if record.inputs_journaled else seal(",
+        "            None if False else seal(",
         "tests/unit/test_journal.py",
     ),
     (
