@@ -50,6 +50,9 @@ class TaskIndex:
             :meth:`submit` raises :class:`QueueFullError`.
         max_task_bytes: bytes of inputs and kept results held before :meth:`submit`
             raises :class:`QueueFullError` (sizes as :func:`approx_size` estimates them).
+        on_change: called with each record created or changed (the task service
+            journals it, fires its webhook, wakes its waiters).
+        on_forget: called with each id forgotten at its TTL (the journal drops its row).
     """
 
     def __init__(
@@ -60,6 +63,8 @@ class TaskIndex:
         max_tombstones: int = 1_000_000,
         max_tasks: int = 1_000_000,
         max_task_bytes: int = 8 * 1024**3,
+        on_change: Callable[[TaskRecord], None] = _ignore,
+        on_forget: Callable[[str], None] = _ignore,
     ) -> None:
         self.max_queue_size = max_queue_size
         self.retry_after_s = retry_after_s
@@ -80,10 +85,8 @@ class TaskIndex:
         self._order: list[tuple[int, str]] = []  # (seq, id) ascending: listings, newest first
         self._forgotten = 0  # entries of _order whose task is gone
         self._seq = 0
-        # Called with each record that was created or changed, and each id forgotten:
-        # the task manager journals them.
-        self.on_change: Callable[[TaskRecord], None] = _ignore
-        self.on_forget: Callable[[str], None] = _ignore
+        self.on_change = on_change
+        self.on_forget = on_forget
 
     # -- reading ---------------------------------------------------------------
 

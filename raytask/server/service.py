@@ -83,10 +83,14 @@ class TaskService:
         self.app_name = app_name
         self.journal = journal
         self._stop, self._kick = stop, kick
-        self.table = TaskTable(config.max_queue_size, config.retry_after_s, clock=clock)
+        self.table = TaskTable(
+            config.max_queue_size,
+            config.retry_after_s,
+            clock=clock,
+            on_change=self._changed,
+            on_forget=journal.forgotten if journal is not None else _ignore,
+        )
         self.dispatcher = Dispatcher(self.table)
-        self.table.on_change = self._changed
-        self.table.on_forget = journal.forgotten if journal is not None else _ignore
         # Long-polls waiting for a task to finish: task id -> (event, waiters).
         self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
         self.webhooks = Webhooks(
