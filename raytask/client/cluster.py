@@ -24,6 +24,7 @@ from ..core.errors import EndpointNotFoundError, ServiceUnavailableError, unwrap
 from ..core.messages import Submit
 from ..core.names import NAMESPACE, manager_name
 from ..core.state import TaskState
+from ..core.wire import DEFAULT_LIST_LIMIT
 from .handles import AsyncTask, Task
 from .protocol import (
     DEFAULT_SUBMISSION,
@@ -239,7 +240,7 @@ class ClusterEndpoint(_Endpoint):
         return [ClusterTask(self._client._tasks, s.task_id, self._endpoint.name) for s in states]
 
     def list(
-        self, status: str | Iterable[str] | None = None, limit: int = 100
+        self, status: str | Iterable[str] | None = None, limit: int = DEFAULT_LIST_LIMIT
     ) -> Iterator[TaskState]:
         """This endpoint's tasks, newest first, ``limit`` a page as you iterate."""
         statuses = statuses_of(status)
@@ -274,7 +275,7 @@ class AsyncClusterEndpoint(_Endpoint):
         return [AsyncClusterTask(tasks, s.task_id, self._endpoint.name) for s in states]
 
     async def list(
-        self, status: str | Iterable[str] | None = None, limit: int = 100
+        self, status: str | Iterable[str] | None = None, limit: int = DEFAULT_LIST_LIMIT
     ) -> AsyncIterator[TaskState]:
         """This endpoint's tasks, newest first (see :meth:`ClusterEndpoint.list`)."""
         statuses = statuses_of(status)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..core.endpoint import MAX_BATCH
 from ..core.state import TaskState
+from ..core.wire import DEFAULT_LIST_LIMIT
 from .handles import AsyncTask, Task
 from .protocol import (
     DEFAULT_SUBMISSION,
@@ -170,7 +171,7 @@ class SyncEndpoint(WithOptions):
         return self._client.wait(tasks, timeout, progress, return_exceptions)
 
     def list(
-        self, status: str | Iterable[str] | None = None, limit: int = 100
+        self, status: str | Iterable[str] | None = None, limit: int = DEFAULT_LIST_LIMIT
     ) -> Iterator[TaskState]:
         """This endpoint's tasks, newest first, fetched ``limit`` a page as you iterate.
 
@@ -260,7 +261,7 @@ class AsyncEndpoint(WithOptions):
         return await self._client.wait(tasks, timeout, progress, return_exceptions)
 
     async def list(
-        self, status: str | Iterable[str] | None = None, limit: int = 100
+        self, status: str | Iterable[str] | None = None, limit: int = DEFAULT_LIST_LIMIT
     ) -> AsyncIterator[TaskState]:
         """This endpoint's tasks, newest first (see :meth:`SyncEndpoint.list`)."""
         endpoint = await self._client._endpoint(self._name, task=True)

@@ -24,6 +24,7 @@ from .queue import PendingQueue
 from .record import TaskRecord
 from .state import TaskState
 from .status import TaskStatus
+from .wire import DEFAULT_LIST_LIMIT
 
 Clock = Callable[[], float]
 
@@ -207,7 +208,7 @@ class TaskIndex:
         self,
         endpoint: str | None = None,
         statuses: Iterable[TaskStatus] | None = None,
-        limit: int = 100,
+        limit: int = DEFAULT_LIST_LIMIT,
         cursor: int | None = None,
         owner: str | None = None,
     ) -> tuple[list[TaskRecord], int | None]:

@@ -29,9 +29,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from ..core.errors import HTTPError, OriginRefusedError, UnsupportedMediaTypeError
+from ..core.wire import IDEMPOTENCY_KEY
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
+CORS_HEADERS = ["Authorization", "Content-Type", IDEMPOTENCY_KEY, "Last-Event-ID"]
 
 
 def origin_key(origin: str) -> str:
