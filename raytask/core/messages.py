@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import SubmitOptions
+from .errors import HTTPError, TaskExpiredError, TaskNotFoundError
+from .state import TaskState
 
 NO_OPTIONS = SubmitOptions()  # frozen: every default submit shares it
 
@@ -31,3 +33,15 @@ class Submit:
     options: SubmitOptions = NO_OPTIONS
     idempotency_key: str | None = None
     owner: str | None = None
+
+
+def seen_by(
+    owner: str | None, task_id: str, answer: TaskState | HTTPError
+) -> TaskState | HTTPError:
+    """A status answer as ``owner`` may see it (token isolation; None: no isolation):
+    another tenant's task, live or expired, is 404 as an unknown id (a 410 would tell that
+    the id existed)."""
+    if owner is None:
+        return answer
+    theirs = isinstance(answer, TaskState | TaskExpiredError) and answer.owner != owner
+    return TaskNotFoundError(f"task {task_id} not found") if theirs else answer

@@ -28,7 +28,7 @@ from ..core.errors import (
     TaskFailedError,
     unwrap,
 )
-from ..core.messages import Submit
+from ..core.messages import Submit, seen_by
 from ..core.state import TaskState
 from .manager import get_or_create_manager
 from .routes import Routes
@@ -94,16 +94,19 @@ class RayBackend:
         call = self.manager.submit_many.remote(endpoint, inputs, options, owner)
         return unwrap(await self._ask(call))
 
-    async def status(self, task_id: str) -> TaskState:
-        return unwrap(await self._statuses(task_id))
+    async def status(self, task_id: str, owner: str | None = None) -> TaskState:
+        # Concurrent reads share one call whoever asks; the owner rule applies here.
+        return unwrap(seen_by(owner, task_id, await self._statuses(task_id)))
 
-    async def wait(self, task_id: str, wait_s: float) -> TaskState:
+    async def wait(self, task_id: str, wait_s: float, owner: str | None = None) -> TaskState:
         # The manager holds the call until the task finishes: give it that long, too.
-        call = self.manager.wait.remote(task_id, wait_s)
+        call = self.manager.wait.remote(task_id, wait_s, owner)
         return unwrap(await self._ask(call, timeout_s=wait_s + self.timeout_s))
 
-    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
-        return await self._ask(self.manager.status_many.remote(task_ids))
+    async def status_many(
+        self, task_ids: list[str], owner: str | None = None
+    ) -> list[TaskState | HTTPError]:
+        return await self._ask(self.manager.status_many.remote(task_ids, owner))
 
     async def cancel_many(
         self,
@@ -126,8 +129,8 @@ class RayBackend:
         call = self.manager.list_tasks.remote(endpoint, statuses, limit, cursor, owner)
         return unwrap(await self._ask(call))
 
-    async def result(self, task_id: str) -> Any:
-        (held,) = unwrap(await self._ask(self.manager.result.remote(task_id)))
+    async def result(self, task_id: str, owner: str | None = None) -> Any:
+        (held,) = unwrap(await self._ask(self.manager.result.remote(task_id, owner)))
         if not inspect.isawaitable(held):  # a small value, kept as it is (else an ObjectRef)
             return held
         try:
@@ -135,11 +138,11 @@ class RayBackend:
         except (ObjectLostError, ObjectFetchTimedOutError) as exc:
             raise TaskFailedError(f"the result of task {task_id} was lost: {exc}") from None
 
-    async def cancel(self, task_id: str) -> TaskState:
-        return unwrap(await self._ask(self.manager.cancel.remote(task_id)))
+    async def cancel(self, task_id: str, owner: str | None = None) -> TaskState:
+        return unwrap(await self._ask(self.manager.cancel.remote(task_id, owner)))
 
-    async def retry(self, task_id: str) -> TaskState:
-        return unwrap(await self._ask(self.manager.retry.remote(task_id)))
+    async def retry(self, task_id: str, owner: str | None = None) -> TaskState:
+        return unwrap(await self._ask(self.manager.retry.remote(task_id, owner)))
 
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any:
         spec = self.endpoints.get(endpoint)

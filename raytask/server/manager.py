@@ -144,11 +144,11 @@ class TaskManager:
 
     # -- the calls beside the service's commands -----------------------------------
 
-    async def result(self, task_id: str) -> list[Any] | HTTPError:
+    async def result(self, task_id: str, owner: str | None = None) -> list[Any] | HTTPError:
         """``[result]`` of a successful task: a small value as it is, a large one as the
         ``ObjectRef`` the caller fetches (in a list, so Ray hands the ref over as it is)."""
         try:
-            return [await self.service.result(task_id)]
+            return [await self.service.result(task_id, owner)]
         except HTTPError as exc:
             return exc
 

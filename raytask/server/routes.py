@@ -32,9 +32,7 @@ from ..core.errors import (
     QueueFullError,
     ResultEncodingError,
     ServiceUnavailableError,
-    TaskExpiredError,
     TaskFailedError,
-    TaskNotFoundError,
     UnauthorizedError,
     validation_reasons,
 )
@@ -83,13 +81,6 @@ def error_response(error: HTTPError) -> JSONResponse:
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
 
 
-def _as_seen_by(owner: str, task_id: str, answer: TaskState | HTTPError) -> TaskState | HTTPError:
-    """A status answer as ``owner`` may see it (token isolation): another tenant's task,
-    live or expired, is 404 as an unknown id (a 410 would tell that the id existed)."""
-    theirs = isinstance(answer, TaskState | TaskExpiredError) and answer.owner != owner
-    return TaskNotFoundError(f"task {task_id} not found") if theirs else answer
-
-
 class Routes:
     """The route handlers of one app.
 
@@ -111,22 +102,6 @@ class Routes:
     @staticmethod
     def _owner(request: Request) -> str | None:
         return request.scope.get("raytask.owner")
-
-    async def _owned(self, request: Request, task_id: str) -> TaskState | None:
-        """With token isolation, the task's state if the caller's token submitted it
-        (else 404, as for an unknown id); without, None (nothing to check)."""
-        owner = self._owner(request)
-        if owner is None:
-            return None
-        answer: TaskState | HTTPError
-        try:
-            answer = await self.backend.status(task_id)
-        except TaskExpiredError as exc:
-            answer = exc
-        seen = _as_seen_by(owner, task_id, answer)
-        if isinstance(seen, HTTPError):
-            raise seen from None
-        return seen
 
     # -- helpers ---------------------------------------------------------------
 
@@ -264,7 +239,8 @@ class Routes:
     async def status_many(self, request: Request) -> Response:
         body = parse_body(bodies.StatusManyRequest, await self._body(request), "status_many")
         wellformed = [t for t in body.task_ids if _TASK_ID.fullmatch(t)]
-        answers = iter(await self.backend.status_many(wellformed) if wellformed else [])
+        owner = self._owner(request)
+        answers = iter(await self.backend.status_many(wellformed, owner) if wellformed else [])
         tasks: list[TaskState | bodies.ItemError] = []
         for task_id in body.task_ids:
             answer: TaskState | HTTPError
@@ -274,9 +250,6 @@ class Routes:
                 )
             else:
                 answer = next(answers)
-            owner = self._owner(request)
-            if owner is not None:
-                answer = _as_seen_by(owner, task_id, answer)
             tasks.append(item_error(task_id, answer) if isinstance(answer, HTTPError) else answer)
         return self._answer(request, bodies.StatusManyAnswer(tasks=tasks))
 
@@ -300,34 +273,31 @@ class Routes:
     async def status(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
         task_id = self._task_id(request)
-        wait_s = wait_s_of(request)
-        state = await self._owned(request, task_id)
+        wait_s, owner = wait_s_of(request), self._owner(request)
         if wait_s:
-            state = await self.backend.wait(task_id, wait_s)
-        state = state or await self.backend.status(task_id)
+            state = await self.backend.wait(task_id, wait_s, owner)
+        else:
+            state = await self.backend.status(task_id, owner)
         return JSONResponse(self._view(request, state))
 
     async def get(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
         task_id = self._task_id(request)
-        wait_s = wait_s_of(request)
-        await self._owned(request, task_id)
+        wait_s, owner = wait_s_of(request), self._owner(request)
         if wait_s:
-            await self.backend.wait(task_id, wait_s)
-        return self._result_response(await self.backend.result(task_id))
+            await self.backend.wait(task_id, wait_s, owner)
+        return self._result_response(await self.backend.result(task_id, owner))
 
     async def cancel(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
         task_id = self._task_id(request)
-        await self._owned(request, task_id)
-        state = await self.backend.cancel(task_id)
+        state = await self.backend.cancel(task_id, self._owner(request))
         return JSONResponse(self._view(request, state))
 
     async def retry(self, request: Request) -> Response:
         self._endpoint(request, task_only=True)
         task_id = self._task_id(request)
-        await self._owned(request, task_id)
-        state = await self.backend.retry(task_id)
+        state = await self.backend.retry(task_id, self._owner(request))
         return JSONResponse(self._view(request, state))
 
     async def call(self, request: Request) -> Response:

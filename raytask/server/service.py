@@ -27,8 +27,14 @@ from ray import cloudpickle  # the pickler alone (by value: the app's own classe
 
 from ..core.config import AppConfig, SubmitOptions, TaskOptions
 from ..core.dispatcher import Dispatcher, EndpointRoute
-from ..core.errors import HTTPError, TaskFailedError
-from ..core.messages import Submit
+from ..core.errors import (
+    HTTPError,
+    TaskExpiredError,
+    TaskFailedError,
+    TaskNotFoundError,
+    unwrap,
+)
+from ..core.messages import Submit, seen_by
 from ..core.record import Result
 from ..core.recovery import recover
 from ..core.state import TaskState
@@ -208,9 +214,7 @@ class TaskService:
         """Queue a task; its status answer (``pending``, or with a known idempotency key
         the answer of the task it named)."""
         (answer,) = await self.submit_each([item])
-        if isinstance(answer, HTTPError):
-            raise answer
-        return answer
+        return unwrap(answer)
 
     async def submit_each(self, items: list[Submit]) -> list[TaskState | HTTPError]:
         """Queue independent submits that arrived together (the ingress and the async
@@ -239,28 +243,40 @@ class TaskService:
 
     # -- reading -------------------------------------------------------------------
 
-    async def status(self, task_id: str) -> TaskState:
-        """The status answer of a task."""
-        (answer,) = await self.status_many([task_id])
-        if isinstance(answer, HTTPError):
-            raise answer
-        return answer
+    def _visible(self, task_id: str, owner: str | None) -> TaskRecord:
+        """The record of ``task_id``, if ``owner`` may see it (see :func:`seen_by`)."""
+        try:
+            record = self.table.get(task_id)
+        except TaskExpiredError as exc:
+            unwrap(seen_by(owner, task_id, exc))  # another's: 404
+            raise
+        if owner is not None and record.owner != owner:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        return record
 
-    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
+    async def status(self, task_id: str, owner: str | None = None) -> TaskState:
+        """The status answer of a task (``owner``: of one of theirs, else 404)."""
+        (answer,) = await self.status_many([task_id], owner)
+        return unwrap(answer)
+
+    async def status_many(
+        self, task_ids: list[str], owner: str | None = None
+    ) -> list[TaskState | HTTPError]:
         """The status answers (or errors) of several tasks, in order (never a state the
-        journal does not hold yet)."""
+        journal does not hold yet; ``owner``: another's task is 404)."""
         if self.journal is not None and any(map(self.journal.pending, task_ids)):
             try:
                 await self.journal.flush()
             except HTTPError as exc:
                 return [exc] * len(task_ids)
-        return each(task_ids, self.table.state)
+        answers = each(task_ids, self.table.state)
+        return [seen_by(owner, t, a) for t, a in zip(task_ids, answers, strict=True)]
 
-    async def wait(self, task_id: str, wait_s: float) -> TaskState:
+    async def wait(self, task_id: str, wait_s: float, owner: str | None = None) -> TaskState:
         """The status answer once the task has finished, or after ``wait_s`` seconds
         (long-poll): the call waits on the task's own notification, set by the change that
         finishes it, never by polling."""
-        if not self.table.get(task_id).status.finished:
+        if not self._visible(task_id, owner).status.finished:
             event, waiters = self._finish_waits.setdefault(task_id, (asyncio.Event(), [0]))
             waiters[0] += 1
             try:
@@ -271,11 +287,12 @@ class TaskService:
                 waiters[0] -= 1
                 if not waiters[0]:
                     self._finish_waits.pop(task_id, None)
-        return await self.status(task_id)
+        return await self.status(task_id, owner)
 
-    async def result(self, task_id: str) -> Any:
+    async def result(self, task_id: str, owner: str | None = None) -> Any:
         """A successful task's result: a small value as it is, a large one as the
         ``ObjectRef`` that holds it."""
+        self._visible(task_id, owner)
         record = self.table.check_result(task_id)
         if record.result is None:  # a success always keeps one: never expected
             raise TaskFailedError(f"task {task_id} succeeded but its result is gone")
@@ -311,8 +328,9 @@ class TaskService:
             self._stop(task_id)  # its slot frees when the replica confirms
         return self.table.state(task_id)
 
-    async def cancel(self, task_id: str) -> TaskState:
+    async def cancel(self, task_id: str, owner: str | None = None) -> TaskState:
         """Cancel a pending task, or stop a running one."""
+        self._visible(task_id, owner)
         self._cancel_one(task_id)
         await self._flush()
         return self.table.state(task_id)
@@ -338,8 +356,9 @@ class TaskService:
         await self._flush()  # one journal write for them all
         return sum(1 for answer in answers if isinstance(answer, TaskState))
 
-    async def retry(self, task_id: str) -> TaskState:
+    async def retry(self, task_id: str, owner: str | None = None) -> TaskState:
         """Queue a new task with the inputs of a finished one."""
+        self._visible(task_id, owner)
         record = self.table.retry(task_id)
         self._kick()
         await self._flush()

@@ -65,12 +65,14 @@ class ServedBackend(TaskService):
                     # A poll cut short (a long-poll's poller ends) leaves the run going.
                     await asyncio.shield(self.drain())
 
-    async def status_many(self, task_ids: list[str]) -> list[TaskState | HTTPError]:
+    async def status_many(
+        self, task_ids: list[str], owner: str | None = None
+    ) -> list[TaskState | HTTPError]:
         # Every status read (status, a long-poll's last read) comes here.
         await self._polled(task_ids)
-        return await super().status_many(task_ids)
+        return await super().status_many(task_ids, owner)
 
-    async def wait(self, task_id: str, wait_s: float) -> TaskState:
+    async def wait(self, task_id: str, wait_s: float, owner: str | None = None) -> TaskState:
         """The service's long-poll, capped at ``max_wait_s``; meanwhile the task is polled
         every 10 ms (a poll, for ``run_after_polls``), as a client would."""
         self.waits += 1
@@ -84,7 +86,7 @@ class ServedBackend(TaskService):
 
         poller = asyncio.create_task(poll())
         try:
-            return await super().wait(task_id, wait_s)
+            return await super().wait(task_id, wait_s, owner)
         finally:
             poller.cancel()
 
