@@ -97,10 +97,7 @@ def task(
         webhook_url: where its tasks' events are POSTed by default (signed webhooks).
         webhook_events: which events (default: ``completed``, ``failed``, ``cancelled``).
 
-    Returns the method itself, marked.
-
-    Raises:
-        ConfigError: an option is out of range.
+    Returns the method itself, marked; raises ``ConfigError`` for an option out of range.
 
     Example::
 
