@@ -36,12 +36,26 @@ class Submit:
 
 
 def seen_by(
-    owner: str | None, task_id: str, answer: TaskState | HTTPError
+    owner: str | None,
+    task_id: str,
+    answer: TaskState | HTTPError,
+    endpoint: str | None = None,
 ) -> TaskState | HTTPError:
-    """A status answer as ``owner`` may see it (token isolation; None: no isolation):
-    another tenant's task, live or expired, is 404 as an unknown id (a 410 would tell that
-    the id existed)."""
-    if owner is None:
-        return answer
-    theirs = isinstance(answer, TaskState | TaskExpiredError) and answer.owner != owner
-    return TaskNotFoundError(f"task {task_id} not found") if theirs else answer
+    """A status answer as ``owner`` may see it under ``endpoint``'s routes (None: no token
+    isolation, or an app-wide route): another tenant's task, live or expired, is 404 as an
+    unknown id (a 410 would tell that the id existed); a task of another endpoint is 404 too,
+    naming the endpoint it belongs to (the caller may see it)."""
+    if owner is not None:
+        theirs = isinstance(answer, TaskState | TaskExpiredError) and answer.owner != owner
+        if theirs:
+            return TaskNotFoundError(f"task {task_id} not found")
+    if endpoint is not None and isinstance(answer, TaskState) and answer.endpoint != endpoint:
+        return elsewhere(task_id, endpoint, answer.endpoint)
+    return answer
+
+
+def elsewhere(task_id: str, endpoint: str, actual: str) -> TaskNotFoundError:
+    """The 404 of a task id asked for under an endpoint it does not belong to."""
+    return TaskNotFoundError(
+        f"task {task_id} is not a task of {endpoint!r}: it belongs to {actual!r} (ask /{actual})"
+    )

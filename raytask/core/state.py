@@ -50,6 +50,8 @@ Timestamp = Annotated[
 
 TIME_FIELDS = ("created_at", "executed_at", "completed_at", "expires_at")
 TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
+ANY_CASE_TASK_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
+"""What the routes accept: an id in any letter case (answered in lowercase)."""
 """What every task id looks like (uuid4 hex)."""
 
 

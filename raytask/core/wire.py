@@ -46,7 +46,7 @@ from .errors import (
     TaskFailedError,
     TaskNotFoundError,
 )
-from .state import TASK_ID_PATTERN, TaskState
+from .state import ANY_CASE_TASK_ID_PATTERN, TaskState
 from .status import TaskStatus
 
 MAX_WAIT_S = 60.0
@@ -86,8 +86,8 @@ class Param:
 
 TASK_ID = Param(
     "task_id",
-    {"type": "string", "pattern": TASK_ID_PATTERN},
-    "The task's id (32 lowercase hex digits).",
+    {"type": "string", "pattern": ANY_CASE_TASK_ID_PATTERN},
+    "The task's id (32 hex digits, in any letter case).",
     required=True,
 )
 WAIT_S = Param(

@@ -94,13 +94,21 @@ class RayBackend:
         call = self.manager.submit_many.remote(endpoint, inputs, options, owner)
         return unwrap(await self._ask(call))
 
-    async def status(self, task_id: str, owner: str | None = None) -> TaskState:
+    async def status(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> TaskState:
         # Concurrent reads share one call whoever asks; the owner rule applies here.
-        return unwrap(seen_by(owner, task_id, await self._statuses(task_id)))
+        return unwrap(seen_by(owner, task_id, await self._statuses(task_id), endpoint))
 
-    async def wait(self, task_id: str, wait_s: float, owner: str | None = None) -> TaskState:
+    async def wait(
+        self,
+        task_id: str,
+        wait_s: float,
+        owner: str | None = None,
+        endpoint: str | None = None,
+    ) -> TaskState:
         # The manager holds the call until the task finishes: give it that long, too.
-        call = self.manager.wait.remote(task_id, wait_s, owner)
+        call = self.manager.wait.remote(task_id, wait_s, owner, endpoint)
         return unwrap(await self._ask(call, timeout_s=wait_s + self.timeout_s))
 
     async def status_many(
@@ -129,8 +137,10 @@ class RayBackend:
         call = self.manager.list_tasks.remote(endpoint, statuses, limit, cursor, owner)
         return unwrap(await self._ask(call))
 
-    async def result(self, task_id: str, owner: str | None = None) -> Any:
-        (held,) = unwrap(await self._ask(self.manager.result.remote(task_id, owner)))
+    async def result(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> Any:
+        (held,) = unwrap(await self._ask(self.manager.result.remote(task_id, owner, endpoint)))
         if not inspect.isawaitable(held):  # a small value, kept as it is (else an ObjectRef)
             return held
         try:
@@ -138,11 +148,15 @@ class RayBackend:
         except (ObjectLostError, ObjectFetchTimedOutError) as exc:
             raise TaskFailedError(f"the result of task {task_id} was lost: {exc}") from None
 
-    async def cancel(self, task_id: str, owner: str | None = None) -> TaskState:
-        return unwrap(await self._ask(self.manager.cancel.remote(task_id, owner)))
+    async def cancel(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> TaskState:
+        return unwrap(await self._ask(self.manager.cancel.remote(task_id, owner, endpoint)))
 
-    async def retry(self, task_id: str, owner: str | None = None) -> TaskState:
-        return unwrap(await self._ask(self.manager.retry.remote(task_id, owner)))
+    async def retry(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> TaskState:
+        return unwrap(await self._ask(self.manager.retry.remote(task_id, owner, endpoint)))
 
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any:
         spec = self.endpoints.get(endpoint)

@@ -144,11 +144,13 @@ class TaskManager:
 
     # -- the calls beside the service's commands -----------------------------------
 
-    async def result(self, task_id: str, owner: str | None = None) -> list[Any] | HTTPError:
+    async def result(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> list[Any] | HTTPError:
         """``[result]`` of a successful task: a small value as it is, a large one as the
         ``ObjectRef`` the caller fetches (in a list, so Ray hands the ref over as it is)."""
         try:
-            return [await self.service.result(task_id, owner)]
+            return [await self.service.result(task_id, owner, endpoint)]
         except HTTPError as exc:
             return exc
 

@@ -193,8 +193,7 @@ class _Builder:
                 self.nested.update(output.pop("$defs", {}))
                 return {"description": "the result", "content": _result_content(output)}
             return {
-                "description": "the task's result, as the synchronous call would answer it "
-                "(task ids are not tied to an endpoint, so any endpoint's result may come back)",
+                "description": "the task's result, as the synchronous call would answer it",
                 "content": _result_content({}),
             }
         assert isinstance(op.answer, type)

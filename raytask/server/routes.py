@@ -37,7 +37,7 @@ from ..core.errors import (
     validation_reasons,
 )
 from ..core.messages import Submit
-from ..core.state import TASK_ID_PATTERN, TaskState
+from ..core.state import ANY_CASE_TASK_ID_PATTERN, TaskState
 from ..core.status import BENTOML_SPELLING, TaskStatus
 from ..core.webhooks import check_url
 from ..core.wire import (
@@ -61,7 +61,7 @@ from .params import (
     wait_s_of,
 )
 
-_TASK_ID = re.compile(TASK_ID_PATTERN)
+_TASK_ID = re.compile(ANY_CASE_TASK_ID_PATTERN)
 _ANSWERED_ID = re.compile(rb'^\{"task_id":"([0-9a-f]{32})"')
 BENTOML_USER_AGENT = "BentoML HTTP Client"
 logger = logging.getLogger("ray.serve.raytask.routes")
@@ -110,6 +110,7 @@ class Routes:
         task_id = request.query_params.get("task_id")
         if task_id is not None and not _TASK_ID.fullmatch(task_id):
             task_id = None  # a caller's text never reaches the log (no forged lines)
+        task_id = task_id and task_id.lower()
         if task_id is None and response.media_type == "application/json":
             # a submit or retry: the id is in the answer
             match = _ANSWERED_ID.search(bytes(response.body[:80]))
@@ -143,7 +144,7 @@ class Routes:
             raise MalformedRequestError(
                 f"malformed task_id {task_id[:64]!r}: expected 32 hex digits"
             )
-        return task_id
+        return task_id.lower()
 
     def _submit_options(self, request: Request) -> SubmitOptions:
         params = {k: v for k, v in request.query_params.items()}
@@ -238,7 +239,7 @@ class Routes:
 
     async def status_many(self, request: Request) -> Response:
         body = parse_body(bodies.StatusManyRequest, await self._body(request), "status_many")
-        wellformed = [t for t in body.task_ids if _TASK_ID.fullmatch(t)]
+        wellformed = [t.lower() for t in body.task_ids if _TASK_ID.fullmatch(t)]
         owner = self._owner(request)
         answers = iter(await self.backend.status_many(wellformed, owner) if wellformed else [])
         tasks: list[TaskState | bodies.ItemError] = []
@@ -260,7 +261,7 @@ class Routes:
         )
         task_ids = body.task_ids
         if task_ids is not None:
-            task_ids = [t for t in task_ids if _TASK_ID.fullmatch(t)]  # unknown: skipped
+            task_ids = [t.lower() for t in task_ids if _TASK_ID.fullmatch(t)]  # unknown: skipped
         statuses = None if body.status is None else [body.status]
         cancelled = await self.backend.cancel_many(
             endpoint.name, task_ids, statuses, self._owner(request)
@@ -271,33 +272,33 @@ class Routes:
         return [e.name for e in self.endpoints.values() if e.is_task]
 
     async def status(self, request: Request) -> Response:
-        self._endpoint(request, task_only=True)
+        name = self._endpoint(request, task_only=True).name
         task_id = self._task_id(request)
         wait_s, owner = wait_s_of(request), self._owner(request)
         if wait_s:
-            state = await self.backend.wait(task_id, wait_s, owner)
+            state = await self.backend.wait(task_id, wait_s, owner, name)
         else:
-            state = await self.backend.status(task_id, owner)
+            state = await self.backend.status(task_id, owner, name)
         return JSONResponse(self._view(request, state))
 
     async def get(self, request: Request) -> Response:
-        self._endpoint(request, task_only=True)
+        name = self._endpoint(request, task_only=True).name
         task_id = self._task_id(request)
         wait_s, owner = wait_s_of(request), self._owner(request)
         if wait_s:
-            await self.backend.wait(task_id, wait_s, owner)
-        return self._result_response(await self.backend.result(task_id, owner))
+            await self.backend.wait(task_id, wait_s, owner, name)
+        return self._result_response(await self.backend.result(task_id, owner, name))
 
     async def cancel(self, request: Request) -> Response:
-        self._endpoint(request, task_only=True)
+        name = self._endpoint(request, task_only=True).name
         task_id = self._task_id(request)
-        state = await self.backend.cancel(task_id, self._owner(request))
+        state = await self.backend.cancel(task_id, self._owner(request), name)
         return JSONResponse(self._view(request, state))
 
     async def retry(self, request: Request) -> Response:
-        self._endpoint(request, task_only=True)
+        name = self._endpoint(request, task_only=True).name
         task_id = self._task_id(request)
-        state = await self.backend.retry(task_id, self._owner(request))
+        state = await self.backend.retry(task_id, self._owner(request), name)
         return JSONResponse(self._view(request, state))
 
     async def call(self, request: Request) -> Response:

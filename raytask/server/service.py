@@ -34,7 +34,7 @@ from ..core.errors import (
     TaskNotFoundError,
     unwrap,
 )
-from ..core.messages import Submit, seen_by
+from ..core.messages import Submit, elsewhere, seen_by
 from ..core.record import Result
 from ..core.recovery import recover
 from ..core.state import TaskState
@@ -243,8 +243,9 @@ class TaskService:
 
     # -- reading -------------------------------------------------------------------
 
-    def _visible(self, task_id: str, owner: str | None) -> TaskRecord:
-        """The record of ``task_id``, if ``owner`` may see it (see :func:`seen_by`)."""
+    def _visible(self, task_id: str, owner: str | None, endpoint: str | None) -> TaskRecord:
+        """The record of ``task_id``, if ``owner`` may see it under ``endpoint``'s routes
+        (see :func:`seen_by`)."""
         try:
             record = self.table.get(task_id)
         except TaskExpiredError as exc:
@@ -252,12 +253,17 @@ class TaskService:
             raise
         if owner is not None and record.owner != owner:
             raise TaskNotFoundError(f"task {task_id} not found")
+        if endpoint is not None and record.endpoint != endpoint:
+            raise elsewhere(task_id, endpoint, record.endpoint)
         return record
 
-    async def status(self, task_id: str, owner: str | None = None) -> TaskState:
-        """The status answer of a task (``owner``: of one of theirs, else 404)."""
+    async def status(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> TaskState:
+        """The status answer of a task (``owner``: of one of theirs, ``endpoint``: of one
+        of its tasks, else 404)."""
         (answer,) = await self.status_many([task_id], owner)
-        return unwrap(answer)
+        return unwrap(seen_by(owner, task_id, answer, endpoint))
 
     async def status_many(
         self, task_ids: list[str], owner: str | None = None
@@ -272,11 +278,17 @@ class TaskService:
         answers = each(task_ids, self.table.state)
         return [seen_by(owner, t, a) for t, a in zip(task_ids, answers, strict=True)]
 
-    async def wait(self, task_id: str, wait_s: float, owner: str | None = None) -> TaskState:
+    async def wait(
+        self,
+        task_id: str,
+        wait_s: float,
+        owner: str | None = None,
+        endpoint: str | None = None,
+    ) -> TaskState:
         """The status answer once the task has finished, or after ``wait_s`` seconds
         (long-poll): the call waits on the task's own notification, set by the change that
         finishes it, never by polling."""
-        if not self._visible(task_id, owner).status.finished:
+        if not self._visible(task_id, owner, endpoint).status.finished:
             event, waiters = self._finish_waits.setdefault(task_id, (asyncio.Event(), [0]))
             waiters[0] += 1
             try:
@@ -287,12 +299,14 @@ class TaskService:
                 waiters[0] -= 1
                 if not waiters[0]:
                     self._finish_waits.pop(task_id, None)
-        return await self.status(task_id, owner)
+        return await self.status(task_id, owner, endpoint)
 
-    async def result(self, task_id: str, owner: str | None = None) -> Any:
+    async def result(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> Any:
         """A successful task's result: a small value as it is, a large one as the
         ``ObjectRef`` that holds it."""
-        self._visible(task_id, owner)
+        self._visible(task_id, owner, endpoint)
         record = self.table.check_result(task_id)
         if record.result is None:  # a success always keeps one: never expected
             raise TaskFailedError(f"task {task_id} succeeded but its result is gone")
@@ -328,9 +342,11 @@ class TaskService:
             self._stop(task_id)  # its slot frees when the replica confirms
         return self.table.state(task_id)
 
-    async def cancel(self, task_id: str, owner: str | None = None) -> TaskState:
+    async def cancel(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> TaskState:
         """Cancel a pending task, or stop a running one."""
-        self._visible(task_id, owner)
+        self._visible(task_id, owner, endpoint)
         self._cancel_one(task_id)
         await self._flush()
         return self.table.state(task_id)
@@ -356,9 +372,11 @@ class TaskService:
         await self._flush()  # one journal write for them all
         return sum(1 for answer in answers if isinstance(answer, TaskState))
 
-    async def retry(self, task_id: str, owner: str | None = None) -> TaskState:
+    async def retry(
+        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+    ) -> TaskState:
         """Queue a new task with the inputs of a finished one."""
-        self._visible(task_id, owner)
+        self._visible(task_id, owner, endpoint)
         record = self.table.retry(task_id)
         self._kick()
         await self._flush()

@@ -180,9 +180,9 @@ def test_queue_full_is_429(small_app: App) -> None:
         client.noop.submit_many([{}, {}])
     assert small_app.stats()["pending"] == 3
     # queued first: cancelling the running one frees the slot for them
-    for task_id in [*queued, running]:
-        response = small_app.http.post("/noop/cancel", params={"task_id": task_id})
-        assert response.status_code == 200, (small_app.status("noop", task_id), small_app.stats())
+    for name, task_id in [*(("noop", t) for t in queued), ("block", running)]:
+        response = small_app.http.post(f"/{name}/cancel", params={"task_id": task_id})
+        assert response.status_code == 200, (small_app.status(name, task_id), small_app.stats())
 
 
 def test_replica_killed_mid_task_is_requeued_and_completes(small_app: App) -> None:

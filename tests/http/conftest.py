@@ -72,7 +72,13 @@ class ServedBackend(TaskService):
         await self._polled(task_ids)
         return await super().status_many(task_ids, owner)
 
-    async def wait(self, task_id: str, wait_s: float, owner: str | None = None) -> TaskState:
+    async def wait(
+        self,
+        task_id: str,
+        wait_s: float,
+        owner: str | None = None,
+        endpoint: str | None = None,
+    ) -> TaskState:
         """The service's long-poll, capped at ``max_wait_s``; meanwhile the task is polled
         every 10 ms (a poll, for ``run_after_polls``), as a client would."""
         self.waits += 1
@@ -86,7 +92,7 @@ class ServedBackend(TaskService):
 
         poller = asyncio.create_task(poll())
         try:
-            return await super().wait(task_id, wait_s, owner)
+            return await super().wait(task_id, wait_s, owner, endpoint)
         finally:
             poller.cancel()
 

@@ -229,7 +229,7 @@ async def test_a_long_url_is_414(client: httpx.AsyncClient, backend: ServedBacke
 async def test_a_bug_behind_a_route_is_a_json_500(
     client: httpx.AsyncClient, backend: ServedBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(task_id: str, owner: str | None = None) -> Any:
+    async def broken(task_id: str, owner: str | None = None, endpoint: str | None = None) -> Any:
         raise KeyError("a bug")
 
     monkeypatch.setattr(backend, "status", broken)

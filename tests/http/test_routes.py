@@ -146,10 +146,33 @@ async def test_status_lifecycle_with_iso_times(
     assert body["expires_at"] == "2027-01-16T08:00:00+00:00"  # the default TTL is 24 h
 
 
-async def test_task_ids_are_not_tied_to_an_endpoint(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize(
+    ("method", "route"), [("GET", "status"), ("GET", "get"), ("PUT", "cancel"), ("POST", "retry")]
+)
+async def test_a_task_id_answers_only_under_its_own_endpoint(
+    client: httpx.AsyncClient, backend: ServedBackend, method: str, route: str
+) -> None:
     task_id = await submit(client, "noop")
-    response = await client.get("/wordcount/status", params={"task_id": task_id})
-    assert response.json()["task_id"] == task_id
+    if route == "retry":
+        await backend.drain()  # finished: retry would take it under its own endpoint
+    response = await client.request(method, f"/wordcount/{route}", params={"task_id": task_id})
+    error = assert_error(response, 404, f"task {task_id} is not a task of 'wordcount'")
+    assert error["code"] == "task_not_found" and "it belongs to 'noop'" in error["error"]
+    state = (await client.get("/noop/status", params={"task_id": task_id})).json()
+    assert state["status"] in ("pending", "success")  # untouched (a cancel did nothing)
+    assert backend.table.counts()["noop"]["cancelled"] == 0
+    many = await client.post("/status_many", json={"task_ids": [task_id]})
+    assert many.json()["tasks"][0]["task_id"] == task_id  # app-wide routes stay app-wide
+
+
+async def test_a_task_id_is_accepted_in_any_letter_case(client: httpx.AsyncClient) -> None:
+    task_id = await submit(client, "noop")
+    response = await client.get("/noop/status", params={"task_id": task_id.upper()})
+    assert response.status_code == 200 and response.json()["task_id"] == task_id
+    many = await client.post("/status_many", json={"task_ids": [task_id.upper()]})
+    assert many.json()["tasks"][0]["task_id"] == task_id
+    cancelled = await client.put("/noop/cancel", params={"task_id": task_id.upper()})
+    assert cancelled.json()["status"] == "cancelled"
 
 
 @pytest.mark.parametrize(
@@ -158,7 +181,8 @@ async def test_task_ids_are_not_tied_to_an_endpoint(client: httpx.AsyncClient) -
         ({}, 400, "missing query parameter task_id"),
         ({"task_id": ""}, 400, "missing"),
         ({"task_id": "xyz"}, 400, "malformed task_id"),
-        ({"task_id": "A" * 32}, 400, "malformed"),
+        ({"task_id": "G" * 32}, 400, "malformed"),
+        ({"task_id": "A" * 32}, 404, "not found"),  # any letter case: a well-formed id
         ({"task_id": "0" * 33}, 400, "malformed"),
         ({"task_id": "0" * 32}, 404, "not found"),
     ],
@@ -179,13 +203,13 @@ async def test_bentoml_client_gets_its_spellings(
     ok, bad, gone = [await submit(client, n) for n in ("noop", "fail", "noop")]
     await client.post("/noop/cancel", params={"task_id": gone})
     await backend.drain()
-    for task_id, ours, theirs in (
-        (ok, "success", "completed"),
-        (bad, "failure", "failed"),
-        (gone, "cancelled", "canceled"),
+    for task_id, name, ours, theirs in (
+        (ok, "noop", "success", "completed"),
+        (bad, "fail", "failure", "failed"),
+        (gone, "noop", "cancelled", "canceled"),
     ):
-        mine = await client.get("/noop/status", params={"task_id": task_id})
-        bentos = await client.get("/noop/status", params={"task_id": task_id}, headers=bento)
+        mine = await client.get(f"/{name}/status", params={"task_id": task_id})
+        bentos = await client.get(f"/{name}/status", params={"task_id": task_id}, headers=bento)
         assert (mine.json()["status"], bentos.json()["status"]) == (ours, theirs)
 
 
