@@ -84,8 +84,8 @@ M = [
     ),
     (
         "raytask/core/messages.py",
-        "    theirs = isinstance(answer, TaskState | TaskExpiredError) and answer.owner != owner",
-        "    theirs = isinstance(answer, TaskState) and answer.owner != owner",
+        "    owned = isinstance(answer, TaskState | TaskRecord | TaskExpiredError)",
+        "    owned = isinstance(answer, TaskState | TaskRecord)",
         "tests/http/test_tokens.py",
     ),
     (
@@ -137,9 +137,9 @@ M = [
         "tests/http",
     ),
     (
-        "raytask/server/service.py",
-        "        if owner is not None and record.owner != owner:",
-        "        if False:",
+        "raytask/core/messages.py",
+        "    if owner is not None and owned and answer.owner != owner:",
+        "    if False:",
         "tests/http",
     ),
 ]

@@ -7,10 +7,11 @@ them), never a tuple whose meaning depends on its position.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import SubmitOptions
 from .errors import HTTPError, TaskExpiredError, TaskNotFoundError
+from .record import TaskRecord
 from .state import TaskState
 
 NO_OPTIONS = SubmitOptions()  # frozen: every default submit shares it
@@ -35,21 +36,20 @@ class Submit:
     owner: str | None = None
 
 
+A = TypeVar("A", TaskState, TaskRecord, HTTPError)
+
+
 def seen_by(
-    owner: str | None,
-    task_id: str,
-    answer: TaskState | HTTPError,
-    endpoint: str | None = None,
-) -> TaskState | HTTPError:
-    """A status answer as ``owner`` may see it under ``endpoint``'s routes (None: no token
-    isolation, or an app-wide route): another tenant's task, live or expired, is 404 as an
-    unknown id (a 410 would tell that the id existed); a task of another endpoint is 404 too,
-    naming the endpoint it belongs to (the caller may see it)."""
-    if owner is not None:
-        theirs = isinstance(answer, TaskState | TaskExpiredError) and answer.owner != owner
-        if theirs:
-            return TaskNotFoundError(f"task {task_id} not found")
-    if endpoint is not None and isinstance(answer, TaskState) and answer.endpoint != endpoint:
+    owner: str | None, task_id: str, answer: A, endpoint: str | None = None
+) -> A | HTTPError:
+    """A status answer, or a task's record, as ``owner`` may see it under ``endpoint``'s
+    routes (None: no token isolation, or an app-wide route): another tenant's task, live or
+    expired, is 404 as an unknown id (a 410 would tell that the id existed); a task of
+    another endpoint is 404 too, naming the endpoint it belongs to (the caller may see it)."""
+    owned = isinstance(answer, TaskState | TaskRecord | TaskExpiredError)
+    if owner is not None and owned and answer.owner != owner:
+        return TaskNotFoundError(f"task {task_id} not found")
+    if endpoint is not None and not isinstance(answer, HTTPError) and answer.endpoint != endpoint:
         return elsewhere(task_id, endpoint, answer.endpoint)
     return answer
 

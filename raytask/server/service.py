@@ -31,10 +31,9 @@ from ..core.errors import (
     HTTPError,
     TaskExpiredError,
     TaskFailedError,
-    TaskNotFoundError,
     unwrap,
 )
-from ..core.messages import Submit, elsewhere, seen_by
+from ..core.messages import Submit, seen_by
 from ..core.record import Result
 from ..core.recovery import recover
 from ..core.state import TaskState
@@ -251,18 +250,14 @@ class TaskService:
         except TaskExpiredError as exc:
             unwrap(seen_by(owner, task_id, exc))  # another's: 404
             raise
-        if owner is not None and record.owner != owner:
-            raise TaskNotFoundError(f"task {task_id} not found")
-        if endpoint is not None and record.endpoint != endpoint:
-            raise elsewhere(task_id, endpoint, record.endpoint)
-        return record
+        return unwrap(seen_by(owner, task_id, record, endpoint))
 
     async def status(
         self, task_id: str, owner: str | None = None, endpoint: str | None = None
     ) -> TaskState:
         """The status answer of a task (``owner``: of one of theirs, ``endpoint``: of one
         of its tasks, else 404)."""
-        (answer,) = await self.status_many([task_id], owner)
+        (answer,) = await self.status_many([task_id])
         return unwrap(seen_by(owner, task_id, answer, endpoint))
 
     async def status_many(
