@@ -77,6 +77,7 @@ class TaskIndex:
         self._records: dict[str, TaskRecord] = {}
         self._queues: dict[str, PendingQueue] = {}
         self._pending = 0
+        self._results_held = 0  # records with a result
         self._counts: dict[str, Counter[TaskStatus]] = {}
         self._tombstones: OrderedDict[str, str | None] = OrderedDict()  # id -> owner
         self._expiries: list[tuple[float, str]] = []  # a heap of (expires_at, task_id)
@@ -163,8 +164,25 @@ class TaskIndex:
 
     @property
     def results_held(self) -> int:
-        """How many results the table keeps (a walk over every task: for stats only)."""
-        return sum(1 for record in self._records.values() if record.result is not None)
+        """How many results the table keeps."""
+        return self._results_held
+
+    def _overdue(self, record: TaskRecord, now: float) -> bool:
+        deadline = record.queue_deadline()
+        return deadline is not None and record.attempts == 0 and now >= deadline
+
+    def _expire(self, record: TaskRecord) -> None:
+        """Cancel a queued task past its deadline: :meth:`get` does on reading it, and
+        :class:`~raytask.core.table.TaskTable` makes the change."""
+        raise NotImplementedError
+
+    def oldest_pending_age(self, endpoint: str) -> float | None:
+        """Seconds the longest-waiting pending task of ``endpoint`` has waited, if any."""
+        queue = self._queues.get(endpoint)
+        if not queue:
+            return None
+        oldest = min(self._records[task_id].created_at for task_id in queue.firsts())
+        return self.clock() - oldest
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per endpoint, the number of tasks in each state (kept as they change)."""

@@ -177,6 +177,7 @@ class TaskTable(TaskIndex):
         """Enter a record in the lookups every task is in (ids, keys, listing, deadline)."""
         self._records[record.task_id] = record
         self.held_bytes += record.input_bytes + record.result_bytes
+        self._results_held += record.result is not None
         self._order.append((record.seq, record.task_id))
         if record.idempotency_key is not None:
             self._keys[(record.endpoint, record.owner, record.idempotency_key)] = record.task_id
@@ -220,6 +221,7 @@ class TaskTable(TaskIndex):
         if record.status is TaskStatus.IN_PROGRESS:
             record.error = None  # before the change is told (journal, webhooks)
             if result is not None:
+                self._results_held += record.result is None
                 self.held_bytes += result.size - record.result_bytes
                 record.result, record.result_bytes = result, result.size
         self._move(record, TaskStatus.SUCCESS)
@@ -291,10 +293,6 @@ class TaskTable(TaskIndex):
         record.progress = Progress(fraction=fraction, message=message, updated_at=self.clock())
         return True
 
-    def _overdue(self, record: TaskRecord, now: float) -> bool:
-        deadline = record.queue_deadline()
-        return deadline is not None and record.attempts == 0 and now >= deadline
-
     def _expire(self, record: TaskRecord) -> None:
         record.error = (
             f"expired: not started within max_queue_s={record.options.max_queue_s:g} s "
@@ -330,6 +328,7 @@ class TaskTable(TaskIndex):
             record = self._records.pop(task_id, None)
             if record is not None:
                 self.held_bytes -= record.input_bytes + record.result_bytes
+                self._results_held -= record.result is not None
                 self._counts[record.endpoint][record.status] -= 1
                 self._tombstones[task_id] = record.owner
                 key = (record.endpoint, record.owner, record.idempotency_key or "")
@@ -344,11 +343,3 @@ class TaskTable(TaskIndex):
             self._order = [entry for entry in self._order if entry[1] in self._records]
             self._forgotten = 0
         return expired
-
-    def oldest_pending_age(self, endpoint: str) -> float | None:
-        """Seconds the longest-waiting pending task of ``endpoint`` has waited, if any."""
-        queue = self._queues.get(endpoint)
-        if not queue:
-            return None
-        oldest = min(self._records[task_id].created_at for task_id in queue.firsts())
-        return self.clock() - oldest
