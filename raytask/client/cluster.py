@@ -19,6 +19,7 @@ from typing import Any, Self
 import ray
 
 from ..core.batching import Coalescer
+from ..core.bodies import DeleteManyAnswer, DeleteManyRequest
 from ..core.endpoint import Endpoint, discover
 from ..core.errors import EndpointNotFoundError, ServiceUnavailableError, unwrap
 from ..core.messages import Submit
@@ -199,6 +200,21 @@ class _Endpoint(WithOptions):
         statuses = None if status is None else [status]
         return self._client._manager.cancel_many.remote(self._endpoint.name, ids, statuses)
 
+    def _delete_call(
+        self, task_ids: Iterable[str] | None, status: str | None, older_than_s: float | None
+    ) -> Any:
+        request = DeleteManyRequest.model_validate(
+            {
+                **({"task_ids": list(task_ids)} if task_ids is not None else {}),
+                **({"status": status} if status is not None else {}),
+                **({"older_than_s": older_than_s} if older_than_s is not None else {}),
+            }
+        )
+        ids = None if request.task_ids is None else [t.lower() for t in request.task_ids]
+        return self._client._manager.delete_many.remote(
+            self._endpoint.name, ids, request.status, request.older_than_s
+        )
+
     def _submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> Any:
         """One all-or-none ``submit_many`` call for every input, all validated first."""
         if self._settings.idempotency_key is not None:
@@ -250,6 +266,17 @@ class ClusterEndpoint(_Endpoint):
         """Cancel these tasks of the endpoint, or every one in ``status``; returns how many."""
         return int(_ask(self._cancel_call(task_ids, status)))
 
+    def delete_many(
+        self,
+        task_ids: Iterable[str] | None = None,
+        status: str | None = None,
+        older_than_s: float | None = None,
+    ) -> DeleteManyAnswer:
+        """Delete finished tasks (see :meth:`raytask.SyncHTTPClient` endpoints'
+        ``delete_many``)."""
+        deleted, skipped = unwrap(_ask(self._delete_call(task_ids, status, older_than_s)))
+        return DeleteManyAnswer(deleted=deleted, skipped=skipped)
+
 
 class AsyncClusterEndpoint(_Endpoint):
     """``client.NAME`` of an :class:`AsyncClusterClient`: ``await ....submit(...)``."""
@@ -291,6 +318,17 @@ class AsyncClusterEndpoint(_Endpoint):
     ) -> int:
         """Cancel these tasks, or every one in ``status`` (see :meth:`ClusterEndpoint.cancel_many`)."""
         return int(await self._cancel_call(task_ids, status))
+
+    async def delete_many(
+        self,
+        task_ids: Iterable[str] | None = None,
+        status: str | None = None,
+        older_than_s: float | None = None,
+    ) -> DeleteManyAnswer:
+        """Delete finished tasks (see :meth:`ClusterEndpoint.delete_many`)."""
+        answer = await self._delete_call(task_ids, status, older_than_s)
+        deleted, skipped = unwrap(answer)
+        return DeleteManyAnswer(deleted=deleted, skipped=skipped)
 
 
 class ClusterClient:

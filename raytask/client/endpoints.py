@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from tqdm.auto import tqdm
 
+from ..core.bodies import DeleteManyAnswer
 from ..core.endpoint import MAX_BATCH
 from ..core.state import TaskState
 from ..core.wire import DEFAULT_LIST_LIMIT
@@ -26,6 +27,7 @@ from .protocol import (
     Submission,
     WithOptions,
     async_pages,
+    decode_deleted,
     pages,
     statuses_of,
 )
@@ -189,6 +191,22 @@ class SyncEndpoint(WithOptions):
         ids = None if task_ids is None else list(task_ids)
         return self._client._cancelled(endpoint.cancel_many(ids, status))
 
+    def delete_many(
+        self,
+        task_ids: Iterable[str] | None = None,
+        status: str | None = None,
+        older_than_s: float | None = None,
+    ) -> DeleteManyAnswer:
+        """Delete finished tasks of the endpoint and free their results: these ids, or
+        every task that finished in ``status`` (``"success"``, ``"failure"``,
+        ``"cancelled"``) at least ``older_than_s`` seconds ago. Unfinished and unknown ids
+        are skipped. Returns ``.deleted`` and ``.skipped``; a deleted id then answers
+        :class:`~raytask.TaskNotFoundError`."""
+        endpoint = self._client._endpoint(self._name, task=True)
+        ids = None if task_ids is None else list(task_ids)
+        response = self._client._send(endpoint.delete_many(ids, status, older_than_s))
+        return decode_deleted(response.status_code, response.content)
+
 
 class AsyncEndpoint(WithOptions):
     """``client.NAME`` of an :class:`AsyncHTTPClient`: await a call, or ``.submit`` a task."""
@@ -280,3 +298,15 @@ class AsyncEndpoint(WithOptions):
         endpoint = await self._client._endpoint(self._name, task=True)
         ids = None if task_ids is None else list(task_ids)
         return await self._client._cancelled(endpoint.cancel_many(ids, status))
+
+    async def delete_many(
+        self,
+        task_ids: Iterable[str] | None = None,
+        status: str | None = None,
+        older_than_s: float | None = None,
+    ) -> DeleteManyAnswer:
+        """Delete finished tasks (see :meth:`SyncEndpoint.delete_many`)."""
+        endpoint = await self._client._endpoint(self._name, task=True)
+        ids = None if task_ids is None else list(task_ids)
+        response = await self._client._send(endpoint.delete_many(ids, status, older_than_s))
+        return decode_deleted(response.status_code, response.content)

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..core import wire
 from ..core.bodies import (
     CancelManyAnswer,
+    DeleteManyAnswer,
     ItemError,
     StatusManyAnswer,
     SubmitManyAnswer,
@@ -182,6 +183,16 @@ class RemoteEndpoint:
         body = {"task_ids": task_ids} if task_ids is not None else {"status": status}
         return _request("cancel_many", self.route, json=body)
 
+    def delete_many(
+        self, task_ids: list[str] | None, status: str | None, older_than_s: float | None
+    ) -> Request:
+        body: dict[str, Any] = {"task_ids": task_ids} if task_ids is not None else {}
+        if status is not None:
+            body["status"] = status
+        if older_than_s is not None:
+            body["older_than_s"] = older_than_s
+        return _request("delete_many", self.route, json=body)
+
     def status(self, task_id: str, wait_s: float | None = None) -> Request:
         return _request("status", self.route, params=_wait(task_id, wait_s), hold_s=wait_s)
 
@@ -326,6 +337,12 @@ def decode_cancelled(status_code: int, body: bytes) -> int:
     """How many tasks a ``cancel_many`` answer says it cancelled."""
     check(status_code, body)
     return CancelManyAnswer.model_validate_json(body).cancelled
+
+
+def decode_deleted(status_code: int, body: bytes) -> DeleteManyAnswer:
+    """A ``delete_many`` answer: how many tasks were deleted and skipped."""
+    check(status_code, body)
+    return DeleteManyAnswer.model_validate_json(body)
 
 
 def parse_schema(status_code: int, body: bytes) -> dict[str, RemoteEndpoint]:

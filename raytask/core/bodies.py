@@ -49,6 +49,38 @@ class CancelManyRequest(BaseModel):
         return self
 
 
+class DeleteManyRequest(BaseModel):
+    """``POST /NAME/delete_many``: either ``task_ids``, or a finished ``status`` (and an
+    age) to clean up."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        title="DeleteManyRequest",
+        json_schema_extra={"oneOf": [{"required": ["task_ids"]}, {"required": ["status"]}]},
+    )
+
+    task_ids: list[str] = Field(  # type: ignore[assignment]
+        None,
+        max_length=MAX_BATCH,
+        description="Finished tasks to delete (unfinished and unknown ones are skipped).",
+    )
+    status: Literal["success", "failure", "cancelled"] = Field(  # type: ignore[assignment]
+        None, description="Delete every task of the endpoint that finished in this state."
+    )
+    older_than_s: float = Field(
+        0.0,
+        ge=0,
+        description="Only the tasks that finished at least this many seconds ago.",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DeleteManyRequest:
+        if (self.task_ids is None) == (self.status is None):
+            raise ValueError('give either "task_ids" or "status", not both and not neither')
+        return self
+
+
 class Queued(BaseModel):
     """One task of a ``submit_many`` answer."""
 
@@ -93,3 +125,11 @@ class CancelManyAnswer(BaseModel):
     """``POST /NAME/cancel_many``: how many tasks this request cancelled."""
 
     cancelled: int
+
+
+class DeleteManyAnswer(BaseModel):
+    """``POST /NAME/delete_many``: how many tasks were deleted, and how many of the given
+    ids were not (unfinished, unknown or not the endpoint's)."""
+
+    deleted: int
+    skipped: int

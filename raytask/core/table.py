@@ -313,6 +313,44 @@ class TaskTable(TaskIndex):
                     expired.append(task_id)
         return expired
 
+    def _drop(self, record: TaskRecord) -> None:
+        """Forget a finished task: its record, result, counts and idempotency key, then
+        ``on_forget`` (the journal drops its row)."""
+        del self._records[record.task_id]
+        self.held_bytes -= record.input_bytes + record.result_bytes
+        self._results_held -= record.result is not None
+        self._counts[record.endpoint][record.status] -= 1
+        key = (record.endpoint, record.owner, record.idempotency_key or "")
+        if self._keys.get(key) == record.task_id:
+            del self._keys[key]
+        self._forgotten += 1
+        self.on_forget(record.task_id)
+
+    def delete(self, task_ids: Iterable[str]) -> list[str]:
+        """Forget the finished tasks among ``task_ids`` now, with no tombstone (their ids
+        answer "not found" after); return the ids deleted. Unknown and unfinished ones are
+        left as they are."""
+        deleted = []
+        for task_id in task_ids:
+            record = self._records.get(task_id)
+            if record is not None and record.status.finished:
+                self._drop(record)
+                deleted.append(task_id)
+        return deleted
+
+    def finished_before(
+        self, status: TaskStatus, before: float, endpoint: str | None = None
+    ) -> list[str]:
+        """Ids of the tasks in ``status`` (a finished one) that completed at or before
+        ``before`` (of ``endpoint``, or of every endpoint)."""
+        return [
+            r.task_id
+            for r in self._records.values()
+            if r.status is status
+            and (r.completed_at or 0.0) <= before
+            and (endpoint is None or r.endpoint == endpoint)
+        ]
+
     def sweep(self) -> list[str]:
         """Expire overdue queued tasks, and forget finished tasks past their TTL; return
         the ids forgotten.
@@ -325,18 +363,12 @@ class TaskTable(TaskIndex):
         expired = []
         while self._expiries and self._expiries[0][0] <= now:
             _, task_id = heapq.heappop(self._expiries)
-            record = self._records.pop(task_id, None)
-            if record is not None:
-                self.held_bytes -= record.input_bytes + record.result_bytes
-                self._results_held -= record.result is not None
-                self._counts[record.endpoint][record.status] -= 1
+            record = self._records.get(task_id)
+            # (a record moved since: not finished, or finished again with a later expiry)
+            if record is not None and record.status.finished and (record.expires_at or 0.0) <= now:
+                self._drop(record)
                 self._tombstones[task_id] = record.owner
-                key = (record.endpoint, record.owner, record.idempotency_key or "")
-                if self._keys.get(key) == task_id:
-                    del self._keys[key]
-                self._forgotten += 1
                 expired.append(task_id)
-                self.on_forget(task_id)
         while len(self._tombstones) > self.max_tombstones:
             self._tombstones.popitem(last=False)
         if self._forgotten > 1024 and 2 * self._forgotten > len(self._order):

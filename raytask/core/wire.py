@@ -27,6 +27,8 @@ from pydantic import BaseModel
 from .bodies import (
     CancelManyAnswer,
     CancelManyRequest,
+    DeleteManyAnswer,
+    DeleteManyRequest,
     StatusManyAnswer,
     StatusManyRequest,
     SubmitManyAnswer,
@@ -221,6 +223,18 @@ TASK_OPERATIONS = (
         (),
         CancelManyRequest,
         CancelManyAnswer,
+        (*_BODY_ERRORS, ServiceUnavailableError),
+    ),
+    Operation(
+        "delete_many",
+        "/{name}/delete_many",
+        ("POST",),
+        "delete finished tasks and their results, by id or by state and age",
+        "delete_many",
+        "delete_many",
+        (),
+        DeleteManyRequest,
+        DeleteManyAnswer,
         (*_BODY_ERRORS, ServiceUnavailableError),
     ),
     Operation(

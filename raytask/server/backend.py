@@ -67,6 +67,14 @@ class Backend(Protocol):
         statuses: list[str] | None,
         owner: str | None = None,
     ) -> int: ...
+    async def delete_many(
+        self,
+        endpoint: str | None,
+        task_ids: list[str] | None,
+        status: str | None = None,
+        older_than_s: float = 0.0,
+        owner: str | None = None,
+    ) -> tuple[int, int]: ...
     async def retry(
         self, task_id: str, owner: str | None = None, endpoint: str | None = None
     ) -> TaskState: ...
@@ -85,6 +93,7 @@ TASK_COMMANDS = (
     "list_tasks",
     "cancel",
     "cancel_many",
+    "delete_many",
     "retry",
     "queue",
 )

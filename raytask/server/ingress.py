@@ -126,6 +126,17 @@ class RayBackend:
         call = self.manager.cancel_many.remote(endpoint, task_ids, statuses, owner)
         return await self._ask(call)
 
+    async def delete_many(
+        self,
+        endpoint: str | None,
+        task_ids: list[str] | None,
+        status: str | None = None,
+        older_than_s: float = 0.0,
+        owner: str | None = None,
+    ) -> tuple[int, int]:
+        call = self.manager.delete_many.remote(endpoint, task_ids, status, older_than_s, owner)
+        return unwrap(await self._ask(call))
+
     async def list_tasks(
         self,
         endpoint: str | None,

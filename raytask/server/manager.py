@@ -52,6 +52,7 @@ COMMANDS = (
     "wait",
     "cancel",
     "cancel_many",
+    "delete_many",
     "retry",
     "list_tasks",
     "report_progress",

@@ -268,6 +268,22 @@ class Routes:
         )
         return self._answer(request, bodies.CancelManyAnswer(cancelled=cancelled))
 
+    async def delete_many(self, request: Request) -> Response:
+        endpoint = self._endpoint(request, task_only=True)
+        body = parse_body(
+            bodies.DeleteManyRequest, await self._body(request), f"{endpoint.name}/delete_many"
+        )
+        task_ids = body.task_ids
+        malformed = 0
+        if task_ids is not None:
+            wellformed = [t.lower() for t in task_ids if _TASK_ID.fullmatch(t)]
+            malformed, task_ids = len(task_ids) - len(wellformed), wellformed
+        deleted, skipped = await self.backend.delete_many(
+            endpoint.name, task_ids, body.status, body.older_than_s, self._owner(request)
+        )
+        answer = bodies.DeleteManyAnswer(deleted=deleted, skipped=skipped + malformed)
+        return self._answer(request, answer)
+
     def _task_endpoints(self) -> list[str]:
         return [e.name for e in self.endpoints.values() if e.is_task]
 

@@ -367,6 +367,42 @@ class TaskService:
         await self._flush()  # one journal write for them all
         return sum(1 for answer in answers if isinstance(answer, TaskState))
 
+    async def delete_many(
+        self,
+        endpoint: str | None,
+        task_ids: list[str] | None,
+        status: str | None = None,
+        older_than_s: float = 0.0,
+        owner: str | None = None,
+    ) -> tuple[int, int]:
+        """Delete finished tasks of ``endpoint`` (None: of any endpoint) that finished
+        ``older_than_s`` ago or more: ``task_ids``, or else every task in ``status`` (a
+        finished one). Their results are freed and their journal rows removed; their ids answer 404
+        after. Returns ``(deleted, skipped)``: the given ids not deleted (unfinished,
+        unknown, another endpoint's or another owner's) are skipped."""
+        before = self.table.clock() - older_than_s
+        if task_ids is None:
+            wanted = self.table.finished_before(TaskStatus(status), before, endpoint)
+            wanted = [t for t in wanted if owner is None or self.table.owner_of(t) == owner]
+            given = len(wanted)
+        else:
+            given = len(task_ids)
+            wanted = [
+                t for t in dict.fromkeys(task_ids) if self._deletable(t, owner, endpoint, before)
+            ]
+        deleted = len(self.table.delete(wanted))
+        await self._flush()  # the rows are gone before the answer says so
+        return deleted, given - deleted
+
+    def _deletable(
+        self, task_id: str, owner: str | None, endpoint: str | None, before: float
+    ) -> bool:
+        try:
+            record = self._visible(task_id, owner, endpoint)
+        except HTTPError:
+            return False
+        return (record.completed_at or before + 1) <= before
+
     async def retry(
         self, task_id: str, owner: str | None = None, endpoint: str | None = None
     ) -> TaskState:

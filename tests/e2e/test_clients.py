@@ -206,3 +206,37 @@ def check_bentoml_session(seen: dict[str, Any]) -> None:
         assert observed["status"] == "completed" and observed["cancelled"] == "canceled"
         assert observed["failed"] == observed["retried"] == "failed" and observed["retry_new_id"]
     assert sync["describe"].startswith("2 words")
+
+
+def test_delete_many_from_every_client_removes_rows_and_ids(main_app: App) -> None:
+    from raytask.server.stores import SQLiteStore
+
+    def rows(ids: list[str]) -> set[str]:
+        store = SQLiteStore(main_app.settings["journal"])  # a second reader of the file
+        try:
+            return {row[0] for row in store.load()} & set(ids)
+        finally:
+            store.close()
+
+    with raytask.SyncHTTPClient(main_app.url) as client:
+        tasks = client.noop.submit_many([{}] * 6)
+        assert all(t.wait(timeout=60) is raytask.TaskStatus.SUCCESS for t in tasks)
+        ids = [t.id for t in tasks]
+        assert rows(ids) == set(ids)
+        waiting = client.block.submit(seconds=60, tag="delete-many")
+        answer = client.noop.delete_many(ids[:2])
+        assert (answer.deleted, answer.skipped) == (2, 0)
+        assert client.block.delete_many([waiting.id]).skipped == 1  # unfinished: kept
+        with pytest.raises(raytask.TaskNotFoundError):
+            tasks[0].get_status()
+        waiting.cancel()
+
+    async def from_async() -> Any:
+        async with raytask.AsyncHTTPClient(main_app.url) as client:
+            return await client.noop.delete_many([ids[2]])
+
+    assert asyncio.run(from_async()).deleted == 1
+    assert raytask.get_client("main").noop.delete_many(ids[3:]).deleted == 3
+    assert rows(ids) == set()
+    gone = main_app.http.get("/noop/status", params={"task_id": ids[5]})
+    assert gone.status_code == 404 and gone.json()["code"] == "task_not_found"

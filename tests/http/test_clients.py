@@ -399,6 +399,20 @@ def test_listing_and_cancel_many(client: Any, backend: ServedBackend) -> None:
     assert backend.table.pending_count == 0
 
 
+def test_delete_many_from_the_clients(client: Any, backend: ServedBackend) -> None:
+    tasks = run(client.wordcount.submit_many([{"text": f"t{i}"} for i in range(4)]))
+    run(backend.drain(limit=2))
+    done = [t for t in tasks if backend.table.get(t.id).status.finished]
+    answer = run(client.wordcount.delete_many([t.id for t in tasks]))
+    assert (answer.deleted, answer.skipped) == (2, 2)
+    with pytest.raises(errors.TaskNotFoundError):
+        run(done[0].get_state())
+    run(backend.drain())
+    answer = run(client.wordcount.delete_many(status="success", older_than_s=0))
+    assert (answer.deleted, answer.skipped) == (2, 0)
+    assert backend.table.ids_in(raytask.TaskStatus) == []
+
+
 def test_a_handle_shows_the_progress_it_last_read(client: Any, backend: ServedBackend) -> None:
     task = run(client.wordcount.submit(text="x"))
     assert task.progress is None

@@ -321,6 +321,48 @@ async def test_bad_cancel_many_bodies_are_422_and_cancel_nothing(
     assert backend.table.pending_count == 1
 
 
+async def test_delete_many_over_http(client: httpx.AsyncClient, backend: ServedBackend) -> None:
+    ids = [await submit(client, "wordcount", {"text": "x"}) for _ in range(4)]
+    await backend.drain(limit=2)
+    done = [t for t in ids if backend.table.get(t).status.finished]
+    body = {"task_ids": [*(t.upper() for t in ids), "junk"]}
+    response = await client.post("/wordcount/delete_many", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"deleted": 2, "skipped": 3}
+    for task_id in done:
+        gone = await client.get("/wordcount/status", params={"task_id": task_id})
+        assert_error(gone, 404, "not found")
+        assert gone.json()["code"] == "task_not_found"
+    await backend.drain()
+    body = {"status": "success", "older_than_s": 0}
+    assert (await client.post("/wordcount/delete_many", json=body)).json() == {
+        "deleted": 2,
+        "skipped": 0,
+    }
+    assert backend.table.ids_in(TaskStatus) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"task_ids": [], "status": "success"},
+        {"status": "pending"},
+        {"status": "in_progress"},
+        {"status": "success", "older_than_s": -1},
+        {"status": "success", "older_than_s": "1"},
+        [],
+    ],
+)
+async def test_bad_delete_many_bodies_are_422_and_delete_nothing(
+    client: httpx.AsyncClient, backend: ServedBackend, body: object
+) -> None:
+    await submit(client, "wordcount", {"text": "x"})
+    await backend.drain()
+    assert_error(await client.post("/wordcount/delete_many", json=body), 422)
+    assert len(backend.table.ids_in([TaskStatus.SUCCESS])) == 1
+
+
 # -- long-poll (wait_s) ------------------------------------------------------------------
 
 

@@ -112,6 +112,8 @@ def client_requests() -> list[tuple[str, Any]]:
         ("list", remote.list(["pending"], 10, "5")),
         ("cancel_many", remote.cancel_many([TASK_ID], None)),
         ("cancel_many", remote.cancel_many(None, "pending")),
+        ("delete_many", remote.delete_many([TASK_ID], None, None)),
+        ("delete_many", remote.delete_many(None, "failure", 60.0)),
         ("status", remote.status(TASK_ID, 5)),
         ("get", remote.get(TASK_ID, 5)),
         ("cancel", remote.cancel(TASK_ID)),
@@ -162,4 +164,4 @@ def test_the_actor_serves_every_command_the_ray_backend_calls() -> None:
     for name in COMMANDS:  # as the service has it: Ray checks the arguments against it
         assert _signature(TaskManager, name) == _signature(TaskService, name), name
         assert inspect.iscoroutinefunction(getattr(TaskManager, name))
-    assert {"submit_each", "submit_many", "status_many", "cancel_many"} <= called
+    assert {"submit_each", "submit_many", "status_many", "cancel_many", "delete_many"} <= called
