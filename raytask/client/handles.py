@@ -10,7 +10,9 @@ wait loop is written once per flavour, here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any, Protocol, Self
 
 from ..core.errors import TaskNotCompletedError, WaitTimeoutError
@@ -18,6 +20,19 @@ from ..core.state import Progress, TaskState
 from ..core.status import TaskStatus
 from .polling import LongPoll, refuse_inside_event_loop
 from .protocol import as_type_of
+
+
+@contextlib.contextmanager
+def _python_hint() -> Iterator[None]:
+    """A "not completed yet" error, with how a Python caller waits for the result."""
+    try:
+        yield
+    except TaskNotCompletedError as exc:
+        hint = "; wait for it with task.get(timeout=...) or task.wait()"
+        if hint not in exc.message:
+            exc.message += hint
+            exc.args = (exc.message, *exc.args[1:])
+        raise
 
 
 class TaskBackend(Protocol):
@@ -152,7 +167,8 @@ class Task(TaskIdentity):
             WaitTimeoutError: ``timeout`` passed first.
         """
         if timeout is None:
-            return as_type_of(self._backend.result(self._id), as_type)
+            with _python_hint():
+                return as_type_of(self._backend.result(self._id), as_type)
         refuse_inside_event_loop(f"{type(self).__name__}.get(timeout=)", self._async_alternative)
         plan = LongPoll(timeout)  # one request when the task finishes within LONG_POLL_S
         while (wait_s := plan.next_wait()) is not None:
@@ -221,7 +237,8 @@ class AsyncTask(TaskIdentity):
         Raises the same errors as :meth:`Task.get`.
         """
         if timeout is None:
-            return as_type_of(await self._backend.result(self._id), as_type)
+            with _python_hint():
+                return as_type_of(await self._backend.result(self._id), as_type)
         plan = LongPoll(timeout)
         while (wait_s := plan.next_wait()) is not None:
             start = time.monotonic()

@@ -19,7 +19,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from ..core.endpoint import MAX_BATCH
-from ..core.errors import HTTPError
+from ..core.errors import HTTPError, ServerUnreachableError
 from ..core.state import TaskState
 from . import polling, protocol
 from .endpoints import AsyncEndpoint, SyncEndpoint
@@ -47,6 +47,20 @@ def _client_kwargs(
         "transport": transport,
         "headers": {"User-Agent": _USER_AGENT, **auth, **(headers or {})},
     }
+
+
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
+"""httpx's errors for a server that could not be reached at all (a read that times out or
+breaks later stays httpx's own: the request may have been taken)."""
+
+
+def _unreachable(request: httpx.Request, exc: Exception) -> ServerUnreachableError:
+    url = str(request.url.copy_with(query=None))
+    return ServerUnreachableError(
+        f"cannot reach the raytask server at {url} ({type(exc).__name__}: {exc}); is it "
+        "running, and is this its URL?",
+        url=url,
+    )
 
 
 def _build(http: httpx.Client | httpx.AsyncClient, request: Request) -> httpx.Request:
@@ -129,7 +143,11 @@ class SyncHTTPClient:
     def _send(self, request: Request) -> httpx.Response:
         retries = 0
         while True:
-            response = self._http.send(_build(self._http, request))
+            built = _build(self._http, request)
+            try:
+                response = self._http.send(built)
+            except _UNREACHABLE as exc:
+                raise _unreachable(built, exc) from None
             delay = protocol.retry_delay(
                 response.status_code,
                 response.headers.get("retry-after"),
@@ -286,7 +304,11 @@ class AsyncHTTPClient:
     async def _send(self, request: Request) -> httpx.Response:
         retries = 0
         while True:
-            response = await self._http.send(_build(self._http, request))
+            built = _build(self._http, request)
+            try:
+                response = await self._http.send(built)
+            except _UNREACHABLE as exc:
+                raise _unreachable(built, exc) from None
             delay = protocol.retry_delay(
                 response.status_code,
                 response.headers.get("retry-after"),

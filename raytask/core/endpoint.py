@@ -40,6 +40,7 @@ SERVICE_ROUTES = frozenset(
         "schema.json",
         "openapi.json",
         "docs.json",
+        "docs",
         "readyz",
         "livez",
         "healthz",

@@ -12,7 +12,9 @@
         ├── OriginRefusedError      403   a state change from a foreign web page's Origin
         ├── TaskNotCompletedError   400   get() on a pending / in-progress task
         ├── TaskNotFoundError       404   unknown task id
-        ├── EndpointNotFoundError   404   unknown route or endpoint
+        ├── EndpointNotFoundError   404   unknown endpoint name
+        │   └── RouteNotFoundError  404   a request that matches no route
+        ├── MethodNotAllowedError   405   a known route, another method (``Allow`` says which)
         ├── TaskConflictError       409   cancel of a finished task, retry of an unfinished one
         │   └── TaskCancelledError  409   get() on a cancelled task
         ├── TaskExpiredError        410   the result outlived its TTL
@@ -24,6 +26,7 @@
         ├── HeadersTooLargeError    431   headers over ``max_header_bytes`` / ``max_headers``
         ├── TaskFailedError         500   the task raised or was lost for good
         └── ServiceUnavailableError 503   the task manager cannot be reached (``retry_after_s``)
+            └── ServerUnreachableError    a client found no server at its URL (no HTTP status)
     WaitTimeoutError (also a TimeoutError) a client-side wait ran out of time
     WebhookVerificationError            a received webhook does not check out
 
@@ -136,6 +139,26 @@ class EndpointNotFoundError(HTTPError):
     code = "endpoint_not_found"
 
 
+class RouteNotFoundError(EndpointNotFoundError):
+    """No route of the app matches the request; ``detail`` lists the app's endpoints and
+    the route prefixes of the other raytask apps on the same Serve instance."""
+
+    code = "route_not_found"
+
+
+class MethodNotAllowedError(HTTPError):
+    """The route exists, but not for this HTTP method; ``allow`` lists the methods it takes
+    (sent as the ``Allow`` header)."""
+
+    status_code = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, detail: Any = None, allow: tuple[str, ...] = ()) -> None:
+        super().__init__(message, detail)
+        self.args = (message, detail, allow)
+        self.allow = allow
+
+
 class TaskConflictError(HTTPError):
     """The task is in a state that does not allow the operation."""
 
@@ -228,6 +251,21 @@ class ServiceUnavailableError(HTTPError):
         self.retry_after_s = retry_after_s
 
 
+class ServerUnreachableError(ServiceUnavailableError):
+    """A client could not reach the server at ``url`` (nothing listens there, the name
+    does not resolve, the connection broke): raised by the HTTP clients instead of
+    httpx's transport errors, naming the URL."""
+
+    code = "unreachable"
+
+    def __init__(
+        self, message: str, detail: Any = None, retry_after_s: float = 1.0, url: str = ""
+    ) -> None:
+        super().__init__(message, detail, retry_after_s)
+        self.args = (message, detail, retry_after_s, url)
+        self.url = url
+
+
 class WebhookVerificationError(RaytaskError):
     """A received webhook's signature, timestamp or headers do not check out
     (:func:`raytask.verify_webhook`)."""
@@ -258,6 +296,8 @@ _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     OriginRefusedError,
     TaskNotFoundError,
     EndpointNotFoundError,
+    RouteNotFoundError,
+    MethodNotAllowedError,
     TaskConflictError,
     TaskCancelledError,
     TaskExpiredError,
@@ -277,6 +317,7 @@ _BY_STATUS: dict[int, type[HTTPError]] = {
     401: UnauthorizedError,
     403: OriginRefusedError,
     404: TaskNotFoundError,
+    405: MethodNotAllowedError,
     409: TaskConflictError,
     410: TaskExpiredError,
     413: PayloadTooLargeError,

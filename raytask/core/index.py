@@ -150,9 +150,8 @@ class TaskIndex:
             reason = f": {record.error}" if record.error else ""
             raise TaskCancelledError(f"task {task_id} was cancelled{reason}")
         raise TaskNotCompletedError(
-            f"task {task_id} is not completed yet (status: {record.status.value}); wait for "
-            "it with task.get(timeout=...) or task.wait(), or poll its status"
-        )
+            f"task {task_id} is not completed yet (status: {record.status.value})"
+        )  # each caller's tier adds how to wait for it (a query parameter, a method)
 
     @property
     def pending_count(self) -> int:

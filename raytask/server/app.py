@@ -10,11 +10,10 @@ from ray.serve import Application
 from ..core.config import AppConfig
 from ..core.endpoint import discover
 from ..core.errors import ConfigError
+from ..core.names import INGRESS_NAME
 from . import compat
 from .batch import with_runner
 from .ingress import Ingress
-
-INGRESS_NAME = "RaytaskIngress"
 
 
 def app(

@@ -2,7 +2,7 @@
 
 Two classes implement it: :class:`~raytask.server.ingress.RayBackend` over the task manager
 actor, and :class:`~raytask.server.service.TaskService` itself, in process (the HTTP test
-tier; it adds ``call`` and ``ready``). The task commands have the service's own signatures:
+tier; it adds ``call``, ``ready`` and ``apps``). The task commands have the service's own signatures:
 ``tests/unit/test_wire.py`` fails when one of the three drifts.
 """
 
@@ -81,6 +81,9 @@ class Backend(Protocol):
     async def queue(self) -> dict[str, Any]: ...
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any: ...
     async def ready(self) -> bool: ...
+    async def apps(self) -> list[tuple[str, str]]:
+        """The other raytask apps on the same Serve instance: ``(name, route prefix)``."""
+        ...
 
 
 TASK_COMMANDS = (
@@ -98,4 +101,4 @@ TASK_COMMANDS = (
     "queue",
 )
 """The :class:`Backend` methods that are :class:`TaskService` commands (the others,
-``call`` and ``ready``, are the backend's own)."""
+``call``, ``ready`` and ``apps``, are the backend's own)."""

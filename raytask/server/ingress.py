@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from ray.exceptions import (
     RayActorError,
     RayTaskError,
 )
+from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
 from ..core.batching import Coalescer
 from ..core.config import AppConfig, SubmitOptions
@@ -29,6 +31,7 @@ from ..core.errors import (
     unwrap,
 )
 from ..core.messages import Submit, seen_by
+from ..core.names import INGRESS_NAME
 from ..core.state import TaskState
 from .manager import get_or_create_manager
 from .routes import Routes
@@ -44,6 +47,7 @@ class RayBackend:
         endpoints: the app's endpoints.
         handles: a ``DeploymentHandle`` per model deployment name.
         timeout_s: how long a manager call may take before the route answers 503.
+        app_name: its Serve application (left out of :meth:`apps`).
     """
 
     def __init__(
@@ -52,11 +56,15 @@ class RayBackend:
         endpoints: list[Endpoint],
         handles: dict[str, Any],
         timeout_s: float = 10.0,
+        app_name: str = "",
     ) -> None:
         self.manager = manager
         self.endpoints = {e.name: e for e in endpoints}
         self.handles = handles
         self.timeout_s = timeout_s
+        self.app_name = app_name
+        self._apps: list[tuple[str, str]] | None = None
+        self._apps_at = 0.0
         # Submits and status reads are most of the traffic: concurrent ones share one
         # manager call (see raytask.core.batching).
         self._submits: Coalescer[Submit, Any] = Coalescer(
@@ -183,12 +191,32 @@ class RayBackend:
     async def queue(self) -> dict[str, Any]:
         return await self._ask(self.manager.queue.remote())
 
+    async def apps(self) -> list[tuple[str, str]]:
+        """The other raytask apps on this Serve instance (each has an ingress named
+        ``RaytaskIngress``), as Serve's controller lists them; kept 10 s."""
+        now = time.monotonic()
+        if self._apps is None or now - self._apps_at > 10:
+            controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+            details = await self._ask(controller.get_serve_instance_details.remote(), 5.0)
+            self._apps, self._apps_at = raytask_apps(details, self.app_name), now
+        return self._apps
+
     async def ready(self) -> bool:
         try:
             await self._ask(self.manager.ping.remote())
         except (ServiceUnavailableError, ray.exceptions.RayError):
             return False
         return True
+
+
+def raytask_apps(details: dict[str, Any], own: str) -> list[tuple[str, str]]:
+    """``(name, route prefix)`` of the raytask apps in Serve's instance details, but ``own``."""
+    found = []
+    for name, app in sorted((details.get("applications") or {}).items()):
+        deployments = app.get("deployments") or {}
+        if name != own and INGRESS_NAME in deployments and app.get("route_prefix"):
+            found.append((name, app["route_prefix"]))
+    return found
 
 
 @serve.ingress()
@@ -227,6 +255,7 @@ class Ingress:
             self.endpoints,
             {name: h for (name, _), h in zip(models, handles, strict=True)},
             timeout_s=config.manager_timeout_s,
+            app_name=app_name,
         )
 
     def __serve_build_asgi_app__(self) -> Any:

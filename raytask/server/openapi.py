@@ -11,6 +11,7 @@ cannot drift from the code.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -206,8 +207,12 @@ class _Builder:
         name = endpoint.name if endpoint else None
         operation: dict[str, Any] = {
             "summary": op.summary + (f" ({name})" if name else ""),
+            "tags": [name or "tasks"],  # /docs groups the routes by them
             "responses": _responses(self._answer(op, endpoint), *op.errors),
         }
+        doc = endpoint and inspect.getdoc(endpoint.func)
+        if doc and op.name in ("call", "submit"):
+            operation["description"] = doc
         params = self._params(op)
         if params:
             operation["parameters"] = params
@@ -312,6 +317,9 @@ def _service_paths(prefix: str) -> dict[str, Any]:
         f"{prefix}/schema.json": get("the routes, as BentoML's client reads them", json_ok("")),
         f"{prefix}/openapi.json": get("this document", json_ok("OpenAPI 3.1")),
         f"{prefix}/docs.json": get("this document", json_ok("OpenAPI 3.1")),
+        f"{prefix}/docs": get(
+            "this API as a web page", {"description": "the page", "content": {"text/html": {}}}
+        ),
         f"{prefix}/readyz": get("ready to take tasks", json_ok("ready", status), unavailable),
         f"{prefix}/livez": get("the ingress is up", json_ok("alive", status)),
         f"{prefix}/healthz": get("the ingress is up", json_ok("alive", status)),

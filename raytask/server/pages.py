@@ -6,6 +6,7 @@ mounts them before the task routes, behind the same guard.
 from __future__ import annotations
 
 import html
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -15,11 +16,12 @@ from starlette.routing import Route
 
 from ..core.config import AppConfig
 from ..core.endpoint import SERVICE_ROUTES, Endpoint
-from ..core.errors import EndpointNotFoundError, ServiceUnavailableError
+from ..core.errors import RouteNotFoundError, ServiceUnavailableError
 from ..core.metrics import prometheus_text
 from .auth import PUBLIC_ROUTES, Tokens
 from .backend import Backend
 from .dashboard import DASHBOARD, DASHBOARD_HEADERS
+from .docs import DOCS_HEADERS, docs_page, type_of
 from .openapi import openapi_document
 
 
@@ -81,44 +83,72 @@ class Pages:
     async def dashboard_asset(self, request: Request) -> Response:
         asset = DASHBOARD.asset(request.path_params["asset"])
         if asset is None:
-            raise EndpointNotFoundError(f"no dashboard file {request.path_params['asset'][:64]!r}")
+            raise RouteNotFoundError(f"no dashboard file {request.path_params['asset'][:64]!r}")
         body, media_type = asset
         headers = {**DASHBOARD_HEADERS, "Cache-Control": "no-cache"}
         return Response(body, media_type=media_type, headers=headers)
+
+    async def docs(self, request: Request) -> Response:
+        """``GET /docs``: the API page, from the same document as ``/openapi.json``."""
+        prefix = self._prefix(request)
+        document = openapi_document(
+            list(self.endpoints.values()), prefix, self.config, secured=self.tokens.required
+        )
+        page = docs_page(document, await self._links(prefix), self.tokens.required)
+        return HTMLResponse(page, headers=DOCS_HEADERS)
+
+    async def _links(self, prefix: str) -> dict[str, str]:
+        """This app's pages, and the other raytask apps' docs and dashboards."""
+        links = {
+            "home": f"{prefix}/",
+            "dashboard": f"{prefix}/dashboard",
+            "docs": f"{prefix}/docs",
+            "openapi": f"{prefix}/openapi.json",
+        }
+        try:
+            others = await self.backend.apps()
+        except Exception:  # the other apps are a hint, never a reason to fail the page
+            others = []
+        for name, other in others:
+            base = other.rstrip("/")
+            links[f"{name}: docs"] = f"{base}/docs"
+            links[f"{name}: dashboard"] = f"{base}/dashboard"
+        return links
 
     async def livez(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
     async def index(self, request: Request) -> Response:
-        """``GET /``: the app's endpoints and where to read more (HTML for a browser)."""
+        """``GET /``: each endpoint with its arguments and docstring, and links to this
+        app's pages and to the other raytask apps (HTML for a browser)."""
         prefix = self._prefix(request)
-        links = {
-            "dashboard": f"{prefix}/dashboard",
-            "schema": f"{prefix}/schema.json",
-            "openapi": f"{prefix}/openapi.json",
-            "queue": f"{prefix}/queue",
-            "metrics": f"{prefix}/metrics",
-            "readyz": f"{prefix}/readyz",
-        }
-        endpoints = [
-            {"name": e.name, "route": f"{prefix}/{e.name}", "is_task": e.is_task}
-            for e in self.endpoints.values()
-        ]
+        links = await self._links(prefix)
+        links |= {name: f"{prefix}/{name}" for name in ("schema.json", "queue", "metrics")}
+        endpoints = []
+        for e in self.endpoints.values():
+            schema = e.input_schema()
+            required = set(schema.get("required") or ())
+            params = {
+                name: {
+                    "type": type_of(field),
+                    **({} if name in required else {"default": field.get("default")}),
+                }
+                for name, field in (schema.get("properties") or {}).items()
+            }
+            route = f"{prefix}/{e.name}"
+            endpoints.append(
+                {
+                    "name": e.name,
+                    "route": route,
+                    "submit": f"{route}/submit" if e.is_task else None,
+                    "is_task": e.is_task,
+                    "params": params,
+                    "doc": inspect.getdoc(e.func) or "",
+                }
+            )
         if "text/html" not in request.headers.get("accept", ""):
             return JSONResponse({"name": "raytask", "endpoints": endpoints, "links": links})
-        items = "".join(
-            f"<li><code>POST {html.escape(e['route'])}"
-            f"{'/submit' if e['is_task'] else ''}</code></li>"
-            for e in endpoints
-        )
-        anchors = " · ".join(
-            f'<a href="{html.escape(url)}">{html.escape(name)}</a>' for name, url in links.items()
-        )
-        page = (
-            "<!doctype html><meta charset=utf-8><title>raytask</title>"
-            f"<h1>raytask</h1><p>{anchors}</p><h2>Endpoints</h2><ul>{items}</ul>"
-        )
-        return HTMLResponse(page)
+        return HTMLResponse(_index_page(endpoints, links))
 
     def routes(self, guarded: Callable[..., Any]) -> list[Route]:
         """Their routes, each behind ``guarded(handler, public)``."""
@@ -132,6 +162,7 @@ class Pages:
             "queue": self.queue,
             "metrics": self.metrics,
             "dashboard": self.dashboard,
+            "docs": self.docs,
         }
         if service.keys() != SERVICE_ROUTES:  # endpoint names must not shadow these
             raise RuntimeError("raytask.core.endpoint.SERVICE_ROUTES is out of date")
@@ -143,3 +174,21 @@ class Pages:
                 for path, h in service.items()
             ),
         ]
+
+
+def _index_page(endpoints: list[dict[str, Any]], links: dict[str, str]) -> str:
+    items = []
+    for e in endpoints:
+        params = ", ".join(f"{name}: {field['type']}" for name, field in e["params"].items())
+        summary = e["doc"].splitlines()[0] if e["doc"] else ""
+        items.append(
+            f"<li><code>POST {html.escape(e['submit'] or e['route'])}</code> "
+            f"({html.escape(params)})<br><span>{html.escape(summary)}</span></li>"
+        )
+    anchors = " · ".join(
+        f'<a href="{html.escape(url)}">{html.escape(name)}</a>' for name, url in links.items()
+    )
+    return (
+        "<!doctype html><meta charset=utf-8><title>raytask</title>"
+        f"<h1>raytask</h1><p>{anchors}</p><h2>Endpoints</h2><ul>{''.join(items)}</ul>"
+    )

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from ..core import bodies
 from ..core.config import AppConfig, SubmitOptions
-from ..core.endpoint import SERVICE_ROUTES, Endpoint, encode_result
+from ..core.endpoint import Endpoint, encode_result
 from ..core.errors import (
     EndpointNotFoundError,
     HTTPError,
@@ -33,6 +33,7 @@ from ..core.errors import (
     ResultEncodingError,
     ServiceUnavailableError,
     TaskFailedError,
+    TaskNotCompletedError,
     UnauthorizedError,
     validation_reasons,
 )
@@ -44,12 +45,14 @@ from ..core.wire import (
     APP_OPERATIONS,
     CALL,
     IDEMPOTENCY_KEY,
+    MAX_WAIT_S,
     TASK_OPERATIONS,
     Operation,
 )
 from .auth import Tokens
 from .backend import Backend
 from .guard import middleware
+from .misses import Misses
 from .pages import Pages
 from .params import (
     ListQuery,
@@ -96,6 +99,7 @@ class Routes:
         self.config = config
         self.tokens = Tokens(config.resolved_api_tokens(), config.token_isolation)
         self.pages = Pages(self.endpoints, backend, config, self.tokens)
+        self.misses = Misses(self._concrete(), list(self.endpoints), lambda: backend.apps())
 
     # -- access ------------------------------------------------------------------
 
@@ -303,7 +307,14 @@ class Routes:
         wait_s, owner = wait_s_of(request), self._owner(request)
         if wait_s:
             await self.backend.wait(task_id, wait_s, owner, name)
-        return self._result_response(await self.backend.result(task_id, owner, name))
+        try:
+            value = await self.backend.result(task_id, owner, name)
+        except TaskNotCompletedError as exc:  # an HTTP caller waits with a query parameter
+            raise TaskNotCompletedError(
+                f"{exc.message}; add &wait_s=S to wait up to S s (at most {MAX_WAIT_S:g}) "
+                f"for it: GET {request.url.path}?task_id={task_id}&wait_s=30"
+            ) from None
+        return self._result_response(value)
 
     async def cancel(self, request: Request) -> Response:
         name = self._endpoint(request, task_only=True).name
@@ -318,8 +329,8 @@ class Routes:
         return JSONResponse(self._view(request, state))
 
     async def call(self, request: Request) -> Response:
-        if request.path_params["name"] in SERVICE_ROUTES | {"tasks"}:  # e.g. POST /readyz
-            raise StarletteHTTPException(405, headers={"Allow": "GET"})
+        if request.path_params["name"] not in self.endpoints:  # POST /readyz, POST /nope
+            raise StarletteHTTPException(404)  # Misses: 405 for a page's path, else 404
         endpoint = self._endpoint(request)
         kwargs = endpoint.validate_json(await self._body(request))
         return self._result_response(await self.backend.call(endpoint.name, kwargs))
@@ -339,6 +350,8 @@ class Routes:
                     request.scope["raytask.owner"] = owner
                 return await handler(request)
             except HTTPError as exc:
+                if type(exc) is EndpointNotFoundError:  # an unknown name: say where they are
+                    exc = await self.misses.endpoint_not_found(request, exc)
                 return error_response(exc)
             except StarletteHTTPException:
                 raise  # answered as JSON by the app's handler (see _http_error)
@@ -366,29 +379,30 @@ class Routes:
             handler = _named(handler, endpoint)
         return Route(op.path_for(endpoint), self._guarded(handler), methods=list(op.methods))
 
-    def routes(self) -> list[Route]:
-        """Every route: the app's pages, each endpoint's operations by their own path, then
-        the templates that answer unknown names."""
-        concrete = []
+    def _concrete(self) -> list[Route]:
+        """The routes with a fixed path: the app's pages, the app-wide operations and each
+        endpoint's operations by their own path."""
+        concrete = [*self.pages.routes(self._guarded), *map(self._route, APP_OPERATIONS)]
         for e in self.endpoints.values():
             concrete.append(self._route(CALL, e.name))
             if e.is_task:
                 concrete += [self._route(op, e.name) for op in TASK_OPERATIONS]
-        return [
-            *self.pages.routes(self._guarded),
-            *(self._route(op) for op in APP_OPERATIONS),
-            *concrete,
-            *(self._route(op) for op in TASK_OPERATIONS),
-            self._route(CALL),
-        ]
+        return concrete
+
+    def routes(self) -> list[Route]:
+        """Every route: the concrete ones, then the templates that answer unknown names."""
+        return [*self._concrete(), *map(self._route, TASK_OPERATIONS), self._route(CALL)]
 
     def asgi_app(self) -> Starlette:
-        """The Starlette application serving every route of the wire."""
-        return Starlette(
+        """The Starlette application serving every route of the wire; a request none
+        takes gets :class:`~raytask.server.misses.Misses`' JSON answer."""
+        app = Starlette(
             routes=self.routes(),
-            exception_handlers={StarletteHTTPException: _http_error},
+            exception_handlers={StarletteHTTPException: self.misses.answer},
             middleware=middleware(self.config.cors_allow_origins),
         )
+        app.router.redirect_slashes = False  # Misses answers with JSON instead
+        return app
 
 
 def _named(handler: Any, name: str) -> Any:
@@ -397,13 +411,3 @@ def _named(handler: Any, name: str) -> Any:
         return await handler(request)
 
     return endpoint
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    reason = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-    return JSONResponse(
-        {"error": f"{reason}: {request.method} {request.url.path}"},
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )

@@ -129,7 +129,17 @@ class TaskService:
             self._finish_waits[record.task_id][0].set()
         if record.status is TaskStatus.FAILURE:
             logger.warning(
-                "raytask task %s of %s/%s failed (attempt %d of %d): %s",
+                "raytask task %s of %s/%s failed for good after %d of at most %d attempts: %s",
+                record.task_id,
+                self.app_name,
+                record.endpoint,
+                record.attempts,
+                record.options.max_attempts,
+                record.error,
+            )
+        elif record.status is TaskStatus.PENDING and record.attempts and record.error:
+            logger.warning(  # a retryable failure, requeued: only then is there a retry
+                "raytask task %s of %s/%s: attempt %d of %d failed, will retry: %s",
                 record.task_id,
                 self.app_name,
                 record.endpoint,

@@ -50,6 +50,7 @@ class ServedBackend(TaskService):
         # With a number, a pending task's Nth status read runs the queue (as if the
         # replicas got to it meanwhile): the clients' waits then see tasks finish.
         self.run_after_polls: int | None = None
+        self.neighbours: list[tuple[str, str]] = []
         self.polls: Counter[str] = Counter()
         self.waits = 0
         self.max_wait_s = 5.0  # the longest a long-poll really waits here (the fuzzer's: less)
@@ -106,6 +107,9 @@ class ServedBackend(TaskService):
 
     async def ready(self) -> bool:
         return True
+
+    async def apps(self) -> list[tuple[str, str]]:
+        return self.neighbours  # a test sets the apps a real Serve instance would list
 
     async def drain(self, limit: int | None = None) -> None:
         """Run pending tasks (every one, or the first ``limit``) to their end, through the

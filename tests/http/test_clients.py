@@ -26,6 +26,7 @@ from raytask.core import errors
 from raytask.core.config import AppConfig
 from raytask.server.routes import Routes
 
+from ..support import free_port
 from .conftest import InProcessServer, ServedBackend
 
 
@@ -68,8 +69,9 @@ def test_submit_status_get(client: Any, server: InProcessServer) -> None:
     assert len(task.id) == 32 and task.endpoint == "wordcount"
     assert repr(task).endswith(f"(id={task.id!r}, endpoint='wordcount')")
     assert run(task.get_status()) is raytask.TaskStatus.PENDING
-    with pytest.raises(raytask.TaskNotCompletedError, match="not completed yet"):
+    with pytest.raises(raytask.TaskNotCompletedError, match="not completed yet") as early:
         run(task.get())
+    assert "task.get(timeout=...)" in str(early.value)  # the method, for a Python caller
     assert run(task.get(timeout=10)) == {"words": 3, "top": ["b", "a"]}
     state = run(task.get_state())
     assert isinstance(state, raytask.TaskState) and state.attempts == 1
@@ -397,6 +399,23 @@ def test_listing_and_cancel_many(client: Any, backend: ServedBackend) -> None:
     assert [s.task_id for s in cancelled] == [tasks[1].id, tasks[0].id]
     assert run(client.wordcount.cancel_many(status="pending")) == 10
     assert backend.table.pending_count == 0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_server_that_cannot_be_reached_is_a_raytask_error_naming_the_url(kind: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(raytask.ServerUnreachableError, match=f"cannot reach .* at {url}/") as err:
+        if kind == "sync":
+            with raytask.SyncHTTPClient(url, max_retries=0) as client:
+                client.wordcount.submit(text="x")
+        else:
+
+            async def submit() -> None:
+                async with raytask.AsyncHTTPClient(url, max_retries=0) as client:
+                    await client.wordcount.submit(text="x")
+
+            asyncio.run(submit())
+    assert isinstance(err.value, raytask.RaytaskError) and err.value.url.startswith(url)
 
 
 def test_delete_many_from_the_clients(client: Any, backend: ServedBackend) -> None:

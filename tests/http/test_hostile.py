@@ -249,4 +249,4 @@ async def test_errors_say_why_in_their_message(
     assert "nope: Extra inputs are not permitted" in message
     task_id = await submit(client, "wordcount", {"text": "a"})
     response = await client.get("/wordcount/get", params={"task_id": task_id})
-    assert "task.get(timeout=...) or task.wait()" in assert_error(response, 400)["error"]
+    assert "&wait_s=30" in assert_error(response, 400)["error"]

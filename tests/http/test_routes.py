@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import inspect
 import logging
 import re
 
@@ -88,12 +90,79 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient, backend: ServedB
 
 
 async def test_unknown_endpoint_and_route(client: httpx.AsyncClient) -> None:
-    assert_error(await client.post("/nope/submit", json={}), 404, "no endpoint named 'nope'")
+    missed = assert_error(await client.post("/nope/submit", json={}), 404, "no endpoint named")
+    assert missed["code"] == "endpoint_not_found" and "/wordcount" in missed["detail"]["endpoints"]
     assert_error(await client.get("/nope/status", params={"task_id": "0" * 32}), 404)
-    assert_error(await client.get("/a/b/c"), 404, "no such route")
-    assert_error(await client.get("/wordcount/submit"), 405, "method not allowed")
     # a synchronous-only endpoint has no task routes
     assert_error(await client.post("/describe/submit", json={"prompt": "x"}), 404, "task endpoint")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/a/b/c"), ("GET", "/foo"), ("DELETE", "/nope"), ("GET", "/nope/submit")],
+)
+async def test_a_request_no_route_takes_is_404_json_saying_where_the_routes_are(
+    client: httpx.AsyncClient, backend: ServedBackend, method: str, path: str
+) -> None:
+    backend.neighbours = [("embeddings", "/embed")]  # as Serve's controller would list it
+    body = assert_error(await client.request(method, path), 404, f"no route {method} {path}")
+    assert body["code"] == "route_not_found"
+    assert "/wordcount" in body["detail"]["endpoints"]
+    assert body["detail"]["apps"] == [{"app": "embeddings", "prefix": "/embed"}]
+    assert "/embed (embeddings)" in body["error"] and "/docs" in body["error"]
+
+
+async def test_an_endpoint_of_another_app_is_pointed_at_it(
+    client: httpx.AsyncClient, backend: ServedBackend
+) -> None:
+    backend.neighbours = [("demo", "/demo")]
+    body = assert_error(await client.post("/count/submit", json={}), 404, "no endpoint named")
+    assert "other raytask apps on this server: /demo (demo)" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/wordcount/submit", "POST"),
+        ("GET", "/wordcount", "POST"),
+        ("DELETE", "/wordcount/cancel", "POST, PUT"),
+        ("POST", "/readyz", "GET, HEAD"),
+        ("POST", "/docs", "GET, HEAD"),
+        ("PUT", "/status_many", "POST"),
+    ],
+)
+async def test_a_wrong_method_is_405_json_with_allow(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    response = await client.request(method, path)
+    body = assert_error(response, 405, f"takes {allow}, not {method}")
+    assert body["code"] == "method_not_allowed"
+    assert response.headers["allow"] == allow
+
+
+async def test_a_trailing_slash_is_a_json_redirect(
+    client: httpx.AsyncClient, backend: ServedBackend
+) -> None:
+    response = await client.post("/wordcount/submit/?priority=1", json={"text": "x"})
+    assert response.status_code == 307
+    assert response.headers["location"] == "/wordcount/submit?priority=1"
+    assert response.json()["code"] == "trailing_slash"
+    assert len(backend.table) == 0  # nothing queued by the miss
+    followed = await client.post(response.headers["location"], json={"text": "x"})
+    assert followed.status_code == 200
+
+
+async def test_every_error_body_has_a_code(client: httpx.AsyncClient) -> None:
+    answers = [
+        await client.get("/nowhere"),
+        await client.put("/wordcount"),
+        await client.get("/wordcount/status"),
+        await client.get("/wordcount/status", params={"task_id": "x"}),
+        await client.post("/wordcount/submit", content=b"{", headers=JSON),
+        await client.get("/dashboard/nope.js"),
+    ]
+    for response in answers:
+        assert response.status_code >= 400 and response.json()["code"], response.text
 
 
 async def test_queue_full_is_429_with_retry_after(
@@ -231,8 +300,11 @@ async def test_get_before_completion_is_400(
     client: httpx.AsyncClient, backend: ServedBackend
 ) -> None:
     task_id = await submit(client, "noop")
-    response = await client.get("/noop/get", params={"task_id": task_id})
-    assert_error(response, 400, f"task {task_id} is not completed yet")
+    response = await client.get("/noop/get", params={"task_id": task_id.upper()})
+    message = assert_error(response, 400, f"task {task_id} is not completed yet")["error"]
+    # an HTTP caller is told the query parameter, not a Python method
+    assert f"GET /noop/get?task_id={task_id}&wait_s=30" in message
+    assert "task.get" not in message
     backend.table.pop_next("noop")
     assert_error(await client.get("/noop/get", params={"task_id": task_id}), 400, "in_progress")
 
@@ -406,17 +478,49 @@ async def test_queue_and_metrics(client: httpx.AsyncClient, backend: ServedBacke
     assert 'raytask_oldest_pending_age_seconds{app="local",endpoint="noop"} 7.000' in text
 
 
-async def test_the_root_lists_the_endpoints_and_links(client: httpx.AsyncClient) -> None:
+async def test_the_root_lists_the_endpoints_and_links(
+    client: httpx.AsyncClient, backend: ServedBackend
+) -> None:
+    backend.neighbours = [("embeddings", "/embed")]
     body = (await client.get("/")).json()
     names = {e["name"]: e for e in body["endpoints"]}
-    assert names["wordcount"] == {"name": "wordcount", "route": "/wordcount", "is_task": True}
-    assert names["describe"]["is_task"] is False
-    assert body["links"]["openapi"] == "/openapi.json"
-    for url in body["links"].values():
-        assert (await client.get(url)).status_code == 200
+    assert names["wordcount"] == {
+        "name": "wordcount",
+        "route": "/wordcount",
+        "submit": "/wordcount/submit",
+        "is_task": True,
+        "params": {"text": {"type": "string"}, "top": {"type": "integer", "default": 3}},
+        "doc": inspect.getdoc(backend.endpoints["wordcount"].func),
+    }
+    assert names["wordcount"]["doc"]  # the demo's methods have docstrings
+    assert names["describe"]["is_task"] is False and names["describe"]["submit"] is None
+    assert body["links"]["openapi"] == "/openapi.json" and body["links"]["docs"] == "/docs"
+    assert body["links"]["embeddings: dashboard"] == "/embed/dashboard"
+    for name, url in body["links"].items():
+        if not name.startswith("embeddings"):  # the other app is not served here
+            assert (await client.get(url)).status_code == 200, url
     page = await client.get("/", headers={"accept": "text/html,application/xhtml+xml"})
     assert page.headers["content-type"].startswith("text/html")
-    assert "<code>POST /wordcount/submit</code>" in page.text and 'href="/queue"' in page.text
+    assert "<code>POST /wordcount/submit</code> (text: string, top: integer)" in page.text
+    assert 'href="/queue"' in page.text and 'href="/embed/docs"' in page.text
+
+
+async def test_the_docs_page_lists_every_endpoint_from_the_openapi_document(
+    client: httpx.AsyncClient, backend: ServedBackend
+) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src" not in page.headers["content-security-policy"]
+    document = (await client.get("/openapi.json")).json()
+    for path, operations in document["paths"].items():
+        for method in operations:
+            assert f"{method.upper()}</span> <code>{path}</code>" in page.text, path
+    for name, endpoint in backend.endpoints.items():
+        assert f'id="endpoint-{name}"' in page.text
+        doc = inspect.getdoc(endpoint.func)
+        if doc:
+            assert html.escape(doc.splitlines()[0], quote=True) in page.text
+    assert "<code>top</code></td><td>integer</td><td>3</td>" in page.text
 
 
 async def test_access_lines_name_the_endpoint_and_the_task_when_on(

@@ -349,18 +349,27 @@ async def test_a_failure_is_logged_once_with_its_id_endpoint_attempt_and_error(
     lines = [r for r in caplog.records if task_id in r.getMessage()]
     assert [r.levelname for r in lines] == ["WARNING"]
     assert lines[0].getMessage() == (
-        f"raytask task {task_id} of app/work failed (attempt 1 of 3): ValueError: no"
+        f"raytask task {task_id} of app/work failed for good after 1 of at most 3 attempts: "
+        "ValueError: no"
     )
+    assert "retry" not in lines[0].getMessage()  # a plain exception is not retried
 
 
-async def test_retry_exceptions_requeues_the_task(calls: FakeCalls) -> None:
+async def test_retry_exceptions_requeues_the_task(
+    calls: FakeCalls, caplog: pytest.LogCaptureFixture
+) -> None:
     manager = TaskManager(
         "app", [route(retry_exceptions=True)], AppConfig(journal="off"), calls=calls
     )
     try:
         task_id, batch = await running(manager, calls)
-        batch.end(task_id, FAILED, "ValueError: flaky")
-        await settle(lambda: len(calls.sent) == 2)  # dispatched again
+        with caplog.at_level(logging.INFO, logger="raytask.manager"):
+            batch.end(task_id, FAILED, "ValueError: flaky")
+            await settle(lambda: len(calls.sent) == 2)  # dispatched again
+        assert [r.getMessage() for r in caplog.records if task_id in r.getMessage()] == [
+            f"raytask task {task_id} of app/work: attempt 1 of 3 failed, will retry: "
+            "ValueError: flaky"
+        ]
         second = calls.assign()
         assert [i.attempt_no for i in second.items] == [2]
         second.value(task_id, "fine")
