@@ -77,8 +77,15 @@ class Pages:
 
     async def dashboard(self, request: Request) -> Response:
         """``GET /dashboard``: the live task dashboard (its data routes need the token)."""
-        base = html.escape(f"{self._prefix(request)}/", quote=True)
-        return HTMLResponse(DASHBOARD.page().replace("{{BASE}}", base), headers=DASHBOARD_HEADERS)
+        prefix = self._prefix(request)
+        base = html.escape(f"{prefix}/", quote=True)
+        links = " · ".join(
+            f'<a href="{html.escape(url, quote=True)}">{html.escape(name)}</a>'
+            for name, url in (await self._links(prefix)).items()
+            if name != "dashboard"
+        )
+        page = DASHBOARD.page().replace("{{BASE}}", base).replace("{{LINKS}}", links)
+        return HTMLResponse(page, headers=DASHBOARD_HEADERS)
 
     async def dashboard_asset(self, request: Request) -> Response:
         asset = DASHBOARD.asset(request.path_params["asset"])

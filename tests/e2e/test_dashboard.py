@@ -80,10 +80,38 @@ def test_tasks_appear_finish_and_can_be_cancelled(main_app: App, page: Any) -> N
         '#tasks tr[data-status="pending"]\').length > 0',
         timeout=30_000,
     )
+    page.click(f'{row(done, "success")} button[data-action="delete"]')
+    page.wait_for_selector(row(done, "success"), state="detached", timeout=30_000)
+    gone = main_app.http.get("/wordcount/status", params={"task_id": done})
+    assert gone.status_code == 404  # deleted, not just hidden
     screenshot = os.environ.get("RAYTASK_DASHBOARD_SCREENSHOT")
     if screenshot:
         page.wait_for_timeout(4000)  # a few chart samples
         page.screenshot(path=screenshot, full_page=True)
+    assert page.errors == []
+
+
+def test_the_api_page_renders_every_endpoint_with_no_errors(
+    main_app: App, root_app: App, page: Any
+) -> None:
+    page.goto(f"{main_app.url}/docs")
+    document = main_app.http.get("/openapi.json").json()
+    endpoints = {
+        tag
+        for ops in document["paths"].values()
+        for op in ops.values()
+        for tag in op.get("tags", ())
+    }
+    endpoints -= {"tasks", "service"}
+    assert endpoints and "wordcount" in endpoints
+    for name in endpoints:
+        assert page.is_visible(f"#endpoint-{name}"), name
+    for path in document["paths"]:
+        assert page.locator(f'code:text-is("{path}")').count() >= 1, path
+    # the other app on this Serve instance, linked from the page (SPEC 2)
+    page.click('a:text-is("root: docs")')
+    page.wait_for_url(f"{root_app.url}/docs")
+    assert page.is_visible("#endpoint-wordcount")
     assert page.errors == []
 
 

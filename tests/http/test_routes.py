@@ -579,6 +579,16 @@ async def test_the_dashboard_and_its_files_carry_the_security_headers(
         assert response.headers["x-content-type-options"] == "nosniff"
 
 
+async def test_the_dashboard_links_this_apps_pages_and_the_other_apps(
+    client: httpx.AsyncClient, backend: ServedBackend
+) -> None:
+    backend.neighbours = [("demo", "/demo")]
+    page = (await client.get("/dashboard")).text
+    assert "{{" not in page
+    for url in ("/docs", "/", "/demo/dashboard", "/demo/docs"):
+        assert f'href="{url}"' in page, url
+
+
 @pytest.mark.parametrize("value", ["\u00b2", "\u0663", "\uff11", "1\u00b2", "9" * 40, "-1"])
 async def test_integer_parameters_take_ascii_digits_only(
     client: httpx.AsyncClient, value: str

@@ -164,7 +164,15 @@ function actionButton(label, task) {
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      await api(task.endpoint + "/" + label + "?task_id=" + task.task_id, { method: "POST" });
+      if (label === "delete") {  // a finished task, its result and its journal row
+        await api(task.endpoint + "/delete_many", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ task_ids: [task.task_id] }),
+        });
+      } else {
+        await api(task.endpoint + "/" + label + "?task_id=" + task.task_id, { method: "POST" });
+      }
     } catch (error) {
       alert(label + " failed: " + error.message);
     }
@@ -197,6 +205,7 @@ function renderTasks(page) {
       actions.appendChild(actionButton("cancel", task));
     } else {
       actions.appendChild(actionButton("retry", task));
+      actions.appendChild(actionButton("delete", task));
     }
   }
   document.getElementById("empty").hidden = page.tasks.length > 0;
