@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -150,9 +151,22 @@ def test_the_haproxy_ingress_serves_the_app_and_leaves_nothing_behind(tmp_path: 
         check_seed_snippets(url)
         check_bentoml_session(run_bentoml_driver(url))
         check_protocol(http)
+        # the launcher said where the app is, once it answered
+        wait_for(lambda: "raytask: all 1 apps ready" in log.read_text(), 30, "the ready line")
+        ready = next(line for line in log.read_text().splitlines() if "raytask: ready:" in line)
+        assert f"demo at {url}/ (endpoints: " in ready and "wordcount" in ready
+        assert f"dashboard {url}/dashboard, API {url}/docs" in ready
         family = psutil.Process(process.pid).children(recursive=True)
+        start = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(120) == 0, log.read_text()[-3000:]
+        stop_s = time.monotonic() - start
+    # Serve held the HAProxy ingress replica 30 s to drain (and warned); locally it is 0.5 s
+    output = log.read_text()
+    assert stop_s < 10, (stop_s, output[-3000:])
+    after = output[output.index("raytask: stopping (up to 60 s") :]
+    assert "WARNING" not in after and "failed to shut down" not in after, after
+    assert f"raytask: stopped; port {port} free" in after
     wait_for(
         lambda: not [p for p in family if p.is_running() and p.status() != "zombie"], 30, "exit"
     )

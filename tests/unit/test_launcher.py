@@ -107,3 +107,42 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_what_the_launcher_watches_comes_from_the_config(tmp_path: Path) -> None:
+    from raytask.server.launcher import Served
+
+    served = Served.of([str(ROOT / "configs" / "app.yaml")])
+    assert (served.host, served.port) == ("127.0.0.1", 8000)
+    assert served.apps == {"embeddings": "/", "demo": "/demo"}
+    assert Served.of(["deployments.demo:build"]).apps == {"default": "/"}
+    wide = tmp_path / "wide.yaml"
+    wide.write_text("http_options: {host: 0.0.0.0, port: 9001}\napplications: [{name: a}]\n")
+    assert (Served.of([str(wide)]).base, Served.of([str(wide)]).apps) == (
+        "http://127.0.0.1:9001",
+        {"a": "/"},
+    )
+
+
+def test_the_ready_line_names_the_url_endpoints_dashboard_and_api() -> None:
+    from raytask.server.launcher import ready_line
+
+    index = {"endpoints": [{"name": "wordcount"}, {"name": "noop"}]}
+    assert ready_line("demo", "http://h:1/demo", index) == (
+        "ready: demo at http://h:1/demo/ (endpoints: wordcount, noop); "
+        "dashboard http://h:1/demo/dashboard, API http://h:1/demo/docs"
+    )
+    assert "(endpoints: ?)" in ready_line("locked", "http://h:1", None)  # GET / needs a token
+
+
+def test_a_port_in_use_is_not_free() -> None:
+    import socket
+
+    from raytask.server.launcher import Served
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not Served(port=port).port_free()
+    assert Served(port=port).port_free()
