@@ -41,7 +41,7 @@ def deploy(name: str, **config: Any) -> None:
     from ray import serve
 
     import raytask
-    from deployments.demo import Demo
+    from tests.apps import Demo
 
     journal = str(Path(tempfile.mkdtemp(prefix=f"raytask-control-{name}-")) / "j.db")
     settings = {"max_queue_size": 1_000_000, "journal": journal, **config}

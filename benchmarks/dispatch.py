@@ -40,7 +40,7 @@ def deploy_raytask(name: str, batch_size: int) -> None:
     from ray import serve
 
     import raytask
-    from deployments.demo import Demo
+    from tests.apps import Demo
 
     journal = str(Path(tempfile.mkdtemp(prefix=f"raytask-dispatch-{name}-")) / "j.db")
     settings = {"max_queue_size": 1_000_000, "journal": journal}

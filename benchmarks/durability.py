@@ -45,8 +45,8 @@ def deploy(name: str, journal: str, **config: Any) -> Any:
     from ray import serve
 
     import raytask
-    from deployments.demo import Demo
     from raytask.core.names import NAMESPACE, manager_name
+    from tests.apps import Demo
 
     demo = Demo.options(max_ongoing_requests=256)
     settings = {"max_queue_size": 1_000_000, "journal": journal, **config}

@@ -47,8 +47,8 @@ def main() -> None:
         import ray
         from ray import serve
 
-        from deployments.demo import build
         from raytask.core.names import NAMESPACE, manager_name
+        from tests.apps import build
 
         serve.run(build({"max_queue_size": 1_000_000}), name="bench", route_prefix="/")
         manager = ray.get_actor(manager_name("bench"), namespace=NAMESPACE)

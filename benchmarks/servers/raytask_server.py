@@ -28,8 +28,8 @@ from local_serve import local_serve  # noqa: E402
 from ray import serve  # noqa: E402
 
 import raytask  # noqa: E402
-from deployments.demo import Demo  # noqa: E402
 from raytask.core.names import NAMESPACE, manager_name  # noqa: E402
+from tests.apps import Demo  # noqa: E402
 
 APP = "bench"
 # Room for 256 concurrent 50 ms sleeps; the demo's default of 16 suits a laptop, not a benchmark.

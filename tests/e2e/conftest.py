@@ -77,7 +77,7 @@ def deploy(cluster: Cluster, name: str, prefix: str, **settings: Any) -> str:
     """Deploy the demo app as ``name`` at ``prefix`` and return its base URL."""
     from ray import serve
 
-    from deployments.demo import build
+    from tests.apps import build
 
     serve.run(build(settings), name=name, route_prefix=prefix)
     return f"{cluster.url}{prefix}".rstrip("/")

@@ -70,7 +70,7 @@ def scenario(address: str, tasks: int, seconds: float) -> dict[str, Any]:
     from ray import serve
 
     import raytask
-    from deployments.demo import Demo
+    from tests.apps import Demo
 
     ray.init(address=address, log_to_driver=False)
     # proxies on the head only: a proxy on a GPU node keeps it busy for its 30 s drain

@@ -50,7 +50,7 @@ def controller_log() -> str:
 def scaled(cluster: Cluster) -> Iterator[App]:
     from ray import serve
 
-    from deployments.demo import Demo
+    from tests.apps import Demo
 
     model = Demo.options(max_ongoing_requests=2, autoscaling_config=AUTOSCALING).bind()
     serve.run(raytask.app(model, sweep_interval_s=0.5), name="scaled", route_prefix="/scaled")

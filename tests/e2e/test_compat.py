@@ -12,9 +12,9 @@ import pytest
 import ray
 from ray import serve
 
-from deployments.demo import Demo
 from raytask.server import compat
 from raytask.server.batch import BATCH_METHOD, FOLLOWS, VALUE, BatchItem, Outcomes
+from tests.apps import Demo
 
 from .conftest import App
 

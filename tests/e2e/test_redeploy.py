@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import raytask
-from deployments.demo import Demo
+from tests.apps import Demo
 
 from .conftest import App, Cluster
 from .test_durability import kill_manager, submit_with_retries

@@ -44,6 +44,16 @@ def test_serve_run_app_yaml_serves_the_model_and_the_demo(tmp_path: Path) -> Non
         )
         assert kept.total_seconds() == 4321
         assert http.post("/demo/describe", json={"prompt": "hi"}).status_code == 200
+        # the demo holds what a user learns from, and no test's knob
+        names = {e["name"] for e in http.get("/demo/").json()["endpoints"]}
+        assert names == {
+            "describe",
+            "wordcount",
+            "slow",
+            "steps",
+            "fail",
+            "long_running_image_generation",
+        }
         assert http.post("/similarity", json={"a": "x", "b": "x"}).json() > 0.99
 
 
@@ -62,6 +72,7 @@ def demo_only(config: dict[str, Any]) -> None:
     """The demo app alone (quick to start), one task at a time so later ones queue."""
     config["applications"] = [a for a in config["applications"] if a["name"] == "demo"]
     config["applications"][0]["route_prefix"] = "/"
+    config["applications"][0]["import_path"] = "tests.apps:build"  # with the tests' methods
     config["applications"][0]["args"]["max_in_flight"] = 1
 
 

@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments.demo import Demo
 from raytask.core.config import AppConfig
 from raytask.core.dispatcher import EndpointRoute
 from raytask.core.endpoint import discover
@@ -32,6 +31,7 @@ from raytask.core.status import TaskStatus
 from raytask.server.routes import Routes
 from raytask.server.runner import AttemptFailed, run_attempt
 from raytask.server.service import TaskService
+from tests.apps import Demo
 
 from ..support import FakeClock
 

@@ -74,8 +74,8 @@ def state(status: str = "pending") -> TaskState:
 
 
 def backend(manager: FakeManager, answer: Any = None) -> RayBackend:
-    from deployments.demo import Demo
     from raytask.core.endpoint import discover
+    from tests.apps import Demo
 
     return RayBackend(manager, discover(Demo.func_or_class, "Demo"), {"Demo": FakeHandle(answer)})
 

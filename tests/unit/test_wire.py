@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from starlette.routing import Route
 
-from deployments.demo import Demo
 from raytask.client.protocol import RemoteEndpoint, Submission, status_many
 from raytask.core.config import AppConfig, SubmitOptions
 from raytask.core.endpoint import discover
@@ -32,6 +31,7 @@ from raytask.server.manager import COMMANDS, TaskManager
 from raytask.server.openapi import openapi_document
 from raytask.server.routes import Routes
 from raytask.server.service import TaskService
+from tests.apps import Demo
 
 ENDPOINTS = discover(Demo.func_or_class, "Demo")
 TASK = next(e for e in ENDPOINTS if e.is_task)
