@@ -7,7 +7,9 @@ the block must print, in order. So the README cannot drift from the code again.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +47,12 @@ def test_a_readme_example_runs_as_written(main_app: App, index: int, tmp_path: P
     code = readme_examples()[index]
     code = code.replace("http://localhost:8000/demo", main_app.url)
     code = code.replace('get_client("demo")', f'get_client("{main_app.name}")')
-    env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PATH": "/usr/bin:/bin"}
+    env = {
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "PATH": "/usr/bin:/bin",
+        # the in-cluster client unpickles the app's classes: the tests' app is tests.apps
+        "PYTHONPATH": str(ROOT),
+    }
     # Should it ever hang, every thread's stack goes to stderr before the test's timeout.
     watchdog = "import faulthandler; faulthandler.dump_traceback_later(170, exit=True)\n"
     done = subprocess.run(
@@ -60,3 +67,55 @@ def test_a_readme_example_runs_as_written(main_app: App, index: int, tmp_path: P
     printed = done.stdout.splitlines()
     expected = re.findall(r"# -> (.*)$", code, re.M)
     assert printed == expected, f"printed {printed}, the README says {expected}"
+
+
+FIRST_SCREEN = "<!-- first-screen -->\n```bash\n"
+
+
+def first_screen_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    blocks, start = [], text.find(FIRST_SCREEN)
+    while start != -1:
+        body = start + len(FIRST_SCREEN)
+        blocks.append(text[body : text.index("```", body)])
+        start = text.find(FIRST_SCREEN, body)
+    return blocks
+
+
+def check_first_screen(base_url: str) -> None:
+    """Run the README's first-screen shell blocks against ``base_url`` (a `serve run` of
+    configs/app.yaml), as a newcomer would: each ``curl`` line as written, each ``# ...`` line
+    the output it must print (``…`` stands for anything), and ``NAME=…`` the task id the
+    command before printed ("paste the id")."""
+    if shutil.which("curl") is None:
+        pytest.skip("no curl on this machine: the README's first screen uses it")
+    host = base_url.removeprefix("http://").rstrip("/")
+    variables: dict[str, str] = {}
+    blocks = first_screen_blocks()
+    assert len(blocks) == 2
+    for line in "".join(blocks).splitlines():
+        if line.startswith("curl "):
+            command = line.split("  #")[0].replace("localhost:8000", host)
+            done = subprocess.run(
+                ["bash", "-c", command],
+                env={"PATH": "/usr/bin:/bin", **variables},
+                capture_output=True,
+                text=True,
+                timeout=90,
+                check=True,
+            )
+            printed = done.stdout.strip()
+        elif line.startswith("# "):
+            pattern = ".*".join(map(re.escape, line[2:].split("…")))
+            assert re.fullmatch(pattern, printed), (line, printed)
+        elif match := re.match(r"^([A-Z]+)=…", line):
+            variables[match.group(1)] = json.loads(printed)["task_id"]
+
+
+def test_the_readme_first_screen_speaks_only_of_what_the_reader_has() -> None:
+    text = (ROOT / "README.md").read_text()
+    for word in ("seed", "SPEC", "§"):
+        assert word not in text, word
+    first_screen = text[: text.index("\n## ", text.index("## Try it") + 1)]
+    for topic in ("make run", "curl", "Ctrl-C", "RAYTASK_HOME", "delete_many", "make test"):
+        assert topic in first_screen, topic

@@ -19,6 +19,7 @@ from ..support import wait_for
 from .seed import check_seed_snippets
 from .serve_run import finish_task, run_task, serve_process, serve_run
 from .test_clients import check_bentoml_session, run_bentoml_driver
+from .test_readme import check_first_screen
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
@@ -33,6 +34,8 @@ def demo_ttl(ttl_s: float) -> Callable[[dict[str, Any]], None]:
 
 def test_serve_run_app_yaml_serves_the_model_and_the_demo(tmp_path: Path) -> None:
     with serve_run("app.yaml", tmp_path, edit=demo_ttl(4321)) as http:
+        # first, as a newcomer would on a fresh journal: the README's first screen, as written
+        check_first_screen(str(http.base_url))
         (vector,) = run_task(http, "/embed", {"texts": ["serve run works"]})
         assert len(vector) == 384
         result = run_task(http, "/demo/wordcount", {"text": "serve run works, serve run"})
