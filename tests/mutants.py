@@ -23,7 +23,7 @@ M = [
         "tests/unit/test_table.py",
     ),
     (
-        "raytask/core/table.py",
+        "raytask/core/index.py",
         "oldest = min(self._records[task_id].created_at",
         "oldest = max(self._records[task_id].created_at",
         "tests/unit/test_table.py",
@@ -141,6 +141,36 @@ M = [
         "    if owner is not None and owned and answer.owner != owner:",
         "    if False:",
         "tests/http",
+    ),
+    (  # delete_many: an unfinished task is never deleted
+        "raytask/core/table.py",
+        "            if record is not None and record.status.finished:\n                self._drop(record)\n                deleted",
+        "            if record is not None:\n                self._drop(record)\n                deleted",
+        "tests/unit/test_delete.py",
+    ),
+    (  # delete_many: another owner's task is skipped
+        "raytask/server/service.py",
+        "            record = self._visible(task_id, owner, endpoint)\n        except HTTPError:",
+        "            record = self._visible(task_id, None, endpoint)\n        except HTTPError:",
+        "tests/unit/test_delete.py",
+    ),
+    (  # a deleted task leaves no tombstone: its id answers 404, not 410
+        "raytask/core/table.py",
+        "                self._drop(record)\n                deleted.append(task_id)",
+        "                self._drop(record)\n                self._tombstones[task_id] = None\n                deleted.append(task_id)",
+        "tests/unit/test_delete.py",
+    ),
+    (  # a wrong method on a known route is 405, not 404
+        "raytask/server/misses.py",
+        "        if allowed:\n            return self._not_allowed",
+        "        if False:\n            return self._not_allowed",
+        "tests/http/test_routes.py",
+    ),
+    (  # the failure log says "will retry" only when the task was requeued
+        "raytask/server/service.py",
+        "        elif record.status is TaskStatus.PENDING and record.attempts and record.error:",
+        "        elif record.attempts and record.error:",
+        "tests/unit/test_manager.py",
     ),
 ]
 results = []

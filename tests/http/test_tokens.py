@@ -284,3 +284,12 @@ def test_bentoml_clients_token_is_accepted(backend: ServedBackend, config: AppCo
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+async def test_the_api_page_needs_the_token_as_the_openapi_document_does(
+    anyone: httpx.AsyncClient,
+) -> None:
+    assert_error(await anyone.get("/docs"), 401, "API token")
+    page = await anyone.get("/docs", headers=bearer(ALICE))
+    assert page.status_code == 200 and 'id="endpoint-wordcount"' in page.text
+    assert "Authorization: Bearer &lt;token&gt;" in page.text  # it says how to call the API

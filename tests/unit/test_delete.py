@@ -123,6 +123,9 @@ def test_the_sweep_skips_tasks_deleted_or_moved_since(clock: FakeClock) -> None:
     for record in (a, b):
         table.pop_next("e")
         table.succeed(record.task_id)
+    waiting = table.submit("e", {}, TaskOptions())
+    assert table.delete([waiting.task_id, "f" * 32]) == []  # unfinished and unknown: kept
+    assert table.get(waiting.task_id).status == "pending" and table.pending_count == 1
     assert table.delete([a.task_id]) == [a.task_id]
     clock.advance(2)
     assert table.sweep() == [b.task_id]  # a's expiry entry is stale: no tombstone for it
