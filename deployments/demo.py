@@ -4,6 +4,7 @@
 - ``wordcount``: a quick task;
 - ``slow``: a slow task, to cancel while it runs;
 - ``steps``: a task that reports its progress;
+- ``words``: a task that streams its output (``GET /demo/words/stream?task_id=...``);
 - ``fail``: a task that fails, to see the error and retry it;
 - ``long_running_image_generation``: the task of the Python client examples (a tiny PNG).
 
@@ -13,10 +14,12 @@ methods of their own (``tests/apps.py``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 import time
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
@@ -51,6 +54,14 @@ class Demo:
         while time.monotonic() - start < seconds:
             time.sleep(0.01)  # a cancel stops a sync method between two of these
         return time.monotonic() - start
+
+    @raytask.task
+    async def words(self, text: str, delay_s: float = 0.2) -> AsyncIterator[str]:
+        """Stream the words of ``text``, one every ``delay_s`` seconds, as a model streams
+        the tokens it generates; the result is the list of them."""
+        for word in text.split():
+            await asyncio.sleep(delay_s)
+            yield word
 
     @raytask.task
     def steps(self, count: int = 10, seconds: float = 0.3) -> int:

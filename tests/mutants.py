@@ -167,9 +167,9 @@ M = [
         "tests/http/test_routes.py",
     ),
     (  # the failure log says "will retry" only when the task was requeued
-        "raytask/server/service.py",
-        "        elif record.status is TaskStatus.PENDING and record.attempts and record.error:",
-        "        elif record.attempts and record.error:",
+        "raytask/server/streams.py",
+        "    elif record.status is TaskStatus.PENDING and record.attempts and record.error:",
+        "    elif record.attempts and record.error:",
         "tests/unit/test_manager.py",
     ),
 ]

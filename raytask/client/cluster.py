@@ -22,7 +22,7 @@ from ..core.batching import Coalescer
 from ..core.bodies import DeleteManyAnswer, DeleteManyRequest
 from ..core.endpoint import Endpoint, discover
 from ..core.errors import EndpointNotFoundError, ServiceUnavailableError, unwrap
-from ..core.messages import Submit
+from ..core.messages import StreamRead, Submit
 from ..core.names import NAMESPACE, manager_name
 from ..core.state import TaskState
 from ..core.wire import DEFAULT_LIST_LIMIT
@@ -37,6 +37,7 @@ from .protocol import (
     pages,
     statuses_of,
 )
+from .streaming import READ_WAIT_S, StreamEvents, aread_reads, read_reads
 
 
 class ClusterTask(Task):
@@ -66,6 +67,13 @@ class _Tasks:
         (held,) = unwrap(_ask(self._manager.result.remote(task_id)))
         return ray.get(held) if isinstance(held, ray.ObjectRef) else held
 
+    def stream(self, task_id: str, reader: StreamEvents) -> Iterator[Any]:
+        def ask(start: int, attempt: int | None) -> StreamRead:
+            call = self._manager.stream.remote(task_id, start, attempt, READ_WAIT_S)
+            return unwrap(_ask(call, hold_s=READ_WAIT_S))
+
+        return read_reads(ask, reader)
+
     def cancel(self, task_id: str) -> TaskState:
         return unwrap(_ask(self._manager.cancel.remote(task_id)))
 
@@ -89,6 +97,12 @@ class _AsyncTasks:
             await self.status(task_id, wait_s)
         (held,) = unwrap(await self._manager.result.remote(task_id))
         return await held if isinstance(held, ray.ObjectRef) else held
+
+    def stream(self, task_id: str, reader: StreamEvents) -> AsyncIterator[Any]:
+        async def ask(start: int, attempt: int | None) -> StreamRead:
+            return unwrap(await self._manager.stream.remote(task_id, start, attempt, READ_WAIT_S))
+
+        return aread_reads(ask, reader)
 
     async def cancel(self, task_id: str) -> TaskState:
         return unwrap(await self._manager.cancel.remote(task_id))

@@ -31,6 +31,7 @@ from .protocol import (
     pages,
     statuses_of,
 )
+from .streaming import StreamEvents
 
 if TYPE_CHECKING:
     from .http import AsyncHTTPClient, SyncHTTPClient
@@ -47,6 +48,9 @@ class _HTTPTasks:
 
     def result(self, task_id: str, wait_s: float | None = None) -> Any:
         return self._client._result(self._endpoint.get(task_id, wait_s))
+
+    def stream(self, task_id: str, reader: StreamEvents) -> Iterator[Any]:
+        return self._client._stream(lambda start: self._endpoint.stream(task_id, start), reader)
 
     def cancel(self, task_id: str) -> TaskState:
         return self._client._task_state(self._endpoint.cancel(task_id))
@@ -66,6 +70,9 @@ class _AsyncHTTPTasks:
 
     async def result(self, task_id: str, wait_s: float | None = None) -> Any:
         return await self._client._result(self._endpoint.get(task_id, wait_s))
+
+    def stream(self, task_id: str, reader: StreamEvents) -> AsyncIterator[Any]:
+        return self._client._stream(lambda start: self._endpoint.stream(task_id, start), reader)
 
     async def cancel(self, task_id: str) -> TaskState:
         return await self._client._task_state(self._endpoint.cancel(task_id))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol, Self
 
 from ..core.errors import TaskNotCompletedError, WaitTimeoutError
@@ -20,6 +20,7 @@ from ..core.state import Progress, TaskState
 from ..core.status import TaskStatus
 from .polling import LongPoll, refuse_inside_event_loop
 from .protocol import as_type_of
+from .streaming import StreamEvents
 
 
 @contextlib.contextmanager
@@ -40,6 +41,7 @@ class TaskBackend(Protocol):
 
     def status(self, task_id: str, wait_s: float | None = None) -> TaskState: ...
     def result(self, task_id: str, wait_s: float | None = None) -> Any: ...
+    def stream(self, task_id: str, reader: StreamEvents) -> Iterator[Any]: ...
     def cancel(self, task_id: str) -> TaskState: ...
     def retry(self, task_id: str) -> TaskState: ...
 
@@ -49,6 +51,7 @@ class AsyncTaskBackend(Protocol):
 
     async def status(self, task_id: str, wait_s: float | None = None) -> TaskState: ...
     async def result(self, task_id: str, wait_s: float | None = None) -> Any: ...
+    def stream(self, task_id: str, reader: StreamEvents) -> AsyncIterator[Any]: ...
     async def cancel(self, task_id: str) -> TaskState: ...
     async def retry(self, task_id: str) -> TaskState: ...
 
@@ -179,6 +182,20 @@ class Task(TaskIdentity):
                 time.sleep(plan.pause_after(wait_s, time.monotonic() - start))
         raise _timed_out(self._id, timeout)
 
+    def stream(self) -> Iterator[Any]:
+        """The task's chunks as its method yields them (a generator task), from the first;
+        waits for a pending task to start, and ends when the task does (its final state is
+        then this handle's). A task that is not a generator yields nothing.
+
+        Raises:
+            StreamReset: the task lost its attempt and runs again; ``stream()`` again
+                reads the new attempt's chunks.
+        """
+        reader = StreamEvents()
+        yield from self._backend.stream(self._id, reader)
+        if reader.state is not None:
+            self._state = reader.state
+
     def cancel(self) -> TaskStatus:
         """Cancel the task if queued, stop it if running; returns ``CANCELLED``."""
         return self._backend.cancel(self._id).status
@@ -247,6 +264,14 @@ class AsyncTask(TaskIdentity):
             except TaskNotCompletedError:
                 await asyncio.sleep(plan.pause_after(wait_s, time.monotonic() - start))
         raise _timed_out(self._id, timeout)
+
+    async def stream(self) -> AsyncIterator[Any]:
+        """The task's chunks as they come (see :meth:`Task.stream`)."""
+        reader = StreamEvents()
+        async for chunk in self._backend.stream(self._id, reader):
+            yield chunk
+        if reader.state is not None:
+            self._state = reader.state
 
     async def cancel(self) -> TaskStatus:
         """Cancel the task if queued, stop it if running; returns ``CANCELLED``."""

@@ -12,7 +12,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ from . import polling, protocol
 from .endpoints import AsyncEndpoint, SyncEndpoint
 from .handles import AsyncTask, Task
 from .protocol import RemoteEndpoint, Request
+from .streaming import StreamEvents, aread_stream, read_stream
 
 _USER_AGENT = "raytask-client/0.1"
 
@@ -158,6 +159,9 @@ class SyncHTTPClient:
                 return response
             retries += 1
             time.sleep(delay)
+
+    def _stream(self, request_for: Callable[[int], Request], reader: StreamEvents) -> Iterator[Any]:
+        return read_stream(self._http, lambda r: _build(self._http, r), request_for, reader)
 
     def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
         if self._endpoints is None:
@@ -319,6 +323,11 @@ class AsyncHTTPClient:
                 return response
             retries += 1
             await asyncio.sleep(delay)
+
+    def _stream(
+        self, request_for: Callable[[int], Request], reader: StreamEvents
+    ) -> AsyncIterator[Any]:
+        return aread_stream(self._http, lambda r: _build(self._http, r), request_for, reader)
 
     async def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
         if self._endpoints is None:

@@ -114,7 +114,8 @@ class TaskOptions(BaseModel):
     )
     webhook_events: tuple[str, ...] = Field(
         DEFAULT_EVENTS,
-        description="Which events are sent: started, progress, completed, failed, cancelled.",
+        description="Which events are sent: started, progress, output, completed, failed, "
+        "cancelled.",
     )
 
     @field_validator("webhook_events", mode="before")
@@ -150,8 +151,8 @@ class SubmitOptions(BaseModel):
         None,
         max_length=200,
         pattern=EVENTS_PATTERN,
-        description="Comma-separated events to send: started, progress, completed, failed, "
-        "cancelled (default: the three terminal ones).",
+        description="Comma-separated events to send: started, progress, output, completed, "
+        "failed, cancelled (default: the three terminal ones).",
     )
 
     @field_validator("webhook_events", mode="before")
@@ -265,6 +266,18 @@ class AppConfig(BaseModel):
         description="Most queued tasks sent to one replica in one request (batched "
         "dispatch; they run there at once, so @serve.batch can join them). An idle "
         "system never waits to fill a batch.",
+    )
+    max_stream_chunks: int = Field(
+        100_000,
+        ge=1,
+        description="Most chunks one attempt of a generator task may stream; past it the "
+        "task ends in failure (StreamTooLarge).",
+    )
+    max_stream_bytes: int = Field(
+        64 * 1024**2,
+        ge=1,
+        description="Most bytes (as estimated) one attempt of a generator task may stream; "
+        "past it the task ends in failure (StreamTooLarge).",
     )
     webhook_secret: str | None = Field(
         None,

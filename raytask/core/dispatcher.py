@@ -37,6 +37,7 @@ class EndpointRoute:
     deployment: str
     options: TaskOptions
     max_ongoing_requests: int
+    streams: bool = False  # a generator method: its attempts stream chunks
 
 
 @dataclass(eq=False, slots=True)
@@ -189,6 +190,10 @@ class Dispatcher:
         record = self.owner(attempt)
         retry = record is not None and record.options.retry_exceptions
         self._fail(attempt, error, retryable=retry)
+
+    def refused(self, attempt: Attempt, reason: str) -> None:
+        """The attempt broke a limit of the app (a stream too large): final."""
+        self._fail(attempt, reason, retryable=False)
 
     def lost(self, attempt: Attempt, reason: str) -> None:
         """The attempt was lost (replica died, request cancelled or failed): re-queue it

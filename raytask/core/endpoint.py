@@ -96,6 +96,10 @@ class Endpoint:
         if self.name in SERVICE_ROUTES | BATCH_ROUTES or "/" in self.name:
             raise ConfigError(f"endpoint name {self.name!r} is reserved or not a path segment")
         self.is_async = inspect.iscoroutinefunction(func)
+        # A generator method streams: each yielded value is a chunk (SPEC 10).
+        self.streams = inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+        if self.streams and self.kind != "task":
+            raise ConfigError(f"{self.name}: a generator method must be a @raytask.task")
         self._batch: TypeAdapter[list[Any]] | None = None
         self._hints = self._resolve_hints()
         self._check_signature()
@@ -141,8 +145,13 @@ class Endpoint:
 
     @cached_property
     def return_type(self) -> Any:
-        """The method's return annotation (``Any`` when missing)."""
-        return self._hints.get("return", Any)
+        """The method's return annotation (``Any`` when missing); for a generator, a list
+        of its chunk type (``Iterator[T]`` and the like declare ``T``)."""
+        annotation = self._hints.get("return", Any)
+        if not self.streams:
+            return annotation
+        args = typing.get_args(annotation)
+        return list[args[0]] if args else list[Any]  # type: ignore[valid-type]
 
     def validate(self, data: Any) -> dict[str, Any]:
         """Validate client input; return the stored, JSON-safe keyword arguments.
@@ -353,6 +362,20 @@ def encode_result(value: Any) -> tuple[bytes, str]:
         reason = str(exc).removeprefix("Error serializing to JSON: ")
         raise ResultEncodingError(
             f"a result of type {type(value).__name__} cannot be sent as JSON: {reason}"
+        ) from None
+
+
+def encode_chunk(value: Any) -> str:
+    """A streamed chunk as the JSON ``data`` of its ``output`` event (bytes as base64).
+
+    Raises:
+        ResultEncodingError: the chunk has no JSON form.
+    """
+    try:
+        return pydantic_core.to_json(value, fallback=_json_fallback, bytes_mode="base64").decode()
+    except (pydantic_core.PydanticSerializationError, UnicodeDecodeError) as exc:
+        raise ResultEncodingError(
+            f"a chunk of type {type(value).__name__} cannot be sent as JSON: {exc}"
         ) from None
 
 

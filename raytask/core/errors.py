@@ -28,6 +28,7 @@
         └── ServiceUnavailableError 503   the task manager cannot be reached (``retry_after_s``)
             └── ServerUnreachableError    a client found no server at its URL (no HTTP status)
     WaitTimeoutError (also a TimeoutError) a client-side wait ran out of time
+    StreamReset                         a streamed task's attempt was lost; it runs again
     WebhookVerificationError            a received webhook does not check out
 
 Every constructor passes all its arguments to ``super().__init__`` so that the errors
@@ -264,6 +265,18 @@ class ServerUnreachableError(ServiceUnavailableError):
         super().__init__(message, detail, retry_after_s)
         self.args = (message, detail, retry_after_s, url)
         self.url = url
+
+
+class StreamReset(RaytaskError):
+    """A streamed task lost its attempt and runs again (``attempt``: the new one's number):
+    the chunks read so far are void. ``task.stream()`` again reads the new attempt's."""
+
+    def __init__(self, message: str, attempt: int = 0) -> None:
+        super().__init__(message, attempt)
+        self.attempt = attempt
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class WebhookVerificationError(RaytaskError):

@@ -7,7 +7,7 @@ them), never a tuple whose meaning depends on its position.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .config import SubmitOptions
 from .errors import HTTPError, TaskExpiredError, TaskNotFoundError
@@ -59,3 +59,19 @@ def elsewhere(task_id: str, endpoint: str, actual: str) -> TaskNotFoundError:
     return TaskNotFoundError(
         f"task {task_id} is not a task of {endpoint!r}: it belongs to {actual!r} (ask /{actual})"
     )
+
+
+class StreamRead(NamedTuple):
+    """One answer to a stream reader.
+
+    ``attempt``: the attempt whose chunks these are (0: none streamed yet); ``start``: the
+    index of the first of ``chunks`` (0 when the attempt is not the reader's: it resets);
+    ``state``: the task's status answer (its end, once ``state.status`` is finished and
+    no chunk is left).
+    """
+
+    state: TaskState
+    attempt: int
+    start: int
+    chunks: list[Any]
+    more: bool

@@ -134,6 +134,11 @@ class TaskRecord:
     progress: Progress | None = None
     webhook: WebhookLog | None = None
     owner: str | None = None  # a hash of the submitting API token, with token isolation
+    # A generator task's chunks of its current attempt (None: not a generator), and that
+    # attempt's number (the chunks of a lost attempt are dropped when the next one streams).
+    chunks: list[Any] | None = None
+    chunk_attempt: int = 0
+    chunk_bytes: int = 0  # approx_size of the chunks, checked against max_stream_bytes
     input_bytes: int = 0  # approx_size of kwargs, counted against max_task_bytes
     result_bytes: int = 0  # of the result it keeps (0 until it succeeds)
     # Not journaled with the row (see _RECORD_FIELDS): the result, and whether the
@@ -158,6 +163,7 @@ class TaskRecord:
             queue_position,
             self.progress,
             None if self.webhook is None else self.webhook.summary,
+            None if self.chunks is None else len(self.chunks),
             self.owner,
         )
 

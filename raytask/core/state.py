@@ -110,6 +110,8 @@ class TaskState(BaseModel):
             (0: it is next); otherwise ``None``.
         progress: what the running method last reported, or ``None``.
         webhook: how its webhook deliveries stand, or ``None`` without a webhook.
+        chunks: for a generator task, the chunks its current attempt streamed so far
+            (``None`` for tasks that are not generators).
     """
 
     # Every field is always sent: the serialization schema lists them all as required.
@@ -131,6 +133,7 @@ class TaskState(BaseModel):
     queue_position: int | None = None
     progress: Progress | None = None
     webhook: WebhookState | None = None
+    chunks: int | None = None
     # A hash of the API token that submitted the task (token isolation): checked by the
     # routes, never sent.
     owner: str | None = Field(None, exclude=True)

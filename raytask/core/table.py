@@ -293,6 +293,24 @@ class TaskTable(TaskIndex):
         record.progress = Progress(fraction=fraction, message=message, updated_at=self.clock())
         return True
 
+    def add_chunks(self, task_id: str, attempt_no: int, values: list[Any]) -> bool:
+        """Keep chunks a running generator attempt streamed (an empty list starts its
+        stream); False if they were dropped (the attempt is over). The first chunks of a
+        new attempt replace those of the lost one."""
+        record = self._records.get(task_id)
+        if (
+            record is None
+            or record.status is not TaskStatus.IN_PROGRESS
+            or record.attempts != attempt_no
+        ):
+            return False
+        if record.chunks is None or record.chunk_attempt != attempt_no:
+            record.chunks, record.chunk_attempt, record.chunk_bytes = [], attempt_no, 0
+        record.chunks.extend(values)
+        record.chunk_bytes += sum(map(approx_size, values))
+        self.on_change(record)
+        return True
+
     def _expire(self, record: TaskRecord) -> None:
         record.error = (
             f"expired: not started within max_queue_s={record.options.max_queue_s:g} s "

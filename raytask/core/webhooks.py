@@ -1,7 +1,8 @@
 """Webhooks, the pure half: events, Standard Webhooks signatures, URL rules, the retry plan.
 
 A task submitted with ``webhook_url`` gets a POST there when one of its ``webhook_events``
-happens: ``started``, ``progress``, ``completed`` (success), ``failed``, ``cancelled``. The
+happens: ``started``, ``progress``, ``output`` (a generator task streamed chunks; at most 2 a
+second), ``completed`` (success), ``failed``, ``cancelled``. The
 body is ``{"type": "task.completed", "timestamp": ISO, "data": <the status answer>}``, signed
 as Standard Webhooks sign (https://www.standardwebhooks.com): ``webhook-id`` (the same for
 every retry of one delivery), ``webhook-timestamp`` (Unix seconds) and ``webhook-signature:
@@ -33,7 +34,7 @@ from .errors import InvalidInputError, WebhookVerificationError
 from .state import WebhookState, iso
 from .status import TaskStatus
 
-EVENTS = ("started", "progress", "completed", "failed", "cancelled")
+EVENTS = ("started", "progress", "output", "completed", "failed", "cancelled")
 DEFAULT_EVENTS = ("completed", "failed", "cancelled")
 SECRET_ENV = "RAYTASK_WEBHOOK_SECRET"
 DEFAULT_RETRY_DELAYS_S = (5.0, 30.0, 120.0, 600.0)
@@ -44,7 +45,7 @@ URL_PATTERN = (
 )
 """What a webhook URL looks like: http(s), a host name or IPv4 address, an optional port,
 and a path and query of visible ASCII (no user name or password, no IPv6 literal)."""
-_EVENT = "(started|progress|completed|failed|cancelled)"
+_EVENT = "(started|progress|output|completed|failed|cancelled)"
 EVENTS_PATTERN = f"^{_EVENT}(,{_EVENT})*$"
 """``webhook_events`` as a query parameter: event names separated by commas."""
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")

@@ -126,9 +126,21 @@ OPTIONS = "options"
 """In ``params``: the per-submit options (:class:`~raytask.core.config.SubmitOptions`), each
 a query parameter."""
 
-INPUT, INPUTS, RESULT = "input", "inputs", "result"
+INPUT, INPUTS, RESULT, EVENTS = "input", "inputs", "result", "events"
 """Bodies and answers that depend on the endpoint: its arguments as one JSON object, a
-JSON array of them, and its result."""
+JSON array of them, and its result; ``events``: a ``text/event-stream`` (SPEC 10)."""
+
+FROM = Param(
+    "from",
+    {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+    "Resume: the index of the first chunk to send (Last-Event-ID N is from=N+1).",
+)
+LAST_EVENT_ID = Param(
+    "Last-Event-ID",
+    {"type": "string", "pattern": "^[0-9]{1,9}$"},
+    "Resume after this chunk (what an EventSource sends when it reconnects).",
+    where="header",
+)
 
 _BODY_ERRORS = (MalformedRequestError, PayloadTooLargeError, InvalidInputError)
 _ID_ERRORS = (MalformedRequestError, TaskNotFoundError, ServiceUnavailableError)
@@ -247,6 +259,18 @@ TASK_OPERATIONS = (
         (TASK_ID, WAIT_S),
         None,
         TaskState,
+        (*_ID_ERRORS, TaskExpiredError, InvalidInputError),
+    ),
+    Operation(
+        "stream",
+        "/{name}/stream",
+        ("GET",),
+        "a task's output as Server-Sent Events while it runs, then its end",
+        "stream",
+        "stream",
+        (TASK_ID, FROM, LAST_EVENT_ID),
+        None,
+        EVENTS,
         (*_ID_ERRORS, TaskExpiredError, InvalidInputError),
     ),
     Operation(

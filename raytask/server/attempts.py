@@ -24,9 +24,10 @@ from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from ..core.config import AppConfig
 from ..core.dispatcher import Attempt, Dispatcher
 from ..core.record import Result, approx_size
-from .batch import FAILED, FOLLOWS, VALUE, BatchItem
+from .batch import FAILED, FOLLOWS, STREAMED, VALUE, BatchItem, Chunks
 from .calls import ReplicaCalls
 
 _REPLICA_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -68,6 +69,7 @@ class Attempts:
         self.calls = calls
         self.on_end = on_end
         self.batch_size = 64
+        self.stream_limits = (100_000, 64 * 1024**2)  # (chunks, bytes) an attempt may stream
         self._batches: dict[int, _Batch] = {}
         self._batch_of: dict[str, _Batch] = {}  # task id -> the batch of its current attempt
         self._runs: set[asyncio.Task[None]] = set()
@@ -85,6 +87,9 @@ class Attempts:
             ]
             timeouts = {r.task_id: r.options.timeout_s for _, r, _ in group}
             route = group[0][2]
+            if route.streams:  # their status answers count chunks from 0
+                for _, record, _ in group:
+                    self.dispatcher.table.add_chunks(record.task_id, record.attempts, [])
             try:
                 response = self.calls.send(
                     route.deployment, batch.batch_id, items, route.max_ongoing_requests
@@ -155,6 +160,9 @@ class Attempts:
                 if ref is None:
                     break
                 outcomes = await self.calls.fetch(ref)  # raises if the replica died
+                if isinstance(outcomes, Chunks):
+                    self._streamed(batch, outcomes)
+                    continue
                 for task_id, attempt_no, kind, payload in outcomes.ended:
                     if kind == FOLLOWS:
                         payload = await self.calls.next_value_ref(stream)
@@ -173,9 +181,39 @@ class Attempts:
                     self.dispatcher.lost(attempt, reason)
             self._over(batch)
 
+    def configure(self, config: AppConfig) -> None:
+        """Take the app's settings (at start and at each redeploy)."""
+        self.batch_size = config.dispatch_batch_size
+        self.stream_limits = (config.max_stream_chunks, config.max_stream_bytes)
+
+    def _streamed(self, batch: _Batch, chunks: Chunks) -> None:
+        """Keep the chunks of the batch's running attempts (a late one's are dropped); an
+        attempt past the stream limits is stopped and its task fails (StreamTooLarge)."""
+        max_chunks, max_bytes = self.stream_limits
+        for task_id, attempt_no, values in chunks.streamed:
+            attempt = batch.open.get(task_id)
+            if attempt is None or attempt.attempt_no != attempt_no or attempt.ended:
+                continue
+            self.dispatcher.table.add_chunks(task_id, attempt_no, values)
+            record = self.dispatcher.table.get(task_id)
+            if len(record.chunks or ()) > max_chunks or record.chunk_bytes > max_bytes:
+                # Stopped on its replica; the batch reads on until the replica says so
+                # (the attempt has ended here: its later chunks and its end are ignored).
+                self.stop(task_id)
+                self.dispatcher.refused(
+                    attempt,
+                    f"StreamTooLarge: the stream passed max_stream_chunks={max_chunks} or "
+                    f"max_stream_bytes={max_bytes}",
+                )
+                self.on_end()
+
     async def _settle(self, attempt: Attempt, kind: str, payload: Any) -> None:
         if kind == VALUE:
             self.dispatcher.succeed(attempt, Result(payload, approx_size(payload)))
+        elif kind == STREAMED:  # the result is the array of the chunks that came before
+            record = self.dispatcher.table.get(attempt.task_id)
+            chunks = record.chunks if record.chunks is not None else []  # kept once, shared
+            self.dispatcher.succeed(attempt, Result(chunks, approx_size(chunks)))
         elif kind == FAILED:
             self.dispatcher.raised(attempt, payload)
         elif kind == FOLLOWS:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..core.config import SubmitOptions
 from ..core.errors import HTTPError
-from ..core.messages import Submit
+from ..core.messages import StreamRead, Submit
 from ..core.state import TaskState
 
 
@@ -67,6 +67,15 @@ class Backend(Protocol):
         statuses: list[str] | None,
         owner: str | None = None,
     ) -> int: ...
+    async def stream(
+        self,
+        task_id: str,
+        start: int = 0,
+        attempt: int | None = None,
+        wait_s: float = 15.0,
+        owner: str | None = None,
+        endpoint: str | None = None,
+    ) -> StreamRead: ...
     async def delete_many(
         self,
         endpoint: str | None,
@@ -92,6 +101,7 @@ TASK_COMMANDS = (
     "status",
     "status_many",
     "wait",
+    "stream",
     "result",
     "list_tasks",
     "cancel",

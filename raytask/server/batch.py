@@ -7,7 +7,9 @@ them, and streams back how each one ended as soon as it does:
 
 - an :class:`Outcomes` item for all attempts that ended in the same event-loop turn: a
   small value travels inside it, a failure as its message;
-- right after it, one item per large value (``follows``), in the order of the outcomes.
+- right after it, one item per large value (``follows``), in the order of the outcomes;
+- before them, a :class:`Chunks` item for the chunks generator attempts yielded in that
+  turn (SPEC 10), in the order they were yielded: many chunks per item when they come fast.
 
 Every streamed item is owned by the caller (the manager), so a large result lives in the
 object store on the replica's node, owned by the manager: it survives the replica, and the
@@ -34,7 +36,7 @@ from typing import Any, NamedTuple
 
 from ..core.progress import ProgressReporter
 from ..core.record import plain_size
-from .runner import AttemptFailed, manager_of, progress_sender, run_attempt
+from .runner import AttemptFailed, Streamed, manager_of, progress_sender, run_attempt
 
 logger = logging.getLogger("raytask.replica")
 
@@ -45,6 +47,7 @@ _MAX_NODES = 4096
 
 # Outcome kinds, as they travel.
 VALUE, FAILED, FOLLOWS, STOPPED = "value", "failed", "follows", "stopped"
+STREAMED = "streamed"  # a generator attempt ended; its chunks came before (payload: count)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,24 @@ class Outcomes:
     ended: list[Ended]
 
 
+@dataclass(frozen=True)
+class Chunks:
+    """Chunks generator attempts of a batch yielded: ``(task_id, attempt_no, values)``
+    runs, in the order they were yielded."""
+
+    streamed: list[tuple[str, int, list[Any]]]
+
+
+def _grouped(chunks: list[tuple[str, int, Any]]) -> Chunks:
+    runs: list[tuple[str, int, list[Any]]] = []
+    for task_id, attempt_no, value in chunks:
+        if runs and runs[-1][0] == task_id and runs[-1][1] == attempt_no:
+            runs[-1][2].append(value)
+        else:
+            runs.append((task_id, attempt_no, [value]))
+    return Chunks(runs)
+
+
 def fits_inline(value: Any, budget: int = INLINE_BUDGET_BYTES) -> bool:
     """True if ``value`` is surely small: plain data whose size estimate is within ``budget``.
 
@@ -103,10 +124,14 @@ def _slots(instance: Any, limit: int) -> asyncio.Semaphore:
 
 
 async def _attempt(
-    instance: Any, item: BatchItem, slots: asyncio.Semaphore, reporter: ProgressReporter | None
+    instance: Any,
+    item: BatchItem,
+    slots: asyncio.Semaphore,
+    reporter: ProgressReporter | None,
+    emit: Callable[[Any], None],
 ) -> Any:
     async with slots:
-        return await run_attempt(instance, item.method, item.kwargs, reporter)
+        return await run_attempt(instance, item.method, item.kwargs, reporter, emit)
 
 
 async def _listen(stops: Callable[[int], Any], running: dict[str, asyncio.Task[Any]]) -> None:
@@ -147,6 +172,18 @@ def _ended(
     return Outcomes(ended), large
 
 
+async def _turn(
+    events: asyncio.Queue[tuple[str, Any]], first: tuple[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """``first`` and every event of the same event-loop turn: the chunks, and the attempts
+    that ended (so that they travel together in one item each)."""
+    await asyncio.sleep(0)
+    got = [first]
+    while not events.empty():
+        got.append(events.get_nowait())
+    return [p for kind, p in got if kind == "chunk"], [p for kind, p in got if kind == "ended"]
+
+
 async def run_batch(
     instance: Any,
     items: list[BatchItem],
@@ -165,12 +202,17 @@ async def run_batch(
         reporter_for: each attempt's progress reporter.
     """
     slots = _slots(instance, limit)
-    ended: asyncio.Queue[asyncio.Task[Any]] = asyncio.Queue()
+    # One queue for both, so a generator's chunks always come before its end.
+    events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     running: dict[str, asyncio.Task[Any]] = {}
     of_task: dict[asyncio.Task[Any], BatchItem] = {}
     for item in items:
-        task = asyncio.create_task(_attempt(instance, item, slots, reporter_for(item)))
-        task.add_done_callback(ended.put_nowait)
+
+        def emit(value: Any, item: BatchItem = item) -> None:
+            events.put_nowait(("chunk", (item.task_id, item.attempt_no, value)))
+
+        task = asyncio.create_task(_attempt(instance, item, slots, reporter_for(item), emit))
+        task.add_done_callback(lambda task: events.put_nowait(("ended", task)))
         running[item.task_id] = task
         of_task[task] = item
     listener: asyncio.Task[None] | None = None
@@ -181,21 +223,21 @@ async def run_batch(
             if listener is None and stops is not None:
                 try:
                     wait_s = max(0.0, started + LISTEN_AFTER_S - time.monotonic())
-                    first = await asyncio.wait_for(ended.get(), wait_s)
+                    first = await asyncio.wait_for(events.get(), wait_s)
                 except TimeoutError:
                     listener = asyncio.create_task(_listen(stops, running))
                     continue
             else:
-                first = await ended.get()
-            await asyncio.sleep(0)  # let attempts ending in this turn join the same item
-            done = [first]
-            while not ended.empty():
-                done.append(ended.get_nowait())
-            left -= len(done)
-            outcomes, large = _ended(done, of_task, running)
-            yield outcomes
-            for value in large:
-                yield value
+                first = await events.get()
+            chunks, done = await _turn(events, first)
+            if chunks:
+                yield _grouped(chunks)
+            if done:
+                left -= len(done)
+                outcomes, large = _ended(done, of_task, running)
+                yield outcomes
+                for value in large:
+                    yield value
     finally:
         if listener is not None:
             listener.cancel()
@@ -212,6 +254,8 @@ def _outcome(task: asyncio.Task[Any]) -> tuple[str, Any]:
         return FAILED, f"{type(exc).__name__}: {exc}"
     if isinstance(value, AttemptFailed):
         return FAILED, value.error
+    if isinstance(value, Streamed):
+        return STREAMED, value.count
     return VALUE, value
 
 

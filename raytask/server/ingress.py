@@ -30,7 +30,7 @@ from ..core.errors import (
     TaskFailedError,
     unwrap,
 )
-from ..core.messages import Submit, seen_by
+from ..core.messages import StreamRead, Submit, seen_by
 from ..core.names import INGRESS_NAME
 from ..core.state import TaskState
 from .manager import get_or_create_manager
@@ -134,6 +134,19 @@ class RayBackend:
         call = self.manager.cancel_many.remote(endpoint, task_ids, statuses, owner)
         return await self._ask(call)
 
+    async def stream(
+        self,
+        task_id: str,
+        start: int = 0,
+        attempt: int | None = None,
+        wait_s: float = 15.0,
+        owner: str | None = None,
+        endpoint: str | None = None,
+    ) -> StreamRead:
+        # The manager holds the call until there is something new: give it that long, too.
+        call = self.manager.stream.remote(task_id, start, attempt, wait_s, owner, endpoint)
+        return unwrap(await self._ask(call, timeout_s=wait_s + self.timeout_s))
+
     async def delete_many(
         self,
         endpoint: str | None,
@@ -183,6 +196,9 @@ class RayBackend:
             raise EndpointNotFoundError(f"no endpoint named {endpoint!r}")
         handle = self.handles[spec.deployment].options(method_name=spec.method)
         try:
+            if spec.streams:  # a generator: the JSON array of its chunks
+                response = handle.options(stream=True).remote(**spec.to_call_kwargs(kwargs))
+                return [chunk async for chunk in response]
             return await handle.remote(**spec.to_call_kwargs(kwargs))
         except RayTaskError as exc:
             cause = exc.cause if exc.cause is not None else exc
@@ -242,7 +258,9 @@ class Ingress:
             e for name, cls in models for e in discover(cls, name, config.task_defaults)
         ]
         routes = [
-            EndpointRoute(e.name, e.method, e.deployment, e.options, max_ongoing[e.deployment])
+            EndpointRoute(
+                e.name, e.method, e.deployment, e.options, max_ongoing[e.deployment], e.streams
+            )
             for e in self.endpoints
             if e.is_task
         ]

@@ -50,6 +50,7 @@ COMMANDS = (
     "status",
     "status_many",
     "wait",
+    "stream",
     "cancel",
     "cancel_many",
     "delete_many",
@@ -108,7 +109,7 @@ class TaskManager:
         journal = Journal(store) if store is not None else None
         self.service = TaskService(app_name, routes, config, journal, self._stop, self._wake.set)
         self.attempts = Attempts(self.service.dispatcher, self.calls, self._wake.set)
-        self.attempts.batch_size = config.dispatch_batch_size
+        self.attempts.configure(config)
         # An actor never moves: where it started is where it runs (the options pin it).
         self.on_head_node = compat.on_head_node() if ray.is_initialized() else None
         if self.on_head_node is False:
@@ -166,7 +167,7 @@ class TaskManager:
         """Take new endpoints and settings (a redeployed app's ingress calls this); they
         are kept for a restart of this actor before the call returns."""
         self.service.configure(routes, config)
-        self.attempts.batch_size = config.dispatch_batch_size
+        self.attempts.configure(config)
         self._models = models
         if self.settings is not None:
             await asyncio.to_thread(_save, self.settings, (routes, config, models))

@@ -24,6 +24,7 @@ from ..core.wire import (
     APP_OPERATIONS,
     CALL,
     ENDPOINT,
+    EVENTS,
     INPUTS,
     OPTIONS,
     RESULT,
@@ -188,6 +189,13 @@ class _Builder:
         }
 
     def _answer(self, op: Operation, endpoint: Endpoint | None) -> dict[str, Any]:
+        if op.answer == EVENTS:
+            return {
+                "description": "events: `output` (id: the chunk's index, data: the chunk as "
+                'JSON), `reset` (data: {"attempt": n}) when a lost attempt runs again, '
+                "then one `done` (data: the final status answer); `: ping` while idle",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
         if op.answer == RESULT:
             if op is CALL and endpoint is not None:
                 output = endpoint.output_schema(ref_template=_REF)

@@ -6,6 +6,7 @@ returns plain values, so the route handlers stay short (SPEC §7 and the long-po
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,8 +30,10 @@ from ..core.wire import (
     CURSOR,
     DEFAULT_LIST_LIMIT,
     DIGITS,
+    FROM,
     IDEMPOTENCY_KEY,
     IDEMPOTENCY_KEY_PATTERN,
+    LAST_EVENT_ID,
     LIMIT,
     MAX_WAIT_S,
     STATUS,
@@ -66,6 +69,19 @@ def wait_s_of(request: Request) -> float:
     if not 0 <= wait_s <= MAX_WAIT_S:  # NaN fails both comparisons
         raise InvalidInputError(f"wait_s must be a number of seconds from 0 to {MAX_WAIT_S:g}")
     return wait_s
+
+
+def stream_start(request: Request) -> int:
+    """Where a stream starts: ``from=N``, else ``Last-Event-ID: N`` (resume after N), else 0."""
+    text = request.query_params.get(FROM.name)
+    after = request.headers.get(LAST_EVENT_ID.name)
+    if text is None and after is None:
+        return 0
+    value = text if text is not None else after
+    if value is None or not re.fullmatch(r"[0-9]{1,9}", value):
+        name = FROM.name if text is not None else LAST_EVENT_ID.name
+        raise InvalidInputError(f"{name} must be a chunk index (0 to 999999999)")
+    return int(value) + (0 if text is not None else 1)
 
 
 def item_error(task_id: str, error: HTTPError) -> ItemError:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -51,6 +52,7 @@ from ..core.wire import (
 )
 from .auth import Tokens
 from .backend import Backend
+from .events import PING_S, Reads
 from .guard import middleware
 from .misses import Misses
 from .pages import Pages
@@ -61,6 +63,7 @@ from .params import (
     item_error,
     parse_body,
     read_body,
+    stream_start,
     wait_s_of,
 )
 
@@ -315,6 +318,15 @@ class Routes:
                 f"for it: GET {request.url.path}?task_id={task_id}&wait_s=30"
             ) from None
         return self._result_response(value)
+
+    async def stream(self, request: Request) -> Response:
+        """``GET /NAME/stream``: the task's chunks as Server-Sent Events, then ``done``."""
+        name = self._endpoint(request, task_only=True).name
+        task_id = self._task_id(request)
+        start, owner = stream_start(request), self._owner(request)
+        first = await self.backend.stream(task_id, start, None, 0.0, owner, name)  # 404s: JSON
+        reads = Reads(self.backend, task_id, owner, name, self._bentoml(request))
+        return EventSourceResponse(reads.events(first), ping=PING_S)
 
     async def cancel(self, request: Request) -> Response:
         name = self._endpoint(request, task_only=True).name

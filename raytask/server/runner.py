@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ctypes
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.endpoint import Endpoint, check_result, discover
+from ..core.endpoint import Endpoint, check_result, discover, encode_chunk
 from ..core.progress import ProgressReporter
 
 MAX_ERROR_CHARS = 8_192
@@ -27,6 +28,37 @@ class AttemptFailed:
     """What ``__raytask_run__`` returns when the method raised: ``"ExcType: message"``."""
 
     error: str
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What a generator attempt returns when its chunks went to ``emit``: how many."""
+
+    count: int
+
+
+async def _stream(endpoint: Endpoint, bound: Any, kwargs: dict[str, Any], emit: Any) -> int:
+    """Run a generator method, handing each yielded value (checked) to ``emit``; a sync
+    generator runs in its own thread (a cancel interrupts it there)."""
+    if inspect.isasyncgenfunction(bound):
+        count = 0
+        async for value in bound(**kwargs):
+            encode_chunk(value)  # a chunk with no JSON form fails the attempt here
+            emit(value)
+            count += 1
+        return count
+    loop = asyncio.get_running_loop()
+
+    def pump(**call_kwargs: Any) -> int:
+        count = 0
+        for value in bound(**call_kwargs):
+            encode_chunk(value)
+            loop.call_soon_threadsafe(emit, value)
+            count += 1
+        return count
+
+    pump.__name__ = endpoint.method
+    return int(await call_in_thread(pump, kwargs))
 
 
 class _Interrupted(BaseException):
@@ -88,16 +120,25 @@ async def run_attempt(
     method: str,
     kwargs: dict[str, Any],
     reporter: ProgressReporter | None = None,
+    emit: Callable[[Any], None] | None = None,
 ) -> Any:
     """Run ``instance.method(**kwargs)`` as one task attempt; failures become values.
 
-    With a ``reporter``, :func:`raytask.report_progress` inside the method reaches it.
+    With a ``reporter``, :func:`raytask.report_progress` inside the method reaches it. A
+    generator method's chunks go to ``emit`` as they come (it returns :class:`Streamed`);
+    without ``emit`` it returns the list of them.
     """
     token = reporter.activate() if reporter is not None else None
     try:
         endpoint = _endpoints_of(type(instance))[method]
         call_kwargs = endpoint.to_call_kwargs(kwargs)
         bound = getattr(instance, method)
+        if endpoint.streams:
+            if emit is not None:
+                return Streamed(await _stream(endpoint, bound, call_kwargs, emit))
+            chunks: list[Any] = []
+            await _stream(endpoint, bound, call_kwargs, chunks.append)
+            return chunks
         if endpoint.is_async:
             value = await bound(**call_kwargs)
         else:

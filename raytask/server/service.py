@@ -33,7 +33,7 @@ from ..core.errors import (
     TaskFailedError,
     unwrap,
 )
-from ..core.messages import Submit, seen_by
+from ..core.messages import StreamRead, Submit, seen_by
 from ..core.record import Result
 from ..core.recovery import recover
 from ..core.state import TaskState
@@ -41,6 +41,7 @@ from ..core.status import TaskStatus
 from ..core.table import Clock, TaskRecord, TaskTable
 from ..core.webhooks import event_of
 from .journal import Journal
+from .streams import StreamReads, log_failure
 from .webhooks import Webhooks
 
 logger = logging.getLogger("raytask.manager")
@@ -96,6 +97,7 @@ class TaskService:
             on_forget=journal.forgotten if journal is not None else _ignore,
         )
         self.dispatcher = Dispatcher(self.table)
+        self.streams = StreamReads(self.table)
         # Long-polls waiting for a task to finish: task id -> (event, waiters).
         self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
         self.webhooks = Webhooks(
@@ -120,33 +122,15 @@ class TaskService:
         """Every created or changed task: its webhook event queued, journaled (a success
         with its result, in the same row), waiters woken, and a failure logged (once,
         here, where the reason is known: the replica's own log only shows the call)."""
-        event = event_of(record.status)
+        event = event_of(record.status) or self.streams.output_due(record)
         if event is not None and record.options.webhook_url is not None:
             self.webhooks.fire(record, event)
         if self.journal is not None:
             self.journal.changed(record, self._journaled_result(record))
         if record.status.finished and record.task_id in self._finish_waits:
             self._finish_waits[record.task_id][0].set()
-        if record.status is TaskStatus.FAILURE:
-            logger.warning(
-                "raytask task %s of %s/%s failed for good after %d of at most %d attempts: %s",
-                record.task_id,
-                self.app_name,
-                record.endpoint,
-                record.attempts,
-                record.options.max_attempts,
-                record.error,
-            )
-        elif record.status is TaskStatus.PENDING and record.attempts and record.error:
-            logger.warning(  # a retryable failure, requeued: only then is there a retry
-                "raytask task %s of %s/%s: attempt %d of %d failed, will retry: %s",
-                record.task_id,
-                self.app_name,
-                record.endpoint,
-                record.attempts,
-                record.options.max_attempts,
-                record.error,
-            )
+        self.streams.changed(record.task_id)
+        log_failure(self.app_name, record)
 
     def _journaled_result(self, record: TaskRecord) -> bytes | None:
         """The pickle of a new success's small result, if the journal keeps it (a large
@@ -305,6 +289,20 @@ class TaskService:
                 if not waiters[0]:
                     self._finish_waits.pop(task_id, None)
         return await self.status(task_id, owner, endpoint)
+
+    async def stream(
+        self,
+        task_id: str,
+        start: int = 0,
+        attempt: int | None = None,
+        wait_s: float = 15.0,
+        owner: str | None = None,
+        endpoint: str | None = None,
+    ) -> StreamRead:
+        """What a stream reader has not seen yet (see :meth:`StreamReads.read`)."""
+        self._visible(task_id, owner, endpoint)
+        await self._flush()  # no chunk the journal does not hold yet
+        return await self.streams.read(task_id, start, attempt, wait_s)
 
     async def result(
         self, task_id: str, owner: str | None = None, endpoint: str | None = None

@@ -37,10 +37,12 @@ def readme_examples() -> list[str]:
 
 def test_the_readme_has_its_examples() -> None:
     blocks = readme_examples()
-    assert len(blocks) == 4 and all("# ->" in block for block in blocks)
+    assert len(blocks) == 5 and all("# ->" in block for block in blocks)
 
 
-@pytest.mark.parametrize("index", range(4), ids=["sync", "async", "in-cluster", "control"])
+@pytest.mark.parametrize(
+    "index", range(5), ids=["sync", "async", "in-cluster", "control", "stream"]
+)
 def test_a_readme_example_runs_as_written(main_app: App, index: int, tmp_path: Path) -> None:
     import ray
 

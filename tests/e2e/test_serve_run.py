@@ -20,6 +20,7 @@ from .seed import check_seed_snippets
 from .serve_run import finish_task, run_task, serve_process, serve_run
 from .test_clients import check_bentoml_session, run_bentoml_driver
 from .test_readme import check_first_screen
+from .test_streams import check_live_stream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
@@ -165,6 +166,7 @@ def test_the_haproxy_ingress_serves_the_app_and_leaves_nothing_behind(tmp_path: 
         check_seed_snippets(url)
         check_bentoml_session(run_bentoml_driver(url))
         check_protocol(http)
+        check_live_stream(http)  # HAProxy passes each chunk on as it comes (no buffering)
         # the launcher said where the app is, once it answered
         wait_for(lambda: "raytask: all 1 apps ready" in log.read_text(), 30, "the ready line")
         ready = next(line for line in log.read_text().splitlines() if "raytask: ready:" in line)

@@ -29,7 +29,7 @@ from raytask.core.record import Result, approx_size
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
 from raytask.server.routes import Routes
-from raytask.server.runner import AttemptFailed, run_attempt
+from raytask.server.runner import AttemptFailed, Streamed, run_attempt
 from raytask.server.service import TaskService
 from tests.apps import Demo
 
@@ -42,7 +42,7 @@ class ServedBackend(TaskService):
         cls = type(self.instance)
         self.endpoints = {e.name: e for e in discover(cls, cls.__name__, config.task_defaults)}
         routes = [
-            EndpointRoute(e.name, e.method, e.deployment, e.options, 10_000)
+            EndpointRoute(e.name, e.method, e.deployment, e.options, 10_000, e.streams)
             for e in self.endpoints.values()
             if e.is_task
         ]
@@ -121,9 +121,18 @@ class ServedBackend(TaskService):
             if not started:
                 return
             for attempt, record, route in started:
-                value = await run_attempt(self.instance, route.method, record.kwargs)
+                if route.streams:  # as Attempts does: chunks counted from 0, kept as they come
+                    self.table.add_chunks(record.task_id, record.attempts, [])
+
+                def emit(value: Any, record: Any = record) -> None:
+                    self.table.add_chunks(record.task_id, record.attempts, [value])
+
+                value = await run_attempt(self.instance, route.method, record.kwargs, None, emit)
                 if isinstance(value, AttemptFailed):
                     self.dispatcher.raised(attempt, value.error)
+                elif isinstance(value, Streamed):
+                    chunks = record.chunks or []
+                    self.dispatcher.succeed(attempt, Result(chunks, approx_size(chunks)))
                 else:
                     self.dispatcher.succeed(attempt, Result(value, approx_size(value)))
             limit = None if limit is None else limit - len(started)

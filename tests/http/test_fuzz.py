@@ -144,7 +144,10 @@ def test_every_route_answers_what_its_document_declares(case: schemathesis.Case)
     global calls
     query = case.query or {}
     task_id = query.get("task_id")
-    if isinstance(task_id, str) and len(task_id) == 32:
+    # A stream of a real task stays open until the task ends, which here it may never do:
+    # the stream route gets the generated ids (its events are tests/http/test_streams.py's).
+    streams = case.operation.path.endswith("/stream")
+    if isinstance(task_id, str) and len(task_id) == 32 and not streams:
         query["task_id"] = known_task_id(task_id)
     seen.update(statuses(backend.table))  # before a delete_many may remove them
     validate(case, case.call())

@@ -189,3 +189,71 @@ def test_with_runner_subclasses_without_changing_the_class() -> None:
         return await collect(call)
 
     assert ended(asyncio.run(run())) == {"t0": (VALUE, 2)}
+
+
+class Streamer:
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    @raytask.task
+    async def tokens(self, n: int) -> AsyncIterator[str]:
+        for i in range(n):
+            yield f"t{i}"
+            if i == 1:
+                await self.gate.wait()  # the reader sees the first two before the end
+
+    @raytask.task
+    def lines(self, n: int):  # a sync generator runs in a thread of its own
+        for i in range(n):
+            yield {"line": i}
+
+    @raytask.task
+    async def unsendable(self) -> AsyncIterator[object]:
+        yield "fine"
+        yield object()
+
+
+def chunks_of(out: list[Any]) -> dict[str, list[Any]]:
+    from raytask.server.batch import Chunks
+
+    found: dict[str, list[Any]] = {}
+    for item in out:
+        if isinstance(item, Chunks):
+            for task_id, _, values in item.streamed:
+                found.setdefault(task_id, []).extend(values)
+    return found
+
+
+async def test_chunks_travel_as_they_come_and_before_their_attempts_end() -> None:
+    from raytask.server.batch import STREAMED, Chunks
+
+    streamer = Streamer()
+    batch = [
+        BatchItem("a", 1, "tokens", {"n": 4}),
+        BatchItem("b", 2, "lines", {"n": 3}),
+        BatchItem("c", 1, "unsendable", {}),
+    ]
+    stream = run_batch(streamer, batch, limit=8)
+    early: list[Any] = []
+    while chunks_of(early).get("a", []) != ["t0", "t1"]:
+        early.append(await stream.__anext__())  # before the gate opens: live
+    assert "a" not in ended(early)
+    streamer.gate.set()
+    out = early + await collect(stream)
+    assert chunks_of(out) == {
+        "a": ["t0", "t1", "t2", "t3"],
+        "b": [{"line": 0}, {"line": 1}, {"line": 2}],
+        "c": ["fine"],
+    }
+    seen = ended(out)
+    assert seen["a"] == (STREAMED, 4) and seen["b"] == (STREAMED, 3)
+    assert seen["c"][0] == FAILED and "cannot be sent as JSON" in seen["c"][1]
+    # every chunk of a task comes before the item that says it ended
+    last_chunk = max(i for i, o in enumerate(out) if isinstance(o, Chunks))
+    end_of_a = next(
+        i
+        for i, o in enumerate(out)
+        if isinstance(o, Outcomes) and any(e[0] == "a" for e in o.ended)
+    )
+    assert last_chunk < end_of_a
+    assert all(n == 2 for o in out if isinstance(o, Chunks) for t, n, _ in o.streamed if t == "b")

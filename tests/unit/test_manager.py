@@ -26,7 +26,16 @@ from raytask.core.errors import HTTPError, QueueFullError, TaskNotFoundError
 from raytask.core.messages import Submit
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
-from raytask.server.batch import FAILED, FOLLOWS, STOPPED, VALUE, BatchItem, Outcomes
+from raytask.server.batch import (
+    FAILED,
+    FOLLOWS,
+    STOPPED,
+    STREAMED,
+    VALUE,
+    BatchItem,
+    Chunks,
+    Outcomes,
+)
 from raytask.server.calls import ReplicaCalls
 from raytask.server.manager import TaskManager
 
@@ -566,3 +575,49 @@ async def test_submit_many_is_all_or_none(calls: FakeCalls) -> None:
     queued = await manager.submit_many("work", [{"n": n} for n in range(3)], NO_OPTIONS)
     assert [s.status for s in queued] == [TaskStatus.PENDING] * 3  # type: ignore[union-attr]
     await manager.shutdown()
+
+
+async def test_streamed_chunks_are_kept_read_and_become_the_result(calls: FakeCalls) -> None:
+    streaming = EndpointRoute("work", "work", "Model", TaskOptions(), 4, streams=True)
+    manager = TaskManager("app", [streaming], AppConfig(journal="off"), calls=calls)
+    try:
+        await _check_streamed(manager, calls)
+    finally:
+        await manager.shutdown()
+
+
+async def _check_streamed(manager: TaskManager, calls: FakeCalls) -> None:
+    task_id, batch = await running(manager, calls)
+    reading = asyncio.ensure_future(manager.stream(task_id, 0, None, 5.0))
+    first = await reading  # a running task: its attempt at once
+    assert first.attempt == 1 and first.chunks == []
+    waiting = asyncio.ensure_future(manager.stream(task_id, 0, 1, 5.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # nothing new yet: the read waits (no polling)
+    batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, ["a", "b"]), ("f" * 32, 1, ["x"])])))
+    read = await waiting
+    assert (read.start, read.chunks) == (0, ["a", "b"])  # woken by the chunks
+    assert (await status(manager, task_id)).chunks == 2
+    batch.stream.put_nowait(FakeRef(Chunks([(task_id, 9, ["stale"])])))  # another attempt's
+    batch.end(task_id, STREAMED, 2)
+    await settle(lambda: manager.service.table.get(task_id).status == "success")
+    assert await manager.result(task_id) == [["a", "b"]]
+    last = await manager.stream(task_id, 2, 1, 5.0)
+    assert last.chunks == [] and last.state.status == "success" and not last.more
+
+
+async def test_a_stream_past_its_limit_is_stopped_and_fails(calls: FakeCalls) -> None:
+    streaming = EndpointRoute("work", "work", "Model", TaskOptions(), 4, streams=True)
+    config = AppConfig(journal="off", max_stream_chunks=3)
+    manager = TaskManager("app", [streaming], config, calls=calls)
+    try:
+        task_id, batch = await running(manager, calls)
+        batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, ["a", "b"])])))
+        batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, ["c", "d"])])))
+        await settle(lambda: manager.service.table.get(task_id).status == "failure")
+        state = await status(manager, task_id)
+        assert state.error is not None and state.error.startswith("StreamTooLarge")
+        assert state.attempts == 1  # final: not re-queued
+        assert await asyncio.wait_for(manager.batch_stops(1, 0), 5) == [task_id]  # stopped there
+    finally:
+        await manager.shutdown()

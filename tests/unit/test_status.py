@@ -75,7 +75,19 @@ def test_bentoml_spellings_go_out_and_come_back(status: TaskStatus, bentoml: str
 def test_every_time_field_can_be_formatted(seconds: float) -> None:
     # Durations are bounded, so stored times are sane; iso() still never raises.
     state = TaskState.of(
-        "a" * 32, TaskStatus.SUCCESS, "e", *[seconds] * 4, 1, None, None, 0, None, None, None, None
+        "a" * 32,
+        TaskStatus.SUCCESS,
+        "e",
+        *[seconds] * 4,
+        1,
+        None,
+        None,
+        0,
+        None,
+        None,
+        None,
+        None,
+        None,
     )
     body = json.loads(state.model_dump_json())
     assert all(body[field] == "9999-12-31T23:59:59.999999+00:00" for field in TIME_FIELDS)

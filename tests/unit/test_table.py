@@ -447,3 +447,47 @@ def test_the_oldest_pending_age_is_the_oldest_tasks(table: TaskTable, clock: Fak
     table.submit("e", {}, TaskOptions(priority=5))  # a younger task at another priority
     clock.advance(5)
     assert table.oldest_pending_age("e") == 15
+
+
+def test_chunks_are_kept_per_attempt_and_a_new_attempt_starts_over(clock: FakeClock) -> None:
+    table = TaskTable(clock=clock)
+    record = table.submit("e", {}, TaskOptions(max_attempts=2))
+    assert table.state(record.task_id).chunks is None  # not a generator (yet)
+    assert not table.add_chunks(record.task_id, 1, ["early"])  # not running: dropped
+    table.pop_next("e")
+    assert table.add_chunks(record.task_id, 1, [])
+    assert table.state(record.task_id).chunks == 0
+    table.add_chunks(record.task_id, 1, ["a", "b"])
+    assert record.chunks == ["a", "b"] and table.state(record.task_id).chunks == 2
+    table.fail(record.task_id, "replica died", retryable=True)
+    table.pop_next("e")
+    assert not table.add_chunks(record.task_id, 1, ["late"])  # the lost attempt's
+    table.add_chunks(record.task_id, 2, ["c"])
+    assert record.chunks == ["c"] and record.chunk_attempt == 2
+
+
+def test_output_webhooks_go_at_most_twice_a_second_and_only_for_new_chunks(
+    clock: FakeClock,
+) -> None:
+    from raytask.server.streams import StreamReads
+
+    table = TaskTable(clock=clock)
+    reads = StreamReads(table)
+    hooked = table.submit("e", {}, TaskOptions(webhook_url="https://example.com/hook"))
+    quiet = table.submit("e", {}, TaskOptions())
+    table.pop_next("e")
+    table.pop_next("e")
+    for record in (hooked, quiet):
+        table.add_chunks(record.task_id, 1, [])
+    assert reads.output_due(hooked) is None  # no chunk yet
+    table.add_chunks(hooked.task_id, 1, ["a"])
+    table.add_chunks(quiet.task_id, 1, ["a"])
+    assert reads.output_due(hooked) == "output" and reads.output_due(quiet) is None
+    table.add_chunks(hooked.task_id, 1, ["b"])
+    assert reads.output_due(hooked) is None  # within 0.5 s of the last one
+    clock.advance(0.5)
+    assert reads.output_due(hooked) == "output"
+    clock.advance(1)
+    assert reads.output_due(hooked) is None  # nothing new
+    table.succeed(hooked.task_id)
+    assert reads.output_due(hooked) is None  # the end has its own event

@@ -116,6 +116,7 @@ def client_requests() -> list[tuple[str, Any]]:
         ("delete_many", remote.delete_many(None, "failure", 60.0)),
         ("status", remote.status(TASK_ID, 5)),
         ("get", remote.get(TASK_ID, 5)),
+        ("stream", remote.stream(TASK_ID, 3)),
         ("cancel", remote.cancel(TASK_ID)),
         ("retry", remote.retry(TASK_ID)),
         ("status_many", status_many([TASK_ID])),

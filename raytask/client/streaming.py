@@ -1,0 +1,165 @@
+"""``task.stream()`` (SPEC 10): a task's chunks as they come.
+
+Over HTTP, from ``GET /NAME/stream``: httpx-sse parses the Server-Sent Events;
+:class:`StreamEvents` (sans-I/O) decides what each event means, and the loops here reconnect
+a dropped stream where it left off (``from=`` the next chunk's index), up to ``reconnects``
+times in a row. In the cluster, from the manager's ``stream`` long-poll (:func:`read_reads`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from ..core.errors import ServiceUnavailableError, StreamReset, error_from_body
+from ..core.messages import StreamRead
+from ..core.state import TaskState
+from .protocol import Request, check
+
+RECONNECTS = 5
+"""Reconnects in a row (with no chunk between them) before the error is raised."""
+_DROPPED = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout, ServiceUnavailableError)
+
+
+class StreamEvents:
+    """Reads one task's stream across reconnects (sans-I/O): feed it each event; it says
+    what to hand the caller and where a reconnect resumes (``next_index``)."""
+
+    def __init__(self) -> None:
+        self.next_index = 0
+        self.state: TaskState | None = None
+
+    def take(self, event: str, data: str, event_id: str | None) -> tuple[bool, Any]:
+        """``(True, chunk)`` for a chunk; ``(False, None)`` for the end (``state`` is set)
+        or a ping.
+
+        Raises:
+            StreamReset: the task's attempt was lost and it runs again.
+            HTTPError: the server sent an ``error`` event (reconnect later).
+        """
+        if event == "output":
+            if event_id is not None and event_id.isdigit():
+                self.next_index = int(event_id) + 1
+            return True, json.loads(data)
+        if event == "reset":
+            attempt = int(json.loads(data).get("attempt", 0))
+            self.next_index = 0
+            raise StreamReset(
+                f"the task lost its attempt and runs again (attempt {attempt})", attempt
+            )
+        if event == "done":
+            self.state = TaskState.model_validate_json(data)
+        elif event == "error":
+            body = json.loads(data)
+            raise error_from_body(int(body.get("status_code", 503)), body)
+        return False, None
+
+
+def _pause(failures: int) -> float:
+    return min(0.2 * 2**failures, 5.0)
+
+
+def read_stream(
+    http: httpx.Client,
+    build: Callable[[Request], httpx.Request],
+    request_for: Callable[[int], Request],
+    reader: StreamEvents,
+    reconnects: int = RECONNECTS,
+) -> Iterator[Any]:
+    """The chunks of one stream, reconnecting from ``reader.next_index`` when it drops."""
+    failures = 0
+    while True:
+        try:
+            response = http.send(build(request_for(reader.next_index)), stream=True)
+            try:
+                if response.status_code != 200:
+                    check(response.status_code, response.read())
+                for event in EventSource(response).iter_sse():
+                    is_chunk, chunk = reader.take(event.event, event.data, event.id)
+                    if is_chunk:
+                        failures = 0
+                        yield chunk
+                    elif reader.state is not None:
+                        return
+            finally:
+                response.close()
+        except _DROPPED:
+            failures += 1
+            if failures > reconnects:
+                raise
+            time.sleep(_pause(failures))
+
+
+async def aread_stream(
+    http: httpx.AsyncClient,
+    build: Callable[[Request], httpx.Request],
+    request_for: Callable[[int], Request],
+    reader: StreamEvents,
+    reconnects: int = RECONNECTS,
+) -> AsyncIterator[Any]:
+    """The chunks of one stream (see :func:`read_stream`), awaited."""
+    failures = 0
+    while True:
+        try:
+            response = await http.send(build(request_for(reader.next_index)), stream=True)
+            try:
+                if response.status_code != 200:
+                    check(response.status_code, await response.aread())
+                async for event in EventSource(response).aiter_sse():
+                    is_chunk, chunk = reader.take(event.event, event.data, event.id)
+                    if is_chunk:
+                        failures = 0
+                        yield chunk
+                    elif reader.state is not None:
+                        return
+            finally:
+                await response.aclose()
+        except _DROPPED:
+            failures += 1
+            if failures > reconnects:
+                raise
+            await asyncio.sleep(_pause(failures))
+
+
+READ_WAIT_S = 15.0
+"""How long one in-cluster read waits for something new."""
+
+
+def _new_reads(read: StreamRead, attempt: int | None, reader: StreamEvents) -> list[Any]:
+    """The chunks of one in-cluster read (their index kept in ``reader``), or the reset."""
+    if attempt and read.attempt != attempt:
+        reader.next_index = 0
+        raise StreamReset(
+            f"the task lost its attempt and runs again (attempt {read.attempt})", read.attempt
+        )
+    reader.next_index = read.start + len(read.chunks)
+    if read.state.status.finished and not read.more:
+        reader.state = read.state
+    return read.chunks
+
+
+def read_reads(ask: Callable[[int, int | None], StreamRead], reader: StreamEvents) -> Iterator[Any]:
+    """The chunks of one stream in the cluster: ``ask(start, attempt)`` is one read."""
+    attempt = None
+    while reader.state is None:
+        read = ask(reader.next_index, attempt)
+        yield from _new_reads(read, attempt, reader)
+        attempt = read.attempt
+
+
+async def aread_reads(
+    ask: Callable[[int, int | None], Any], reader: StreamEvents
+) -> AsyncIterator[Any]:
+    """The chunks of one stream in the cluster (see :func:`read_reads`), awaited."""
+    attempt = None
+    while reader.state is None:
+        read = await ask(reader.next_index, attempt)
+        for chunk in _new_reads(read, attempt, reader):
+            yield chunk
+        attempt = read.attempt
