@@ -33,6 +33,7 @@ from tests.e2e.serve_run import serve_process  # noqa: E402
 def demo(config: dict[str, Any]) -> None:
     config["applications"] = [a for a in config["applications"] if a["name"] == "demo"]
     config["applications"][0]["route_prefix"] = "/"
+    config["applications"][0]["import_path"] = "tests.apps:build"  # noop and friends
 
 
 def main() -> None:

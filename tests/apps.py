@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from ray import serve
@@ -106,6 +107,20 @@ class TestDemo(_Demo.func_or_class):  # type: ignore[misc,name-defined]
         size = int(size_mb * 1024 * 1024)
         pattern = bytes(range(256))
         return (pattern * (size // 256 + 1))[:size]
+
+    @raytask.task
+    async def ticks(
+        self, count: int = 100, interval_s: float = 0.0, size: int = 0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream ``count`` chunks ``interval_s`` apart, each with its index and the time it
+        was yielded (benchmarks/streaming.py measures yield-to-reader latency with it)."""
+        pad = "x" * size
+        for i in range(count):
+            if interval_s:
+                await asyncio.sleep(interval_s)
+            elif i % 64 == 0:
+                await asyncio.sleep(0)
+            yield {"i": i, "t": time.time(), "pad": pad}
 
     @raytask.task
     def crash_replica(self) -> None:

@@ -55,6 +55,7 @@ def test_serve_run_app_yaml_serves_the_model_and_the_demo(tmp_path: Path) -> Non
             "wordcount",
             "slow",
             "steps",
+            "words",
             "fail",
             "long_running_image_generation",
         }

@@ -1,0 +1,122 @@
+"""Streaming output (SPEC 10): latency, throughput and manager memory (run by hand).
+
+    .venv/bin/python benchmarks/streaming.py [--rounds 1]
+
+For each ingress (Serve's proxy, then HAProxy) it runs ``serve run`` of the demo app
+(the tests' app, for its ``ticks`` generator) under raytask's launcher and measures, over
+``GET /NAME/stream``:
+
+- latency: one idle stream of 200 chunks 20 ms apart; each chunk carries the time it was
+  yielded on the replica, the reader notes when it arrived (one machine, one clock): p50, p99;
+- one stream's rate: 5,000 chunks yielded as fast as the replica can;
+- 64 streams at once, 300 chunks each 10 ms apart (100/s each): each stream's rate, and
+  that every chunk arrived, once, in order;
+- the manager's memory: its RSS before and after a task that kept 20,000 chunks of about
+  100 bytes (journal off), per chunk.
+
+Results go to ``results/<date>-streaming.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+from tests.e2e.serve_run import serve_process  # noqa: E402
+
+
+def demo(config: dict[str, Any]) -> None:
+    config["applications"] = [a for a in config["applications"] if a["name"] == "demo"]
+    app = config["applications"][0]
+    app["route_prefix"] = "/"
+    app["import_path"] = "tests.apps:build"
+    app["args"]["journal"] = "off"  # the memory number is the manager's own
+    app["deployments"][0]["max_ongoing_requests"] = 128
+
+
+async def read(http: httpx.AsyncClient, body: dict[str, Any]) -> list[tuple[dict, float]]:
+    """Submit one ``ticks`` task and read its stream: ``(chunk, arrival time)`` each."""
+    task_id = (await http.post("/ticks/submit", json=body)).json()["task_id"]
+    got: list[tuple[dict, float]] = []
+    event = ""
+    async with http.stream("GET", "/ticks/stream", params={"task_id": task_id}) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "output":
+                got.append((json.loads(line[6:]), time.time()))
+            elif line.startswith("data: ") and event == "done":
+                return got
+    return got
+
+
+def rate(got: list[tuple[dict, float]]) -> float:
+    return (len(got) - 1) / max(1e-9, got[-1][1] - got[0][1])
+
+
+def in_order(got: list[tuple[dict, float]], count: int) -> bool:
+    return [chunk["i"] for chunk, _ in got] == list(range(count))
+
+
+def manager_rss() -> int:
+    for process in psutil.process_iter(["cmdline"]):
+        if any("TaskManager" in part for part in process.info["cmdline"] or ()):
+            return int(process.memory_info().rss)
+    raise RuntimeError("no TaskManager process")
+
+
+async def measure(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        await read(http, {"count": 50, "interval_s": 0.01})  # warm
+        idle = await read(http, {"count": 200, "interval_s": 0.02})
+        latency = sorted((arrived - chunk["t"]) * 1e3 for chunk, arrived in idle)
+        one = await read(http, {"count": 5000})
+        many = await asyncio.gather(
+            *(read(http, {"count": 300, "interval_s": 0.01}) for _ in range(64))
+        )
+        before = manager_rss()
+        kept = await read(http, {"count": 20_000, "size": 60})
+        after = manager_rss()
+    rates = [rate(got) for got in many]
+    return {
+        "latency_ms_p50": statistics.median(latency),
+        "latency_ms_p99": latency[int(len(latency) * 0.99) - 1],
+        "one_stream_chunks_per_s": rate(one),
+        "one_stream_complete": in_order(one, 5000),
+        "64_streams_min_chunks_per_s": min(rates),
+        "64_streams_median_chunks_per_s": statistics.median(rates),
+        "64_streams_complete_in_order": all(in_order(got, 300) for got in many),
+        "manager_bytes_per_kept_chunk": (after - before) / len(kept),
+        "kept_chunk_json_bytes": len(json.dumps(kept[0][0])),
+    }
+
+
+def main() -> None:
+    results: dict[str, Any] = {"date": datetime.date.today().isoformat()}
+    for mode in ("serve_proxy", "haproxy"):
+        env = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if mode == "haproxy" else "0"}
+        with (
+            tempfile.TemporaryDirectory(prefix="raytask-streaming-") as tmp,
+            serve_process("app.yaml", Path(tmp), env, demo, launcher=True) as (_, http, _),
+        ):
+            results[mode] = asyncio.run(measure(str(http.base_url).rstrip("/")))
+            print(mode, json.dumps(results[mode], indent=2), flush=True)
+    out = HERE / "results" / f"{results['date']}-streaming.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
