@@ -123,6 +123,21 @@ class TestDemo(_Demo.func_or_class):  # type: ignore[misc,name-defined]
             yield {"i": i, "t": time.time(), "pad": pad}
 
     @raytask.task
+    async def dies_once(
+        self, flag: str, count: int = 6, delay_s: float = 0.1
+    ) -> AsyncIterator[int]:
+        """Yield ``0 .. count-1``; the first attempt (no ``flag`` file yet) makes the file
+        and kills its replica after three chunks, so the task streams again (a reset)."""
+        first = not os.path.exists(flag)
+        for i in range(count):
+            await asyncio.sleep(delay_s)
+            yield i
+            if first and i == 2:
+                open(flag, "w").close()
+                await asyncio.sleep(0.5)  # the three chunks reach the manager first
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    @raytask.task
     def crash_replica(self) -> None:
         """Kill this replica's process (a poison task: every attempt kills its replica)."""
         os.kill(os.getpid(), signal.SIGKILL)

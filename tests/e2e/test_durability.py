@@ -11,9 +11,12 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+import raytask
 
 from ..support import missing, redis_server, wait_for
 from .conftest import App, Cluster, deploy
@@ -151,3 +154,30 @@ def test_while_the_manager_is_down_routes_answer_503_with_retry_after(
     assert response.status_code == 503 and response.json()["code"] == "unavailable"
     assert durable_app.http.get("/readyz").status_code == 503
     assert time.monotonic() - start < 15  # fast: no hang, no Ray traceback
+
+
+def test_a_replica_lost_mid_stream_is_a_reset_then_the_new_attempts_chunks(
+    durable_app: App, tmp_path: Path
+) -> None:
+    from .test_streams import read_events
+
+    task_id = durable_app.submit("dies_once", {"flag": str(tmp_path / "died-once")})
+    got = [
+        (event, id_, data)
+        for event, id_, data, _ in read_events(durable_app.http, "/dies_once", task_id)
+    ]
+    reset = next(n for n, (event, _, _) in enumerate(got) if event == "reset")
+    assert got[:reset] == [("output", str(n), n) for n in range(3)]  # the lost attempt's
+    assert got[reset][2] == {"attempt": 2}
+    assert got[reset + 1 : -1] == [("output", str(n), n) for n in range(6)]  # from id 0
+    assert got[-1][0] == "done" and got[-1][2]["status"] == "success"
+    assert got[-1][2]["chunks"] == 6 and got[-1][2]["attempts"] == 2
+    # a client's stream() raises StreamReset there; stream() again reads the new attempt
+    with raytask.SyncHTTPClient(durable_app.url) as client:
+        task = client.dies_once.submit(flag=str(tmp_path / "died-twice"))
+        seen: list[int] = []
+        with pytest.raises(raytask.StreamReset) as lost:
+            for chunk in task.stream():
+                seen.append(chunk)
+        assert seen == [0, 1, 2] and lost.value.attempt == 2
+        assert list(task.stream()) == list(range(6))
