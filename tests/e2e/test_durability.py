@@ -138,24 +138,6 @@ def test_a_redeploy_with_a_changed_config_keeps_every_task(
         app.wait_status("block", task_id, "success")
 
 
-def test_while_the_manager_is_down_routes_answer_503_with_retry_after(
-    durable_app: App,
-) -> None:
-    """Runs last in this module: it stops the app's manager for good."""
-    import ray
-
-    ray.kill(durable_app.manager, no_restart=True)
-    start = time.monotonic()
-    response = durable_app.http.get("/wordcount/status", params={"task_id": "0" * 32})
-    assert response.status_code == 503, response.text
-    assert response.headers["retry-after"] == "1"
-    assert response.json()["code"] == "unavailable"
-    response = durable_app.http.post("/wordcount/submit", json={"text": "a"})
-    assert response.status_code == 503 and response.json()["code"] == "unavailable"
-    assert durable_app.http.get("/readyz").status_code == 503
-    assert time.monotonic() - start < 15  # fast: no hang, no Ray traceback
-
-
 def test_a_replica_lost_mid_stream_is_a_reset_then_the_new_attempts_chunks(
     durable_app: App, tmp_path: Path
 ) -> None:
@@ -181,3 +163,21 @@ def test_a_replica_lost_mid_stream_is_a_reset_then_the_new_attempts_chunks(
                 seen.append(chunk)
         assert seen == [0, 1, 2] and lost.value.attempt == 2
         assert list(task.stream()) == list(range(6))
+
+
+def test_while_the_manager_is_down_routes_answer_503_with_retry_after(
+    durable_app: App,
+) -> None:
+    """Runs last in this module: it stops the app's manager for good."""
+    import ray
+
+    ray.kill(durable_app.manager, no_restart=True)
+    start = time.monotonic()
+    response = durable_app.http.get("/wordcount/status", params={"task_id": "0" * 32})
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["code"] == "unavailable"
+    response = durable_app.http.post("/wordcount/submit", json={"text": "a"})
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
+    assert durable_app.http.get("/readyz").status_code == 503
+    assert time.monotonic() - start < 15  # fast: no hang, no Ray traceback
