@@ -365,14 +365,14 @@ def encode_result(value: Any) -> tuple[bytes, str]:
         ) from None
 
 
-def encode_chunk(value: Any) -> str:
-    """A streamed chunk as the JSON ``data`` of its ``output`` event (bytes as base64).
+def encode_chunk(value: Any) -> bytes:
+    """A streamed chunk as JSON: the ``data`` of its ``output`` event (bytes as base64).
 
     Raises:
         ResultEncodingError: the chunk has no JSON form.
     """
     try:
-        return pydantic_core.to_json(value, fallback=_json_fallback, bytes_mode="base64").decode()
+        return pydantic_core.to_json(value, fallback=_json_fallback, bytes_mode="base64")
     except (pydantic_core.PydanticSerializationError, UnicodeDecodeError) as exc:
         raise ResultEncodingError(
             f"a chunk of type {type(value).__name__} cannot be sent as JSON: {exc}"

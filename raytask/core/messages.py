@@ -65,7 +65,8 @@ class StreamRead(NamedTuple):
     """One answer to a stream reader.
 
     ``attempt``: the attempt whose chunks these are (0: none streamed yet); ``start``: the
-    index of the first of ``chunks`` (0 when the attempt is not the reader's: it resets);
+    index of the first of ``chunks``, each one's JSON (0 when the attempt is not the
+    reader's: it resets);
     ``state``: the task's status answer (its end, once ``state.status`` is finished and
     no chunk is left).
     """
@@ -73,5 +74,5 @@ class StreamRead(NamedTuple):
     state: TaskState
     attempt: int
     start: int
-    chunks: list[Any]
+    chunks: list[bytes]
     more: bool

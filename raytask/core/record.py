@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .chunks import ChunkLog
 from .config import TaskOptions
 from .errors import InvalidTransitionError
 from .state import Progress, TaskState
@@ -134,17 +135,15 @@ class TaskRecord:
     progress: Progress | None = None
     webhook: WebhookLog | None = None
     owner: str | None = None  # a hash of the submitting API token, with token isolation
-    # A generator task's chunks of its current attempt (None: not a generator), and that
-    # attempt's number (the chunks of a lost attempt are dropped when the next one streams).
-    chunks: list[Any] | None = None
-    chunk_attempt: int = 0
-    chunk_bytes: int = 0  # approx_size of the chunks, checked against max_stream_bytes
     input_bytes: int = 0  # approx_size of kwargs, counted against max_task_bytes
     result_bytes: int = 0  # of the result it keeps (0 until it succeeds)
-    # Not journaled with the row (see _RECORD_FIELDS): the result, and whether the
-    # journal holds the inputs already (they are written once per task).
+    # Not journaled with the row (see _RECORD_FIELDS): the result, whether the journal
+    # holds the inputs already (they are written once per task), and a generator task's
+    # chunks of its current attempt (None: not a generator; the journal writes them in
+    # groups, and the row says their attempt and count).
     result: Result | None = dataclasses.field(default=None, compare=False)
     inputs_journaled: bool = dataclasses.field(default=False, compare=False)
+    chunks: ChunkLog | None = dataclasses.field(default=None, compare=False)
 
     def state(self, queue_position: int | None = None) -> TaskState:
         """The status answer of this task (the table knows its ``queue_position``)."""
@@ -202,6 +201,8 @@ class TaskRecord:
         data = {name: getattr(self, name) for name in _RECORD_FIELDS}
         data["status"] = self.status.value
         data["options"] = _options_dict(self.options)
+        if self.chunks is not None:  # the chunks themselves go in groups (ChunkLog.group)
+            data["chunk_attempt"], data["chunk_count"] = self.chunks.attempt, len(self.chunks)
         return data
 
     @classmethod
@@ -213,13 +214,18 @@ class TaskRecord:
             data["kwargs"] = kwargs or {}
         data["status"] = TaskStatus(data["status"])
         data["options"] = TaskOptions(**data["options"])
-        return cls(**data)
+        attempt, values = data.pop("chunk_attempt", 0), data.pop("chunks", None)
+        data.pop("chunk_count", None), data.pop("chunk_bytes", None)
+        record = cls(**data)
+        if values is not None:  # a row of 0.x before chunk groups held the chunks
+            record.chunks = ChunkLog.of(attempt, values)
+        return record
 
 
 _RECORD_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(TaskRecord)
-    if f.name not in ("kwargs", "result", "inputs_journaled")
+    if f.name not in ("kwargs", "result", "inputs_journaled", "chunks")
 )
 
 

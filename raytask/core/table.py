@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from .chunks import ChunkLog
 from .config import TaskOptions
 from .errors import (
     QueueFullError,
@@ -293,10 +294,10 @@ class TaskTable(TaskIndex):
         record.progress = Progress(fraction=fraction, message=message, updated_at=self.clock())
         return True
 
-    def add_chunks(self, task_id: str, attempt_no: int, values: list[Any]) -> bool:
-        """Keep chunks a running generator attempt streamed (an empty list starts its
-        stream); False if they were dropped (the attempt is over). The first chunks of a
-        new attempt replace those of the lost one."""
+    def add_chunks(self, task_id: str, attempt_no: int, encoded: list[bytes]) -> bool:
+        """Keep chunks (each one's JSON) a running generator attempt streamed (an empty
+        list starts its stream); False if they were dropped (the attempt is over). The
+        first chunks of a new attempt replace those of the lost one."""
         record = self._records.get(task_id)
         if (
             record is None
@@ -304,10 +305,9 @@ class TaskTable(TaskIndex):
             or record.attempts != attempt_no
         ):
             return False
-        if record.chunks is None or record.chunk_attempt != attempt_no:
-            record.chunks, record.chunk_attempt, record.chunk_bytes = [], attempt_no, 0
-        record.chunks.extend(values)
-        record.chunk_bytes += sum(map(approx_size, values))
+        if record.chunks is None or record.chunks.attempt != attempt_no:
+            record.chunks = ChunkLog(attempt_no)
+        record.chunks.extend(encoded)
         self.on_change(record)
         return True
 

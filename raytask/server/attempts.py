@@ -24,6 +24,7 @@ from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from ..core.chunks import ChunkLog
 from ..core.config import AppConfig
 from ..core.dispatcher import Attempt, Dispatcher
 from ..core.record import Result, approx_size
@@ -195,8 +196,8 @@ class Attempts:
             if attempt is None or attempt.attempt_no != attempt_no or attempt.ended:
                 continue
             self.dispatcher.table.add_chunks(task_id, attempt_no, values)
-            record = self.dispatcher.table.get(task_id)
-            if len(record.chunks or ()) > max_chunks or record.chunk_bytes > max_bytes:
+            log = self.dispatcher.table.get(task_id).chunks
+            if log is not None and (len(log) > max_chunks or log.nbytes > max_bytes):
                 # Stopped on its replica; the batch reads on until the replica says so
                 # (the attempt has ended here: its later chunks and its end are ignored).
                 self.stop(task_id)
@@ -211,9 +212,8 @@ class Attempts:
         if kind == VALUE:
             self.dispatcher.succeed(attempt, Result(payload, approx_size(payload)))
         elif kind == STREAMED:  # the result is the array of the chunks that came before
-            record = self.dispatcher.table.get(attempt.task_id)
-            chunks = record.chunks if record.chunks is not None else []  # kept once, shared
-            self.dispatcher.succeed(attempt, Result(chunks, approx_size(chunks)))
+            log = self.dispatcher.table.get(attempt.task_id).chunks or ChunkLog(attempt.attempt_no)
+            self.dispatcher.succeed(attempt, Result(log, log.nbytes))  # kept once, shared
         elif kind == FAILED:
             self.dispatcher.raised(attempt, payload)
         elif kind == FOLLOWS:

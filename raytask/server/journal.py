@@ -14,7 +14,9 @@ an unwritten change waits too, so no client sees a state a crash could take back
 Two stores (:mod:`raytask.server.stores`): one SQLite file on the head node (the default)
 and Redis, for clusters that must survive the loss of the head node. A task's inputs are
 written once, with its first row; later rows of it hold only its state (and a success's
-result), so a state change costs a small row.
+result), so a state change costs a small row. A generator task's chunks go in groups
+(:meth:`~raytask.core.chunks.ChunkLog.group`): a write holds those that came since the
+one before, so a stream of ``n`` chunks costs ``O(n)`` journal bytes.
 
 Trust: a row is unpickled only once its HMAC-SHA256 checks out under the journal's key
 (``RAYTASK_JOURNAL_KEY``, else a random key in a ``0600`` file beside the journal, made
@@ -36,10 +38,12 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..core.chunks import ChunkLog
 from ..core.errors import ServiceUnavailableError
 from ..core.table import TaskRecord
 from .stores import (
     KEY_ENV,
+    Group,
     RedisStore,
     Row,
     SQLiteStore,
@@ -82,11 +86,28 @@ def encode_inputs(record: TaskRecord) -> bytes:
     return pickle.dumps(record.kwargs, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def decode_record(data: bytes, inputs: bytes | None = None) -> TaskRecord:
-    """The inverse of :func:`encode_record` (only for bytes whose seal checked out)."""
+def decode_record(
+    data: bytes, inputs: bytes | None = None, groups: Iterable[bytes] = ()
+) -> TaskRecord:
+    """The inverse of :func:`encode_record`, with the task's chunk groups (only for bytes
+    whose seal checked out).
+
+    Raises:
+        ValueError: the chunk groups are not the ones the row counts.
+    """
     kwargs = None if inputs is None else pickle.loads(inputs)
-    record = TaskRecord.from_dict(pickle.loads(data), kwargs)
+    fields = pickle.loads(data)
+    record = TaskRecord.from_dict(fields, kwargs)
     record.inputs_journaled = inputs is not None
+    if fields.get("chunk_count") is not None:
+        attempt, count = fields["chunk_attempt"], fields["chunk_count"]
+        log = ChunkLog.rebuild(groups) or ChunkLog(attempt)
+        if (log.attempt, len(log)) != (attempt, count):
+            raise ValueError(
+                f"its chunk groups hold {len(log)} chunks of attempt {log.attempt}, "
+                f"not {count} of attempt {attempt}"
+            )
+        record.chunks = log
     return record
 
 
@@ -208,15 +229,24 @@ class Journal:
                 batch, self._dirty = self._dirty, {}
                 puts: list[Row] = []
                 deletes: list[str] = []
+                groups: list[Group] = []
+                logs: list[tuple[ChunkLog, int]] = []  # (log, journaled once written)
                 results = {t: self._results.pop(t) for t in batch if t in self._results}
                 for task_id, record in batch.items():
                     if record is None:
                         deletes.append(task_id)
-                    else:
-                        puts.append(self._row(record, results.get(task_id)))
+                        continue
+                    puts.append(self._row(record, results.get(task_id)))
+                    log = record.chunks
+                    if log is not None and log.unjournaled():  # the chunks since the last
+                        first, end = max(log.journaled, 0), len(log)
+                        groups.append(
+                            (task_id, first, self._seal.seal(task_id, b"chunks", log.group(end)))
+                        )
+                        logs.append((log, end))
                 self._writing = set(batch)
                 try:
-                    await asyncio.to_thread(self.store.commit, puts, deletes)
+                    await asyncio.to_thread(self.store.commit, puts, deletes, groups)
                 except Exception as exc:
                     logger.exception("raytask journal: a write of %d rows failed", len(batch))
                     for task_id, record in batch.items():  # retried with the next batch
@@ -230,9 +260,12 @@ class Journal:
                 for record in batch.values():
                     if record is not None:
                         record.inputs_journaled = True
+                for log, end in logs:
+                    log.journaled = end
                 self.commits += 1
                 self.rows += len(batch)
                 self.bytes += sum(len(b) for row in puts for b in row[2:] if b is not None)
+                self.bytes += sum(len(group[2]) for group in groups)
                 self._written = number
                 self._settle(number)
         finally:
@@ -280,17 +313,23 @@ class Journal:
         that cannot be read was left out, by task id (a row whose seal does not check
         out is never unpickled)."""
         records, results, broken = [], {}, {}
+        all_groups = self.store.load_groups()
         for task_id, _, sealed, sealed_result, sealed_inputs in self.store.load():
             record = self._seal.open(task_id, b"record", sealed)
             inputs = None
             if sealed_inputs is not None:
                 inputs = self._seal.open(task_id, b"inputs", sealed_inputs)
-            if record is None or (sealed_inputs is not None and inputs is None):
+            groups = [self._seal.open(task_id, b"chunks", g) for g in all_groups.get(task_id, ())]
+            if (
+                record is None
+                or (sealed_inputs is not None and inputs is None)
+                or any(group is None for group in groups)
+            ):
                 logger.error("raytask journal: task %s: %s", task_id, INTEGRITY_FAILED)
                 broken[task_id] = INTEGRITY_FAILED
                 continue
             try:
-                records.append(decode_record(record, inputs))
+                records.append(decode_record(record, inputs, groups))  # type: ignore[arg-type]
             except Exception as exc:  # a row this version cannot read: say so, go on
                 logger.error("raytask journal: cannot read task %s: %s", task_id, exc)
                 broken[task_id] = f"its journal row cannot be read: {type(exc).__name__}"

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.chunks import ChunkLog
 from ..core.endpoint import Endpoint, check_result, discover, encode_chunk
 from ..core.progress import ProgressReporter
 
@@ -38,13 +39,13 @@ class Streamed:
 
 
 async def _stream(endpoint: Endpoint, bound: Any, kwargs: dict[str, Any], emit: Any) -> int:
-    """Run a generator method, handing each yielded value (checked) to ``emit``; a sync
-    generator runs in its own thread (a cancel interrupts it there)."""
+    """Run a generator method, handing each yielded value to ``emit`` as JSON (a chunk
+    with no JSON form fails the attempt here); a sync generator runs in its own thread (a
+    cancel interrupts it there)."""
     if inspect.isasyncgenfunction(bound):
         count = 0
         async for value in bound(**kwargs):
-            encode_chunk(value)  # a chunk with no JSON form fails the attempt here
-            emit(value)
+            emit(encode_chunk(value))
             count += 1
         return count
     loop = asyncio.get_running_loop()
@@ -52,8 +53,7 @@ async def _stream(endpoint: Endpoint, bound: Any, kwargs: dict[str, Any], emit: 
     def pump(**call_kwargs: Any) -> int:
         count = 0
         for value in bound(**call_kwargs):
-            encode_chunk(value)
-            loop.call_soon_threadsafe(emit, value)
+            loop.call_soon_threadsafe(emit, encode_chunk(value))
             count += 1
         return count
 
@@ -125,8 +125,8 @@ async def run_attempt(
     """Run ``instance.method(**kwargs)`` as one task attempt; failures become values.
 
     With a ``reporter``, :func:`raytask.report_progress` inside the method reaches it. A
-    generator method's chunks go to ``emit`` as they come (it returns :class:`Streamed`);
-    without ``emit`` it returns the list of them.
+    generator method's chunks go to ``emit`` as they come, as JSON (it returns
+    :class:`Streamed`); without ``emit`` it returns the list of them, as values.
     """
     token = reporter.activate() if reporter is not None else None
     try:
@@ -136,9 +136,9 @@ async def run_attempt(
         if endpoint.streams:
             if emit is not None:
                 return Streamed(await _stream(endpoint, bound, call_kwargs, emit))
-            chunks: list[Any] = []
-            await _stream(endpoint, bound, call_kwargs, chunks.append)
-            return chunks
+            log = ChunkLog(0)
+            await _stream(endpoint, bound, call_kwargs, lambda chunk: log.extend((chunk,)))
+            return log.values()
         if endpoint.is_async:
             value = await bound(**call_kwargs)
         else:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ray import cloudpickle  # the pickler alone (by value: the app's own classes)
 
+from ..core.chunks import ChunkLog
 from ..core.config import AppConfig, SubmitOptions, TaskOptions
 from ..core.dispatcher import Dispatcher, EndpointRoute
 from ..core.errors import (
@@ -138,6 +139,8 @@ class TaskService:
         result = record.result
         if record.status is not TaskStatus.SUCCESS or result is None or not result.inline:
             return None
+        if isinstance(result.value, ChunkLog):  # a generator's: its chunks are journaled
+            return None
         try:
             payload = cloudpickle.dumps(result.value)
         except Exception:
@@ -161,7 +164,9 @@ class TaskService:
             return
         started = time.monotonic()
         records, results, broken = self.journal.load()
-        kept = {}
+        kept: dict[str, Any] = {  # a generator task's result: its journaled chunks
+            r.task_id: r.chunks for r in records if r.chunks is not None
+        }
         for task_id, payload in results.items():
             try:  # small results come back, owned by this process
                 kept[task_id] = restore(cloudpickle.loads(payload))
@@ -313,7 +318,8 @@ class TaskService:
         record = self.table.check_result(task_id)
         if record.result is None:  # a success always keeps one: never expected
             raise TaskFailedError(f"task {task_id} succeeded but its result is gone")
-        return record.result.value
+        value = record.result.value
+        return value.values() if isinstance(value, ChunkLog) else value
 
     async def list_tasks(
         self,

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +25,11 @@ Row = tuple[str, int, bytes, bytes | None, bytes | None]
 """``(task_id, seq, record, result, inputs)``: the record, the result and the inputs as
 sealed bytes (an HMAC tag, then the pickle); None for a result or inputs this write does
 not change (a task's inputs are written once, with its first row)."""
+
+Group = tuple[str, int, bytes]
+"""``(task_id, first, chunks)``: a group of a generator task's chunks, sealed, and the index
+of its first chunk; the group with ``first`` 0 replaces the task's earlier ones (a new
+attempt streams)."""
 
 KEY_ENV = "RAYTASK_JOURNAL_KEY"
 
@@ -58,7 +64,8 @@ class Store(Protocol):
     key_file: Path  # where the journal's key lives without RAYTASK_JOURNAL_KEY
 
     def load(self) -> list[Row]: ...
-    def commit(self, puts: list[Row], deletes: list[str]) -> None: ...
+    def load_groups(self) -> dict[str, list[bytes]]: ...  # by task, in order
+    def commit(self, puts: list[Row], deletes: list[str], groups: Sequence[Group] = ()) -> None: ...
     def close(self) -> None: ...
 
 
@@ -83,6 +90,10 @@ class SQLiteStore:
             "CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
             "record BLOB NOT NULL, result BLOB, inputs BLOB)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS chunks (task_id TEXT NOT NULL, first INTEGER NOT NULL, "
+            "chunks BLOB NOT NULL, PRIMARY KEY (task_id, first))"
+        )
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
         if "inputs" not in columns:  # a journal of an older version: its rows hold them
             self._db.execute("ALTER TABLE tasks ADD COLUMN inputs BLOB")
@@ -93,7 +104,15 @@ class SQLiteStore:
     def load(self) -> list[Row]:
         return list(self._db.execute("SELECT task_id, seq, record, result, inputs FROM tasks"))
 
-    def commit(self, puts: list[Row], deletes: list[str]) -> None:
+    def load_groups(self) -> dict[str, list[bytes]]:
+        groups: dict[str, list[bytes]] = {}
+        for task_id, chunks in self._db.execute(
+            "SELECT task_id, chunks FROM chunks ORDER BY task_id, first"
+        ):
+            groups.setdefault(task_id, []).append(chunks)
+        return groups
+
+    def commit(self, puts: list[Row], deletes: list[str], groups: Sequence[Group] = ()) -> None:
         with self._db:  # one transaction
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -103,6 +122,9 @@ class SQLiteStore:
                 "inputs = coalesce(excluded.inputs, tasks.inputs)",
                 puts,
             )
+            gone = [(g[0],) for g in groups if g[1] == 0] + [(i,) for i in deletes]
+            self._db.executemany("DELETE FROM chunks WHERE task_id = ?", gone)
+            self._db.executemany("INSERT INTO chunks VALUES (?, ?, ?)", groups)
             self._db.executemany("DELETE FROM tasks WHERE task_id = ?", ((i,) for i in deletes))
 
     def close(self) -> None:
@@ -111,7 +133,8 @@ class SQLiteStore:
 
 class RedisStore:
     """Rows in three Redis hashes per app: ``raytask:journal:<app>`` (records),
-    ``raytask:journal:<app>:results`` and ``raytask:journal:<app>:inputs``.
+    ``raytask:journal:<app>:results`` and ``raytask:journal:<app>:inputs``; a generator
+    task's chunk groups in a list per task, ``raytask:journal:<app>:chunks:<task_id>``.
 
     Args:
         url: ``redis://host:port/db``.
@@ -157,8 +180,24 @@ class RedisStore:
             for task_id, value in records.items()
         ]
 
-    def commit(self, puts: list[Row], deletes: list[str]) -> None:
+    def load_groups(self) -> dict[str, list[bytes]]:
+        prefix = f"{self.key}:chunks:"
+        keys = list(self._redis.scan_iter(match=f"{prefix}*", count=1000))
+        with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            lists = pipe.execute()
+        return {
+            key.decode().removeprefix(prefix): groups
+            for key, groups in zip(keys, lists, strict=True)
+        }
+
+    def commit(self, puts: list[Row], deletes: list[str], groups: Sequence[Group] = ()) -> None:
         with self._redis.pipeline(transaction=True) as pipe:  # MULTI ... EXEC
+            for task_id, first, chunks in groups:
+                if first == 0:
+                    pipe.delete(f"{self.key}:chunks:{task_id}")
+                pipe.rpush(f"{self.key}:chunks:{task_id}", chunks)
             if puts:
                 # The field is the task id, the value its seq (8 bytes) and record: no
                 # pickle, so a loaded value runs nothing before its seal is checked.
@@ -171,6 +210,7 @@ class RedisStore:
             if deletes:
                 for suffix in ("", ":results", ":inputs"):
                     pipe.hdel(f"{self.key}{suffix}", *deletes)
+                pipe.delete(*(f"{self.key}:chunks:{task_id}" for task_id in deletes))
             pipe.execute()
 
     def close(self) -> None:

@@ -52,19 +52,22 @@ class StreamReads:
             event.set()
 
     def _answer(self, record: TaskRecord, start: int, attempt: int | None) -> StreamRead:
-        chunks = record.chunks or []
-        if attempt is not None and attempt != record.chunk_attempt:
+        log = record.chunks
+        count, current = (0, 0) if log is None else (len(log), log.attempt)
+        if attempt is not None and attempt != current and current:
             start = 0  # a new attempt: its chunks from the first
-        start = min(start, len(chunks))
-        end = min(len(chunks), start + MAX_CHUNKS_PER_READ)
+        start = min(start, count)
+        end = min(count, start + MAX_CHUNKS_PER_READ)
+        chunks = [] if log is None else log.slice(start, end)
         state = record.state(self.table.position(record))
-        return StreamRead(state, record.chunk_attempt, start, chunks[start:end], end < len(chunks))
+        return StreamRead(state, current, start, chunks, end < count)
 
     def _new(self, record: TaskRecord, start: int, attempt: int | None) -> bool:
+        log = record.chunks
         return (
             record.status.finished
-            or (attempt is not None and attempt != record.chunk_attempt)
-            or len(record.chunks or ()) > start
+            or (log is not None and attempt is not None and attempt != log.attempt)
+            or (log is not None and len(log) > start)
             or (attempt is None and record.status is TaskStatus.IN_PROGRESS)
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -219,8 +220,8 @@ def chunks_of(out: list[Any]) -> dict[str, list[Any]]:
     found: dict[str, list[Any]] = {}
     for item in out:
         if isinstance(item, Chunks):
-            for task_id, _, values in item.streamed:
-                found.setdefault(task_id, []).extend(values)
+            for task_id, _, encoded in item.streamed:  # each chunk travels as its JSON
+                found.setdefault(task_id, []).extend(json.loads(chunk) for chunk in encoded)
     return found
 
 

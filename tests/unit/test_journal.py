@@ -6,6 +6,7 @@ import asyncio
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,10 @@ class SlowStore:
     def load(self) -> list[Row]:
         return []
 
-    def commit(self, puts: list[Row], deletes: list[str]) -> None:
+    def load_groups(self) -> dict[str, list[bytes]]:
+        return {}
+
+    def commit(self, puts: list[Row], deletes: list[str], groups: Any = ()) -> None:
         self.entered.set()
         self.gate.wait(10)
         if self.fail:
@@ -162,7 +166,7 @@ class RowStore(SlowStore):
         self.rows: list[Row] = []
         self.gate.set()
 
-    def commit(self, puts: list[Row], deletes: list[str]) -> None:
+    def commit(self, puts: list[Row], deletes: list[str], groups: Any = ()) -> None:
         super().commit(puts, deletes)
         self.rows.extend(puts)
 
@@ -216,3 +220,6 @@ class SQLiteStoreOf:
 
     def load(self) -> list[Row]:
         return self.rows
+
+    def load_groups(self) -> dict[str, list[bytes]]:
+        return {}

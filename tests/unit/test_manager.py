@@ -594,11 +594,13 @@ async def _check_streamed(manager: TaskManager, calls: FakeCalls) -> None:
     waiting = asyncio.ensure_future(manager.stream(task_id, 0, 1, 5.0))
     await asyncio.sleep(0.05)
     assert not waiting.done()  # nothing new yet: the read waits (no polling)
-    batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, ["a", "b"]), ("f" * 32, 1, ["x"])])))
+    batch.stream.put_nowait(
+        FakeRef(Chunks([(task_id, 1, [b'"a"', b'"b"']), ("f" * 32, 1, [b'"x"'])]))
+    )
     read = await waiting
-    assert (read.start, read.chunks) == (0, ["a", "b"])  # woken by the chunks
+    assert (read.start, read.chunks) == (0, [b'"a"', b'"b"'])  # woken, chunks as JSON
     assert (await status(manager, task_id)).chunks == 2
-    batch.stream.put_nowait(FakeRef(Chunks([(task_id, 9, ["stale"])])))  # another attempt's
+    batch.stream.put_nowait(FakeRef(Chunks([(task_id, 9, [b'"stale"'])])))  # another attempt's
     batch.end(task_id, STREAMED, 2)
     await settle(lambda: manager.service.table.get(task_id).status == "success")
     assert await manager.result(task_id) == [["a", "b"]]
@@ -612,8 +614,8 @@ async def test_a_stream_past_its_limit_is_stopped_and_fails(calls: FakeCalls) ->
     manager = TaskManager("app", [streaming], config, calls=calls)
     try:
         task_id, batch = await running(manager, calls)
-        batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, ["a", "b"])])))
-        batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, ["c", "d"])])))
+        batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, [b"1", b"2"])])))
+        batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, [b"3", b"4"])])))
         await settle(lambda: manager.service.table.get(task_id).status == "failure")
         state = await status(manager, task_id)
         assert state.error is not None and state.error.startswith("StreamTooLarge")

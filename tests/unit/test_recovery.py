@@ -8,26 +8,30 @@ start a new one on the same file, as Ray's restart or a new ``serve run`` would.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from raytask.core.chunks import ChunkLog
 from raytask.core.config import AppConfig, SubmitOptions, TaskOptions
 from raytask.core.dispatcher import EndpointRoute
+from raytask.core.endpoint import encode_chunk
 from raytask.core.errors import TaskConflictError, TaskExpiredError, TaskNotFoundError
 from raytask.core.messages import Submit
 from raytask.core.recovery import LOST_RESULT, LOST_RUN, recover
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
 from raytask.core.table import TaskRecord, TaskTable
+from raytask.server.batch import STREAMED, Chunks
 from raytask.server.journal import INTEGRITY_FAILED, RedisStore, SQLiteStore, Store
 from raytask.server.manager import TaskManager
 
 from ..support import FakeClock, missing, redis_server, settle
 from .test_journal import SlowStore
-from .test_manager import FakeCalls, route, running
+from .test_manager import FakeCalls, FakeRef, route, running
 
 # -- the rules, on plain records ---------------------------------------------------------
 
@@ -145,7 +149,7 @@ def path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 class Gone:
     """The journal as a dead process sees it: nothing it writes arrives."""
 
-    def commit(self, puts: Any, deletes: Any) -> None:
+    def commit(self, puts: Any, deletes: Any, groups: Any = ()) -> None:
         raise OSError("the process is gone")
 
     def close(self) -> None:
@@ -584,3 +588,108 @@ def test_the_redis_store_deletes_a_task_and_its_result(tmp_path: Path) -> None:
             store.close()
     except FileNotFoundError as exc:
         missing(f"the Redis journal is not tested here: {exc}")
+
+
+# -- a generator task's chunks across a crash (SPEC 10) ------------------------------------
+
+
+def streaming(path: Stores, calls: FakeCalls, **options: Any) -> TaskManager:
+    work = EndpointRoute("work", "work", "Model", TaskOptions(**options), 4, streams=True)
+    return TaskManager("app", [work], AppConfig(), calls=calls, store=path())
+
+
+async def streamed_then_crashed(path: Stores, **options: Any) -> tuple[str, list[bytes]]:
+    """A generator task that streamed 3 groups of chunks, each seen by a reader (which
+    waits for the journal), then the manager's crash mid-stream; returns the id and the
+    chunks a reader saw."""
+    calls = FakeCalls()
+    first = streaming(path, calls, **options)
+    task_id, batch = await running(first, calls)
+    table = first.service.table
+    seen: list[bytes] = []
+    for group in range(3):
+        chunks = [encode_chunk(f"{group}.{i}") for i in range(group + 1)]
+        batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, chunks)])))
+        count = len(seen) + len(chunks)
+        await settle(lambda count=count: len(table.get(task_id).chunks or ()) == count)
+        read = await first.stream(task_id, len(seen), 1, 5.0)
+        seen += read.chunks
+    # one group per write, each with only the chunks since the last (none written twice)
+    groups = [opened(first, task_id, sealed) for sealed in path().load_groups()[task_id]]
+    assert [ChunkLog.first_of(group) for group in groups] == [0, 1, 3]
+    await crash(first)
+    return task_id, seen
+
+
+def opened(manager: TaskManager, task_id: str, sealed: bytes) -> bytes:
+    """A chunk group as the journal reads it back (its seal checked)."""
+    assert manager.service.journal is not None
+    group = manager.service.journal._seal.open(task_id, b"chunks", sealed)
+    assert group is not None
+    return group
+
+
+async def test_journaled_chunks_survive_a_crash_mid_stream_and_the_stream_resumes(
+    path: Stores,
+) -> None:
+    task_id, seen = await streamed_then_crashed(path, max_attempts=1)
+    assert [json.loads(c) for c in seen] == ["0.0", "1.0", "1.1", "2.0", "2.1", "2.2"]
+    second = streaming(path, FakeCalls())
+    try:  # no attempt left: it ends, and its reader resumes where it was, then reads the end
+        assert second.service.table.get(task_id).status is TaskStatus.FAILURE
+        resumed = await second.stream(task_id, 4, 1, 5.0)
+        assert resumed.chunks == seen[4:] and resumed.attempt == 1
+        assert resumed.state.status is TaskStatus.FAILURE
+        assert (resumed.state.error or "").startswith(LOST_RUN)
+        assert (await second.stream(task_id, 0, 1, 5.0)).chunks == seen  # none lost
+    finally:
+        await second.shutdown()
+
+
+async def test_a_crash_mid_stream_runs_it_again_and_its_reader_gets_the_new_attempt(
+    path: Stores,
+) -> None:
+    task_id, seen = await streamed_then_crashed(path, max_attempts=2)
+    calls = FakeCalls()
+    second = streaming(path, calls, max_attempts=2)
+    try:
+        await settle(lambda: len(calls.sent) == 1)  # attempt 2 runs
+        batch = calls.assign()
+        batch.stream.put_nowait(FakeRef(Chunks([(task_id, 2, [encode_chunk("new")])])))
+        read = await second.stream(task_id, len(seen), 1, 5.0)  # a reader of attempt 1
+        assert (read.attempt, read.start) == (2, 0)  # starts over: a reset
+        if not read.chunks:  # it answered when attempt 2 started; its chunks come next
+            read = await second.stream(task_id, 0, 2, 5.0)
+        assert read.chunks == [b'"new"']
+        batch.end(task_id, STREAMED, 1)
+        await settle(lambda: second.service.table.get(task_id).status is TaskStatus.SUCCESS)
+        assert await second.result(task_id) == [["new"]]
+        (sealed,) = path().load_groups()[task_id]  # attempt 2's; attempt 1's are gone
+        log = ChunkLog.rebuild([opened(second, task_id, sealed)])
+        assert log is not None and (log.attempt, log.values()) == (2, ["new"])
+    finally:
+        await second.shutdown()
+
+
+async def test_a_streamed_result_survives_a_crash_without_a_pickle_and_leaves_with_its_task(
+    path: Stores,
+) -> None:
+    calls = FakeCalls()
+    first = streaming(path, calls)
+    task_id, batch = await running(first, calls)
+    batch.stream.put_nowait(FakeRef(Chunks([(task_id, 1, [encode_chunk({"t": 1}), b"2"])])))
+    batch.end(task_id, STREAMED, 2)
+    await settle(lambda: first.service.table.get(task_id).status is TaskStatus.SUCCESS)
+    await first.status(task_id)  # waits for the journal
+    await crash(first)
+    assert [row[3] for row in path().load() if row[0] == task_id] == [None]  # no result pickle
+    calls = FakeCalls()
+    second = streaming(path, calls)
+    try:
+        assert await second.result(task_id) == [[{"t": 1}, 2]] and calls.sent == []
+        assert (await second.stream(task_id, 0, None, 5.0)).chunks == [b'{"t":1}', b"2"]
+        await second.delete_many(None, [task_id])
+        await second.service.journal.flush()  # type: ignore[union-attr]
+        assert task_id not in path().load_groups()  # its chunks left with it
+    finally:
+        await second.shutdown()

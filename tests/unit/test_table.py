@@ -453,17 +453,18 @@ def test_chunks_are_kept_per_attempt_and_a_new_attempt_starts_over(clock: FakeCl
     table = TaskTable(clock=clock)
     record = table.submit("e", {}, TaskOptions(max_attempts=2))
     assert table.state(record.task_id).chunks is None  # not a generator (yet)
-    assert not table.add_chunks(record.task_id, 1, ["early"])  # not running: dropped
+    assert not table.add_chunks(record.task_id, 1, [b'"early"'])  # not running: dropped
     table.pop_next("e")
     assert table.add_chunks(record.task_id, 1, [])
     assert table.state(record.task_id).chunks == 0
-    table.add_chunks(record.task_id, 1, ["a", "b"])
-    assert record.chunks == ["a", "b"] and table.state(record.task_id).chunks == 2
+    table.add_chunks(record.task_id, 1, [b'"a"', b'{"b": 1}'])
+    assert record.chunks is not None and record.chunks.values() == ["a", {"b": 1}]
+    assert table.state(record.task_id).chunks == 2 and record.chunks.nbytes == 11
     table.fail(record.task_id, "replica died", retryable=True)
     table.pop_next("e")
-    assert not table.add_chunks(record.task_id, 1, ["late"])  # the lost attempt's
-    table.add_chunks(record.task_id, 2, ["c"])
-    assert record.chunks == ["c"] and record.chunk_attempt == 2
+    assert not table.add_chunks(record.task_id, 1, [b'"late"'])  # the lost attempt's
+    table.add_chunks(record.task_id, 2, [b'"c"'])
+    assert record.chunks.values() == ["c"] and record.chunks.attempt == 2
 
 
 def test_output_webhooks_go_at_most_twice_a_second_and_only_for_new_chunks(
@@ -480,10 +481,10 @@ def test_output_webhooks_go_at_most_twice_a_second_and_only_for_new_chunks(
     for record in (hooked, quiet):
         table.add_chunks(record.task_id, 1, [])
     assert reads.output_due(hooked) is None  # no chunk yet
-    table.add_chunks(hooked.task_id, 1, ["a"])
-    table.add_chunks(quiet.task_id, 1, ["a"])
+    table.add_chunks(hooked.task_id, 1, [b'"a"'])
+    table.add_chunks(quiet.task_id, 1, [b'"a"'])
     assert reads.output_due(hooked) == "output" and reads.output_due(quiet) is None
-    table.add_chunks(hooked.task_id, 1, ["b"])
+    table.add_chunks(hooked.task_id, 1, [b'"b"'])
     assert reads.output_due(hooked) is None  # within 0.5 s of the last one
     clock.advance(0.5)
     assert reads.output_due(hooked) == "output"
