@@ -110,12 +110,15 @@ class TestDemo(_Demo.func_or_class):  # type: ignore[misc,name-defined]
 
     @raytask.task
     async def ticks(
-        self, count: int = 100, interval_s: float = 0.0, size: int = 0
+        self, count: int = 100, interval_s: float = 0.0, size: int = 0, fail_at: int = -1
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream ``count`` chunks ``interval_s`` apart, each with its index and the time it
-        was yielded (benchmarks/streaming.py measures yield-to-reader latency with it)."""
+        was yielded (benchmarks/streaming.py measures yield-to-reader latency with it);
+        raise before chunk ``fail_at``."""
         pad = "x" * size
         for i in range(count):
+            if i == fail_at:
+                raise RuntimeError(f"failed before chunk {i}")
             if interval_s:
                 await asyncio.sleep(interval_s)
             elif i % 64 == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 from tqdm.auto import tqdm
@@ -50,7 +51,7 @@ class _HTTPTasks:
         return self._client._result(self._endpoint.get(task_id, wait_s))
 
     def stream(self, task_id: str, reader: StreamEvents) -> Iterator[Any]:
-        return self._client._stream(lambda start: self._endpoint.stream(task_id, start), reader)
+        return self._client._stream(partial(self._endpoint.stream, task_id), reader)
 
     def cancel(self, task_id: str) -> TaskState:
         return self._client._task_state(self._endpoint.cancel(task_id))
@@ -72,7 +73,7 @@ class _AsyncHTTPTasks:
         return await self._client._result(self._endpoint.get(task_id, wait_s))
 
     def stream(self, task_id: str, reader: StreamEvents) -> AsyncIterator[Any]:
-        return self._client._stream(lambda start: self._endpoint.stream(task_id, start), reader)
+        return self._client._stream(partial(self._endpoint.stream, task_id), reader)
 
     async def cancel(self, task_id: str) -> TaskState:
         return await self._client._task_state(self._endpoint.cancel(task_id))

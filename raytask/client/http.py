@@ -160,7 +160,9 @@ class SyncHTTPClient:
             retries += 1
             time.sleep(delay)
 
-    def _stream(self, request_for: Callable[[int], Request], reader: StreamEvents) -> Iterator[Any]:
+    def _stream(
+        self, request_for: Callable[[int, int], Request], reader: StreamEvents
+    ) -> Iterator[Any]:
         return read_stream(self._http, lambda r: _build(self._http, r), request_for, reader)
 
     def _endpoint(self, name: str, task: bool = False) -> RemoteEndpoint:
@@ -325,7 +327,7 @@ class AsyncHTTPClient:
             await asyncio.sleep(delay)
 
     def _stream(
-        self, request_for: Callable[[int], Request], reader: StreamEvents
+        self, request_for: Callable[[int, int], Request], reader: StreamEvents
     ) -> AsyncIterator[Any]:
         return aread_stream(self._http, lambda r: _build(self._http, r), request_for, reader)
 

@@ -193,10 +193,12 @@ class RemoteEndpoint:
             body["older_than_s"] = older_than_s
         return _request("delete_many", self.route, json=body)
 
-    def stream(self, task_id: str, start: int = 0) -> Request:
+    def stream(self, task_id: str, start: int = 0, attempt: int = 0) -> Request:
         params: dict[str, Any] = {wire.TASK_ID.name: task_id}
         if start:
             params[wire.FROM.name] = start
+        if attempt:
+            params[wire.ATTEMPT.name] = attempt
         return _request("stream", self.route, params=params)
 
     def status(self, task_id: str, wait_s: float | None = None) -> Request:

@@ -2,8 +2,9 @@
 
 Over HTTP, from ``GET /NAME/stream``: httpx-sse parses the Server-Sent Events;
 :class:`StreamEvents` (sans-I/O) decides what each event means, and the loops here reconnect
-a dropped stream where it left off (``from=`` the next chunk's index), up to ``reconnects``
-times in a row. In the cluster, from the manager's ``stream`` long-poll (:func:`read_reads`).
+a dropped stream where it left off (``from=`` the next chunk's index, ``attempt=`` the
+attempt it read, so that a newer one starts with a reset), up to ``reconnects`` times in
+a row. In the cluster, from the manager's ``stream`` long-poll (:func:`read_reads`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from httpx_sse import EventSource
 from ..core.errors import ServiceUnavailableError, StreamReset, error_from_body
 from ..core.messages import StreamRead
 from ..core.state import TaskState
+from ..core.wire import ATTEMPT_HEADER
 from .protocol import Request, check
 
 RECONNECTS = 5
@@ -33,7 +35,14 @@ class StreamEvents:
 
     def __init__(self) -> None:
         self.next_index = 0
+        self.attempt = 0  # the attempt whose chunks it reads (0: not known yet)
         self.state: TaskState | None = None
+
+    def connected(self, headers: httpx.Headers) -> None:
+        """A stream answered: it says the attempt the reader is in."""
+        attempt = headers.get(ATTEMPT_HEADER, "")
+        if attempt.isdigit() and int(attempt):
+            self.attempt = int(attempt)
 
     def take(self, event: str, data: str, event_id: str | None) -> tuple[bool, Any]:
         """``(True, chunk)`` for a chunk; ``(False, None)`` for the end (``state`` is set)
@@ -49,7 +58,7 @@ class StreamEvents:
             return True, json.loads(data)
         if event == "reset":
             attempt = int(json.loads(data).get("attempt", 0))
-            self.next_index = 0
+            self.next_index, self.attempt = 0, attempt
             raise StreamReset(
                 f"the task lost its attempt and runs again (attempt {attempt})", attempt
             )
@@ -68,7 +77,7 @@ def _pause(failures: int) -> float:
 def read_stream(
     http: httpx.Client,
     build: Callable[[Request], httpx.Request],
-    request_for: Callable[[int], Request],
+    request_for: Callable[[int, int], Request],
     reader: StreamEvents,
     reconnects: int = RECONNECTS,
 ) -> Iterator[Any]:
@@ -76,10 +85,12 @@ def read_stream(
     failures = 0
     while True:
         try:
-            response = http.send(build(request_for(reader.next_index)), stream=True)
+            request = build(request_for(reader.next_index, reader.attempt))
+            response = http.send(request, stream=True)
             try:
                 if response.status_code != 200:
                     check(response.status_code, response.read())
+                reader.connected(response.headers)
                 for event in EventSource(response).iter_sse():
                     is_chunk, chunk = reader.take(event.event, event.data, event.id)
                     if is_chunk:
@@ -99,7 +110,7 @@ def read_stream(
 async def aread_stream(
     http: httpx.AsyncClient,
     build: Callable[[Request], httpx.Request],
-    request_for: Callable[[int], Request],
+    request_for: Callable[[int, int], Request],
     reader: StreamEvents,
     reconnects: int = RECONNECTS,
 ) -> AsyncIterator[Any]:
@@ -107,10 +118,12 @@ async def aread_stream(
     failures = 0
     while True:
         try:
-            response = await http.send(build(request_for(reader.next_index)), stream=True)
+            request = build(request_for(reader.next_index, reader.attempt))
+            response = await http.send(request, stream=True)
             try:
                 if response.status_code != 200:
                     check(response.status_code, await response.aread())
+                reader.connected(response.headers)
                 async for event in EventSource(response).aiter_sse():
                     is_chunk, chunk = reader.take(event.event, event.data, event.id)
                     if is_chunk:
@@ -141,7 +154,7 @@ def _new_reads(read: StreamRead, attempt: int | None, reader: StreamEvents) -> l
     reader.next_index = read.start + len(read.chunks)
     if read.state.status.finished and not read.more:
         reader.state = read.state
-    return read.chunks
+    return [json.loads(chunk) for chunk in read.chunks]
 
 
 def read_reads(ask: Callable[[int, int | None], StreamRead], reader: StreamEvents) -> Iterator[Any]:

@@ -135,6 +135,14 @@ FROM = Param(
     {"type": "integer", "minimum": 0, "maximum": 999_999_999},
     "Resume: the index of the first chunk to send (Last-Event-ID N is from=N+1).",
 )
+ATTEMPT = Param(
+    "attempt",
+    {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+    "Resume within this attempt (the Raytask-Attempt header of the stream it resumes): if "
+    "the task runs another by now, the stream starts with a reset.",
+)
+ATTEMPT_HEADER = "Raytask-Attempt"
+"""The stream answer's header: the attempt whose chunks it starts with (0: none yet)."""
 LAST_EVENT_ID = Param(
     "Last-Event-ID",
     {"type": "string", "pattern": "^[0-9]{1,9}$"},
@@ -268,7 +276,7 @@ TASK_OPERATIONS = (
         "a task's output as Server-Sent Events while it runs, then its end",
         "stream",
         "stream",
-        (TASK_ID, FROM, LAST_EVENT_ID),
+        (TASK_ID, FROM, ATTEMPT, LAST_EVENT_ID),
         None,
         EVENTS,
         (*_ID_ERRORS, TaskExpiredError, InvalidInputError),

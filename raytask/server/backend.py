@@ -2,12 +2,13 @@
 
 Two classes implement it: :class:`~raytask.server.ingress.RayBackend` over the task manager
 actor, and :class:`~raytask.server.service.TaskService` itself, in process (the HTTP test
-tier; it adds ``call``, ``ready`` and ``apps``). The task commands have the service's own signatures:
+tier; it adds ``call``, ``call_stream``, ``ready`` and ``apps``). The task commands have the service's own signatures:
 ``tests/unit/test_wire.py`` fails when one of the three drifts.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from ..core.config import SubmitOptions
@@ -89,6 +90,10 @@ class Backend(Protocol):
     ) -> TaskState: ...
     async def queue(self) -> dict[str, Any]: ...
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any: ...
+    def call_stream(self, endpoint: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        """A generator method's chunks as it yields them (a synchronous call, no task)."""
+        ...
+
     async def ready(self) -> bool: ...
     async def apps(self) -> list[tuple[str, str]]:
         """The other raytask apps on the same Serve instance: ``(name, route prefix)``."""

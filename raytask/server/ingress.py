@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import ray
@@ -194,15 +194,24 @@ class RayBackend:
         spec = self.endpoints.get(endpoint)
         if spec is None:
             raise EndpointNotFoundError(f"no endpoint named {endpoint!r}")
+        if spec.streams:  # a generator: the JSON array of its chunks
+            return [chunk async for chunk in self.call_stream(endpoint, kwargs)]
         handle = self.handles[spec.deployment].options(method_name=spec.method)
         try:
-            if spec.streams:  # a generator: the JSON array of its chunks
-                response = handle.options(stream=True).remote(**spec.to_call_kwargs(kwargs))
-                return [chunk async for chunk in response]
             return await handle.remote(**spec.to_call_kwargs(kwargs))
         except RayTaskError as exc:
-            cause = exc.cause if exc.cause is not None else exc
-            raise TaskFailedError(f"{endpoint} failed: {type(cause).__name__}: {cause}") from None
+            raise _call_failed(endpoint, exc) from None
+
+    async def call_stream(self, endpoint: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        spec = self.endpoints.get(endpoint)
+        if spec is None:
+            raise EndpointNotFoundError(f"no endpoint named {endpoint!r}")
+        handle = self.handles[spec.deployment].options(method_name=spec.method, stream=True)
+        try:
+            async for chunk in handle.remote(**spec.to_call_kwargs(kwargs)):
+                yield chunk
+        except RayTaskError as exc:
+            raise _call_failed(endpoint, exc) from None
 
     async def queue(self) -> dict[str, Any]:
         return await self._ask(self.manager.queue.remote())
@@ -223,6 +232,11 @@ class RayBackend:
         except (ServiceUnavailableError, ray.exceptions.RayError):
             return False
         return True
+
+
+def _call_failed(endpoint: str, exc: RayTaskError) -> TaskFailedError:
+    cause = exc.cause if exc.cause is not None else exc
+    return TaskFailedError(f"{endpoint} failed: {type(cause).__name__}: {cause}")
 
 
 def raytask_apps(details: dict[str, Any], own: str) -> list[tuple[str, str]]:

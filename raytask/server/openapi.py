@@ -200,7 +200,10 @@ class _Builder:
             if op is CALL and endpoint is not None:
                 output = endpoint.output_schema(ref_template=_REF)
                 self.nested.update(output.pop("$defs", {}))
-                return {"description": "the result", "content": _result_content(output)}
+                content = _result_content(output)
+                if endpoint.streams:  # Accept: text/event-stream: the chunks as they come
+                    content["text/event-stream"] = {"schema": {"type": "string"}}
+                return {"description": "the result", "content": content}
             return {
                 "description": "the task's result, as the synchronous call would answer it",
                 "content": _result_content({}),

@@ -27,6 +27,7 @@ from ..core.errors import (
 )
 from ..core.status import BENTOML_SPELLING, TaskStatus
 from ..core.wire import (
+    ATTEMPT,
     CURSOR,
     DEFAULT_LIST_LIMIT,
     DIGITS,
@@ -69,6 +70,16 @@ def wait_s_of(request: Request) -> float:
     if not 0 <= wait_s <= MAX_WAIT_S:  # NaN fails both comparisons
         raise InvalidInputError(f"wait_s must be a number of seconds from 0 to {MAX_WAIT_S:g}")
     return wait_s
+
+
+def stream_attempt(request: Request) -> int | None:
+    """The attempt a resumed stream read (``attempt=N``), or None."""
+    text = request.query_params.get(ATTEMPT.name)
+    if text is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,9}", text) or text.strip("0") == "":
+        raise InvalidInputError(f"{ATTEMPT.name} must be an attempt number (1 to 999999999)")
+    return int(text)
 
 
 def stream_start(request: Request) -> int:

@@ -44,6 +44,7 @@ from ..core.status import BENTOML_SPELLING, TaskStatus
 from ..core.webhooks import check_url
 from ..core.wire import (
     APP_OPERATIONS,
+    ATTEMPT_HEADER,
     CALL,
     IDEMPOTENCY_KEY,
     MAX_WAIT_S,
@@ -52,7 +53,7 @@ from ..core.wire import (
 )
 from .auth import Tokens
 from .backend import Backend
-from .events import PING_S, Reads
+from .events import PING_S, Reads, call_events
 from .guard import middleware
 from .misses import Misses
 from .pages import Pages
@@ -63,6 +64,7 @@ from .params import (
     item_error,
     parse_body,
     read_body,
+    stream_attempt,
     stream_start,
     wait_s_of,
 )
@@ -323,10 +325,19 @@ class Routes:
         """``GET /NAME/stream``: the task's chunks as Server-Sent Events, then ``done``."""
         name = self._endpoint(request, task_only=True).name
         task_id = self._task_id(request)
-        start, owner = stream_start(request), self._owner(request)
-        first = await self.backend.stream(task_id, start, None, 0.0, owner, name)  # 404s: JSON
+        start, attempt = stream_start(request), stream_attempt(request)
+        owner = self._owner(request)
+        first = await self.backend.stream(task_id, start, attempt, 0.0, owner, name)  # 404s: JSON
+        # The attempt the reader is in (its first chunks', or the one a pending task
+        # runs next): a client resumes with it, and gets a reset if another runs by then.
+        pending = first.state.status is TaskStatus.PENDING
+        attempt = attempt or first.attempt or (first.state.attempts + 1 if pending else 0)
         reads = Reads(self.backend, task_id, owner, name, self._bentoml(request))
-        return EventSourceResponse(reads.events(first), ping=PING_S)
+        return EventSourceResponse(
+            reads.events(first, attempt or None),
+            ping=PING_S,
+            headers={ATTEMPT_HEADER: str(attempt)},
+        )
 
     async def cancel(self, request: Request) -> Response:
         name = self._endpoint(request, task_only=True).name
@@ -345,6 +356,9 @@ class Routes:
             raise StarletteHTTPException(404)  # Misses: 405 for a page's path, else 404
         endpoint = self._endpoint(request)
         kwargs = endpoint.validate_json(await self._body(request))
+        if endpoint.streams and "text/event-stream" in request.headers.get("accept", ""):
+            chunks = self.backend.call_stream(endpoint.name, kwargs)
+            return EventSourceResponse(call_events(chunks), ping=PING_S)
         return self._result_response(await self.backend.call(endpoint.name, kwargs))
 
     # -- wiring ----------------------------------------------------------------

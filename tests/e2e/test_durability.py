@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,64 @@ def test_a_replica_lost_mid_stream_is_a_reset_then_the_new_attempts_chunks(
                 seen.append(chunk)
         assert seen == [0, 1, 2] and lost.value.attempt == 2
         assert list(task.stream()) == list(range(6))
+
+
+class Reader(threading.Thread):
+    """A client's ``task.stream()`` of one ticks task, in a thread: the chunks' indexes it
+    got, how it ended (the final state, or the reset) and the stream again after a reset."""
+
+    def __init__(self, url: str, task_id: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.task_id = url, task_id
+        self.got: list[int] = []
+        self.again: list[int] = []
+        self.reset: raytask.StreamReset | None = None
+        self.state: Any = None
+
+    def run(self) -> None:
+        with raytask.SyncHTTPClient(self.url) as client:
+            task = client.ticks.task(self.task_id)
+            try:
+                for chunk in task.stream():  # (one by one: the test watches them come)
+                    self.got.append(chunk["i"])
+            except raytask.StreamReset as reset:
+                self.reset = reset
+                self.again = [chunk["i"] for chunk in task.stream()]
+            self.state = task.last_state
+
+
+def test_a_manager_killed_mid_stream_loses_no_journaled_chunk_and_its_streams_resume(
+    durable_app: App,
+) -> None:
+    """Two generator tasks stream to two clients; the manager is SIGKILLed mid-stream. The
+    clients reconnect (Last-Event-ID's place and their attempt). The task with no attempt
+    left ends ``failure``: its reader gets every journaled chunk once, in order, then
+    ``done``. The other runs again: its reader gets a reset, and stream() again reads
+    attempt 2 whole."""
+    body = {"count": 80, "interval_s": 0.1}
+    ended, rerun = (
+        Reader(durable_app.url, durable_app.submit("ticks", body, max_attempts=n)) for n in (1, 2)
+    )
+    for reader in (ended, rerun):
+        reader.start()
+    wait_for(lambda: len(ended.got) >= 5 and len(rerun.got) >= 5, 60, "chunks to stream")
+    seen = len(ended.got)
+    running = [durable_app.status("ticks", r.task_id)["status"] for r in (ended, rerun)]
+    assert running == ["in_progress"] * 2, (running, seen, len(rerun.got))
+    kill_manager(durable_app)
+    for reader in (ended, rerun):
+        reader.join(120)
+        assert not reader.is_alive(), "a stream did not end after the manager restarted"
+    # no attempt left: every journaled chunk (all it had seen and more), once, in order
+    assert ended.reset is None and ended.state.status == "failure"
+    assert ended.got == list(range(len(ended.got))) and len(ended.got) >= seen
+    assert ended.state.chunks == len(ended.got) and ended.state.error.startswith(
+        "the task manager restarted"
+    )
+    # run again: a reset, then the new attempt from its first chunk
+    assert rerun.reset is not None and rerun.reset.attempt == 2
+    assert rerun.got == list(range(len(rerun.got))) and rerun.again == list(range(80))
+    assert rerun.state.status == "success" and rerun.state.attempts == 2
 
 
 def test_while_the_manager_is_down_routes_answer_503_with_retry_after(

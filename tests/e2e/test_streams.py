@@ -100,9 +100,38 @@ def test_every_client_streams(main_app: App) -> None:
     assert list(in_cluster.stream()) == TEXT.split()
 
 
-def test_the_synchronous_call_of_a_generator_answers_the_array(main_app: App) -> None:
+def sync_call_events(http: httpx.Client, path: str, body: dict[str, Any]) -> list[Any]:
+    """``(event, id, data, seconds since the request)`` of a streamed synchronous call."""
+    got, fields, start = [], {}, time.monotonic()
+    headers = {"Accept": "text/event-stream"}
+    with http.stream("POST", path, json=body, headers=headers, timeout=60) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line == "" and "event" in fields:
+                data = json.loads(fields["data"])
+                got.append((fields["event"], fields.get("id"), data, time.monotonic() - start))
+                fields = {}
+            elif line and not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+    return got
+
+
+def test_the_synchronous_call_of_a_generator_answers_the_array_or_streams_it(
+    main_app: App,
+) -> None:
     response = main_app.http.post("/words", json={"text": "to be", "delay_s": 0})
     assert response.status_code == 200 and response.json() == ["to", "be"]
+    got = sync_call_events(main_app.http, "/words", {"text": TEXT, "delay_s": 0.3})
+    assert [(e, i, d) for e, i, d, _ in got[:-1]] == [
+        ("output", str(n), w) for n, w in enumerate(TEXT.split())
+    ]
+    assert got[-1][:3] == ("done", None, {"status": "success", "chunks": 8, "error": None})
+    assert got[-1][3] - got[0][3] > 1.5  # each chunk as it came (8 x 0.3 s)
+    failed = sync_call_events(main_app.http, "/ticks", {"count": 5, "fail_at": 2})
+    assert [e for e, *_ in failed] == ["output", "output", "done"]
+    assert failed[-1][2]["status"] == "failure"
+    assert "RuntimeError: failed before chunk 2" in failed[-1][2]["error"]
 
 
 def test_a_stream_past_its_limit_ends_the_task_with_stream_too_large(cluster: Cluster) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from raytask.core.chunks import ChunkLog
 from raytask.core.config import AppConfig
 from raytask.core.dispatcher import EndpointRoute
 from raytask.core.endpoint import discover
@@ -105,6 +107,18 @@ class ServedBackend(TaskService):
             raise TaskFailedError(f"{endpoint} failed: {value.error}")
         return value
 
+    async def call_stream(self, endpoint: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        """A generator's chunks as it yields them (async ones; sync ones in one go)."""
+        spec = self.endpoints[endpoint]
+        bound = getattr(self.instance, spec.method)
+        chunks = bound(**spec.to_call_kwargs(kwargs))
+        if inspect.isasyncgen(chunks):
+            async for chunk in chunks:
+                yield chunk
+        else:
+            for chunk in chunks:
+                yield chunk
+
     async def ready(self) -> bool:
         return True
 
@@ -131,8 +145,8 @@ class ServedBackend(TaskService):
                 if isinstance(value, AttemptFailed):
                     self.dispatcher.raised(attempt, value.error)
                 elif isinstance(value, Streamed):
-                    chunks = record.chunks or []
-                    self.dispatcher.succeed(attempt, Result(chunks, approx_size(chunks)))
+                    log = record.chunks or ChunkLog(record.attempts)
+                    self.dispatcher.succeed(attempt, Result(log, log.nbytes))
                 else:
                     self.dispatcher.succeed(attempt, Result(value, approx_size(value)))
             limit = None if limit is None else limit - len(started)
