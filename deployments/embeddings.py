@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -25,6 +26,7 @@ import raytask
 logger = logging.getLogger("raytask.embeddings")
 
 Texts = Annotated[list[str], Field(min_length=1, max_length=256)]
+ManyTexts = Annotated[list[str], Field(min_length=1, max_length=100_000)]
 
 
 def _pick_device() -> tuple[str, list[Any]]:
@@ -78,6 +80,25 @@ class Embeddings:
     async def embed(self, texts: Texts) -> list[list[float]]:
         """Embed up to 256 texts; returns one 384-float unit vector per text."""
         return await self._encode_batch(texts)
+
+    @raytask.task
+    async def embed_stream(
+        self, texts: ManyTexts, batch_size: Annotated[int, Field(ge=1, le=1024)] = 64
+    ) -> AsyncIterator[list[list[float]]]:
+        """Embed up to 100,000 texts, ``batch_size`` per forward pass; each pass's vectors
+        are one chunk, streamed as soon as it ends (the result: the list of them)."""
+        for start in range(0, len(texts), batch_size):
+            vectors = await asyncio.to_thread(
+                self.model.encode,
+                texts[start : start + batch_size],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+            )
+            raytask.report_progress(
+                min(1.0, (start + batch_size) / len(texts)), f"{start + len(vectors)} texts"
+            )
+            yield vectors.tolist()
 
     @raytask.api
     async def similarity(self, a: str, b: str) -> float:

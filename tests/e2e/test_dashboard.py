@@ -91,6 +91,26 @@ def test_tasks_appear_finish_and_can_be_cancelled(main_app: App, page: Any) -> N
     assert page.errors == []
 
 
+def test_a_generator_tasks_output_shows_live(main_app: App, page: Any) -> None:
+    words = [f"word{n}" for n in range(12)]
+    task_id = main_app.submit("words", {"text": " ".join(words), "delay_s": 0.5})
+    page.goto(f"{main_app.url}/dashboard")
+    page.click(f'{row(task_id, "in_progress")} button[data-action="output"]', timeout=30_000)
+    page.wait_for_function(  # the first words, while the task still runs
+        "() => document.getElementById('output-chunks').textContent.includes('word1')",
+        timeout=30_000,
+    )
+    assert main_app.status("words", task_id)["status"] == "in_progress"
+    assert page.inner_text("#output-state").startswith("running:")
+    page.wait_for_function(
+        "() => document.getElementById('output-state').textContent.startsWith('success')",
+        timeout=30_000,
+    )
+    assert page.inner_text("#output-chunks").split() == words
+    assert page.inner_text("#output-state") == "success: 12 chunks"
+    assert page.errors == []
+
+
 def test_the_api_page_renders_every_endpoint_with_no_errors(
     main_app: App, root_app: App, page: Any
 ) -> None:

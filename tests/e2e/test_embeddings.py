@@ -93,3 +93,17 @@ def test_one_text_tasks_reach_the_model_together(embeddings: str, cluster: Clust
     assert after["batches"] - before["batches"] <= 2
     full = sizes.get("16", 0) - sizes_before.get("16", 0)
     assert full >= 1, f"no full model batch: {sizes_before} -> {sizes}"
+
+
+def test_embed_stream_sends_each_forward_pass_as_one_chunk(embeddings: str) -> None:
+    texts = [f"sentence number {i} about topic {i % 7}" for i in range(100)]
+    with raytask.SyncHTTPClient(embeddings) as client:
+        task = client.embed_stream.submit(texts=texts, batch_size=16)
+        chunks = list(task.stream())
+        assert [len(chunk) for chunk in chunks] == [16] * 6 + [4]  # one per forward pass
+        assert task.last_state is not None and task.last_state.progress is not None
+        assert task.last_state.progress.fraction == 1.0
+        assert task.get(timeout=60) == chunks  # the result: the list of the chunks
+        first, last = client.embed.submit(texts=[texts[0], texts[99]]).get(timeout=120)
+    vectors = [vector for chunk in chunks for vector in chunk]
+    assert dot(vectors[0], first) > 0.9999 and dot(vectors[99], last) > 0.9999  # same model

@@ -72,32 +72,43 @@ def test_a_readme_example_runs_as_written(main_app: App, index: int, tmp_path: P
 
 
 FIRST_SCREEN = "<!-- first-screen -->\n```bash\n"
+CURL_EXAMPLE = "<!-- curl-example -->\n```bash\n"
 
 
-def first_screen_blocks() -> list[str]:
+def shell_blocks(marker: str = FIRST_SCREEN) -> list[str]:
     text = (ROOT / "README.md").read_text()
-    blocks, start = [], text.find(FIRST_SCREEN)
+    blocks, start = [], text.find(marker)
     while start != -1:
-        body = start + len(FIRST_SCREEN)
+        body = start + len(marker)
         blocks.append(text[body : text.index("```", body)])
-        start = text.find(FIRST_SCREEN, body)
+        start = text.find(marker, body)
     return blocks
 
 
-def check_first_screen(base_url: str) -> None:
-    """Run the README's first-screen shell blocks against ``base_url`` (a `serve run` of
-    configs/app.yaml), as a newcomer would: each ``curl`` line as written, each ``# ...`` line
-    the output it must print (``…`` stands for anything), and ``NAME=…`` the task id the
-    command before printed ("paste the id")."""
+def run_shell_blocks(blocks: list[str], base_url: str, prefix: str = "") -> None:
+    """Run README shell blocks against ``base_url`` as a newcomer would: each ``curl`` line
+    as written (``localhost:8000`` is ``base_url``, ``/demo`` is ``prefix`` when given);
+    the ``# ...`` lines after it, the output it must print (``…`` stands for anything, a
+    lone ``#`` for an empty line); ``NAME=…`` the task id the command before printed
+    ("paste the id")."""
     if shutil.which("curl") is None:
-        pytest.skip("no curl on this machine: the README's first screen uses it")
+        pytest.skip("no curl on this machine: the README's shell examples use it")
     host = base_url.removeprefix("http://").rstrip("/")
     variables: dict[str, str] = {}
-    blocks = first_screen_blocks()
-    assert len(blocks) == 2
+    printed, expected = None, []
+
+    def check() -> None:
+        if expected:
+            pattern = "\n".join(".*".join(map(re.escape, e.split("…"))) for e in expected)
+            assert re.fullmatch(pattern, printed or "", re.S), (expected, printed)
+            expected.clear()
+
     for line in "".join(blocks).splitlines():
         if line.startswith("curl "):
+            check()
             command = line.split("  #")[0].replace("localhost:8000", host)
+            if prefix:
+                command = command.replace(f"{host}/demo/", f"{host}{prefix}/")
             done = subprocess.run(
                 ["bash", "-c", command],
                 env={"PATH": "/usr/bin:/bin", **variables},
@@ -106,12 +117,27 @@ def check_first_screen(base_url: str) -> None:
                 timeout=90,
                 check=True,
             )
-            printed = done.stdout.strip()
-        elif line.startswith("# "):
-            pattern = ".*".join(map(re.escape, line[2:].split("…")))
-            assert re.fullmatch(pattern, printed), (line, printed)
+            printed = done.stdout.replace("\r\n", "\n").strip()
+        elif line == "#" or line.startswith("# "):
+            expected.append(line[2:])
         elif match := re.match(r"^([A-Z]+)=…", line):
-            variables[match.group(1)] = json.loads(printed)["task_id"]
+            check()
+            variables[match.group(1)] = json.loads(printed or "{}")["task_id"]
+    check()
+
+
+def check_first_screen(base_url: str) -> None:
+    """The README's first screen against a `serve run` of configs/app.yaml."""
+    blocks = shell_blocks()
+    assert len(blocks) == 2
+    run_shell_blocks(blocks, base_url)
+
+
+def test_the_readme_curl_example_of_a_stream_runs_as_written(main_app: App) -> None:
+    (block,) = shell_blocks(CURL_EXAMPLE)
+    assert "curl -sN" in block and "event: done" in block
+    base, _, prefix = main_app.url.removeprefix("http://").partition("/")
+    run_shell_blocks([block], f"http://{base}", f"/{prefix}")
 
 
 def test_the_readme_first_screen_speaks_only_of_what_the_reader_has() -> None:

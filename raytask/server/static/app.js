@@ -1,5 +1,8 @@
-// The raytask dashboard: polls /queue and /tasks, draws the queue, and cancels or retries.
-// Plain JavaScript, no dependencies: it is served by the app itself and works offline.
+// The raytask dashboard: polls /queue and /tasks, draws the queue, cancels or retries, and
+// shows a generator task's output live (GET NAME/stream).
+// Plain JavaScript, no dependencies: it is served by the app itself and works offline. The
+// stream is read with fetch, not EventSource, because EventSource cannot send the API token;
+// readEvents() below is the few lines of Server-Sent Events parsing that needs.
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -201,6 +204,7 @@ function renderTasks(page) {
     cell(row, progressBar(task.progress));
     cell(row, text(task.error), task.error ? "error" : "");
     const actions = row.insertCell();
+    if (task.chunks !== null && task.chunks !== undefined) actions.appendChild(outputButton(task));
     if (task.status === "pending" || task.status === "in_progress") {
       actions.appendChild(actionButton("cancel", task));
     } else {
@@ -209,6 +213,101 @@ function renderTasks(page) {
     }
   }
   document.getElementById("empty").hidden = page.tasks.length > 0;
+}
+
+// -- a generator task's output, live ---------------------------------------------------------
+
+let watching = null; // the AbortController of the stream shown
+
+function outputButton(task) {
+  const button = document.createElement("button");
+  button.textContent = "output";
+  button.dataset.action = "output";
+  button.dataset.task = task.task_id;
+  button.addEventListener("click", () => watchOutput(task));
+  return button;
+}
+
+document.getElementById("output-close").addEventListener("click", () => {
+  if (watching) watching.abort();
+  document.getElementById("output").hidden = true;
+});
+
+// The events of one SSE response body, as {event, id, data} objects, as they arrive.
+async function* readEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let held = ""; // a "\r" at the end of a read: the next may start with its "\n"
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    const text = held + decoder.decode(value, { stream: true });
+    const cut = text.endsWith("\r") ? text.length - 1 : text.length;
+    buffer += text.slice(0, cut).replace(/\r\n?/g, "\n");
+    held = text.slice(cut);
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const fields = { event: "message", id: null, data: [] };
+      for (const line of block.split("\n")) {
+        if (!line || line.startsWith(":")) continue; // a ping
+        const colon = line.indexOf(":");
+        const name = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (name === "data") fields.data.push(text); else fields[name] = text;
+      }
+      if (fields.data.length) yield { ...fields, data: fields.data.join("\n") };
+    }
+  }
+}
+
+async function watchOutput(task) {
+  if (watching) watching.abort();
+  const controller = (watching = new AbortController());
+  const chunks = document.getElementById("output-chunks");
+  const state = document.getElementById("output-state");
+  document.getElementById("output-task").textContent = task.endpoint + " " + task.task_id;
+  document.getElementById("output").hidden = false;
+  chunks.textContent = "";
+  let next = 0;
+  let attempt = 0;
+  let count = 0;
+  for (let failures = 0; failures < 6 && !controller.signal.aborted; failures++) {
+    state.textContent = next ? "reconnecting…" : "waiting for output…";
+    try {
+      const query = "?task_id=" + task.task_id + (next ? "&from=" + next : "") + (attempt ? "&attempt=" + attempt : "");
+      const response = await fetch(task.endpoint + "/stream" + query, { headers: headers(), signal: controller.signal });
+      if (!response.ok) {
+        state.textContent = "cannot read the output: " + ((await response.json()).error || response.statusText);
+        return;
+      }
+      attempt = Number(response.headers.get("Raytask-Attempt")) || attempt;
+      for await (const event of readEvents(response)) {
+        const data = JSON.parse(event.data);
+        if (event.event === "output") {
+          chunks.textContent += (typeof data === "string" ? data : JSON.stringify(data)) + "\n";
+          chunks.scrollTop = chunks.scrollHeight;
+          next = Number(event.id) + 1;
+          count = next;
+          failures = 0;
+          state.textContent = "running: " + count + " chunks";
+        } else if (event.event === "reset") {
+          attempt = data.attempt;
+          next = 0;
+          chunks.textContent = "";
+          state.textContent = "attempt " + attempt + " starts over";
+        } else if (event.event === "done") {
+          state.textContent = data.status.replace("_", " ") + ": " + count + " chunks" + (data.error ? " (" + data.error + ")" : "");
+          return;
+        }
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500 * (failures + 1)));
+  }
 }
 
 async function refresh() {
