@@ -68,8 +68,8 @@ def test_a_kept_chunk_costs_its_json_and_a_few_bytes() -> None:
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    # SPEC 10's issue: at most a chunk's size + 100 B (a list of str costs some 60 B more)
-    assert grown <= log.nbytes + 20 * len(log), grown / len(log)
+    # the issue: at most size + 100 B; a list of bytes objects would cost 53 B over each
+    assert grown <= log.nbytes + 32 * len(log), grown / len(log)
 
 
 def test_a_row_journaled_before_chunk_groups_still_reads() -> None:
