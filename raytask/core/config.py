@@ -190,8 +190,8 @@ class AppConfig(BaseModel):
     max_task_bytes: int = Field(
         8 * 1024**3,
         ge=1,
-        description="Bytes of task inputs and kept results held (finished tasks' until their "
-        "TTL ends) before submit answers 429.",
+        description="Bytes of task inputs, kept results and streamed chunks held (finished "
+        "tasks' until their TTL ends) before submit answers 429.",
     )
     max_ttl_s: float = Field(
         30 * DAY_S,

@@ -185,6 +185,12 @@ class TaskRecord:
             self.expires_at = now + self.options.ttl_s
         self.status = target
 
+    def held_bytes(self) -> int:
+        """What this task holds against ``max_task_bytes``: its inputs, its result and its
+        streamed chunks (a generator's result is its chunks, counted once: its size is 0)."""
+        chunks = 0 if self.chunks is None else self.chunks.nbytes
+        return self.input_bytes + self.result_bytes + chunks
+
     def queue_deadline(self) -> float | None:
         """When this task expires unless it has started (``max_queue_s`` after submit)."""
         max_queue_s = self.options.max_queue_s

@@ -82,8 +82,9 @@ class TaskTable(TaskIndex):
             )
         if self.held_bytes + size > self.max_task_bytes:
             self._full(
-                f"the app holds its max_task_bytes={self.max_task_bytes} bytes of task inputs "
-                "and results (finished ones count until their TTL ends); retry later"
+                f"the app holds its max_task_bytes={self.max_task_bytes} bytes of task inputs, "
+                "results and streamed chunks (finished tasks count until their TTL ends); "
+                "retry later"
             )
 
     def _full(self, message: str) -> None:
@@ -177,7 +178,7 @@ class TaskTable(TaskIndex):
     def _index(self, record: TaskRecord) -> None:
         """Enter a record in the lookups every task is in (ids, keys, listing, deadline)."""
         self._records[record.task_id] = record
-        self.held_bytes += record.input_bytes + record.result_bytes
+        self.held_bytes += record.held_bytes()
         self._results_held += record.result is not None
         self._order.append((record.seq, record.task_id))
         if record.idempotency_key is not None:
@@ -306,7 +307,9 @@ class TaskTable(TaskIndex):
         ):
             return False
         if record.chunks is None or record.chunks.attempt != attempt_no:
+            self.held_bytes -= record.chunks.nbytes if record.chunks is not None else 0
             record.chunks = ChunkLog(attempt_no)
+        self.held_bytes += sum(map(len, encoded))  # chunks count against max_task_bytes
         record.chunks.extend(encoded)
         self.on_change(record)
         return True
@@ -335,7 +338,7 @@ class TaskTable(TaskIndex):
         """Forget a finished task: its record, result, counts and idempotency key, then
         ``on_forget`` (the journal drops its row)."""
         del self._records[record.task_id]
-        self.held_bytes -= record.input_bytes + record.result_bytes
+        self.held_bytes -= record.held_bytes()
         self._results_held -= record.result is not None
         self._counts[record.endpoint][record.status] -= 1
         key = (record.endpoint, record.owner, record.idempotency_key or "")

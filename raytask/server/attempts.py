@@ -213,7 +213,7 @@ class Attempts:
             self.dispatcher.succeed(attempt, Result(payload, approx_size(payload)))
         elif kind == STREAMED:  # the result is the array of the chunks that came before
             log = self.dispatcher.table.get(attempt.task_id).chunks or ChunkLog(attempt.attempt_no)
-            self.dispatcher.succeed(attempt, Result(log, log.nbytes))  # kept once, shared
+            self.dispatcher.succeed(attempt, Result(log, 0))  # held as its chunks already
         elif kind == FAILED:
             self.dispatcher.raised(attempt, payload)
         elif kind == FOLLOWS:

@@ -146,7 +146,7 @@ class ServedBackend(TaskService):
                     self.dispatcher.raised(attempt, value.error)
                 elif isinstance(value, Streamed):
                     log = record.chunks or ChunkLog(record.attempts)
-                    self.dispatcher.succeed(attempt, Result(log, log.nbytes))
+                    self.dispatcher.succeed(attempt, Result(log, 0))
                 else:
                     self.dispatcher.succeed(attempt, Result(value, approx_size(value)))
             limit = None if limit is None else limit - len(started)

@@ -492,3 +492,28 @@ def test_output_webhooks_go_at_most_twice_a_second_and_only_for_new_chunks(
     assert reads.output_due(hooked) is None  # nothing new
     table.succeed(hooked.task_id)
     assert reads.output_due(hooked) is None  # the end has its own event
+
+
+def test_streamed_chunks_count_against_max_task_bytes_once(clock: FakeClock) -> None:
+    from raytask.core.errors import QueueFullError
+    from raytask.core.record import Result
+
+    table = TaskTable(clock=clock, max_task_bytes=200)
+    record = table.submit("e", {}, TaskOptions(max_attempts=2, ttl_s=10))
+    inputs = table.held_bytes
+    table.pop_next("e")
+    table.add_chunks(record.task_id, 1, [b'"' + b"x" * 98 + b'"'])  # 100 bytes
+    assert table.held_bytes == inputs + 100
+    table.fail(record.task_id, "replica died", retryable=True)
+    table.pop_next("e")
+    table.add_chunks(record.task_id, 2, [b"[1,2]"])  # the lost attempt's no longer count
+    assert table.held_bytes == inputs + 5
+    table.add_chunks(record.task_id, 2, [b'"' + b"y" * 178 + b'"'])
+    with pytest.raises(QueueFullError, match="streamed chunks"):
+        table.submit("e", {}, TaskOptions())
+    assert record.chunks is not None
+    table.succeed(record.task_id, Result(record.chunks, 0))  # the result is the chunks
+    assert table.held_bytes == inputs + 185
+    clock.advance(11)
+    table.sweep()
+    assert table.held_bytes == 0
