@@ -20,9 +20,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match
 
 from ..core.errors import EndpointNotFoundError, MethodNotAllowedError, RouteNotFoundError
+from .backend import Backend
 
 Neighbour = tuple[str, str]
 """Another raytask app on the same Serve instance: ``(app name, route prefix)``."""
+
+
+async def neighbours(backend: Backend) -> list[Neighbour]:
+    """The other raytask apps on this Serve instance; none when they cannot be listed (they
+    are a hint, never a reason to fail an answer)."""
+    try:
+        return await backend.apps()
+    except Exception:
+        return []
 
 
 class Misses:
@@ -32,7 +42,8 @@ class Misses:
         routes: the app's concrete routes (the ``{name}`` templates left out: a path only
             they match is a miss).
         endpoints: the app's endpoint names.
-        neighbours: returns the other raytask apps on this Serve instance.
+        neighbours: returns the other raytask apps on this Serve instance (see
+            :func:`neighbours`).
     """
 
     def __init__(
@@ -47,11 +58,7 @@ class Misses:
         """What to tell a caller who missed: a sentence and the same as ``detail``."""
         prefix = request.scope.get("root_path", "").rstrip("/")
         endpoints = [f"{prefix}/{name}" for name in self.endpoints]
-        try:
-            others = await self.neighbours()
-        except Exception:  # a hint, never a reason to fail the answer
-            others = []
-        apps = [{"app": name, "prefix": other} for name, other in others]
+        apps = [{"app": name, "prefix": other} for name, other in await self.neighbours()]
         hint = f"this app's endpoints: {', '.join(endpoints) or 'none'}"
         if apps:
             listed = ", ".join(f"{a['prefix']} ({a['app']})" for a in apps)

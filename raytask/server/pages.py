@@ -22,6 +22,7 @@ from .auth import PUBLIC_ROUTES, Tokens
 from .backend import Backend
 from .dashboard import DASHBOARD, DASHBOARD_HEADERS
 from .docs import DOCS_HEADERS, docs_page, type_of
+from .misses import neighbours
 from .openapi import openapi_document
 
 
@@ -112,11 +113,7 @@ class Pages:
             "docs": f"{prefix}/docs",
             "openapi": f"{prefix}/openapi.json",
         }
-        try:
-            others = await self.backend.apps()
-        except Exception:  # the other apps are a hint, never a reason to fail the page
-            others = []
-        for name, other in others:
+        for name, other in await neighbours(self.backend):
             base = other.rstrip("/")
             links[f"{name}: docs"] = f"{base}/docs"
             links[f"{name}: dashboard"] = f"{base}/dashboard"

@@ -55,7 +55,7 @@ from .auth import Tokens
 from .backend import Backend
 from .events import PING_S, Reads, call_events
 from .guard import middleware
-from .misses import Misses
+from .misses import Misses, neighbours
 from .pages import Pages
 from .params import (
     ListQuery,
@@ -104,7 +104,8 @@ class Routes:
         self.config = config
         self.tokens = Tokens(config.resolved_api_tokens(), config.token_isolation)
         self.pages = Pages(self.endpoints, backend, config, self.tokens)
-        self.misses = Misses(self._concrete(), list(self.endpoints), lambda: backend.apps())
+        self._fixed = self._concrete()  # built once: the routes and the misses share them
+        self.misses = Misses(self._fixed, list(self.endpoints), lambda: neighbours(backend))
 
     # -- access ------------------------------------------------------------------
 
@@ -417,7 +418,7 @@ class Routes:
 
     def routes(self) -> list[Route]:
         """Every route: the concrete ones, then the templates that answer unknown names."""
-        return [*self._concrete(), *map(self._route, TASK_OPERATIONS), self._route(CALL)]
+        return [*self._fixed, *map(self._route, TASK_OPERATIONS), self._route(CALL)]
 
     def asgi_app(self) -> Starlette:
         """The Starlette application serving every route of the wire; a request none

@@ -120,6 +120,19 @@ async def test_an_endpoint_of_another_app_is_pointed_at_it(
     assert "other raytask apps on this server: /demo (demo)" in body["error"]
 
 
+async def test_other_apps_that_cannot_be_listed_are_left_out_not_an_error(
+    client: httpx.AsyncClient, backend: ServedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> list[tuple[str, str]]:
+        raise RuntimeError("Serve's controller is away")
+
+    monkeypatch.setattr(backend, "apps", broken)
+    body = assert_error(await client.get("/nope"), 404, "no route GET /nope")
+    assert body["detail"]["apps"] == [] and "other raytask apps" not in body["error"]
+    page = await client.get("/")
+    assert page.status_code == 200 and "dashboard" in page.text
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
