@@ -88,6 +88,7 @@ async def test_each_token_sees_only_its_own_tasks(
     for method, route in [
         ("GET", "/wordcount/status"),
         ("GET", "/wordcount/get"),
+        ("GET", "/wordcount/stream"),  # JSON, before any event
         ("POST", "/wordcount/cancel"),
         ("POST", "/wordcount/retry"),
     ]:
