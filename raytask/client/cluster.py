@@ -100,7 +100,11 @@ class _AsyncTasks:
 
     def stream(self, task_id: str, reader: StreamEvents) -> AsyncIterator[Any]:
         async def ask(start: int, attempt: int | None) -> StreamRead:
-            return unwrap(await self._manager.stream.remote(task_id, start, attempt, READ_WAIT_S))
+            call = self._manager.stream.remote(task_id, start, attempt, READ_WAIT_S)
+            try:
+                return unwrap(await call)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                raise ServiceUnavailableError(f"the task manager did not answer: {exc}") from None
 
         return aread_reads(ask, reader)
 

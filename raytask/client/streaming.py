@@ -157,22 +157,42 @@ def _new_reads(read: StreamRead, attempt: int | None, reader: StreamEvents) -> l
     return [json.loads(chunk) for chunk in read.chunks]
 
 
-def read_reads(ask: Callable[[int, int | None], StreamRead], reader: StreamEvents) -> Iterator[Any]:
-    """The chunks of one stream in the cluster: ``ask(start, attempt)`` is one read."""
-    attempt = None
+def read_reads(
+    ask: Callable[[int, int | None], StreamRead], reader: StreamEvents, reconnects: int = RECONNECTS
+) -> Iterator[Any]:
+    """The chunks of one stream in the cluster: ``ask(start, attempt)`` is one read; a read
+    the manager cannot answer (it restarts) is asked again, up to ``reconnects`` times in a
+    row, in the attempt it read (a newer one raises the reset)."""
+    attempt, failures = None, 0
     while reader.state is None:
-        read = ask(reader.next_index, attempt)
+        try:
+            read = ask(reader.next_index, attempt)
+        except ServiceUnavailableError:
+            failures += 1
+            if failures > reconnects:
+                raise
+            time.sleep(_pause(failures))
+            continue
+        failures = 0
         yield from _new_reads(read, attempt, reader)
         attempt = read.attempt
 
 
 async def aread_reads(
-    ask: Callable[[int, int | None], Any], reader: StreamEvents
+    ask: Callable[[int, int | None], Any], reader: StreamEvents, reconnects: int = RECONNECTS
 ) -> AsyncIterator[Any]:
     """The chunks of one stream in the cluster (see :func:`read_reads`), awaited."""
-    attempt = None
+    attempt, failures = None, 0
     while reader.state is None:
-        read = await ask(reader.next_index, attempt)
+        try:
+            read = await ask(reader.next_index, attempt)
+        except ServiceUnavailableError:
+            failures += 1
+            if failures > reconnects:
+                raise
+            await asyncio.sleep(_pause(failures))
+            continue
+        failures = 0
         for chunk in _new_reads(read, attempt, reader):
             yield chunk
         attempt = read.attempt

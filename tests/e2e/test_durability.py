@@ -170,58 +170,66 @@ class Reader(threading.Thread):
     """A client's ``task.stream()`` of one ticks task, in a thread: the chunks' indexes it
     got, how it ended (the final state, or the reset) and the stream again after a reset."""
 
-    def __init__(self, url: str, task_id: str) -> None:
+    def __init__(self, url: str, task_id: str, app_name: str | None = None) -> None:
         super().__init__(daemon=True)
-        self.url, self.task_id = url, task_id
+        self.url, self.task_id, self.app_name = url, task_id, app_name  # app: in-cluster
         self.got: list[int] = []
         self.again: list[int] = []
         self.reset: raytask.StreamReset | None = None
         self.state: Any = None
 
     def run(self) -> None:
+        if self.app_name is not None:  # the in-cluster client: the manager's own reads
+            self.read(raytask.get_client(self.app_name).ticks.task(self.task_id))
+            return
         with raytask.SyncHTTPClient(self.url) as client:
-            task = client.ticks.task(self.task_id)
-            try:
-                for chunk in task.stream():  # (one by one: the test watches them come)
-                    self.got.append(chunk["i"])
-            except raytask.StreamReset as reset:
-                self.reset = reset
-                self.again = [chunk["i"] for chunk in task.stream()]
-            self.state = task.last_state
+            self.read(client.ticks.task(self.task_id))
+
+    def read(self, task: Any) -> None:
+        try:
+            for chunk in task.stream():  # (one by one: the test watches them come)
+                self.got.append(chunk["i"])
+        except raytask.StreamReset as reset:
+            self.reset = reset
+            self.again = [chunk["i"] for chunk in task.stream()]
+        self.state = task.last_state
 
 
 def test_a_manager_killed_mid_stream_loses_no_journaled_chunk_and_its_streams_resume(
     durable_app: App,
 ) -> None:
-    """Two generator tasks stream to two clients; the manager is SIGKILLed mid-stream. The
-    clients reconnect (Last-Event-ID's place and their attempt). The task with no attempt
-    left ends ``failure``: its reader gets every journaled chunk once, in order, then
-    ``done``. The other runs again: its reader gets a reset, and stream() again reads
-    attempt 2 whole."""
+    """Two generator tasks stream, each to an HTTP client and an in-cluster one; the manager
+    is SIGKILLed mid-stream. The clients resume where they were, in the attempt they read.
+    The task with no attempt left ends ``failure``: its readers get every journaled chunk
+    once, in order, then ``done``. The other runs again: its readers get a reset, and
+    stream() again reads attempt 2 whole."""
     body = {"count": 80, "interval_s": 0.1}
-    ended, rerun = (
-        Reader(durable_app.url, durable_app.submit("ticks", body, max_attempts=n)) for n in (1, 2)
-    )
-    for reader in (ended, rerun):
+    ids = [durable_app.submit("ticks", body, max_attempts=n) for n in (1, 2)]
+    readers = [
+        Reader(durable_app.url, task_id, app_name)
+        for task_id in ids
+        for app_name in (None, durable_app.name)
+    ]
+    for reader in readers:
         reader.start()
-    wait_for(lambda: len(ended.got) >= 5 and len(rerun.got) >= 5, 60, "chunks to stream")
-    seen = len(ended.got)
-    running = [durable_app.status("ticks", r.task_id)["status"] for r in (ended, rerun)]
-    assert running == ["in_progress"] * 2, (running, seen, len(rerun.got))
+    wait_for(lambda: all(len(r.got) >= 5 for r in readers), 60, "chunks to stream")
+    seen = min(len(r.got) for r in readers)
+    running = [durable_app.status("ticks", task_id)["status"] for task_id in ids]
+    assert running == ["in_progress"] * 2, (running, seen)
     kill_manager(durable_app)
-    for reader in (ended, rerun):
+    for reader in readers:
         reader.join(120)
         assert not reader.is_alive(), "a stream did not end after the manager restarted"
-    # no attempt left: every journaled chunk (all it had seen and more), once, in order
-    assert ended.reset is None and ended.state.status == "failure"
-    assert ended.got == list(range(len(ended.got))) and len(ended.got) >= seen
-    assert ended.state.chunks == len(ended.got) and ended.state.error.startswith(
-        "the task manager restarted"
-    )
-    # run again: a reset, then the new attempt from its first chunk
-    assert rerun.reset is not None and rerun.reset.attempt == 2
-    assert rerun.got == list(range(len(rerun.got))) and rerun.again == list(range(80))
-    assert rerun.state.status == "success" and rerun.state.attempts == 2
+    ended, rerun = readers[:2], readers[2:]
+    for reader in ended:  # no attempt left: every journaled chunk, once, in order
+        assert reader.reset is None and reader.state.status == "failure", reader.app_name
+        assert reader.got == list(range(len(reader.got))) and len(reader.got) >= seen
+        assert reader.state.chunks == len(reader.got)
+        assert reader.state.error.startswith("the task manager restarted")
+    for reader in rerun:  # run again: a reset, then the new attempt from its first chunk
+        assert reader.reset is not None and reader.reset.attempt == 2, reader.app_name
+        assert reader.got == list(range(len(reader.got))) and reader.again == list(range(80))
+        assert reader.state.status == "success" and reader.state.attempts == 2
 
 
 def test_while_the_manager_is_down_routes_answer_503_with_retry_after(
