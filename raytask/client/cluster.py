@@ -62,9 +62,8 @@ class _Tasks:
         return unwrap(_ask(self._manager.status.remote(task_id)))
 
     def result(self, task_id: str, wait_s: float | None = None) -> Any:
-        if wait_s:
-            self.status(task_id, wait_s)
-        (held,) = unwrap(_ask(self._manager.result.remote(task_id)))
+        call = self._manager.result.remote(task_id, None, None, wait_s or 0.0)  # one call
+        (held,) = unwrap(_ask(call, hold_s=wait_s or 0.0))
         return ray.get(held) if isinstance(held, ray.ObjectRef) else held
 
     def stream(self, task_id: str, reader: StreamEvents) -> Iterator[Any]:
@@ -93,9 +92,8 @@ class _AsyncTasks:
         return unwrap(await self._manager.status.remote(task_id))
 
     async def result(self, task_id: str, wait_s: float | None = None) -> Any:
-        if wait_s:
-            await self.status(task_id, wait_s)
-        (held,) = unwrap(await self._manager.result.remote(task_id))
+        call = self._manager.result.remote(task_id, None, None, wait_s or 0.0)  # one call
+        (held,) = unwrap(await call)
         return await held if isinstance(held, ray.ObjectRef) else held
 
     def stream(self, task_id: str, reader: StreamEvents) -> AsyncIterator[Any]:

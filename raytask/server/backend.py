@@ -48,7 +48,11 @@ class Backend(Protocol):
         endpoint: str | None = None,
     ) -> TaskState: ...
     async def result(
-        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+        self,
+        task_id: str,
+        owner: str | None = None,
+        endpoint: str | None = None,
+        wait_s: float = 0.0,
     ) -> Any: ...
     async def list_tasks(
         self,

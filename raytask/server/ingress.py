@@ -170,9 +170,15 @@ class RayBackend:
         return unwrap(await self._ask(call))
 
     async def result(
-        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+        self,
+        task_id: str,
+        owner: str | None = None,
+        endpoint: str | None = None,
+        wait_s: float = 0.0,
     ) -> Any:
-        (held,) = unwrap(await self._ask(self.manager.result.remote(task_id, owner, endpoint)))
+        # One call, even with wait_s: the manager holds it until the task finishes.
+        call = self.manager.result.remote(task_id, owner, endpoint, wait_s)
+        (held,) = unwrap(await self._ask(call, timeout_s=wait_s + self.timeout_s))
         if not inspect.isawaitable(held):  # a small value, kept as it is (else an ObjectRef)
             return held
         try:

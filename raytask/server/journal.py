@@ -38,8 +38,11 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+from ray import cloudpickle  # the pickler alone (by value: the app's own classes)
+
 from ..core.chunks import ChunkLog
 from ..core.errors import ServiceUnavailableError
+from ..core.status import TaskStatus
 from ..core.table import TaskRecord
 from .stores import (
     KEY_ENV,
@@ -67,6 +70,7 @@ __all__ = [
     "open_store",
     "raytask_home",
     "redact_url",
+    "result_payload",
 ]
 
 logger = logging.getLogger("ray.serve.raytask.journal")
@@ -109,6 +113,22 @@ def decode_record(
             )
         record.chunks = log
     return record
+
+
+def result_payload(record: TaskRecord, limit: int) -> bytes | None:
+    """The pickle of a new success's small result (at most ``limit`` bytes), if the
+    journal keeps it: a large one stays in the object store, one that cannot be pickled
+    runs again if lost, and a generator's is its chunks, journaled in groups."""
+    result = record.result
+    if record.status is not TaskStatus.SUCCESS or result is None or not result.inline:
+        return None
+    if isinstance(result.value, ChunkLog):
+        return None
+    try:
+        payload = cloudpickle.dumps(result.value)
+    except Exception:
+        return None
+    return payload if len(payload) <= limit else None
 
 
 def load_key(key_file: Path) -> bytes:

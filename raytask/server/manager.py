@@ -147,12 +147,17 @@ class TaskManager:
     # -- the calls beside the service's commands -----------------------------------
 
     async def result(
-        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+        self,
+        task_id: str,
+        owner: str | None = None,
+        endpoint: str | None = None,
+        wait_s: float = 0.0,
     ) -> list[Any] | HTTPError:
         """``[result]`` of a successful task: a small value as it is, a large one as the
-        ``ObjectRef`` the caller fetches (in a list, so Ray hands the ref over as it is)."""
+        ``ObjectRef`` the caller fetches (in a list, so Ray hands the ref over as it is);
+        ``wait_s``: once it has finished, or after that long."""
         try:
-            return [await self.service.result(task_id, owner, endpoint)]
+            return [await self.service.result(task_id, owner, endpoint, wait_s)]
         except HTTPError as exc:
             return exc
 

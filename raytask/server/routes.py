@@ -311,10 +311,8 @@ class Routes:
         name = self._endpoint(request, task_only=True).name
         task_id = self._task_id(request)
         wait_s, owner = wait_s_of(request), self._owner(request)
-        if wait_s:
-            await self.backend.wait(task_id, wait_s, owner, name)
         try:
-            value = await self.backend.result(task_id, owner, name)
+            value = await self.backend.result(task_id, owner, name, wait_s)
         except TaskNotCompletedError as exc:  # an HTTP caller waits with a query parameter
             raise TaskNotCompletedError(
                 f"{exc.message}; add &wait_s=S to wait up to S s (at most {MAX_WAIT_S:g}) "

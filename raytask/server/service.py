@@ -41,7 +41,7 @@ from ..core.state import TaskState
 from ..core.status import TaskStatus
 from ..core.table import Clock, TaskRecord, TaskTable
 from ..core.webhooks import event_of
-from .journal import Journal
+from .journal import Journal, result_payload
 from .streams import StreamReads, log_failure
 from .webhooks import Webhooks
 
@@ -127,25 +127,11 @@ class TaskService:
         if event is not None and record.options.webhook_url is not None:
             self.webhooks.fire(record, event)
         if self.journal is not None:
-            self.journal.changed(record, self._journaled_result(record))
+            self.journal.changed(record, result_payload(record, self.config.journal_result_bytes))
         if record.status.finished and record.task_id in self._finish_waits:
             self._finish_waits[record.task_id][0].set()
         self.streams.changed(record.task_id)
         log_failure(self.app_name, record)
-
-    def _journaled_result(self, record: TaskRecord) -> bytes | None:
-        """The pickle of a new success's small result, if the journal keeps it (a large
-        one stays in the object store; one that cannot be pickled runs again if lost)."""
-        result = record.result
-        if record.status is not TaskStatus.SUCCESS or result is None or not result.inline:
-            return None
-        if isinstance(result.value, ChunkLog):  # a generator's: its chunks are journaled
-            return None
-        try:
-            payload = cloudpickle.dumps(result.value)
-        except Exception:
-            return None
-        return payload if len(payload) <= self.config.journal_result_bytes else None
 
     def _journal_held(self, record: TaskRecord) -> None:
         # A delivery may end after its task was forgotten at its TTL: journaling it then
@@ -310,10 +296,17 @@ class TaskService:
         return await self.streams.read(task_id, start, attempt, wait_s)
 
     async def result(
-        self, task_id: str, owner: str | None = None, endpoint: str | None = None
+        self,
+        task_id: str,
+        owner: str | None = None,
+        endpoint: str | None = None,
+        wait_s: float = 0.0,
     ) -> Any:
         """A successful task's result: a small value as it is, a large one as the
-        ``ObjectRef`` that holds it."""
+        ``ObjectRef`` that holds it; ``wait_s``: once the task has finished, or after that
+        long (one call for a waiting get)."""
+        if wait_s:
+            await self.wait(task_id, wait_s, owner, endpoint)
         self._visible(task_id, owner, endpoint)
         record = self.table.check_result(task_id)
         if record.result is None:  # a success always keeps one: never expected

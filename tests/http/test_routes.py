@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import inspect
 import logging
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -320,6 +322,29 @@ async def test_get_before_completion_is_400(
     assert "task.get" not in message
     backend.table.pop_next("noop")
     assert_error(await client.get("/noop/get", params={"task_id": task_id}), 400, "in_progress")
+
+
+async def test_a_waiting_get_is_one_call_that_answers_when_the_task_finishes(
+    client: httpx.AsyncClient, backend: ServedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = await submit(client, "wordcount", {"text": "b a b"})
+    asked: list[tuple[str, float]] = []
+    result = backend.result
+
+    async def counted(task_id: str, owner: Any, endpoint: Any, wait_s: float = 0.0) -> Any:
+        asked.append((task_id, wait_s))
+        return await result(task_id, owner, endpoint, wait_s)
+
+    monkeypatch.setattr(backend, "result", counted)
+    waiting = asyncio.ensure_future(
+        client.get("/wordcount/get", params={"task_id": task_id, "wait_s": 30})
+    )
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # held until the task finishes
+    await backend.drain()
+    response = await asyncio.wait_for(waiting, 5)
+    assert response.json() == {"words": 3, "top": ["b", "a"]}
+    assert asked == [(task_id, 30.0)]  # one call of the backend: the wait goes with it
 
 
 async def test_failed_task_get_is_500_with_the_error(
