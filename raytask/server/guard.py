@@ -29,7 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from ..core.errors import HTTPError, OriginRefusedError, UnsupportedMediaTypeError
-from ..core.wire import IDEMPOTENCY_KEY
+from ..core.wire import ATTEMPT_HEADER, IDEMPOTENCY_KEY
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CORS_HEADERS = ["Authorization", "Content-Type", IDEMPOTENCY_KEY, "Last-Event-ID"]
@@ -100,7 +100,7 @@ def middleware(allowed_origins: tuple[str, ...]) -> list[Middleware]:
                 allow_origins=list(allowed_origins),
                 allow_methods=["GET", "POST", "PUT"],
                 allow_headers=CORS_HEADERS,
-                expose_headers=["Retry-After"],
+                expose_headers=["Retry-After", ATTEMPT_HEADER],  # a stream's, to resume
             )
         )
     stack.append(Middleware(RequestGuard, allowed_origins=allowed_origins))

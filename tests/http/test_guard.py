@@ -106,6 +106,8 @@ async def test_a_listed_origin_gets_cors_answers_preflight_included(
     submitted = await page.post("/block/submit", json={}, headers={"origin": PARTNER})
     assert submitted.status_code == 200
     assert submitted.headers["access-control-allow-origin"] == PARTNER
+    exposed = submitted.headers["access-control-expose-headers"].lower()
+    assert "retry-after" in exposed and "raytask-attempt" in exposed  # a stream's attempt
     evil = await page.options(
         "/block/submit",
         headers={"origin": EVIL, "access-control-request-method": "POST"},
