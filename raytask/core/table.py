@@ -279,18 +279,22 @@ class TaskTable(TaskIndex):
             original.endpoint, original.kwargs, original.options, task_id, owner=original.owner
         )
 
+    def _running(self, task_id: str, attempt_no: int) -> TaskRecord | None:
+        """The task's record while ``attempt_no`` is its running attempt, else None (a
+        report or chunks of an attempt that is over are dropped)."""
+        record = self._records.get(task_id)
+        if record is None or record.status is not TaskStatus.IN_PROGRESS:
+            return None
+        return record if record.attempts == attempt_no else None
+
     def report_progress(
         self, task_id: str, attempt_no: int, fraction: float | None, message: str | None
     ) -> bool:
         """Record a running attempt's progress report; False if it was dropped (the
         attempt is over). Runners send at most one report per ``PROGRESS_INTERVAL_S``
         (see :mod:`raytask.core.progress`), so the manager sees no flood."""
-        record = self._records.get(task_id)
-        if (
-            record is None
-            or record.status is not TaskStatus.IN_PROGRESS
-            or record.attempts != attempt_no
-        ):
+        record = self._running(task_id, attempt_no)
+        if record is None:
             return False
         record.progress = Progress(fraction=fraction, message=message, updated_at=self.clock())
         return True
@@ -299,12 +303,8 @@ class TaskTable(TaskIndex):
         """Keep chunks (each one's JSON) a running generator attempt streamed (an empty
         list starts its stream); False if they were dropped (the attempt is over). The
         first chunks of a new attempt replace those of the lost one."""
-        record = self._records.get(task_id)
-        if (
-            record is None
-            or record.status is not TaskStatus.IN_PROGRESS
-            or record.attempts != attempt_no
-        ):
+        record = self._running(task_id, attempt_no)
+        if record is None:
             return False
         if record.chunks is None or record.chunks.attempt != attempt_no:
             self.held_bytes -= record.chunks.nbytes if record.chunks is not None else 0
