@@ -279,6 +279,21 @@ class AppConfig(BaseModel):
         description="Most bytes (as estimated) one attempt of a generator task may stream; "
         "past it the task ends in failure (StreamTooLarge).",
     )
+    batch_dir: str | None = Field(
+        None,
+        description="Where batch jobs keep their files (inputs, outputs, progress): unset "
+        "for $RAYTASK_HOME/files/<app>, on the task manager's node.",
+    )
+    batch_window: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Most lines of one batch job queued or running at once: the manager "
+        "feeds more as they finish, so its memory does not grow with the job.",
+    )
+    max_file_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest file POST /v1/files takes; larger is 413."
+    )
     webhook_secret: str | None = Field(
         None,
         description="The whsec_<base64> secret that signs webhooks (default: the "

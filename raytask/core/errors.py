@@ -133,6 +133,13 @@ class TaskNotFoundError(HTTPError):
     code = "task_not_found"
 
 
+class NotFoundError(HTTPError):
+    """No file or batch job has this id (or it is another token's, under isolation)."""
+
+    status_code = 404
+    code = "not_found"
+
+
 class EndpointNotFoundError(HTTPError):
     """No route or endpoint has this name."""
 
@@ -308,6 +315,7 @@ _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     UnauthorizedError,
     OriginRefusedError,
     TaskNotFoundError,
+    NotFoundError,
     EndpointNotFoundError,
     RouteNotFoundError,
     MethodNotAllowedError,

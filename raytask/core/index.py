@@ -92,6 +92,10 @@ class TaskIndex:
 
     # -- reading ---------------------------------------------------------------
 
+    def find(self, task_id: str) -> TaskRecord | None:
+        """The record of ``task_id`` as it is, if the table holds it."""
+        return self._records.get(task_id)
+
     def get(self, task_id: str) -> TaskRecord:
         """The record of ``task_id`` (a queued task past its deadline expires first).
 

@@ -137,6 +137,7 @@ class TaskRecord:
     owner: str | None = None  # a hash of the submitting API token, with token isolation
     input_bytes: int = 0  # approx_size of kwargs, counted against max_task_bytes
     result_bytes: int = 0  # of the result it keeps (0 until it succeeds)
+    job: str | None = None  # a batch job's line: never journaled (the job's files are)
     # Not journaled with the row (see _RECORD_FIELDS): the result, whether the journal
     # holds the inputs already (they are written once per task), and a generator task's
     # chunks of its current attempt (None: not a generator; the journal writes them in
@@ -231,7 +232,7 @@ class TaskRecord:
 _RECORD_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(TaskRecord)
-    if f.name not in ("kwargs", "result", "inputs_journaled", "chunks")
+    if f.name not in ("kwargs", "result", "inputs_journaled", "chunks", "job")
 )
 
 

@@ -98,9 +98,10 @@ class TaskTable(TaskIndex):
         retry_of: str | None = None,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        job: str | None = None,
     ) -> TaskRecord:
         """Queue a new task behind the pending ones of its priority (``owner``: who may
-        see it, with token isolation).
+        see it, with token isolation; ``job``: the batch job it is a line of).
 
         With an ``idempotency_key`` already used at ``endpoint`` by a task the table still
         holds, nothing is queued: that task comes back if its inputs are these.
@@ -122,7 +123,9 @@ class TaskTable(TaskIndex):
                 return earlier
         size = approx_size(kwargs)
         self._check_room(1, size)
-        return self._add(endpoint, kwargs, options, retry_of, idempotency_key, digest, owner, size)
+        return self._add(
+            endpoint, kwargs, options, retry_of, idempotency_key, digest, owner, size, job
+        )
 
     def submit_many(
         self,
@@ -139,7 +142,7 @@ class TaskTable(TaskIndex):
         sizes = [approx_size(kwargs) for kwargs in inputs]
         self._check_room(len(inputs), sum(sizes))
         return [
-            self._add(endpoint, kwargs, options, None, None, None, owner, size)
+            self._add(endpoint, kwargs, options, None, None, None, owner, size, None)
             for kwargs, size in zip(inputs, sizes, strict=True)
         ]
 
@@ -153,6 +156,7 @@ class TaskTable(TaskIndex):
         digest: str | None,
         owner: str | None,
         size: int,
+        job: str | None,
     ) -> TaskRecord:
         self._seq += 1
         record = TaskRecord(
@@ -167,6 +171,7 @@ class TaskTable(TaskIndex):
             input_digest=digest,
             owner=owner,
             input_bytes=size,
+            job=job,
         )
         self._index(record)
         self._pending += 1
@@ -345,7 +350,8 @@ class TaskTable(TaskIndex):
         if self._keys.get(key) == record.task_id:
             del self._keys[key]
         self._forgotten += 1
-        self.on_forget(record.task_id)
+        if record.job is None:  # a batch job's lines were never journaled
+            self.on_forget(record.task_id)
 
     def delete(self, task_ids: Iterable[str]) -> list[str]:
         """Forget the finished tasks among ``task_ids`` now, with no tombstone (their ids

@@ -8,6 +8,9 @@ preflight. Two rules close that door, checked before any route runs:
   application/json`` (or another ``+json`` type); anything else is 415. A page can only
   send JSON cross-site after a CORS preflight, which the app answers only for the origins it
   lists. An empty body needs no type (``cancel`` and ``retry`` take their id in the query).
+  The one exception is an upload, ``POST .../v1/files`` (SPEC §11), ``multipart/form-data``
+  by OpenAI's wire: it only stores a file (nothing runs until a JSON ``POST /v1/batches``),
+  and the origin rule below still holds for it.
 - Such a request whose ``Origin`` header names another site than the app's own (its
   ``Host``) and none of ``cors_allow_origins`` is 403. Browsers send ``Origin`` with every
   cross-site state change; programs (curl, the Python clients) usually send none, and a
@@ -47,7 +50,14 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def refusal(method: str, headers: Headers, allowed: frozenset[str]) -> HTTPError | None:
+def _is_upload(path: str, content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "multipart/form-data" and path.endswith("/v1/files")
+
+
+def refusal(
+    method: str, headers: Headers, allowed: frozenset[str], path: str = ""
+) -> HTTPError | None:
     """Why a request must be refused before it reaches a route, or None."""
     if method not in STATE_CHANGING:
         return None
@@ -60,7 +70,8 @@ def refusal(method: str, headers: Headers, allowed: frozenset[str]) -> HTTPError
                 "cors_allow_origins to allow it"
             )
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-    if has_body and not _is_json(headers.get("content-type", "")):
+    content_type = headers.get("content-type", "")
+    if has_body and not (_is_json(content_type) or _is_upload(path, content_type)):
         return UnsupportedMediaTypeError(
             "send the body as JSON, with 'Content-Type: application/json'"
         )
@@ -81,7 +92,7 @@ class RequestGuard:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            error = refusal(scope["method"], Headers(scope=scope), self.allowed)
+            error = refusal(scope["method"], Headers(scope=scope), self.allowed, scope["path"])
             if error is not None:
                 response = JSONResponse(error.to_body(), status_code=error.status_code)
                 await response(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import ray
@@ -33,6 +33,7 @@ from ..core.errors import (
 from ..core.messages import StreamRead, Submit, seen_by
 from ..core.names import INGRESS_NAME
 from ..core.state import TaskState
+from .jobs import JOB_COMMANDS
 from .manager import get_or_create_manager
 from .routes import Routes
 
@@ -73,6 +74,7 @@ class RayBackend:
         self._statuses: Coalescer[str, Any] = Coalescer(
             lambda ids: self._ask(manager.status_many.remote(ids))
         )
+        self.jobs = RayJobs(self)
 
     async def _ask(self, call: Awaitable[T], timeout_s: float | None = None) -> T:
         """A manager call's answer; 503 while the manager is down or restarting (Ray
@@ -238,6 +240,24 @@ class RayBackend:
         except (ServiceUnavailableError, ray.exceptions.RayError):
             return False
         return True
+
+
+class RayJobs:
+    """The ``/v1`` routes' jobs: each command of :data:`JOB_COMMANDS` is a call to the
+    manager's ``job`` (errors come back as values and are raised here)."""
+
+    def __init__(self, backend: RayBackend) -> None:
+        self._backend = backend
+
+    def __getattr__(self, command: str) -> Callable[..., Awaitable[Any]]:
+        if command not in JOB_COMMANDS:
+            raise AttributeError(command)
+        backend = self._backend
+
+        async def call(*args: Any) -> Any:
+            return unwrap(await backend._ask(backend.manager.job.remote(command, *args)))
+
+        return call
 
 
 def _call_failed(endpoint: str, exc: RayTaskError) -> TaskFailedError:

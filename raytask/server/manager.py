@@ -24,20 +24,24 @@ import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from ..core.config import AppConfig
 from ..core.dispatcher import EndpointRoute
+from ..core.endpoint import Endpoint, discover
 from ..core.errors import HTTPError
 from ..core.metrics import samples
 from ..core.names import NAMESPACE, manager_name
 from . import compat
 from .attempts import Attempts
 from .calls import ReplicaCalls
+from .jobs import JOB_COMMANDS, Jobs
 from .journal import Journal, Store, open_store
 from .service import TaskService
+from .stores import raytask_home
 
 logger = logging.getLogger("raytask.manager")
 
@@ -115,6 +119,11 @@ class TaskManager:
         if self.on_head_node is False:
             logger.error("raytask manager of %s is not on the head node", app_name)
         self.service.recover(self.calls.put)  # before anything else can run
+        root = Path(config.batch_dir or raytask_home() / "files" / app_name).expanduser()
+        self.jobs = Jobs(
+            self.service, root, _endpoints(self._models, config), self._wake.set, _fetch
+        )
+        self.jobs.start()  # unfinished batch jobs go on where they committed
         self._background = [
             asyncio.create_task(_forever(self._dispatch, self._wake)),
             asyncio.create_task(_forever(self.attempts.watch, self.attempts.wake)),
@@ -174,6 +183,7 @@ class TaskManager:
         self.service.configure(routes, config)
         self.attempts.configure(config)
         self._models = models
+        self.jobs.configure(_endpoints(models, config), config)
         if self.settings is not None:
             await asyncio.to_thread(_save, self.settings, (routes, config, models))
         try:
@@ -181,6 +191,16 @@ class TaskManager:
         except Exception as exc:  # a private Serve API: the first call still works
             logger.warning("could not warm the model handles: %s", exc)
         self._wake.set()
+
+    async def job(self, command: str, *args: Any) -> Any:
+        """A batch job command (SPEC 11, :data:`~raytask.server.jobs.JOB_COMMANDS`), errors
+        as values: the ``/v1`` routes of every ingress replica call this."""
+        if command not in JOB_COMMANDS:
+            return HTTPError(f"no batch job command {command!r}")
+        try:
+            return await getattr(self.jobs, command)(*args)
+        except HTTPError as exc:
+            return exc
 
     async def models(self) -> list[tuple[str, type]]:
         """``(deployment name, class)`` of each model (in-cluster clients validate with them)."""
@@ -192,6 +212,7 @@ class TaskManager:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.jobs.close()
         await self.attempts.close()
         await self.service.close()
 
@@ -268,6 +289,16 @@ async def _every(period_s: Callable[[], float], step: Callable[[], Awaitable[Non
         except Exception:  # the controller may be restarting: keep the last numbers
             logger.exception("raytask manager step %s failed", step.__name__)
         await asyncio.sleep(period_s())
+
+
+def _endpoints(models: list[tuple[str, type]], config: AppConfig) -> dict[str, Endpoint]:
+    """The app's endpoints by name (batch jobs check their lines with their input models)."""
+    return {e.name: e for name, cls in models for e in discover(cls, name, config.task_defaults)}
+
+
+async def _fetch(ref: Any) -> Any:
+    """A large result's value, from the object store (a batch job writes it out)."""
+    return await ref
 
 
 def _save(settings: compat.SavedSettings, value: Any) -> None:

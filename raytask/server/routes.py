@@ -68,6 +68,7 @@ from .params import (
     stream_start,
     wait_s_of,
 )
+from .v1 import V1Routes
 
 _TASK_ID = re.compile(ANY_CASE_TASK_ID_PATTERN)
 _ANSWERED_ID = re.compile(rb'^\{"task_id":"([0-9a-f]{32})"')
@@ -104,6 +105,8 @@ class Routes:
         self.config = config
         self.tokens = Tokens(config.resolved_api_tokens(), config.token_isolation)
         self.pages = Pages(self.endpoints, backend, config, self.tokens)
+        jobs = getattr(backend, "jobs", None)  # batch jobs (SPEC 11), where the backend has them
+        self.v1 = None if jobs is None else V1Routes(jobs, config, self._guarded, self._owner)
         self._fixed = self._concrete()  # built once: the routes and the misses share them
         self.misses = Misses(self._fixed, list(self.endpoints), lambda: neighbours(backend))
 
@@ -408,6 +411,7 @@ class Routes:
         """The routes with a fixed path: the app's pages, the app-wide operations and each
         endpoint's operations by their own path."""
         concrete = [*self.pages.routes(self._guarded), *map(self._route, APP_OPERATIONS)]
+        concrete += [] if self.v1 is None else self.v1.routes()
         for e in self.endpoints.values():
             concrete.append(self._route(CALL, e.name))
             if e.is_task:

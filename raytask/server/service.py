@@ -99,6 +99,7 @@ class TaskService:
         )
         self.dispatcher = Dispatcher(self.table)
         self.streams = StreamReads(self.table)
+        self.on_job_line: Callable[[TaskRecord], None] = lambda record: None  # batch jobs'
         # Long-polls waiting for a task to finish: task id -> (event, waiters).
         self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
         self.webhooks = Webhooks(
@@ -126,7 +127,10 @@ class TaskService:
         event = event_of(record.status) or self.streams.output_due(record)
         if event is not None and record.options.webhook_url is not None:
             self.webhooks.fire(record, event)
-        if self.journal is not None:
+        if record.job is not None:  # a batch job's line: its job's files record it
+            if record.status.finished:
+                self.on_job_line(record)
+        elif self.journal is not None:
             self.journal.changed(record, result_payload(record, self.config.journal_result_bytes))
         if record.status.finished and record.task_id in self._finish_waits:
             self._finish_waits[record.task_id][0].set()
