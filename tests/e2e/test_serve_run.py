@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import time
@@ -83,6 +84,7 @@ def demo_only(config: dict[str, Any]) -> None:
 
 def test_serve_run_stopped_and_started_again_keeps_every_task(tmp_path: Path) -> None:
     with serve_run("app.yaml", tmp_path, edit=demo_only) as http:
+        batch = start_batch(http, 30)  # a batch job (SPEC 11), stopped mid-job below
         done = finish_task(http, "/wordcount", {"text": "kept across restarts"})
         ids = []
         for body in ({"seconds": 30, "tag": "cut"}, {"seconds": 0.1}):  # running, then queued
@@ -110,6 +112,51 @@ def test_serve_run_stopped_and_started_again_keeps_every_task(tmp_path: Path) ->
                 return answer["status"] == "success"
 
             wait_for(finished, 60, "the queued task to run after the restart")
+        # The batch job goes on from its last commit: every line in its output once.
+        job = wait_for(lambda: batch_ended(http, batch), 120, "the batch job to end")
+        assert job["status"] == "completed", job
+        assert job["request_counts"] == {"total": 30, "completed": 30, "failed": 0}
+        output = http.get(f"/v1/files/{job['output_file_id']}/content").text.splitlines()
+        assert sorted(json.loads(line)["custom_id"] for line in output) == sorted(
+            f"line{i}" for i in range(30)
+        )
+
+
+def start_batch(http: httpx.Client, lines: int) -> str:
+    """Upload a job of ``lines`` short ``block`` calls, start it, and return once a few
+    lines have finished (so the job is mid-way)."""
+    text = "".join(
+        json.dumps(
+            {
+                "custom_id": f"line{i}",
+                "method": "POST",
+                "url": "/block",
+                "body": {"seconds": 0.2, "tag": f"line{i}"},
+            }
+        )
+        + "\n"
+        for i in range(lines)
+    )
+    files = {"file": ("job.jsonl", text.encode())}
+    uploaded = http.post("/v1/files", files=files, data={"purpose": "batch"})
+    assert uploaded.status_code == 200, uploaded.text
+    created = http.post(
+        "/v1/batches", json={"input_file_id": uploaded.json()["id"], "endpoint": "/block"}
+    )
+    assert created.status_code == 200, created.text
+    batch_id = created.json()["id"]
+
+    def some_done() -> bool:
+        counts = http.get(f"/v1/batches/{batch_id}").json()["request_counts"]
+        return 3 <= counts["completed"] < lines
+
+    wait_for(some_done, 60, "a few lines of the batch job to finish")
+    return batch_id
+
+
+def batch_ended(http: httpx.Client, batch_id: str) -> dict[str, Any] | None:
+    job = http.get(f"/v1/batches/{batch_id}").json()
+    return job if job["status"] in ("completed", "failed", "cancelled", "expired") else None
 
 
 def test_make_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
