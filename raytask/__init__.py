@@ -25,6 +25,7 @@ from typing import Any as _Any
 from .client.endpoints import AsyncEndpoint, SyncEndpoint
 from .client.handles import AsyncTask, Task
 from .client.http import AsyncHTTPClient, SyncHTTPClient
+from .client.jobs import AsyncJob, Job, JobState
 from .core.config import AppConfig, SubmitOptions, TaskOptions
 from .core.decorators import api, task
 from .core.errors import (
@@ -36,6 +37,7 @@ from .core.errors import (
     InvalidTransitionError,
     MalformedRequestError,
     MethodNotAllowedError,
+    NotFoundError,
     OriginRefusedError,
     PayloadTooLargeError,
     QueueFullError,
@@ -115,6 +117,7 @@ __all__ = [
     "AsyncClusterTask",
     "AsyncEndpoint",
     "AsyncHTTPClient",
+    "AsyncJob",
     "AsyncTask",
     "ClusterClient",
     "ClusterTask",
@@ -124,8 +127,11 @@ __all__ = [
     "HeadersTooLargeError",
     "InvalidInputError",
     "InvalidTransitionError",
+    "Job",
+    "JobState",
     "MalformedRequestError",
     "MethodNotAllowedError",
+    "NotFoundError",
     "OriginRefusedError",
     "PayloadTooLargeError",
     "Progress",

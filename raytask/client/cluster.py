@@ -22,11 +22,19 @@ from ..core.batching import Coalescer
 from ..core.bodies import DeleteManyAnswer, DeleteManyRequest
 from ..core.endpoint import Endpoint, discover
 from ..core.errors import EndpointNotFoundError, ServiceUnavailableError, unwrap
-from ..core.messages import StreamRead, Submit
+from ..core.messages import Submit
 from ..core.names import NAMESPACE, manager_name
 from ..core.state import TaskState
 from ..core.wire import DEFAULT_LIST_LIMIT
 from .handles import AsyncTask, Task
+from .jobs import AsyncJob, Job, request_lines
+from .manager_calls import (
+    AsyncManagerJobs,
+    AsyncManagerTasks,
+    ManagerJobs,
+    ManagerTasks,
+)
+from .manager_calls import ask as _ask
 from .protocol import (
     DEFAULT_SUBMISSION,
     Page,
@@ -37,7 +45,6 @@ from .protocol import (
     pages,
     statuses_of,
 )
-from .streaming import READ_WAIT_S, StreamEvents, aread_reads, read_reads
 
 
 class ClusterTask(Task):
@@ -48,69 +55,6 @@ class ClusterTask(Task):
 
 class AsyncClusterTask(AsyncTask):
     """A task handle over Ray for async code, with the names of :class:`raytask.AsyncTask`."""
-
-
-class _Tasks:
-    """The :class:`~raytask.client.handles.TaskBackend` over the manager actor."""
-
-    def __init__(self, manager: Any) -> None:
-        self._manager = manager
-
-    def status(self, task_id: str, wait_s: float | None = None) -> TaskState:
-        if wait_s:
-            return unwrap(_ask(self._manager.wait.remote(task_id, wait_s), hold_s=wait_s))
-        return unwrap(_ask(self._manager.status.remote(task_id)))
-
-    def result(self, task_id: str, wait_s: float | None = None) -> Any:
-        call = self._manager.result.remote(task_id, None, None, wait_s or 0.0)  # one call
-        (held,) = unwrap(_ask(call, hold_s=wait_s or 0.0))
-        return ray.get(held) if isinstance(held, ray.ObjectRef) else held
-
-    def stream(self, task_id: str, reader: StreamEvents) -> Iterator[Any]:
-        def ask(start: int, attempt: int | None) -> StreamRead:
-            call = self._manager.stream.remote(task_id, start, attempt, READ_WAIT_S)
-            return unwrap(_ask(call, hold_s=READ_WAIT_S))
-
-        return read_reads(ask, reader)
-
-    def cancel(self, task_id: str) -> TaskState:
-        return unwrap(_ask(self._manager.cancel.remote(task_id)))
-
-    def retry(self, task_id: str) -> TaskState:
-        return unwrap(_ask(self._manager.retry.remote(task_id)))
-
-
-class _AsyncTasks:
-    """The :class:`~raytask.client.handles.AsyncTaskBackend` over the manager actor."""
-
-    def __init__(self, manager: Any) -> None:
-        self._manager = manager
-
-    async def status(self, task_id: str, wait_s: float | None = None) -> TaskState:
-        if wait_s:
-            return unwrap(await self._manager.wait.remote(task_id, wait_s))
-        return unwrap(await self._manager.status.remote(task_id))
-
-    async def result(self, task_id: str, wait_s: float | None = None) -> Any:
-        call = self._manager.result.remote(task_id, None, None, wait_s or 0.0)  # one call
-        (held,) = unwrap(await call)
-        return await held if isinstance(held, ray.ObjectRef) else held
-
-    def stream(self, task_id: str, reader: StreamEvents) -> AsyncIterator[Any]:
-        async def ask(start: int, attempt: int | None) -> StreamRead:
-            call = self._manager.stream.remote(task_id, start, attempt, READ_WAIT_S)
-            try:
-                return unwrap(await call)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                raise ServiceUnavailableError(f"the task manager did not answer: {exc}") from None
-
-        return aread_reads(ask, reader)
-
-    async def cancel(self, task_id: str) -> TaskState:
-        return unwrap(await self._manager.cancel.remote(task_id))
-
-    async def retry(self, task_id: str) -> TaskState:
-        return unwrap(await self._manager.retry.remote(task_id))
 
 
 def _connect() -> None:
@@ -128,33 +72,6 @@ def _connect() -> None:
             "no running Ray cluster found to join: start the app first (make run, or serve "
             "run CONFIG), or call ray.init(address=...) before get_client to join another "
             f"machine's cluster ({exc})"
-        ) from None
-
-
-CALL_TIMEOUT_S = 60.0
-"""How long a blocking call waits for the task manager's answer (beyond the time a
-long-poll holds it on purpose) before it raises :class:`ServiceUnavailableError`."""
-
-_WHAT_TO_CHECK = (
-    "the cluster may be overloaded, or the manager restarting: check `ray status`, and the "
-    "task manager's log (its lines start with 'raytask manager of'), then retry"
-)
-
-
-def _ask(refs: Any, hold_s: float = 0.0) -> Any:
-    """``ray.get(refs)``, bounded: a manager that does not answer within
-    :data:`CALL_TIMEOUT_S` (plus ``hold_s``) is an error that says what to check, never
-    a wait without end."""
-    timeout_s = hold_s + CALL_TIMEOUT_S
-    try:
-        return ray.get(refs, timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise ServiceUnavailableError(
-            f"the task manager did not answer within {timeout_s:g} s: {_WHAT_TO_CHECK}"
-        ) from None
-    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-        raise ServiceUnavailableError(
-            f"the task manager is unavailable ({type(exc).__name__}): {_WHAT_TO_CHECK}"
         ) from None
 
 
@@ -231,6 +148,11 @@ class _Endpoint(WithOptions):
             self._endpoint.name, ids, request.status, request.older_than_s
         )
 
+    def _job_lines(self, inputs: Iterable[Mapping[str, Any]]) -> tuple[str, bytes]:
+        """A batch job's endpoint and input file, every input validated first."""
+        url = f"/{self._endpoint.name}"
+        return url, request_lines(url, (self._item((), dict(kw)).kwargs for kw in inputs))
+
     def _submit_many(self, inputs: Iterable[Mapping[str, Any]]) -> Any:
         """One all-or-none ``submit_many`` call for every input, all validated first."""
         if self._settings.idempotency_key is not None:
@@ -270,6 +192,13 @@ class ClusterEndpoint(_Endpoint):
         """
         states = unwrap(_ask(self._submit_many(inputs)))
         return [ClusterTask(self._client._tasks, s.task_id, self._endpoint.name) for s in states]
+
+    def batch(self, inputs: Iterable[Mapping[str, Any]], priority: int = -1) -> Job:
+        """Run one task per input as a batch job (see :meth:`raytask.SyncHTTPClient`'s
+        ``NAME.batch``); the file goes to the manager in pieces, over Ray."""
+        url, data = self._job_lines(inputs)
+        jobs = ManagerJobs(self._client._manager)
+        return Job(jobs, jobs.start(data, url, priority))
 
     def list(
         self, status: str | Iterable[str] | None = None, limit: int = DEFAULT_LIST_LIMIT
@@ -317,6 +246,12 @@ class AsyncClusterEndpoint(_Endpoint):
         tasks = self._client._tasks
         return [AsyncClusterTask(tasks, s.task_id, self._endpoint.name) for s in states]
 
+    async def batch(self, inputs: Iterable[Mapping[str, Any]], priority: int = -1) -> AsyncJob:
+        """Run one task per input as a batch job (see :meth:`ClusterEndpoint.batch`)."""
+        url, data = self._job_lines(inputs)
+        jobs = AsyncManagerJobs(self._client._manager)
+        return AsyncJob(jobs, await jobs.start(data, url, priority))
+
     async def list(
         self, status: str | Iterable[str] | None = None, limit: int = DEFAULT_LIST_LIMIT
     ) -> AsyncIterator[TaskState]:
@@ -358,7 +293,7 @@ class ClusterClient:
     def __init__(self, app_name: str) -> None:
         self.app_name = app_name
         self._manager = _find_manager(app_name)
-        self._tasks = _Tasks(self._manager)
+        self._tasks = ManagerTasks(self._manager)
         self._endpoints = _task_endpoints(_models(self._manager, app_name))
 
     def __getattr__(self, name: str) -> ClusterEndpoint:
@@ -374,7 +309,7 @@ class AsyncClusterClient:
     def __init__(self, app_name: str, manager: Any, models: list[tuple[str, type]]) -> None:
         self.app_name = app_name
         self._manager = manager
-        self._tasks = _AsyncTasks(manager)
+        self._tasks = AsyncManagerTasks(manager)
         self._submits: Coalescer[Submit, Any] = Coalescer(manager.submit_each.remote)
         self._endpoints = _task_endpoints(models)
 

@@ -21,6 +21,7 @@ from ..core.endpoint import MAX_BATCH
 from ..core.state import TaskState
 from ..core.wire import DEFAULT_LIST_LIMIT
 from .handles import AsyncTask, Task
+from .jobs import AsyncHTTPJobs, AsyncJob, HTTPJobs, Job, request_lines
 from .protocol import (
     DEFAULT_SUBMISSION,
     Page,
@@ -80,6 +81,11 @@ class _AsyncHTTPTasks:
 
     async def retry(self, task_id: str) -> TaskState:
         return await self._client._task_state(self._endpoint.retry(task_id))
+
+
+def _prefix(endpoint: RemoteEndpoint) -> str:
+    """The app's route prefix (the ``/v1`` routes of batch jobs are under it)."""
+    return endpoint.route.removesuffix(f"/{endpoint.name}")
 
 
 def _chunks(bodies: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -163,6 +169,16 @@ class SyncEndpoint(WithOptions):
                 self._client._cancelled(endpoint.cancel_many(ids[chunk : chunk + MAX_BATCH], None))
             raise error
         return [Task(tasks, task_id, endpoint.name) for task_id in ids]
+
+    def batch(self, inputs: Iterable[Mapping[str, Any]], priority: int = -1) -> Job:
+        """Run one task per input as a batch job (SPEC 11): the inputs go up as one JSONL
+        file (``custom_id``: each input's index) and the server feeds them to the
+        endpoint ``batch_window`` at a time, at ``priority`` (-1: below interactive tasks).
+        Returns the job's handle: ``.wait(progress=True)``, then ``.results()``."""
+        endpoint = self._client._endpoint(self._name, task=True)
+        url, jobs = f"/{endpoint.name}", HTTPJobs(self._client._send, _prefix(endpoint))
+        data = request_lines(url, (endpoint.bind((), dict(kwargs)) for kwargs in inputs))
+        return Job(jobs, jobs.start(data, url, priority))
 
     def map(
         self,
@@ -273,6 +289,13 @@ class AsyncEndpoint(WithOptions):
                 await self._client._cancelled(endpoint.cancel_many(ids_, None))
             raise error
         return [AsyncTask(tasks, task_id, endpoint.name) for task_id in ids]
+
+    async def batch(self, inputs: Iterable[Mapping[str, Any]], priority: int = -1) -> AsyncJob:
+        """Run one task per input as a batch job (see :meth:`SyncEndpoint.batch`)."""
+        endpoint = await self._client._endpoint(self._name, task=True)
+        url, jobs = f"/{endpoint.name}", AsyncHTTPJobs(self._client._send, _prefix(endpoint))
+        data = request_lines(url, (endpoint.bind((), dict(kwargs)) for kwargs in inputs))
+        return AsyncJob(jobs, await jobs.start(data, url, priority))
 
     async def map(
         self,

@@ -76,6 +76,8 @@ def _build(http: httpx.Client | httpx.AsyncClient, request: Request) -> httpx.Re
         json=request.json,
         headers=request.headers,
         timeout=timeout,
+        files=request.files,
+        data=request.data,
     )
     if request.absolute:
         built.url = built.url.copy_with(path=request.path)

@@ -48,6 +48,8 @@ class Request:
     absolute: bool = True
     headers: dict[str, str] | None = None
     hold_s: float | None = None  # a long-poll: the server may hold it this long
+    files: Any = None  # a multipart upload (POST /v1/files): httpx's ``files``, with ``data``
+    data: Any = None
 
 
 def _wait(task_id: str, wait_s: float | None) -> dict[str, Any]:

@@ -144,27 +144,32 @@ def _duplicates(path: Path, digests: array[int]) -> Iterator[tuple[int, str]]:
 # -- result lines ---------------------------------------------------------------
 
 
+def _json(value: Any) -> bytes:
+    """Compact JSON, as raytask's answers are."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _json_body(value: Any) -> bytes:
     body, media_type = encode_result(value)
     if media_type == "application/json":
         return body
     if media_type.startswith("text/"):
-        return json.dumps(body.decode()).encode()
-    return json.dumps(base64.b64encode(body).decode()).encode()
+        return _json(body.decode())
+    return _json(base64.b64encode(body).decode())
 
 
 def output_line(line_id: str, custom_id: str, task_id: str, value: Any) -> bytes:
     """The output line of a success (raises :class:`ResultEncodingError` if the value has
     no JSON form: the caller writes an error line instead)."""
     body = _json_body(value)
-    head = json.dumps({"id": line_id, "custom_id": custom_id})[:-1].encode()
+    head = _json({"id": line_id, "custom_id": custom_id})[:-1]
     return (
         head
-        + b', "response": {"status_code": 200, "request_id": '
-        + json.dumps(task_id).encode()
-        + b', "body": '
+        + b',"response":{"status_code":200,"request_id":'
+        + _json(task_id)
+        + b',"body":'
         + body
-        + b'}, "error": null}\n'
+        + b'},"error":null}\n'
     )
 
 
@@ -188,7 +193,7 @@ def error_line(
         "response": response,
         "error": {"code": code, "message": message},
     }
-    return json.dumps(data).encode() + b"\n"
+    return _json(data) + b"\n"
 
 
 __all__ = [

@@ -13,6 +13,7 @@ the manager ever holds a whole file; a download comes back the same way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..core.errors import (
 from ..core.queue import MAX_PRIORITY, MIN_PRIORITY
 from .params import DIGITS, read_body
 
+_RANGE = re.compile(r"bytes=([0-9]{1,15})-([0-9]{0,15})")
 PIECE = 4 * 1024 * 1024
 """Bytes per call between the ingress and the manager, for uploads and downloads."""
 MAX_LIST = 100
@@ -175,19 +177,37 @@ class V1Routes:
         return JSONResponse(await self.jobs.file_get(file_id, self._owner(request)))
 
     async def content(self, request: Request) -> Response:
+        """A file's bytes, streamed from the manager a piece at a time; ``Range: bytes=A-B``
+        (one range) answers 206 with those bytes, 416 past the end."""
         file_id, owner = request.path_params["file_id"], self._owner(request)
-        info = await self.jobs.file_get(file_id, owner)
-        first = await self.jobs.file_read(file_id, 0, PIECE, owner)
+        size = (await self.jobs.file_get(file_id, owner))["bytes"]
+        start, end, status = 0, size, 200
+        wanted = _RANGE.fullmatch(request.headers.get("range", ""))
+        if wanted is not None:
+            start, status = int(wanted.group(1)), 206
+            end = min(size, int(wanted.group(2)) + 1) if wanted.group(2) else size
+            if start >= size or end <= start:
+                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        first = await self.jobs.file_read(file_id, start, min(PIECE, end - start), owner)
 
         async def pieces() -> AsyncIterator[bytes]:
-            piece, offset = first, 0
+            piece, offset = first, start
             while piece:
                 yield piece
                 offset += len(piece)
-                piece = await self.jobs.file_read(file_id, offset, PIECE, owner)
+                if offset < end:
+                    piece = await self.jobs.file_read(
+                        file_id, offset, min(PIECE, end - offset), owner
+                    )
+                else:
+                    piece = b""
 
-        headers = {"Content-Length": str(info["bytes"])}
-        return StreamingResponse(pieces(), media_type="application/jsonl", headers=headers)
+        headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        return StreamingResponse(
+            pieces(), status_code=status, media_type="application/jsonl", headers=headers
+        )
 
     async def delete_file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]

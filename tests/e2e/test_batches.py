@@ -165,3 +165,25 @@ def test_a_manager_sigkilled_mid_job_ends_completed_with_every_line_once(
     assert sorted(lines_of(client, batch.output_file_id)) == sorted(f"r{i}" for i in range(80))
     assert batch.error_file_id is None
     assert batch_app.stats()["journal_bytes"] < 64 * 1024  # the lines were never journaled
+
+
+def test_the_in_cluster_clients_run_batches_over_ray(batch_app: App) -> None:
+    import asyncio
+
+    import raytask
+
+    client = raytask.get_client("batches")
+    job = client.wordcount.batch([{"text": f"in{i} cluster"} for i in range(20)])
+    state = job.wait(timeout=120, progress=True)
+    assert state.status == "completed" and state.request_counts["completed"] == 20
+    results = dict(job.results())
+    assert results["7"] == {"words": 2, "top": ["cluster", "in7"]}
+
+    async def run_async() -> list[tuple[str, Any]]:
+        aclient = await raytask.get_async_client("batches")
+        ajob = await aclient.fail.batch([{"message": "async"}])
+        await ajob.wait(timeout=120)
+        return [outcome async for outcome in ajob.results()]
+
+    ((custom_id, error),) = asyncio.run(run_async())
+    assert custom_id == "0" and isinstance(error, raytask.TaskFailedError)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import ROOT
+from ..support import ROOT, wait_for
 from .conftest import App
 
 pytestmark = pytest.mark.e2e
@@ -37,11 +37,11 @@ def readme_examples() -> list[str]:
 
 def test_the_readme_has_its_examples() -> None:
     blocks = readme_examples()
-    assert len(blocks) == 5 and all("# ->" in block for block in blocks)
+    assert len(blocks) == 6 and all("# ->" in block for block in blocks)
 
 
 @pytest.mark.parametrize(
-    "index", range(5), ids=["sync", "async", "in-cluster", "control", "stream"]
+    "index", range(6), ids=["sync", "async", "in-cluster", "control", "stream", "batch"]
 )
 def test_a_readme_example_runs_as_written(main_app: App, index: int, tmp_path: Path) -> None:
     import ray
@@ -85,12 +85,16 @@ def shell_blocks(marker: str = FIRST_SCREEN) -> list[str]:
     return blocks
 
 
-def run_shell_blocks(blocks: list[str], base_url: str, prefix: str = "") -> None:
-    """Run README shell blocks against ``base_url`` as a newcomer would: each ``curl`` line
-    as written (``localhost:8000`` is ``base_url``, ``/demo`` is ``prefix`` when given);
-    the ``# ...`` lines after it, the output it must print (``…`` stands for anything, a
-    lone ``#`` for an empty line); ``NAME=…`` the task id the command before printed
-    ("paste the id")."""
+def run_shell_blocks(
+    blocks: list[str], base_url: str, prefix: str = "", cwd: Path | None = None
+) -> None:
+    """Run README shell blocks against ``base_url`` as a newcomer would, in ``cwd``: each
+    ``curl`` or ``printf`` line as written (``localhost:8000`` is ``base_url``, ``/demo`` is
+    ``prefix`` when given; a ``curl`` line ending ``# until "TEXT"`` again, as a reader
+    would, until it prints TEXT); the ``# ...`` lines after it, the output it must print
+    (``…`` stands for anything, a lone ``#`` for an empty line); ``NAME=…`` the id the
+    command before printed ("paste the id"): its ``task_id``, or the field its comment
+    names (``# the FIELD it printed``)."""
     if shutil.which("curl") is None:
         pytest.skip("no curl on this machine: the README's shell examples use it")
     host = base_url.removeprefix("http://").rstrip("/")
@@ -103,26 +107,40 @@ def run_shell_blocks(blocks: list[str], base_url: str, prefix: str = "") -> None
             assert re.fullmatch(pattern, printed or "", re.S), (expected, printed)
             expected.clear()
 
+    def run(command: str) -> str:
+        done = subprocess.run(
+            ["bash", "-c", command],
+            env={"PATH": "/usr/bin:/bin", **variables},
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=True,
+            cwd=cwd,
+        )
+        return done.stdout.replace("\r\n", "\n").strip()
+
     for line in "".join(blocks).splitlines():
-        if line.startswith("curl "):
+        if line.startswith(("curl ", "printf ")):
             check()
-            command = line.split("  #")[0].replace("localhost:8000", host)
+            command, _, comment = line.partition("  #")
+            command = command.replace("localhost:8000", host)
             if prefix:
                 command = command.replace(f"{host}/demo/", f"{host}{prefix}/")
-            done = subprocess.run(
-                ["bash", "-c", command],
-                env={"PATH": "/usr/bin:/bin", **variables},
-                capture_output=True,
-                text=True,
-                timeout=90,
-                check=True,
-            )
-            printed = done.stdout.replace("\r\n", "\n").strip()
+            printed = run(command)
+            if until := re.search(r'until "(.*)"', comment):
+                text = until.group(1)
+
+                def again(command: str = command, text: str = text) -> str | None:
+                    out = run(command)
+                    return out if text in out else None
+
+                printed = wait_for(again, 60, f"{command} to print {text}")
         elif line == "#" or line.startswith("# "):
             expected.append(line[2:])
-        elif match := re.match(r"^([A-Z]+)=…", line):
+        elif match := re.match(r"^([A-Z]+)=…(?:\s+# the (\w+) it printed)?", line):
             check()
-            variables[match.group(1)] = json.loads(printed or "{}")["task_id"]
+            field = match.group(2) or "task_id"
+            variables[match.group(1)] = json.loads(printed or "{}")[field]
     check()
 
 
@@ -134,10 +152,19 @@ def check_first_screen(base_url: str) -> None:
 
 
 def test_the_readme_curl_example_of_a_stream_runs_as_written(main_app: App) -> None:
-    (block,) = shell_blocks(CURL_EXAMPLE)
-    assert "curl -sN" in block and "event: done" in block
+    stream, _ = shell_blocks(CURL_EXAMPLE)
+    assert "curl -sN" in stream and "event: done" in stream
     base, _, prefix = main_app.url.removeprefix("http://").partition("/")
-    run_shell_blocks([block], f"http://{base}", f"/{prefix}")
+    run_shell_blocks([stream], f"http://{base}", f"/{prefix}")
+
+
+def test_the_readme_curl_example_of_a_batch_job_runs_as_written(
+    main_app: App, tmp_path: Path
+) -> None:
+    _, batch = shell_blocks(CURL_EXAMPLE)
+    assert "/v1/files" in batch and "/v1/batches" in batch
+    base, _, prefix = main_app.url.removeprefix("http://").partition("/")
+    run_shell_blocks([batch], f"http://{base}", f"/{prefix}", tmp_path)
 
 
 def test_the_readme_first_screen_speaks_only_of_what_the_reader_has() -> None:

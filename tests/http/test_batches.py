@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+import raytask
 from raytask.core.config import AppConfig
 from raytask.server.jobs import Jobs
 from raytask.server.routes import Routes
@@ -74,7 +75,19 @@ class Served:
 
         return wait_for(done, 20, f"batch {batch_id} to end")
 
+    def auto_drain(self) -> None:
+        """Run queued tasks as they come (as replicas would), until the app closes."""
+
+        async def forever() -> None:
+            while True:
+                await asyncio.sleep(0.02)
+                await self.backend.drain()
+
+        self._drainer = asyncio.run_coroutine_threadsafe(forever(), self.server._loop)
+
     def close(self) -> None:
+        if getattr(self, "_drainer", None) is not None:
+            self._drainer.cancel()
         self.run(self.backend.jobs.close())
         self.server.close()
 
@@ -374,3 +387,44 @@ def test_batches_list_newest_first_in_pages(served: Served) -> None:
     page = client.batches.list(limit=2)
     assert [b.id for b in page.data] == made[::-1][:2] and page.has_more
     assert [b.id for b in client.batches.list()] == made[::-1]  # the SDK pages with after=
+
+
+def test_the_sync_client_runs_a_batch_and_reads_its_results(served: Served) -> None:
+    served.auto_drain()
+    client = raytask.SyncHTTPClient("http://raytask", transport=served.server.sync_transport())
+    job = client.wordcount.batch([{"text": f"a{i} a{i} b"} for i in range(5)] + [{"text": "c"}])
+    assert isinstance(job, raytask.Job) and job.id.startswith("batch_")
+    state = job.wait(timeout=20, progress=True)
+    assert state.status == "completed" and state.request_counts["completed"] == 6
+    results = dict(job.results())
+    assert results["0"] == {"words": 3, "top": ["a0", "b"]}
+    assert [results[str(i)]["top"][0] for i in range(5)] == [f"a{i}" for i in range(5)]
+    assert results["5"] == {"words": 1, "top": ["c"]} and len(results) == 6
+    failing = client.fail.batch([{"message": "nope"}])
+    failing.wait(timeout=20)
+    ((custom_id, error),) = failing.results()
+    assert custom_id == "0" and isinstance(error, raytask.TaskFailedError)
+    assert "nope" in str(error)
+    with pytest.raises(TypeError):
+        client.wordcount.batch([{"txt": "misspelled"}])  # checked before anything is sent
+
+
+async def test_the_async_client_runs_a_batch_and_cancels_one(served: Served) -> None:
+    client = raytask.AsyncHTTPClient("http://raytask", transport=served.server.async_transport())
+    job = await client.wordcount.batch([{"text": "x y"}] * 3)
+    assert isinstance(job, raytask.AsyncJob)
+    with pytest.raises(raytask.WaitTimeoutError):  # nothing runs its lines yet
+        await job.wait(timeout=0.3, poll_s=0.1)
+    state = await job.cancel()  # nothing ran yet: every line is cancelled
+    assert state.status in ("cancelling", "cancelled")
+    state = await job.wait(timeout=20)
+    assert state.status == "cancelled" and state.request_counts["completed"] == 0
+    outcomes = [outcome async for outcome in job.results()]
+    assert sorted(c for c, _ in outcomes) == ["0", "1", "2"]
+    assert all("batch_cancelled" in str(error) for _, error in outcomes)
+    served.auto_drain()
+    job = await client.wordcount.batch([{"text": "x y"}] * 2)
+    assert (await job.wait(timeout=20)).request_counts["completed"] == 2
+    outcomes = sorted([r async for r in job.results()])
+    assert outcomes == [(str(i), {"words": 2, "top": ["x", "y"]}) for i in range(2)]
+    await client.close()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import ray
 
-from raytask.client import cluster
+from raytask.client import cluster, manager_calls
 from raytask.core.errors import ServiceUnavailableError
 
 
@@ -42,11 +42,11 @@ def test_an_unanswered_call_is_a_503_error_that_says_what_to_check(
 
     monkeypatch.setattr(ray, "get", never)
     with pytest.raises(ServiceUnavailableError, match="ray status") as info:
-        cluster._ask("status")
+        manager_calls.ask("status")
     assert info.value.status_code == 503
     with pytest.raises(ServiceUnavailableError, match="within 90 s"):
-        cluster._ask("wait", hold_s=30)  # a long-poll's own hold comes on top
-    assert timeouts == [cluster.CALL_TIMEOUT_S, cluster.CALL_TIMEOUT_S + 30]
+        manager_calls.ask("wait", hold_s=30)  # a long-poll's own hold comes on top
+    assert timeouts == [manager_calls.CALL_TIMEOUT_S, manager_calls.CALL_TIMEOUT_S + 30]
 
 
 def test_the_models_are_asked_again_before_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
