@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..support import missing
+from ..support import missing, wait_for
 from .conftest import App, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -111,6 +111,24 @@ def test_a_generator_tasks_output_shows_live(main_app: App, page: Any) -> None:
     assert page.errors == []
 
 
+def test_batch_jobs_are_listed_with_their_counts(main_app: App, page: Any) -> None:
+    import raytask
+
+    with raytask.SyncHTTPClient(main_app.url) as client:
+        job = client.wordcount.batch([{"text": f"line {i}"} for i in range(7)] + [{"text": 1}])
+        done = client.wordcount.batch([{"text": f"line {i}"} for i in range(7)])
+        assert job.wait(timeout=60).status == "failed"  # line 8's text is not a string
+        done.wait(timeout=60)
+    page.goto(f"{main_app.url}/dashboard")
+    finished = f'#batches tr[data-batch="{done.id}"][data-status="completed"]'
+    page.wait_for_selector(finished, timeout=30_000)
+    assert page.inner_text(f"{finished} td.completed") == "7"
+    assert page.inner_text(f"{finished} td.failed") == "0"
+    assert "7 / 7" in page.inner_text(finished)
+    page.wait_for_selector(f'#batches tr[data-batch="{job.id}"][data-status="failed"]')
+    assert page.errors == []
+
+
 def test_the_api_page_renders_every_endpoint_with_no_errors(
     main_app: App, root_app: App, page: Any
 ) -> None:
@@ -128,7 +146,16 @@ def test_the_api_page_renders_every_endpoint_with_no_errors(
         assert page.is_visible(f"#endpoint-{name}"), name
     for path in document["paths"]:
         assert page.locator(f'code:text-is("{path}")').count() >= 1, path
-    # the other app on this Serve instance, linked from the page (SPEC 2)
+
+    # the other app on this Serve instance, linked from the page (SPEC 2); the ingress
+    # keeps Serve's list of apps 10 s, so a page loaded before root was deployed lacks it
+    def linked() -> bool:
+        if page.locator('a:text-is("root: docs")').count():
+            return True
+        page.reload()
+        return False
+
+    wait_for(linked, 30, "the page to link the root app")
     page.click('a:text-is("root: docs")')
     page.wait_for_url(f"{root_app.url}/docs")
     assert page.is_visible("#endpoint-wordcount")

@@ -215,6 +215,52 @@ function renderTasks(page) {
   document.getElementById("empty").hidden = page.tasks.length > 0;
 }
 
+// -- batch jobs (SPEC 11) ---------------------------------------------------------------------
+
+function fileCode(fileId) {
+  if (!fileId) return text(null);
+  const code = document.createElement("code");
+  code.textContent = fileId;
+  code.title = "GET v1/files/" + fileId + "/content";
+  return code;
+}
+
+function renderBatches(list) {
+  const tbody = document.querySelector("#batches tbody");
+  tbody.replaceChildren();
+  for (const batch of list.data) {
+    const row = tbody.insertRow();
+    row.dataset.batch = batch.id;
+    row.dataset.status = batch.status;
+    const counts = batch.request_counts;
+    const id = document.createElement("code");
+    id.textContent = batch.id;
+    cell(row, id);
+    cell(row, batch.endpoint);
+    cell(row, badge(batch.status), "status");
+    const done = counts.completed + counts.failed;
+    cell(row, progressBar(counts.total ? { fraction: done / counts.total, message: done + " / " + counts.total } : null));
+    cell(row, counts.completed, "completed");
+    cell(row, counts.failed, "failed");
+    cell(row, new Date(batch.created_at * 1000).toLocaleTimeString());
+    cell(row, fileCode(batch.output_file_id));
+    cell(row, fileCode(batch.error_file_id));
+    const actions = row.insertCell();
+    if (["validating", "in_progress"].includes(batch.status)) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "cancel";
+      button.dataset.action = "cancel";
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        try { await api("v1/batches/" + batch.id + "/cancel", { method: "POST" }); } finally { refresh(); }
+      });
+      actions.appendChild(button);
+    }
+  }
+  document.getElementById("no-batches").hidden = list.data.length > 0;
+}
+
 // -- a generator task's output, live ---------------------------------------------------------
 
 let watching = null; // the AbortController of the stream shown
@@ -314,12 +360,14 @@ async function refresh() {
   clearTimeout(timer);
   const status = document.getElementById("status-filter").value;
   try {
-    const [queue, page] = await Promise.all([
+    const [queue, page, batches] = await Promise.all([
       api("queue"),
       api("tasks?limit=50" + (status ? "&status=" + status : "")),
+      api("v1/batches?limit=20"),
     ]);
     renderQueue(queue);
     renderTasks(page);
+    renderBatches(batches);
     document.querySelector(".dot").classList.remove("down");
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (error) {
