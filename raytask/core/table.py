@@ -363,6 +363,15 @@ class TaskTable(TaskIndex):
             if record is not None and record.status.finished:
                 self._drop(record)
                 deleted.append(task_id)
+        if len(self._expiries) > 2 * len(self._records) + 1024:
+            # A deleted task's expiry stays in the heap until its TTL: drop them all at
+            # once when they are most of it (a batch job deletes every line it writes).
+            self._expiries = [
+                (at, task_id)
+                for at, task_id in self._expiries
+                if task_id in self._records and self._records[task_id].expires_at == at
+            ]
+            heapq.heapify(self._expiries)
         return deleted
 
     def finished_before(

@@ -25,9 +25,8 @@ from typing import Any
 from ..core.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
 
 FILE_ID = re.compile(r"file-[0-9a-f]{24}")
-PURPOSES = ("batch", "batch_output")
-"""What a file is for: ``batch`` (uploaded inputs) and ``batch_output`` (a job's output or
-error file, made by the manager)."""
+MAX_READ = 16 * 1024 * 1024
+"""The most bytes one read returns (a download is many reads)."""
 
 
 def new_id(prefix: str) -> str:
@@ -208,9 +207,11 @@ class FileStore:
         return sorted(found, key=lambda f: (f.created_at, f.id), reverse=True)
 
     def read(self, file_id: str, offset: int, size: int, owner: str | None = None) -> bytes:
-        """Up to ``size`` bytes of a file from ``offset`` (empty at its end)."""
+        """Up to ``size`` bytes (at most :data:`MAX_READ`) of a file from ``offset`` (empty
+        at its end)."""
         info = self.get(file_id, owner)
-        if offset >= info.bytes:
+        size = min(size, MAX_READ)
+        if offset >= info.bytes or size <= 0:
             return b""
         with open(self.path(file_id), "rb") as src:
             src.seek(offset)

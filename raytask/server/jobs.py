@@ -353,13 +353,17 @@ class Jobs:
         run.wake.set()
 
     async def _feed(self, job: Job, run: Run) -> None:
+        window = self.service.config.batch_window
+        if run.eof or len(run.inflight) >= window:
+            return
         name = job.endpoint[1:]
         spec = self.endpoints.get(name)
         route = self.service.routes.get(name)
         if spec is None or route is None or run.feed is None:
             raise RuntimeError(f"the app has no endpoint {job.endpoint} any more")
-        options = SubmitOptions(priority=job.priority).apply(route.options)
-        window = self.service.config.batch_window
+        if run.options is None or run.options[0] is not route.options:  # made once a deploy
+            run.options = (route.options, SubmitOptions(priority=job.priority).apply(route.options))
+        options = run.options[1]
         fed = 0
         while len(run.inflight) < window:
             item, run.held = run.held or next(run.feed, None), None

@@ -121,6 +121,7 @@ class Run:
         self.finished: list[TaskRecord] = []
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # batch_cancelled or batch_expired
+        self.options: tuple[Any, Any] | None = None  # (the route's, the lines') task options
         self.resume = (1, 0)  # the first line not finished when it was read (line, offset)
 
     def is_done(self, number: int) -> bool:

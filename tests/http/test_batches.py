@@ -428,3 +428,16 @@ async def test_the_async_client_runs_a_batch_and_cancels_one(served: Served) -> 
     outcomes = sorted([r async for r in job.results()])
     assert outcomes == [(str(i), {"words": 2, "top": ["x", "y"]}) for i in range(2)]
     await client.close()
+
+
+def test_only_the_upload_route_takes_multipart_and_foreign_pages_may_not_upload(
+    served: Served,
+) -> None:
+    http = served.http()
+    form = {"files": {"file": ("a.jsonl", words(1))}, "data": {"purpose": "batch"}}
+    assert http.post("/wordcount/submit", **form).status_code == 415  # a form post: refused
+    assert http.post("/v1/batches", **form).status_code == 415
+    foreign = http.post("/v1/files", headers={"Origin": "https://evil.example"}, **form)
+    assert foreign.status_code == 403
+    assert http.get("/v1/files").json()["data"] == []
+    assert http.post("/v1/files", **form).status_code == 200

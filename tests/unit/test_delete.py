@@ -140,3 +140,22 @@ async def test_an_age_applies_to_given_ids_too(service: TaskService, clock: Fake
     finish(service, young)
     assert await service.delete_many("work", [old, young], older_than_s=30) == (1, 1)
     assert (await service.status(young)).status == "success"
+
+
+def test_deleted_tasks_leave_no_expiry_behind(clock: FakeClock) -> None:
+    # A batch job deletes each line's task once written: a million of them must not keep a
+    # million expiries (their TTL is a day) in the heap.
+    table = TaskTable(10**6, 1.0, clock=clock)
+    kept = table.submit("work", {}, TaskOptions())
+    table.pop_next("work")
+    table.succeed(kept.task_id, Result(None, 0))
+    for _ in range(20):
+        records = [table.submit("work", {"i": i}, TaskOptions()) for i in range(500)]
+        for record in records:
+            table.pop_next("work")
+            table.succeed(record.task_id, Result(None, 0))
+        table.delete(r.task_id for r in records)
+        assert len(table._expiries) <= 2 * len(table._records) + 1024 + 500
+    assert len(table._expiries) < 2_000
+    clock.advance(TaskOptions().ttl_s + 1)
+    assert table.sweep() == [kept.task_id]  # the live one still expires at its TTL
