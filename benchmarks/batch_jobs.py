@@ -239,16 +239,27 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="Ray's HAProxy ingress (as make run), not Serve's proxy",
+    )
     args = parser.parse_args()
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if args.haproxy else "0"
     args.lines = args.lines or (1_000_000 if args.kind == "memory" else 20_000)
-    result = {"date": datetime.date.today().isoformat(), **globals()[args.kind](args)}
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "ingress": "haproxy" if args.haproxy else "serve_proxy",
+        **globals()[args.kind](args),
+    }
     for key, values in list(result.items()):
         if isinstance(values, dict) and all(isinstance(v, list) for v in values.values()):
             medians = {k: statistics.median(v) for k, v in values.items()}
             result[f"median_{key}"] = medians
     print(json.dumps(result, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{result['date']}-batch-{args.kind}.json"
+    suffix = "-haproxy" if args.haproxy else ""
+    path = args.out / f"{result['date']}-batch-{args.kind}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -441,3 +441,29 @@ def test_only_the_upload_route_takes_multipart_and_foreign_pages_may_not_upload(
     assert foreign.status_code == 403
     assert http.get("/v1/files").json()["data"] == []
     assert http.post("/v1/files", **form).status_code == 200
+
+
+def test_an_interactive_task_runs_before_the_queued_lines_of_a_job(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    served = Served(tmp_path / "files", clock, batch_window=50)
+    try:
+        client = served.sdk()
+        uploaded = client.files.create(file=("in.jsonl", words(50)), purpose="batch")
+        client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/wordcount",  # type: ignore[arg-type]
+            completion_window="24h",
+        )
+        wait_for(lambda: served.backend.table.pending_count == 50, 10)  # the job's lines wait
+        http = served.http()
+        task_id = http.post("/wordcount/submit", json={"text": "me first"}).json()["task_id"]
+        state = http.get("/wordcount/status", params={"task_id": task_id}).json()
+        assert state["queue_position"] == 0 and state["priority"] == 0
+        served.drain(limit=1)
+        assert http.get("/wordcount/status", params={"task_id": task_id}).json()["status"] == (
+            "success"
+        )
+        assert served.backend.table.pending_count == 50  # no line ran before it
+    finally:
+        served.close()
