@@ -271,11 +271,18 @@ def test_a_restarted_manager_finishes_the_job_and_runs_no_finished_line_again(
     wait_for(lambda: first.backend.table.pending_count == 3, 10)
     first.drain(limit=3)
     wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed == 3, 10)
+    # Line 5 (req-4) is cancelled while line 4 still waits: the progress then holds a
+    # finished line past the first unfinished one.
+    wait_for(lambda: first.backend.table.pending_count == 3, 10)
+    (line5,) = [r for r in first.backend.table._records.values() if r.kwargs["text"] == "w4 w4 x"]
+    first.http().post("/wordcount/cancel", params={"task_id": line5.task_id})
     progress = root / "batches" / f"{batch.id}.progress"
-    wait_for(
-        lambda: progress.exists() and int.from_bytes(progress.read_bytes()[16:24], "little") == 3,
-        10,
-    )
+
+    def committed() -> tuple[int, int]:
+        data = progress.read_bytes() if progress.exists() else bytes(32)
+        return int.from_bytes(data[16:24], "little"), int.from_bytes(data[24:32], "little")
+
+    wait_for(lambda: committed() == (3, 1), 10, "the commit of 3 done and 1 cancelled")
     first.drain(limit=1)  # finished after the last commit: runs again, written once
     first.close()  # the manager is gone; its table with it
 
@@ -285,9 +292,11 @@ def test_a_restarted_manager_finishes_the_job_and_runs_no_finished_line_again(
         client = second.sdk()
         batch = second.finish(client, batch.id)
         assert batch.status == "completed"
-        assert batch.request_counts.model_dump() == {"total": 10, "completed": 10, "failed": 0}
+        assert batch.request_counts.model_dump() == {"total": 10, "completed": 9, "failed": 1}
         ids = [line["custom_id"] for line in outputs(client, batch.output_file_id)]
-        assert sorted(ids) == sorted(f"req-{i}" for i in range(10))
+        assert sorted(ids) == sorted(f"req-{i}" for i in range(10) if i != 4)
+        (cancelled,) = outputs(client, batch.error_file_id)  # not run again after the restart
+        assert cancelled["custom_id"] == "req-4" and cancelled["error"]["code"] == "cancelled"
     finally:
         second.close()
 
@@ -465,5 +474,29 @@ def test_an_interactive_task_runs_before_the_queued_lines_of_a_job(
             "success"
         )
         assert served.backend.table.pending_count == 50  # no line ran before it
+    finally:
+        served.close()
+
+
+def test_a_jobs_lines_are_never_journaled(tmp_path: Path, clock: FakeClock) -> None:
+    from raytask.server.journal import Journal, SQLiteStore
+
+    served = Served(tmp_path / "files", clock)
+    store = SQLiteStore(tmp_path / "journal.db")
+    served.backend.journal = Journal(store, key=b"k" * 32)
+    try:
+        client = served.sdk()
+        uploaded = client.files.create(file=("in.jsonl", words(20)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/wordcount",  # type: ignore[arg-type]
+            completion_window="24h",
+        )
+        http = served.http()
+        http.post("/wordcount/submit", json={"text": "an interactive task is journaled"})
+        assert served.finish(client, batch.id).request_counts.completed == 20
+        served.run(served.backend.journal.flush())
+        records, _, _ = Journal(SQLiteStore(tmp_path / "journal.db"), key=b"k" * 32).load()
+        assert [r.kwargs for r in records] == [{"text": "an interactive task is journaled"}]
     finally:
         served.close()

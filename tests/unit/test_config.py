@@ -6,6 +6,7 @@ from pydantic import ValidationError
 from raytask.core.config import MAX_DURATION_S, AppConfig, SubmitOptions, TaskOptions
 from raytask.core.endpoint import MAX_INT_DIGITS, MAX_JSON_DEPTH
 from raytask.core.errors import ConfigError
+from raytask.server.joblines import MAX_LINES
 
 from ..support import ROOT
 
@@ -89,8 +90,10 @@ def test_the_readme_limits_table_is_true() -> None:
         "max_task_bytes",
         "max_ttl_s",
         "cors_allow_origins",
+        "max_file_bytes",
     }
     fixed = {what: default for what, name, default, _ in rows if name.startswith("fixed")}
+    assert fixed["lines of a batch file"] == f"{MAX_LINES:,}"
     assert fixed["nested arrays and objects in a body, the body included"] == str(MAX_JSON_DEPTH)
     assert fixed["digits of an integer in a body"] == str(MAX_INT_DIGITS)
     assert f"at most {MAX_DURATION_S:.0f} (366 days)" in readme_section("Limits")
