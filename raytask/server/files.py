@@ -25,6 +25,8 @@ from typing import Any
 from ..core.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
 
 FILE_ID = re.compile(r"file-[0-9a-f]{24}")
+UPLOAD_IDLE_S = 600.0
+"""An upload nothing wrote to this long is dropped (its ingress died mid-upload)."""
 MAX_READ = 16 * 1024 * 1024
 """The most bytes one read returns (a download is many reads)."""
 
@@ -72,6 +74,7 @@ class Upload:
 
     def __init__(self, info: FileInfo, path: Path, limit: int, keep: int = 0) -> None:
         self.info, self.path, self.limit = info, path, limit
+        self.touched = time.monotonic()  # its last write (an upload left idle is dropped)
         if keep:  # an output file a restarted job goes on with: what it had committed
             self._out = open(path, "r+b")
             self._out.truncate(keep)
@@ -87,6 +90,7 @@ class Upload:
             )
         self._out.write(data)
         self.info.bytes += len(data)
+        self.touched = time.monotonic()
 
     def sync(self) -> None:
         """Make what was written durable."""
@@ -180,6 +184,15 @@ class FileStore:
         """List a file whose bytes are on disk (its object written last)."""
         write_atomically(self.root / f"{info.id}.json", json.dumps(asdict(info)).encode())
         self._files[info.id] = info
+
+    def drop_idle(self, idle_s: float = UPLOAD_IDLE_S) -> list[str]:
+        """Abort the uploads nothing wrote to for ``idle_s`` (their ingress went away
+        mid-upload); returns their ids."""
+        now = time.monotonic()
+        idle = [i for i, upload in self._uploads.items() if now - upload.touched > idle_s]
+        for upload_id in idle:
+            self.abort(upload_id)
+        return idle
 
     def abort(self, upload_id: str) -> None:
         """Drop an upload and its bytes (a failed or cut request)."""

@@ -32,7 +32,7 @@ import ray
 from ..core.config import AppConfig
 from ..core.dispatcher import EndpointRoute
 from ..core.endpoint import Endpoint, discover
-from ..core.errors import HTTPError
+from ..core.errors import HTTPError, ServiceUnavailableError
 from ..core.metrics import samples
 from ..core.names import NAMESPACE, manager_name
 from . import compat
@@ -120,10 +120,16 @@ class TaskManager:
             logger.error("raytask manager of %s is not on the head node", app_name)
         self.service.recover(self.calls.put)  # before anything else can run
         root = Path(config.batch_dir or raytask_home() / "files" / app_name).expanduser()
-        self.jobs = Jobs(
-            self.service, root, _endpoints(self._models, config), self._wake.set, _fetch
-        )
-        self.jobs.start()  # unfinished batch jobs go on where they committed
+        self.jobs: Jobs | None = None
+        self._jobs_error = ""
+        try:  # a batch folder it cannot write costs the batch jobs, not the app
+            self.jobs = Jobs(
+                self.service, root, _endpoints(self._models, config), self._wake.set, _fetch
+            )
+            self.jobs.start()  # unfinished batch jobs go on where they committed
+        except OSError as exc:
+            self._jobs_error = f"batch jobs are unavailable: {root}: {exc}"
+            logger.error("raytask manager of %s: %s", app_name, self._jobs_error)
         self._background = [
             asyncio.create_task(_forever(self._dispatch, self._wake)),
             asyncio.create_task(_forever(self.attempts.watch, self.attempts.wake)),
@@ -138,9 +144,11 @@ class TaskManager:
         self.attempts.start()
 
     async def sweep(self) -> None:
-        """Forget tasks past their TTL with their results, so Ray frees them (the sweep
-        loop calls this every ``sweep_interval_s``)."""
+        """Forget tasks past their TTL with their results, so Ray frees them, and drop
+        uploads left idle (the sweep loop calls this every ``sweep_interval_s``)."""
         self.service.sweep()
+        if self.jobs is not None:
+            self.jobs.files.drop_idle()
 
     async def _refresh(self) -> None:
         try:
@@ -183,7 +191,8 @@ class TaskManager:
         self.service.configure(routes, config)
         self.attempts.configure(config)
         self._models = models
-        self.jobs.configure(_endpoints(models, config), config)
+        if self.jobs is not None:
+            self.jobs.configure(_endpoints(models, config), config)
         if self.settings is not None:
             await asyncio.to_thread(_save, self.settings, (routes, config, models))
         try:
@@ -197,6 +206,8 @@ class TaskManager:
         as values: the ``/v1`` routes of every ingress replica call this."""
         if command not in JOB_COMMANDS:
             return HTTPError(f"no batch job command {command!r}")
+        if self.jobs is None:
+            return ServiceUnavailableError(self._jobs_error)
         try:
             return await getattr(self.jobs, command)(*args)
         except HTTPError as exc:
@@ -212,7 +223,8 @@ class TaskManager:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.jobs.close()
+        if self.jobs is not None:
+            await self.jobs.close()
         await self.attempts.close()
         await self.service.close()
 

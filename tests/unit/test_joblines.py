@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from raytask.core.endpoint import discover
-from raytask.core.errors import InvalidInputError
+from raytask.core.errors import InvalidInputError, NotFoundError
 from raytask.server import joblines
 from raytask.server.files import FileStore
 from raytask.server.joblines import check_file, error_line, output_line, parse_line
@@ -148,3 +148,17 @@ def test_a_run_goes_on_from_its_last_commit(tmp_path: Path) -> None:
     again.out.release()
     again.err.release()
     assert (tmp_path / f"{job.output['id']}.jsonl").read_bytes() == b"out 1\nout 2\nout 4\n"
+
+
+def test_an_upload_left_idle_is_dropped_with_its_bytes(tmp_path: Path) -> None:
+    files = FileStore(tmp_path, 10**9)
+    idle, busy = files.open("a", "batch"), files.open("b", "batch")
+    files.write(idle, b"cut off")
+    assert files.drop_idle(idle_s=3600) == []
+    files._uploads[idle].touched -= 3601  # its ingress went away an hour ago
+    files.write(busy, b"x")
+    assert files.drop_idle(idle_s=3600) == [idle]
+    assert not files.path(idle).exists() and files.path(busy).exists()
+    with pytest.raises(NotFoundError):
+        files.write(idle, b"more")
+    files.close(busy)

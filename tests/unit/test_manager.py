@@ -623,3 +623,42 @@ async def test_a_stream_past_its_limit_is_stopped_and_fails(calls: FakeCalls) ->
         assert await asyncio.wait_for(manager.batch_stops(1, 0), 5) == [task_id]  # stopped there
     finally:
         await manager.shutdown()
+
+
+# -- batch jobs ---------------------------------------------------------------------------
+
+
+async def test_a_batch_folder_it_cannot_write_costs_the_batch_jobs_not_the_app(
+    calls: FakeCalls, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    config = AppConfig(journal="off", batch_dir=str(blocked / "files"))
+    with caplog.at_level(logging.ERROR, logger="raytask.manager"):
+        manager = TaskManager("app", [route()], config, calls=calls)
+    try:
+        assert "batch jobs are unavailable" in caplog.text
+        await submit(manager)  # tasks still work
+        answer = await manager.job("file_list")
+        assert isinstance(answer, HTTPError) and answer.status_code == 503
+        assert "batch jobs are unavailable" in answer.message
+        unknown = await manager.job("shutdown")
+        assert isinstance(unknown, HTTPError) and unknown.status_code == 500
+    finally:
+        await manager.shutdown()
+
+
+async def test_the_manager_serves_the_job_commands(calls: FakeCalls, tmp_path: Any) -> None:
+    manager = TaskManager(
+        "app", [route()], AppConfig(journal="off", batch_dir=str(tmp_path)), calls=calls
+    )
+    try:
+        upload = await manager.job("file_open", "in.jsonl", "batch", None)
+        await manager.job("file_write", upload, b'{"custom_id": "a"}\n')
+        info = await manager.job("file_close", upload)
+        assert info["bytes"] == 19 and (tmp_path / f"{info['id']}.json").exists()
+        assert await manager.job("file_read", info["id"], 0, 5, None) == b'{"cus'
+        missing = await manager.job("batch_get", "batch_nope")
+        assert isinstance(missing, HTTPError) and missing.status_code == 404
+    finally:
+        await manager.shutdown()
