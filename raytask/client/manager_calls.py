@@ -64,11 +64,11 @@ class ManagerTasks:
         return ray.get(held) if isinstance(held, ray.ObjectRef) else held
 
     def stream(self, task_id: str, reader: StreamEvents) -> Iterator[Any]:
-        def ask(start: int, attempt: int | None) -> StreamRead:
+        def read(start: int, attempt: int | None) -> StreamRead:
             call = self._manager.stream.remote(task_id, start, attempt, READ_WAIT_S)
             return unwrap(ask(call, hold_s=READ_WAIT_S))
 
-        return read_reads(ask, reader)
+        return read_reads(read, reader)
 
     def cancel(self, task_id: str) -> TaskState:
         return unwrap(ask(self._manager.cancel.remote(task_id)))
@@ -94,14 +94,14 @@ class AsyncManagerTasks:
         return await held if isinstance(held, ray.ObjectRef) else held
 
     def stream(self, task_id: str, reader: StreamEvents) -> AsyncIterator[Any]:
-        async def ask(start: int, attempt: int | None) -> StreamRead:
+        async def read(start: int, attempt: int | None) -> StreamRead:
             call = self._manager.stream.remote(task_id, start, attempt, READ_WAIT_S)
             try:
                 return unwrap(await call)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 raise ServiceUnavailableError(f"the task manager did not answer: {exc}") from None
 
-        return aread_reads(ask, reader)
+        return aread_reads(read, reader)
 
     async def cancel(self, task_id: str) -> TaskState:
         return unwrap(await self._manager.cancel.remote(task_id))

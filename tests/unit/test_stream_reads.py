@@ -74,3 +74,39 @@ def test_the_async_reads_ask_again_too() -> None:
         return [chunk async for chunk in aread_reads(manager.aask, StreamEvents())]
 
     assert asyncio.run(chunks()) == [{"x": 1}] and manager.asked == [(0, None), (0, None)]
+
+
+def test_the_in_cluster_task_backends_read_a_stream_through_the_manager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+
+    from raytask.client.manager_calls import AsyncManagerTasks, ManagerTasks
+
+    reads = [read("in_progress", 1, 0, [b'"a"', b'"b"']), read("success", 1, 2, [])]
+
+    class Handle:
+        """A manager handle: ``stream.remote`` gives the next scripted read (as its ref)."""
+
+        class stream:
+            @staticmethod
+            def remote(task_id: str, start: int, attempt: int | None, wait_s: float) -> Any:
+                return reads[min(start // 2, 1)]
+
+    monkeypatch.setattr(ray, "get", lambda ref, timeout=None: ref)  # the "ref" is the answer
+    assert list(ManagerTasks(Handle()).stream("a" * 32, StreamEvents())) == ["a", "b"]
+
+    class AsyncHandle:
+        class stream:
+            @staticmethod
+            def remote(task_id: str, start: int, attempt: int | None, wait_s: float) -> Any:
+                async def answer() -> StreamRead:
+                    return reads[min(start // 2, 1)]
+
+                return answer()
+
+    async def collect() -> list[Any]:
+        chunks = AsyncManagerTasks(AsyncHandle()).stream("a" * 32, StreamEvents())
+        return [chunk async for chunk in chunks]
+
+    assert asyncio.run(collect()) == ["a", "b"]
