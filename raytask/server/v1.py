@@ -17,7 +17,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -28,10 +28,9 @@ from ..core.errors import (
     InvalidInputError,
     MalformedRequestError,
     PayloadTooLargeError,
-    validation_reasons,
 )
 from ..core.queue import MAX_PRIORITY, MIN_PRIORITY
-from .params import DIGITS, read_body
+from .params import DIGITS, parse_body, read_body
 
 _RANGE = re.compile(r"bytes=([0-9]{1,15})-([0-9]{0,15})")
 PIECE = 4 * 1024 * 1024
@@ -217,14 +216,7 @@ class V1Routes:
 
     async def create(self, request: Request) -> Response:
         raw = await read_body(request, self.config.max_request_bytes)
-        try:
-            body = BatchRequest.model_validate_json(raw or b"null")
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            if any(e["type"] == "json_invalid" for e in errors):
-                raise MalformedRequestError("request body is not valid JSON") from None
-            reasons = validation_reasons(errors, "body")
-            raise InvalidInputError(f"invalid batch: {reasons}", errors) from None
+        body = parse_body(BatchRequest, raw, "v1/batches")
         _metadata_ok(body.metadata)
         job = await self.jobs.batch_create(
             body.input_file_id,

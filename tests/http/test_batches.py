@@ -99,6 +99,21 @@ def served(tmp_path: Path, clock: FakeClock) -> Iterator[Served]:
     app.close()
 
 
+def start(
+    client: openai.OpenAI,
+    data: bytes,
+    endpoint: str = "/wordcount",
+    window: str = "24h",
+) -> Any:
+    """Upload ``data`` and start a batch of it, as the SDK does."""
+    uploaded = client.files.create(file=("in.jsonl", data), purpose="batch")
+    return client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint=endpoint,  # type: ignore[arg-type]
+        completion_window=window,  # type: ignore[arg-type]
+    )
+
+
 def outputs(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     if file_id is None:
         return []
@@ -139,12 +154,7 @@ def test_a_line_that_fails_at_run_time_lands_in_the_error_file(served: Served) -
     client = served.sdk()
     text = request_line("ok", {}, "/fail")  # fail() raises with its message
     text += request_line("also", {"message": "kaput"}, "/fail")
-    uploaded = client.files.create(file=("f.jsonl", text), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=uploaded.id,
-        endpoint="/fail",  # type: ignore[arg-type]
-        completion_window="1h",
-    )
+    batch = start(client, text, "/fail", window="1h")
     batch = served.finish(client, batch.id)
     assert batch.status == "completed"
     assert batch.request_counts.model_dump() == {"total": 2, "completed": 0, "failed": 2}
@@ -168,12 +178,7 @@ def test_a_bad_line_fails_the_batch_with_its_line_number_and_nothing_runs(
         + request_line("a", {"text": "z"})
         + b'{"custom_id": "d", "method": "GET", "url": "/wordcount", "body": {}}\n'
     )
-    uploaded = client.files.create(file=("bad.jsonl", text), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=uploaded.id,
-        endpoint="/wordcount",  # type: ignore[arg-type]
-        completion_window="24h",
-    )
+    batch = start(client, text)
     batch = served.finish(client, batch.id)
     assert batch.status == "failed" and batch.failed_at
     assert batch.errors is not None
@@ -187,12 +192,7 @@ def test_a_bad_line_fails_the_batch_with_its_line_number_and_nothing_runs(
     assert served.backend.table.pending_count == 0
     # Only once every line is well formed are custom ids compared.
     text = request_line("a", {"text": "x"}) + request_line("a", {"text": "z"})
-    uploaded = client.files.create(file=("dup.jsonl", text), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=uploaded.id,
-        endpoint="/wordcount",  # type: ignore[arg-type]
-        completion_window="24h",
-    )
+    batch = start(client, text)
     batch = served.finish(client, batch.id)
     assert [(e.line, e.code) for e in batch.errors.data] == [(2, "duplicate_custom_id")]
 
@@ -203,12 +203,7 @@ def test_cancel_keeps_the_finished_lines_and_files_the_rest_as_cancelled(
     served = Served(tmp_path / "files", clock, batch_window=2)
     try:
         client = served.sdk()
-        uploaded = client.files.create(file=("in.jsonl", words(6)), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=uploaded.id,
-            endpoint="/wordcount",  # type: ignore[arg-type]
-            completion_window="24h",
-        )
+        batch = start(client, words(6))
         wait_for(lambda: client.batches.retrieve(batch.id).status == "in_progress", 10)
         wait_for(lambda: served.backend.table.pending_count == 2, 10)  # the window
         served.drain(limit=1)
@@ -236,12 +231,7 @@ def test_a_job_past_its_window_expires_keeping_what_finished(
     served = Served(tmp_path / "files", clock, batch_window=1)
     try:
         client = served.sdk()
-        uploaded = client.files.create(file=("in.jsonl", words(3)), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=uploaded.id,
-            endpoint="/wordcount",  # type: ignore[arg-type]
-            completion_window="1h",
-        )
+        batch = start(client, words(3), window="1h")
         assert batch.expires_at == batch.created_at + 3600
         wait_for(lambda: served.backend.table.pending_count == 1, 10)
         served.drain(limit=1)
@@ -262,12 +252,7 @@ def test_a_restarted_manager_finishes_the_job_and_runs_no_finished_line_again(
     root = tmp_path / "files"
     first = Served(root, clock, batch_window=3)
     client = first.sdk()
-    uploaded = client.files.create(file=("in.jsonl", words(10)), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=uploaded.id,
-        endpoint="/wordcount",  # type: ignore[arg-type]
-        completion_window="24h",
-    )
+    batch = start(client, words(10))
     wait_for(lambda: first.backend.table.pending_count == 3, 10)
     first.drain(limit=3)
     wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed == 3, 10)
@@ -458,12 +443,7 @@ def test_an_interactive_task_runs_before_the_queued_lines_of_a_job(
     served = Served(tmp_path / "files", clock, batch_window=50)
     try:
         client = served.sdk()
-        uploaded = client.files.create(file=("in.jsonl", words(50)), purpose="batch")
-        client.batches.create(
-            input_file_id=uploaded.id,
-            endpoint="/wordcount",  # type: ignore[arg-type]
-            completion_window="24h",
-        )
+        start(client, words(50))
         wait_for(lambda: served.backend.table.pending_count == 50, 10)  # the job's lines wait
         http = served.http()
         task_id = http.post("/wordcount/submit", json={"text": "me first"}).json()["task_id"]
@@ -486,12 +466,7 @@ def test_a_jobs_lines_are_never_journaled(tmp_path: Path, clock: FakeClock) -> N
     served.backend.journal = Journal(store, key=b"k" * 32)
     try:
         client = served.sdk()
-        uploaded = client.files.create(file=("in.jsonl", words(20)), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=uploaded.id,
-            endpoint="/wordcount",  # type: ignore[arg-type]
-            completion_window="24h",
-        )
+        batch = start(client, words(20))
         http = served.http()
         http.post("/wordcount/submit", json={"text": "an interactive task is journaled"})
         assert served.finish(client, batch.id).request_counts.completed == 20
