@@ -159,29 +159,36 @@ function drawChart() {
   }
 }
 
-function actionButton(label, task) {
-  const button = document.createElement("button");
-  button.textContent = label;
-  button.dataset.action = label;
-  button.dataset.task = task.task_id;
-  button.addEventListener("click", async () => {
-    button.disabled = true;
+function button(label, act) {  // a row's action: act(), then a refresh; an error is shown
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = label;
+  element.dataset.action = label;
+  element.addEventListener("click", async () => {
+    element.disabled = true;
     try {
-      if (label === "delete") {  // a finished task, its result and its journal row
-        await api(task.endpoint + "/delete_many", {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ task_ids: [task.task_id] }),
-        });
-      } else {
-        await api(task.endpoint + "/" + label + "?task_id=" + task.task_id, { method: "POST" });
-      }
+      await act();
     } catch (error) {
       alert(label + " failed: " + error.message);
     }
     refresh();
   });
-  return button;
+  return element;
+}
+
+function actionButton(label, task) {
+  const made = button(label, () => {
+    if (label === "delete") {  // a finished task, its result and its journal row
+      return api(task.endpoint + "/delete_many", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ task_ids: [task.task_id] }),
+      });
+    }
+    return api(task.endpoint + "/" + label + "?task_id=" + task.task_id, { method: "POST" });
+  });
+  made.dataset.task = task.task_id;
+  return made;
 }
 
 function renderTasks(page) {
@@ -247,15 +254,7 @@ function renderBatches(list) {
     cell(row, fileCode(batch.error_file_id));
     const actions = row.insertCell();
     if (["validating", "in_progress"].includes(batch.status)) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.textContent = "cancel";
-      button.dataset.action = "cancel";
-      button.addEventListener("click", async () => {
-        button.disabled = true;
-        try { await api("v1/batches/" + batch.id + "/cancel", { method: "POST" }); } finally { refresh(); }
-      });
-      actions.appendChild(button);
+      actions.appendChild(button("cancel", () => api("v1/batches/" + batch.id + "/cancel", { method: "POST" })));
     }
   }
   document.getElementById("no-batches").hidden = list.data.length > 0;
