@@ -24,6 +24,7 @@ from ..core.endpoint import Endpoint, discover
 from ..core.errors import EndpointNotFoundError, ServiceUnavailableError, unwrap
 from ..core.messages import Submit
 from ..core.names import NAMESPACE, manager_name
+from ..core.queue import ANONYMOUS
 from ..core.state import TaskState
 from ..core.wire import DEFAULT_LIST_LIMIT
 from .handles import AsyncTask, Task
@@ -123,7 +124,8 @@ class _Endpoint(WithOptions):
     def _item(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Submit:
         stored = self._endpoint.validate(self._binder.bind(args, kwargs))
         settings = self._settings
-        return Submit(self._endpoint.name, stored, settings.options, settings.idempotency_key)
+        key, tenant = settings.idempotency_key, self._client.tenant
+        return Submit(self._endpoint.name, stored, settings.options, key, None, tenant)
 
     def _list_call(self, statuses: list[str] | None, limit: int, cursor: int | None) -> Any:
         return self._client._manager.list_tasks.remote(self._endpoint.name, statuses, limit, cursor)
@@ -159,7 +161,8 @@ class _Endpoint(WithOptions):
             raise ValueError("an idempotency key names one task: use submit, not submit_many")
         validated = [self._item((), dict(kwargs)).kwargs for kwargs in inputs]
         name, options = self._endpoint.name, self._settings.options
-        return self._client._manager.submit_many.remote(name, validated, options)
+        tenant = self._client.tenant
+        return self._client._manager.submit_many.remote(name, validated, options, None, tenant)
 
 
 class ClusterEndpoint(_Endpoint):
@@ -197,7 +200,7 @@ class ClusterEndpoint(_Endpoint):
         """Run one task per input as a batch job (see :meth:`raytask.SyncHTTPClient`'s
         ``NAME.batch``); the file goes to the manager in pieces, over Ray."""
         url, data = self._job_lines(inputs)
-        jobs = ManagerJobs(self._client._manager)
+        jobs = ManagerJobs(self._client._manager, self._client.tenant)
         return Job(jobs, jobs.start(data, url, priority))
 
     def list(
@@ -249,7 +252,7 @@ class AsyncClusterEndpoint(_Endpoint):
     async def batch(self, inputs: Iterable[Mapping[str, Any]], priority: int = -1) -> AsyncJob:
         """Run one task per input as a batch job (see :meth:`ClusterEndpoint.batch`)."""
         url, data = self._job_lines(inputs)
-        jobs = AsyncManagerJobs(self._client._manager)
+        jobs = AsyncManagerJobs(self._client._manager, self._client.tenant)
         return AsyncJob(jobs, await jobs.start(data, url, priority))
 
     async def list(
@@ -290,8 +293,8 @@ class ClusterClient:
         EndpointNotFoundError: no raytask app of that name runs in the connected cluster.
     """
 
-    def __init__(self, app_name: str) -> None:
-        self.app_name = app_name
+    def __init__(self, app_name: str, tenant: str = ANONYMOUS) -> None:
+        self.app_name, self.tenant = app_name, tenant
         self._manager = _find_manager(app_name)
         self._tasks = ManagerTasks(self._manager)
         self._endpoints = _task_endpoints(_models(self._manager, app_name))
@@ -306,22 +309,28 @@ class AsyncClusterClient:
     """Submit tasks to a raytask app from inside its Ray cluster, from async code; make
     one with ``await raytask.get_async_client(app_name)`` (or :meth:`connect`)."""
 
-    def __init__(self, app_name: str, manager: Any, models: list[tuple[str, type]]) -> None:
-        self.app_name = app_name
+    def __init__(
+        self,
+        app_name: str,
+        manager: Any,
+        models: list[tuple[str, type]],
+        tenant: str = ANONYMOUS,
+    ) -> None:
+        self.app_name, self.tenant = app_name, tenant
         self._manager = manager
         self._tasks = AsyncManagerTasks(manager)
         self._submits: Coalescer[Submit, Any] = Coalescer(manager.submit_each.remote)
         self._endpoints = _task_endpoints(models)
 
     @classmethod
-    async def connect(cls, app_name: str) -> AsyncClusterClient:
+    async def connect(cls, app_name: str, tenant: str = ANONYMOUS) -> AsyncClusterClient:
         """Find the app's task manager and its endpoints without blocking the loop.
 
         Raises:
             EndpointNotFoundError: no raytask app of that name runs in the cluster.
         """
         manager = await asyncio.to_thread(_find_manager, app_name)
-        return cls(app_name, manager, await manager.models.remote())
+        return cls(app_name, manager, await manager.models.remote(), tenant)
 
     def __getattr__(self, name: str) -> AsyncClusterEndpoint:
         if name.startswith("_"):
@@ -336,7 +345,7 @@ def _lookup(endpoints: dict[str, Endpoint], name: str, app_name: str) -> Endpoin
     return endpoint
 
 
-def get_client(app_name: str) -> ClusterClient:
+def get_client(app_name: str, tenant: str = ANONYMOUS) -> ClusterClient:
     """A blocking client for the raytask app ``app_name`` over Ray actor calls (no HTTP).
 
     From a deployment, or a driver already connected, it uses that connection; otherwise
@@ -352,6 +361,8 @@ def get_client(app_name: str) -> ClusterClient:
 
     Args:
         app_name: the Serve application name (``name:`` in the YAML, ``serve.run(name=...)``).
+        tenant: whose tasks these are (SPEC 12: fair share, quotas, usage); code in the
+            cluster is trusted to say, as it holds no token.
 
     Example::
 
@@ -359,10 +370,10 @@ def get_client(app_name: str) -> ClusterClient:
         task = client.wordcount.submit(text="to be or not to be")
         task.get(timeout=30)   # {"words": 6, "top": [...]}
     """
-    return ClusterClient(app_name)
+    return ClusterClient(app_name, tenant)
 
 
-async def get_async_client(app_name: str) -> AsyncClusterClient:
+async def get_async_client(app_name: str, tenant: str = ANONYMOUS) -> AsyncClusterClient:
     """An async client for the raytask app ``app_name`` over Ray actor calls, for
     deployments and other async code: nothing it does blocks the event loop.
 
@@ -372,4 +383,4 @@ async def get_async_client(app_name: str) -> AsyncClusterClient:
         task = await client.wordcount.submit(text="to be or not to be")
         await task.get(timeout=30)
     """
-    return await AsyncClusterClient.connect(app_name)
+    return await AsyncClusterClient.connect(app_name, tenant)

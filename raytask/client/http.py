@@ -207,6 +207,14 @@ class SyncHTTPClient:
             answers += protocol.decode_status_many(response.status_code, response.content)
         return answers
 
+    def usage(self, **query: Any) -> list[dict[str, Any]]:
+        """``GET /usage``: finished tasks, run, GPU and queue seconds per tenant, endpoint
+        and hour. ``query``: ``tenant``, ``endpoint``, ``since`` / ``until`` (datetimes or
+        ISO-8601), ``group_by`` (keys to keep, the others summed over). With token
+        isolation, only this token's tenant."""
+        response = self._send(protocol.usage(**query))
+        return protocol.decode_usage(response.status_code, response.content)
+
     def __getattr__(self, name: str) -> SyncEndpoint:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -372,6 +380,11 @@ class AsyncHTTPClient:
             response = await self._send(protocol.status_many(ids[i : i + MAX_BATCH]))
             answers += protocol.decode_status_many(response.status_code, response.content)
         return answers
+
+    async def usage(self, **query: Any) -> list[dict[str, Any]]:
+        """``GET /usage`` (see :meth:`SyncHTTPClient.usage`)."""
+        response = await self._send(protocol.usage(**query))
+        return protocol.decode_usage(response.status_code, response.content)
 
     def __getattr__(self, name: str) -> AsyncEndpoint:
         if name.startswith("_"):

@@ -16,6 +16,7 @@ import ray
 
 from ..core.errors import ServiceUnavailableError, unwrap
 from ..core.messages import StreamRead
+from ..core.queue import ANONYMOUS
 from ..core.state import TaskState
 from .jobs import PIECE
 from .streaming import READ_WAIT_S, StreamEvents, aread_reads, read_reads
@@ -113,8 +114,8 @@ class AsyncManagerTasks:
 class ManagerJobs:
     """The :class:`~raytask.client.jobs.JobBackend` over the manager actor (blocking)."""
 
-    def __init__(self, manager: Any) -> None:
-        self._manager = manager
+    def __init__(self, manager: Any, tenant: str = ANONYMOUS) -> None:
+        self._manager, self._tenant = manager, tenant
 
     def _job(self, command: str, *args: Any) -> Any:
         return unwrap(ask(self._manager.job.remote(command, *args)))
@@ -125,7 +126,8 @@ class ManagerJobs:
         for at in range(0, len(data), PIECE):
             self._job("file_write", upload, data[at : at + PIECE])
         file_id = self._job("file_close", upload)["id"]
-        return self._job("batch_create", file_id, url, "24h", None, priority, None)["id"]
+        job = self._job("batch_create", file_id, url, "24h", None, priority, None, self._tenant)
+        return job["id"]
 
     def get(self, batch_id: str) -> dict[str, Any]:
         return self._job("batch_get", batch_id)
@@ -140,8 +142,8 @@ class ManagerJobs:
 class AsyncManagerJobs:
     """The :class:`~raytask.client.jobs.AsyncJobBackend` over the manager actor."""
 
-    def __init__(self, manager: Any) -> None:
-        self._manager = manager
+    def __init__(self, manager: Any, tenant: str = ANONYMOUS) -> None:
+        self._manager, self._tenant = manager, tenant
 
     async def _job(self, command: str, *args: Any) -> Any:
         return unwrap(await self._manager.job.remote(command, *args))
@@ -151,7 +153,9 @@ class AsyncManagerJobs:
         for at in range(0, len(data), PIECE):
             await self._job("file_write", upload, data[at : at + PIECE])
         file_id = (await self._job("file_close", upload))["id"]
-        job = await self._job("batch_create", file_id, url, "24h", None, priority, None)
+        job = await self._job(
+            "batch_create", file_id, url, "24h", None, priority, None, self._tenant
+        )
         return job["id"]
 
     async def get(self, batch_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 from pydantic import TypeAdapter, ValidationError
@@ -23,6 +24,7 @@ from ..core.bodies import (
     StatusManyAnswer,
     SubmitManyAnswer,
     TaskPage,
+    UsageAnswer,
 )
 from ..core.config import SubmitOptions
 from ..core.errors import EndpointNotFoundError, HTTPError, error_from_body
@@ -317,6 +319,29 @@ def status_many(task_ids: list[str]) -> Request:
     """``POST /status_many`` (relative to the app's URL)."""
     op = wire.OPERATIONS["status_many"]
     return Request(op.methods[0], op.path, json={"task_ids": task_ids}, absolute=False)
+
+
+def usage(
+    tenant: str | None = None,
+    endpoint: str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    group_by: Iterable[str] | None = None,
+) -> Request:
+    """``GET /usage`` (relative to the app's URL); times as ISO-8601 (naive: UTC)."""
+    op = wire.OPERATIONS["usage"]
+    params: dict[str, Any] = {"tenant": tenant, "endpoint": endpoint}
+    for name, moment in (("since", since), ("until", until)):
+        params[name] = moment.isoformat() if isinstance(moment, datetime) else moment
+    params["group_by"] = None if group_by is None else ",".join(group_by)
+    kept = {k: v for k, v in params.items() if v is not None}
+    return Request(op.methods[0], op.path, params=kept, absolute=False)
+
+
+def decode_usage(status_code: int, body: bytes) -> list[dict[str, Any]]:
+    """The rows of a ``GET /usage`` answer, as plain dicts (SPEC 12's fields)."""
+    check(status_code, body)
+    return [row.model_dump() for row in UsageAnswer.model_validate_json(body).usage]
 
 
 def decode_status_many(status_code: int, body: bytes) -> list[TaskState | HTTPError]:

@@ -133,3 +133,28 @@ class DeleteManyAnswer(BaseModel):
 
     deleted: int
     skipped: int
+
+
+class UsageRow(BaseModel):
+    """One row of ``GET /usage``: a tenant's finished tasks of one endpoint in one hour,
+    or their sum over the keys the grouping leaves out (those are null)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    tenant: str | None
+    endpoint: str | None
+    hour: str | None = Field(description="The hour's start, ISO-8601 UTC.")
+    tasks: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    run_s: float = Field(description="Wall seconds the tasks ran, over all attempts.")
+    gpu_s: float = Field(description="run_s times the deployment's num_gpus.")
+    queue_s_p50: float | None
+    queue_s_p99: float | None
+
+
+class UsageAnswer(BaseModel):
+    """``GET /usage``: what the tenants' finished tasks cost, kept 400 days."""
+
+    usage: list[UsageRow]

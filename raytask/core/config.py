@@ -8,13 +8,14 @@ may set) the per-submit overrides sent apart from the method's arguments.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError, InvalidInputError, validation_reasons
 from .queue import MAX_PRIORITY, MIN_PRIORITY
+from .tenants import TenantSettings
+from .tokens import check_name, check_token, given_tokens, named_tokens
 from .webhooks import (
     DEFAULT_EVENTS,
     DEFAULT_RETRY_DELAYS_S,
@@ -33,37 +34,6 @@ written as a date."""
 # Durations are finite floats in (0, MAX_DURATION_S]: ``inf`` or ``1e309`` would never
 # expire, and ``1e12`` seconds cannot be written as a date.
 _DURATION = {"gt": 0, "le": MAX_DURATION_S, "allow_inf_nan": False}
-
-
-TOKENS_ENV = "RAYTASK_API_TOKENS"
-_TOKEN = re.compile(r"[\x21-\x2b\x2d-\x7e]{16,512}")
-TOKEN_RULE = "an API token is 16 to 512 visible ASCII characters, without spaces or ','"
-
-
-def check_token(token: str, where: str) -> str:
-    """``token`` if it can be an API token: 16 to 512 visible ASCII characters, no
-    ``,`` (``RAYTASK_API_TOKENS`` separates tokens with it).
-
-    Raises:
-        ValueError: it cannot; the message names ``where`` it is, never what it is.
-    """
-    if not _TOKEN.fullmatch(token):
-        raise ValueError(f"{where}: {TOKEN_RULE}")
-    return token
-
-
-def _token_lines(text: str, where: str) -> list[str]:
-    """The tokens of a tokens file, one a line: blank lines and lines whose first
-    visible character is ``#`` are skipped; anything else on a line is its token, whole.
-
-    Raises:
-        ValueError: a line is no token (the message names the line, never its text).
-    """
-    return [
-        check_token(token, f"line {number} of {where}")
-        for number, token in enumerate(map(str.strip, text.splitlines()), 1)
-        if token and not token.startswith("#")
-    ]
 
 
 class TaskOptions(BaseModel):
@@ -316,15 +286,28 @@ class AppConfig(BaseModel):
         64, ge=1, le=10_000, description="Deliveries in flight at once, over all tasks."
     )
 
-    api_tokens: tuple[str, ...] | str | None = Field(
+    api_tokens: tuple[str, ...] | dict[str, str] | str | None = Field(
         None,
-        description="Bearer tokens the app accepts: a list, or the path of a file with one "
-        "per line. When any are set (here, in api_tokens_file or in RAYTASK_API_TOKENS), "
-        "every route but /livez, /healthz, /readyz and the dashboard's page needs one.",
+        description="Bearer tokens the app accepts: a list, a mapping of tenant names to "
+        "tokens, or the path of a file with one per line (NAME TOKEN, or TOKEN alone). When "
+        "any are set (here, in api_tokens_file or in RAYTASK_API_TOKENS), every route but "
+        "/livez, /healthz, /readyz and the dashboard's page needs one.",
     )
     api_tokens_file: str | None = Field(
         None,
-        description="A file of API tokens, one per line (a line starting with # is a comment).",
+        description="A file of API tokens, one per line: NAME TOKEN, or TOKEN alone (a line "
+        "starting with # is a comment).",
+    )
+    admin_tokens: tuple[str, ...] = Field(
+        (),
+        description="Tokens that read every tenant's tasks and usage, /queue and /metrics "
+        "(with token_isolation, no other token does). They are accepted like api_tokens.",
+    )
+    tenants: dict[str, TenantSettings] = Field(
+        default_factory=dict,
+        description="Per tenant (a token's name; 'anonymous' without tokens): weight, "
+        "max_pending, max_running, submits_per_s. The 'default' entry fills every tenant's "
+        "unset settings.",
     )
     cors_allow_origins: tuple[str, ...] = Field(
         (),
@@ -335,39 +318,55 @@ class AppConfig(BaseModel):
     token_isolation: bool = Field(
         False,
         description="Whether a task is visible only to the token that submitted it (404 to "
-        "the others): one app, several tenants.",
+        "the others): one app, several tenants. Tenants then read only their own usage.",
     )
 
     @field_validator("api_tokens")
     @classmethod
-    def _tokens(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+    def _tokens(
+        cls, value: tuple[str, ...] | dict[str, str] | str | None
+    ) -> tuple[str, ...] | dict[str, str] | str | None:
         if value is None or isinstance(value, str):  # a file, read where the routes run
             return value
-        return tuple(check_token(token, f"api_tokens[{i}]") for i, token in enumerate(value))
+        given_tokens(value)  # raises on a malformed name or token
+        return value
+
+    @field_validator("admin_tokens")
+    @classmethod
+    def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_token(token, f"admin_tokens[{i}]") for i, token in enumerate(value))
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
+        for name in value:
+            check_name(name, "tenants")
+        return value
 
     def resolved_api_tokens(self) -> frozenset[str]:
-        """Every token the app accepts: ``api_tokens``, ``api_tokens_file`` and the
-        comma-separated ``RAYTASK_API_TOKENS``; empty when the app is open.
+        """Every token the app accepts: ``api_tokens``, ``api_tokens_file``, the
+        comma-separated ``RAYTASK_API_TOKENS`` and ``admin_tokens``; empty when the app is
+        open.
 
         Raises:
             ConfigError: a file cannot be read, or a token is malformed (the message
                 says where, never what).
         """
+        return frozenset(self.named_api_tokens())
+
+    def named_api_tokens(self) -> dict[str, str]:
+        """Every token the app accepts and the tenant it names (see
+        :mod:`raytask.core.tokens`).
+
+        Raises:
+            ConfigError: as :meth:`resolved_api_tokens`.
+        """
         listed = self.api_tokens
-        tokens = [] if listed is None or isinstance(listed, str) else list(listed)
+        given = [] if listed is None or isinstance(listed, str) else given_tokens(listed)
         files = [
             f for f in (listed if isinstance(listed, str) else None, self.api_tokens_file) if f
         ]
-        try:
-            for path in files:
-                with open(path, encoding="utf-8") as text:
-                    tokens += _token_lines(text.read(), path)
-            env = os.environ.get(TOKENS_ENV, "")
-            for number, token in enumerate(env.split(",") if env.strip() else (), 1):
-                tokens.append(check_token(token.strip(), f"item {number} of {TOKENS_ENV}"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"invalid raytask API tokens: {exc}") from None
-        return frozenset(tokens)
+        return named_tokens(given, files, self.admin_tokens)
 
     @field_validator("webhook_secret")
     @classmethod

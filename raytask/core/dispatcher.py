@@ -38,6 +38,7 @@ class EndpointRoute:
     options: TaskOptions
     max_ongoing_requests: int
     streams: bool = False  # a generator method: its attempts stream chunks
+    gpus: float = 0.0  # its deployment's num_gpus (usage: gpu_s = run_s * gpus)
 
 
 @dataclass(eq=False, slots=True)
@@ -73,6 +74,7 @@ class Dispatcher:
     def configure(self, routes: list[EndpointRoute], max_in_flight: int | None) -> None:
         """Take (new) endpoints and the app-wide in-flight cap."""
         self.routes = {r.name: r for r in routes}
+        self.table.gpus = {r.name: r.gpus for r in routes}
         self.max_in_flight = max_in_flight
         for route in routes:
             self._capacity.setdefault(route.deployment, route.max_ongoing_requests)
@@ -259,4 +261,5 @@ class Dispatcher:
             "deployments": {
                 d: {"in_flight": self._in_flight[d], "limit": self.limit(d)} for d in self._capacity
             },
+            "tenants": self.table.tenant_stats(),
         }

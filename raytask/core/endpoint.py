@@ -50,8 +50,9 @@ SERVICE_ROUTES = frozenset(
     }
 )
 """The app-wide routes the ingress serves, so no endpoint may take their names."""
-BATCH_ROUTES = frozenset({"tasks", "status_many"})
-"""App-wide routes of task control (``GET /tasks``, ``POST /status_many``): reserved too."""
+BATCH_ROUTES = frozenset({"tasks", "status_many", "usage"})
+"""App-wide routes of task control (``GET /tasks``, ``POST /status_many``, ``GET /usage``):
+reserved too."""
 MAX_BATCH = 1000
 """Items one ``submit_many``, ``status_many`` or ``cancel_many`` request may carry."""
 

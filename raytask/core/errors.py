@@ -10,6 +10,7 @@
         ├── MalformedRequestError   400   not JSON, not an object, bad task id
         ├── UnauthorizedError       401   no API token, or not one of the app's
         ├── OriginRefusedError      403   a state change from a foreign web page's Origin
+        ├── ForbiddenError          403   an app-wide route a tenant's token may not read
         ├── TaskNotCompletedError   400   get() on a pending / in-progress task
         ├── TaskNotFoundError       404   unknown task id
         ├── EndpointNotFoundError   404   unknown endpoint name
@@ -23,6 +24,8 @@
         ├── UnsupportedMediaTypeError 415 a body that is not JSON
         ├── InvalidInputError       422   input failed validation (``detail`` lists why)
         ├── QueueFullError          429   ``max_queue_size`` reached (``retry_after_s``)
+        │   ├── TenantQueueFullError 429  the tenant's ``max_pending`` reached
+        │   └── RateLimitedError    429   the tenant's ``submits_per_s`` used up
         ├── HeadersTooLargeError    431   headers over ``max_header_bytes`` / ``max_headers``
         ├── TaskFailedError         500   the task raised or was lost for good
         └── ServiceUnavailableError 503   the task manager cannot be reached (``retry_after_s``)
@@ -39,6 +42,7 @@ class on the client side (by ``code``, or by status code for servers that send n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -131,6 +135,14 @@ class TaskNotFoundError(HTTPError):
 
     status_code = 404
     code = "task_not_found"
+
+
+class ForbiddenError(HTTPError):
+    """With token isolation, a tenant's token asked for what only ``admin_tokens`` read
+    (``/queue``, ``/metrics``, another tenant's usage)."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFoundError(HTTPError):
@@ -240,6 +252,19 @@ class QueueFullError(HTTPError):
         self.retry_after_s = retry_after_s
 
 
+class TenantQueueFullError(QueueFullError):
+    """The tenant has its ``max_pending`` tasks queued; others may still submit."""
+
+    code = "tenant_queue_full"
+
+
+class RateLimitedError(QueueFullError):
+    """The tenant submits faster than its ``submits_per_s``; ``retry_after_s`` says when
+    its next submit is taken."""
+
+    code = "rate_limited"
+
+
 class TaskFailedError(HTTPError):
     """The task raised an exception, timed out or lost its replica too often."""
 
@@ -314,6 +339,7 @@ _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     TaskNotCompletedError,
     UnauthorizedError,
     OriginRefusedError,
+    ForbiddenError,
     TaskNotFoundError,
     NotFoundError,
     EndpointNotFoundError,
@@ -327,6 +353,8 @@ _HTTP_ERRORS: tuple[type[HTTPError], ...] = (
     UnsupportedMediaTypeError,
     InvalidInputError,
     QueueFullError,
+    TenantQueueFullError,
+    RateLimitedError,
     HeadersTooLargeError,
     TaskFailedError,
     ServiceUnavailableError,
@@ -357,6 +385,17 @@ def unwrap(answer: T | HTTPError) -> T:
     if isinstance(answer, HTTPError):
         raise answer
     return answer
+
+
+def each(items: list[Any], answer: Callable[[Any], Any]) -> list[Any]:
+    """``answer(item)`` for each item, an :class:`HTTPError` standing in for its answer."""
+    answers: list[Any] = []
+    for item in items:
+        try:
+            answers.append(answer(item))
+        except HTTPError as exc:
+            answers.append(exc)
+    return answers
 
 
 def error_from_body(status_code: int, body: Any) -> HTTPError:

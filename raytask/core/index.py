@@ -24,6 +24,8 @@ from .queue import PendingQueue
 from .record import TaskRecord
 from .state import TaskState
 from .status import TaskStatus
+from .tenants import Quotas
+from .usage import OUTCOMES, Usage
 from .wire import DEFAULT_LIST_LIMIT
 
 Clock = Callable[[], float]
@@ -87,6 +89,9 @@ class TaskIndex:
         self._order: list[tuple[int, str]] = []  # (seq, id) ascending: listings, newest first
         self._forgotten = 0  # entries of _order whose task is gone
         self._seq = 0
+        self.quotas = Quotas(clock)  # per tenant: queued and running counts, buckets
+        self.usage = Usage()  # per tenant, endpoint and hour: what finished tasks cost
+        self.gpus: dict[str, float] = {}  # endpoint -> its deployment's num_gpus
         self.on_change = on_change
         self.on_forget = on_forget
 
@@ -117,8 +122,11 @@ class TaskIndex:
 
     def state(self, task_id: str) -> TaskState:
         """The status answer of ``task_id``, with its queue position (see :meth:`get`)."""
-        record = self.get(task_id)
-        return record.state(self.position(record))
+        return self.answer(self.get(task_id))
+
+    def answer(self, record: TaskRecord) -> TaskState:
+        """The status answer of a record the table holds, as of now."""
+        return record.state(self.position(record), self.clock())
 
     def owner_of(self, task_id: str) -> str | None:
         """The owner of a task the table holds, else None."""
@@ -202,6 +210,29 @@ class TaskIndex:
             numbers: dict[str, Any] = {status.value: counter[status] for status in TaskStatus}
             numbers["oldest_pending_age_s"] = self.oldest_pending_age(name)
             stats[name] = numbers
+        return stats
+
+    def tenant_stats(self) -> dict[str, dict[str, Any]]:
+        """Per tenant with tasks queued, running or finished: ``pending`` and ``running``
+        now, and per endpoint the finished tasks by state, ``run_s`` and ``gpu_s`` (the
+        ``raytask_tenant_*`` counters)."""
+        quotas, usage = self.quotas, self.usage
+        stats: dict[str, dict[str, Any]] = {}
+        for tenant in {*quotas.pending, *quotas.running, *(k[0] for k in usage.run_total)}:
+            stats[tenant] = {
+                "pending": quotas.pending[tenant],
+                "running": quotas.running[tenant],
+                "endpoints": {},
+            }
+        for (tenant, endpoint), run_s in usage.run_total.items():
+            stats[tenant]["endpoints"][endpoint] = {
+                **{
+                    status.value: usage.tasks_total[(tenant, endpoint, outcome)]
+                    for status, outcome in OUTCOMES.items()
+                },
+                "run_s": round(run_s, 6),
+                "gpu_s": round(usage.gpu_total[(tenant, endpoint)], 6),
+            }
         return stats
 
     def ids_in(self, statuses: Iterable[TaskStatus], endpoint: str | None = None) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from .config import SubmitOptions
 from .errors import HTTPError, TaskExpiredError, TaskNotFoundError
+from .queue import ANONYMOUS
 from .record import TaskRecord
 from .state import TaskState
 
@@ -27,6 +28,7 @@ class Submit:
         options: per-submit options (the endpoint's defaults fill the rest).
         idempotency_key: a later submit with the same key answers the same task.
         owner: who may see it, with token isolation (a hash of the API token).
+        tenant: the tenant it belongs to (the name of the API token).
     """
 
     endpoint: str
@@ -34,6 +36,7 @@ class Submit:
     options: SubmitOptions = NO_OPTIONS
     idempotency_key: str | None = None
     owner: str | None = None
+    tenant: str = ANONYMOUS
 
 
 A = TypeVar("A", TaskState, TaskRecord, HTTPError)

@@ -51,17 +51,54 @@ def samples(snapshot: dict[str, Any]) -> list[Sample]:
     return out
 
 
+TENANT_TASKS = Metric(
+    "raytask_tenant_tasks_total",
+    "Finished tasks by tenant, endpoint and state.",
+    ("tenant", "endpoint", "status"),
+)
+TENANT_RUN = Metric(
+    "raytask_tenant_run_seconds_total",
+    "Wall seconds tenants' tasks ran, over all attempts.",
+    ("tenant", "endpoint"),
+)
+TENANT_GPU = Metric(
+    "raytask_tenant_gpu_seconds_total",
+    "Run seconds times the deployment's num_gpus.",
+    ("tenant", "endpoint"),
+)
+COUNTERS = (TENANT_TASKS, TENANT_RUN, TENANT_GPU)
+
+
+def counter_samples(snapshot: dict[str, Any]) -> list[Sample]:
+    """The ``raytask_tenant_*`` counters of a ``GET /queue`` snapshot (usage since the
+    journal's oldest hour kept)."""
+    out: list[Sample] = []
+    for tenant, numbers in sorted((snapshot.get("tenants") or {}).items()):
+        for endpoint, usage in sorted(numbers["endpoints"].items()):
+            for status in TaskStatus:
+                if status.finished:
+                    labels = {"tenant": tenant, "endpoint": endpoint, "status": status.value}
+                    out.append((TENANT_TASKS, labels, float(usage[status.value])))
+            labels = {"tenant": tenant, "endpoint": endpoint}
+            out.append((TENANT_RUN, labels, float(usage["run_s"])))
+            out.append((TENANT_GPU, labels, float(usage["gpu_s"])))
+    return out
+
+
 def _value(metric: Metric, value: float) -> str:
-    return f"{value:.3f}" if metric is OLDEST_PENDING_AGE else f"{value:g}"
+    if metric is OLDEST_PENDING_AGE:
+        return f"{value:.3f}"
+    return f"{round(value, 6):.15g}"  # exact counts past a million, microsecond sums
 
 
 def prometheus_text(snapshot: dict[str, Any]) -> str:
     """A queue snapshot in Prometheus' text exposition format."""
-    by_metric: dict[Metric, list[str]] = {metric: [] for metric in METRICS}
-    for metric, labels, value in samples(snapshot):
+    by_metric: dict[Metric, list[str]] = {metric: [] for metric in (*METRICS, *COUNTERS)}
+    for metric, labels, value in samples(snapshot) + counter_samples(snapshot):
         rendered = ",".join(f'{key}="{labels[key]}"' for key in metric.labels)
         by_metric[metric].append(f"{metric.name}{{{rendered}}} {_value(metric, value)}")
     lines: list[str] = []
     for metric, rows in by_metric.items():
-        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} gauge", *rows]
+        kind = "counter" if metric in COUNTERS else "gauge"
+        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {kind}", *rows]
     return "\n".join(lines) + "\n"

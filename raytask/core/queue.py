@@ -1,94 +1,112 @@
-"""One endpoint's pending queue: priority order, FIFO among equals, positions in O(log n).
+"""One endpoint's pending queue: priority first, then fair turns across tenants, FIFO within
+a tenant, with queue positions in O(log n).
 
-Priorities are few (-10..10), so the queue is one FIFO *lane* per priority, plus a lane in
-front of them all for tasks re-queued after a lost attempt (they have waited already).
-A task's position is the number of tasks in the lanes ahead of its own (a sum over at most
-22 counters) plus its rank in its lane. The rank comes from a Fenwick tree over the lane's
-arrival numbers (1 while queued, 0 once gone), so a cancel in the middle of a long queue,
-a pop, and a position are each O(log n): no operation walks the queue.
+Priorities are few (-10..10), so the queue is one *lane* per priority, plus a lane in front
+of them all for tasks re-queued after a lost attempt (they have waited already).
+
+Inside a lane, tenants take weighted turns by virtual time (stride scheduling, as start-time
+fair queuing does it): a task of a tenant with weight ``w`` gets the tag
+``max(lane's virtual time, tenant's last tag) + STRIDE / w``, and tasks run in tag order
+(arrival order breaks ties). A tenant's tags only grow, so its tasks stay FIFO; a tenant
+that arrives behind another's long backlog starts from the lane's virtual time (the tag of
+the last task taken), so it waits for one turn, not for the backlog; and a tenant that was
+idle cannot bank turns. Weights 3:1 with both backlogged start tasks 3:1.
+
+Tags are integers and fixed once given, so the lane keeps every queued task in one sorted
+list (``sortedcontainers``, made for this) and a task's position is its rank there plus the
+tasks of the lanes ahead: push, remove, pop and position are each O(log n). ``pop`` may skip
+tenants (at their ``max_running``): it walks the tenants' first tasks in tag order, so a
+held-back tenant's backlog costs one step, not one per task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
+
+from sortedcontainers import SortedList
 
 MIN_PRIORITY, MAX_PRIORITY = -10, 10
 _FRONT = MAX_PRIORITY + 1  # the lane of re-queued tasks
+STRIDE = 720_720  # divisible by 1..16: integer weights give exact turns
+ANONYMOUS = "anonymous"  # the tenant of every task of an app without tokens
+
+_Key = tuple[int, int, str]  # (tag, arrival, task id): the order tasks run in
+
+
+def stride(weight: float) -> int:
+    """The tag step of a tenant with ``weight`` (> 0): its share is ``weight / sum``."""
+    return max(1, round(STRIDE / weight))
 
 
 class _Lane:
-    """A FIFO of task ids that can drop any member and rank any member by arrival."""
+    """One priority's tasks: each tenant's FIFO and the weighted turns across them."""
 
-    __slots__ = ("_head", "_ids", "_index", "_tree")
+    __slots__ = ("_arrivals", "_heads", "_keys", "_last", "_order", "_tenants", "_vtime")
 
     def __init__(self) -> None:
-        self._ids: list[str | None] = []  # by arrival number; None once gone
-        self._tree: list[int] = [0]  # Fenwick tree, 1-based, over "still queued"
-        self._index: dict[str, int] = {}
-        self._head = 0  # every arrival before it is gone
+        self._order: SortedList = SortedList()  # every queued task's key
+        self._heads: SortedList = SortedList()  # each tenant's first task's key
+        self._tenants: dict[str, SortedList] = {}  # tenant -> its tasks' keys
+        self._keys: dict[str, tuple[_Key, str]] = {}  # task id -> (key, tenant)
+        self._last: dict[str, int] = {}  # tenant -> tag of its last queued task
+        self._vtime = 0  # the highest tag taken so far
+        self._arrivals = 0
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._keys)
 
-    def __contains__(self, task_id: str) -> bool:
-        return task_id in self._index
+    def push(self, task_id: str, tenant: str, step: int) -> None:
+        tag = max(self._vtime, self._last.get(tenant, 0)) + step
+        self._arrivals += 1
+        key = (tag, self._arrivals, task_id)
+        self._last[tenant] = tag
+        self._keys[task_id] = (key, tenant)
+        self._order.add(key)
+        own = self._tenants.get(tenant)
+        if own is None:
+            own = self._tenants[tenant] = SortedList()
+        if not own:
+            self._heads.add(key)
+        own.add(key)
 
-    def _add(self, position: int, delta: int) -> None:
-        i = position + 1
-        while i < len(self._tree):
-            self._tree[i] += delta
-            i += i & -i
-
-    def _prefix(self, count: int) -> int:
-        """Queued members among the first ``count`` arrivals."""
-        total, i = 0, count
-        while i > 0:
-            total += self._tree[i]
-            i -= i & -i
-        return total
-
-    def push(self, task_id: str) -> None:
-        position = len(self._ids)
-        self._ids.append(task_id)
-        self._index[task_id] = position
-        # Fenwick append: node i covers arrivals (i - lowbit(i), i].
-        i = position + 1
-        low = i - (i & -i)
-        self._tree.append(1 + self._prefix(position) - self._prefix(low))
-
-    def remove(self, task_id: str) -> bool:
-        position = self._index.pop(task_id, None)
-        if position is None:
+    def remove(self, task_id: str, taken: bool = False) -> bool:
+        entry = self._keys.pop(task_id, None)
+        if entry is None:
             return False
-        self._ids[position] = None
-        self._add(position, -1)
-        self._compact()
+        key, tenant = entry
+        self._order.remove(key)
+        own = self._tenants[tenant]
+        if own[0] == key:
+            self._heads.remove(key)
+            if len(own) > 1:
+                self._heads.add(own[1])
+        own.remove(key)
+        if not own:  # an idle tenant keeps no tag: it starts from the lane's time again
+            del self._tenants[tenant], self._last[tenant]
+        if taken:
+            self._vtime = max(self._vtime, key[0])
         return True
 
-    def first(self) -> str | None:
-        while self._head < len(self._ids) and self._ids[self._head] is None:
-            self._head += 1
-        return self._ids[self._head] if self._head < len(self._ids) else None
+    def first(self, skip: Container[str]) -> str | None:
+        """The task that runs next, passing over the tenants in ``skip``."""
+        for key in self._heads:
+            if self._keys[key[2]][1] not in skip:
+                return key[2]
+        return None
 
     def rank(self, task_id: str) -> int:
-        return self._prefix(self._index[task_id])
+        return self._order.bisect_left(self._keys[task_id][0])
+
+    def heads(self) -> list[str]:
+        return [key[2] for key in self._heads]
 
     def __iter__(self) -> Iterator[str]:
-        return (task_id for task_id in self._ids[self._head :] if task_id is not None)
-
-    def _compact(self) -> None:
-        # Renumber once the gone outnumber the queued, so memory follows the queue's size
-        # (amortised O(1) per removal).
-        if len(self._ids) < 64 or 2 * len(self._index) > len(self._ids):
-            return
-        live = [task_id for task_id in self._ids if task_id is not None]
-        self._ids, self._tree, self._index, self._head = [], [0], {}, 0
-        for task_id in live:
-            self.push(task_id)
+        return (key[2] for key in self._order)
 
 
 class PendingQueue:
-    """The pending tasks of one endpoint, highest priority first, FIFO among equals."""
+    """The pending tasks of one endpoint: highest priority first, then fair turns across
+    tenants, FIFO within a tenant."""
 
     __slots__ = ("_lane_of", "_lanes")
 
@@ -102,35 +120,46 @@ class PendingQueue:
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._lane_of
 
-    def push(self, task_id: str, priority: int, front: bool = False) -> None:
-        """Queue ``task_id`` behind its equals; ``front`` puts it ahead of every priority
-        (a task re-queued after a lost attempt)."""
+    def push(
+        self,
+        task_id: str,
+        priority: int,
+        front: bool = False,
+        tenant: str = ANONYMOUS,
+        step: int = STRIDE,
+    ) -> None:
+        """Queue ``task_id`` of ``tenant`` (whose :func:`stride` is ``step``); ``front``
+        puts it ahead of every priority (a task re-queued after a lost attempt)."""
         lane = _FRONT if front else priority
-        self._lanes.setdefault(lane, _Lane()).push(task_id)
+        if lane not in self._lanes:
+            self._lanes[lane] = _Lane()
+        self._lanes[lane].push(task_id, tenant, step)
         self._lane_of[task_id] = lane
 
-    def remove(self, task_id: str) -> bool:
-        """Drop ``task_id`` (cancelled or expired); False if it was not queued."""
+    def remove(self, task_id: str, taken: bool = False) -> bool:
+        """Drop ``task_id`` (``taken``: it starts now, else it was cancelled or expired);
+        False if it was not queued."""
         lane = self._lane_of.pop(task_id, None)
-        return lane is not None and self._lanes[lane].remove(task_id)
+        return lane is not None and self._lanes[lane].remove(task_id, taken)
 
-    def peek(self) -> str | None:
-        """The task that runs next, if any."""
+    def peek(self, skip: Container[str] = ()) -> str | None:
+        """The task that runs next, if any, passing over the tenants in ``skip``."""
         for lane in sorted(self._lanes, reverse=True):
-            task_id = self._lanes[lane].first()
+            task_id = self._lanes[lane].first(skip)
             if task_id is not None:
                 return task_id
         return None
 
-    def pop(self) -> str | None:
-        """Take the task that runs next, if any."""
-        task_id = self.peek()
+    def pop(self, skip: Container[str] = ()) -> str | None:
+        """Take the task that runs next, if any (see :meth:`peek`)."""
+        task_id = self.peek(skip)
         if task_id is not None:
-            self.remove(task_id)
+            self.remove(task_id, taken=True)
         return task_id
 
     def position(self, task_id: str) -> int | None:
-        """How many tasks run before ``task_id`` (0: it is next); None if not queued."""
+        """How many tasks run before ``task_id`` (0: it is next), held-back tenants'
+        counted as if they ran; None if not queued."""
         lane = self._lane_of.get(task_id)
         if lane is None:
             return None
@@ -138,10 +167,10 @@ class PendingQueue:
         return ahead + self._lanes[lane].rank(task_id)
 
     def firsts(self) -> list[str]:
-        """The first task of each priority (the longest waiting is among them)."""
-        return [task_id for lane in self._lanes.values() if (task_id := lane.first())]
+        """Each tenant's first task of each priority (the longest waiting is among them)."""
+        return [task_id for lane in self._lanes.values() for task_id in lane.heads()]
 
     def __iter__(self) -> Iterator[str]:
-        """The queued ids in the order they will run."""
+        """The queued ids in the order they will run (no tenant held back)."""
         for lane in sorted(self._lanes, reverse=True):
             yield from self._lanes[lane]

@@ -21,6 +21,7 @@ from typing import Any
 from .chunks import ChunkLog
 from .config import TaskOptions
 from .errors import InvalidTransitionError
+from .queue import ANONYMOUS
 from .state import Progress, TaskState
 from .status import TaskStatus, can_transition
 from .webhooks import WebhookLog
@@ -138,6 +139,11 @@ class TaskRecord:
     input_bytes: int = 0  # approx_size of kwargs, counted against max_task_bytes
     result_bytes: int = 0  # of the result it keeps (0 until it succeeds)
     job: str | None = None  # a batch job's line: never journaled (the job's files are)
+    tenant: str = ANONYMOUS  # the name of the submitting API token (raytask.core.tenants)
+    gpus: float = 0.0  # its deployment's num_gpus: gpu_s = run_s * gpus
+    queue_s: float = 0.0  # seconds pending, over all its waits (until changed_at)
+    run_s: float = 0.0  # seconds in progress, over all its attempts (until changed_at)
+    changed_at: float | None = None  # when its status last changed (None: rows of 0.x)
     # Not journaled with the row (see _RECORD_FIELDS): the result, whether the journal
     # holds the inputs already (they are written once per task), and a generator task's
     # chunks of its current attempt (None: not a generator; the journal writes them in
@@ -146,8 +152,22 @@ class TaskRecord:
     inputs_journaled: bool = dataclasses.field(default=False, compare=False)
     chunks: ChunkLog | None = dataclasses.field(default=None, compare=False)
 
-    def state(self, queue_position: int | None = None) -> TaskState:
-        """The status answer of this task (the table knows its ``queue_position``)."""
+    def spent(self, now: float) -> tuple[float, float]:
+        """``(queue_s, run_s)`` as of ``now``: the time in the current status counts."""
+        since = self.changed_at
+        if since is None:  # a row of 0.x: its last change is as good as known
+            since = self.executed_at if self.status is TaskStatus.IN_PROGRESS else self.created_at
+        elapsed = 0.0 if since is None else max(0.0, now - since)
+        if self.status is TaskStatus.PENDING:
+            return self.queue_s + elapsed, self.run_s
+        if self.status is TaskStatus.IN_PROGRESS:
+            return self.queue_s, self.run_s + elapsed
+        return self.queue_s, self.run_s
+
+    def state(self, queue_position: int | None = None, now: float | None = None) -> TaskState:
+        """The status answer of this task (the table knows its ``queue_position`` and
+        the time ``now``, for the seconds of a task still pending or running)."""
+        queue_s, run_s = self.spent(now if now is not None else (self.changed_at or 0.0))
         return TaskState.of(
             self.task_id,
             self.status,
@@ -164,6 +184,9 @@ class TaskRecord:
             self.progress,
             None if self.webhook is None else self.webhook.summary,
             None if self.chunks is None else len(self.chunks),
+            round(queue_s, 6),
+            round(run_s, 6),
+            round(run_s * self.gpus, 6),
             self.owner,
         )
 
@@ -176,6 +199,8 @@ class TaskRecord:
         """
         if not can_transition(self.status, target, recovering):
             raise InvalidTransitionError(self.task_id, self.status.value, target.value)
+        self.queue_s, self.run_s = self.spent(now)
+        self.changed_at = now
         if target is TaskStatus.PENDING:
             self.completed_at = self.expires_at = None
         elif target is TaskStatus.IN_PROGRESS:

@@ -112,6 +112,9 @@ class TaskState(BaseModel):
         webhook: how its webhook deliveries stand, or ``None`` without a webhook.
         chunks: for a generator task, the chunks its current attempt streamed so far
             (``None`` for tasks that are not generators).
+        queue_s: seconds it waited in the queue, over all its waits (so far, while pending).
+        run_s: wall seconds it ran, over all its attempts (so far, while in progress).
+        gpu_s: ``run_s`` times its deployment's ``num_gpus``.
     """
 
     # Every field is always sent: the serialization schema lists them all as required.
@@ -134,6 +137,9 @@ class TaskState(BaseModel):
     progress: Progress | None = None
     webhook: WebhookState | None = None
     chunks: int | None = None
+    queue_s: float = 0.0
+    run_s: float = 0.0
+    gpu_s: float = 0.0
     # A hash of the API token that submitted the task (token isolation): checked by the
     # routes, never sent.
     owner: str | None = Field(None, exclude=True)

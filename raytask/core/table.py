@@ -22,7 +22,7 @@ from .errors import (
     TaskConflictError,
 )
 from .index import LIST_SCAN, Clock, TaskIndex
-from .queue import PendingQueue
+from .queue import ANONYMOUS, PendingQueue
 from .record import Result, TaskRecord, approx_size, input_digest, new_task_id
 from .state import Progress
 from .status import TaskStatus
@@ -52,23 +52,28 @@ class TaskTable(TaskIndex):
         counter = self._counts[record.endpoint]
         counter[previous] -= 1
         counter[target] += 1
+        self.quotas.moved(record.tenant, previous, target)
         if previous is TaskStatus.PENDING:
             self._pending -= 1
-            self._queues[record.endpoint].remove(record.task_id)
+            taken = target is TaskStatus.IN_PROGRESS
+            self._queues[record.endpoint].remove(record.task_id, taken)
         if target is TaskStatus.PENDING:
             self._pending += 1
         elif target.finished:
             heapq.heappush(self._expiries, (record.expires_at or 0.0, record.task_id))
+            self.usage.finished(record)
         self.on_change(record)
 
     def _queue(self, record: TaskRecord, front: bool = False) -> None:
         queue = self._queues.get(record.endpoint)
         if queue is None:
             queue = self._queues[record.endpoint] = PendingQueue()
-        queue.push(record.task_id, record.options.priority, front)
+        tenant = record.tenant
+        queue.push(record.task_id, record.options.priority, front, tenant, self.quotas.step(tenant))
 
-    def _check_room(self, count: int, size: int) -> None:
-        """Refuse ``count`` more tasks of ``size`` input bytes past any of the limits."""
+    def _check_room(self, count: int, size: int, tenant: str, job: str | None = None) -> None:
+        """Refuse ``count`` more tasks of ``size`` input bytes past any of the limits:
+        the app's, then ``tenant``'s quotas (a batch job's lines: not its submit rate)."""
         if self._pending + count > self.max_queue_size:
             room = max(0, self.max_queue_size - self._pending)
             self._full(
@@ -86,6 +91,7 @@ class TaskTable(TaskIndex):
                 "results and streamed chunks (finished tasks count until their TTL ends); "
                 "retry later"
             )
+        self.quotas.admit(tenant, count, self.retry_after_s, rate=job is None)
 
     def _full(self, message: str) -> None:
         raise QueueFullError(message, retry_after_s=self.retry_after_s)
@@ -99,15 +105,17 @@ class TaskTable(TaskIndex):
         idempotency_key: str | None = None,
         owner: str | None = None,
         job: str | None = None,
+        tenant: str = ANONYMOUS,
     ) -> TaskRecord:
-        """Queue a new task behind the pending ones of its priority (``owner``: who may
-        see it, with token isolation; ``job``: the batch job it is a line of).
+        """Queue a new task behind the pending ones of its priority and tenant (``owner``:
+        who may see it, with token isolation; ``job``: the batch job it is a line of).
 
         With an ``idempotency_key`` already used at ``endpoint`` by a task the table still
         holds, nothing is queued: that task comes back if its inputs are these.
 
         Raises:
-            QueueFullError: ``max_queue_size`` tasks are already pending.
+            QueueFullError: ``max_queue_size`` tasks are already pending, or a quota of
+                the tenant's is used up (its subclasses say which).
             TaskConflictError: the key was used with other inputs.
         """
         digest = None
@@ -122,9 +130,9 @@ class TaskTable(TaskIndex):
                     )
                 return earlier
         size = approx_size(kwargs)
-        self._check_room(1, size)
+        self._check_room(1, size, tenant, job)
         return self._add(
-            endpoint, kwargs, options, retry_of, idempotency_key, digest, owner, size, job
+            endpoint, kwargs, options, retry_of, idempotency_key, digest, owner, size, job, tenant
         )
 
     def submit_many(
@@ -133,6 +141,7 @@ class TaskTable(TaskIndex):
         inputs: list[dict[str, Any]],
         options: TaskOptions,
         owner: str | None = None,
+        tenant: str = ANONYMOUS,
     ) -> list[TaskRecord]:
         """Queue one task per input, all or none (in order, behind their equals).
 
@@ -140,9 +149,9 @@ class TaskTable(TaskIndex):
             QueueFullError: they do not all fit.
         """
         sizes = [approx_size(kwargs) for kwargs in inputs]
-        self._check_room(len(inputs), sum(sizes))
+        self._check_room(len(inputs), sum(sizes), tenant)
         return [
-            self._add(endpoint, kwargs, options, None, None, None, owner, size, None)
+            self._add(endpoint, kwargs, options, None, None, None, owner, size, None, tenant)
             for kwargs, size in zip(inputs, sizes, strict=True)
         ]
 
@@ -157,6 +166,7 @@ class TaskTable(TaskIndex):
         owner: str | None,
         size: int,
         job: str | None,
+        tenant: str,
     ) -> TaskRecord:
         self._seq += 1
         record = TaskRecord(
@@ -172,9 +182,13 @@ class TaskTable(TaskIndex):
             owner=owner,
             input_bytes=size,
             job=job,
+            tenant=tenant,
+            gpus=self.gpus.get(endpoint, 0.0),
         )
+        record.changed_at = record.created_at
         self._index(record)
         self._pending += 1
+        self.quotas.moved(tenant, None, TaskStatus.PENDING)
         self._counts.setdefault(endpoint, Counter())[TaskStatus.PENDING] += 1
         self._queue(record)
         self.on_change(record)
@@ -199,6 +213,7 @@ class TaskTable(TaskIndex):
             record.progress = None  # it described an attempt that is over
             self._index(record)
             self._counts.setdefault(record.endpoint, Counter())[record.status] += 1
+            self.quotas.moved(record.tenant, None, record.status)
             self._seq = max(self._seq, record.seq)
             if record.status is TaskStatus.PENDING:
                 self._queue(record, front=record.attempts > 0)
@@ -213,7 +228,10 @@ class TaskTable(TaskIndex):
         queue = self._queues.get(endpoint)
         now = self.clock()
         while queue:
-            record = self._records[queue.peek() or ""]  # _move takes it out of the queue
+            task_id = queue.peek(self.quotas.capped)  # tenants at max_running wait
+            if task_id is None:
+                return None
+            record = self._records[task_id]  # _move takes it out of the queue
             if self._overdue(record, now):
                 self._expire(record)
                 continue
@@ -281,7 +299,12 @@ class TaskTable(TaskIndex):
                 f"task {task_id} has not finished yet (status: {original.status.value})"
             )
         return self.submit(
-            original.endpoint, original.kwargs, original.options, task_id, owner=original.owner
+            original.endpoint,
+            original.kwargs,
+            original.options,
+            task_id,
+            owner=original.owner,
+            tenant=original.tenant,
         )
 
     def _running(self, task_id: str, attempt_no: int) -> TaskRecord | None:

@@ -33,10 +33,12 @@ from .bodies import (
     StatusManyRequest,
     SubmitManyAnswer,
     TaskPage,
+    UsageAnswer,
 )
 from .endpoint import MAX_BATCH
 from .errors import (
     EndpointNotFoundError,
+    ForbiddenError,
     HTTPError,
     InvalidInputError,
     MalformedRequestError,
@@ -114,6 +116,20 @@ CURSOR = Param(
     "The next_cursor of the page before.",
 )
 ENDPOINT = Param("endpoint", {"type": "string"}, "Only this endpoint's tasks.")
+USAGE_GROUPS = ("tenant", "endpoint", "hour")
+_TIME = {"type": "string", "format": "date-time"}
+USAGE_PARAMS = (
+    Param("tenant", {"type": "string"}, "Only this tenant's usage."),
+    Param("endpoint", {"type": "string"}, "Only this endpoint's usage."),
+    Param("since", _TIME, "Only hours that end after this time (ISO-8601)."),
+    Param("until", _TIME, "Only hours that start before this time (ISO-8601)."),
+    Param(
+        "group_by",
+        {"type": "array", "items": {"type": "string", "enum": list(USAGE_GROUPS)}},
+        "Sum over the keys not listed (repeat it, or separate keys with commas); "
+        "default: tenant,endpoint,hour.",
+    ),
+)
 IDEMPOTENCY = Param(
     IDEMPOTENCY_KEY,
     {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN.pattern},
@@ -358,6 +374,18 @@ APP_OPERATIONS = (
         StatusManyRequest,
         StatusManyAnswer,
         (*_BODY_ERRORS, ServiceUnavailableError),
+    ),
+    Operation(
+        "usage",
+        "/usage",
+        ("GET",),
+        "what each tenant's finished tasks cost, by endpoint and hour (SPEC 12)",
+        "usage",
+        "usage",
+        USAGE_PARAMS,
+        None,
+        UsageAnswer,
+        (InvalidInputError, ForbiddenError, ServiceUnavailableError),
     ),
 )
 """The app-wide task routes."""

@@ -58,7 +58,9 @@ def app(
         runnable = deployment.options(**options)
         wrapped.append(runnable.bind(*deployment.init_args, **deployment.init_kwargs))
         described.append((deployment.name, cls))
-        max_ongoing[deployment.name] = deployment.max_ongoing_requests
+        # (max_ongoing_requests, num_gpus): dispatch limits, and gpu_s in usage
+        gpus = float((deployment.ray_actor_options or {}).get("num_gpus") or 0.0)
+        max_ongoing[deployment.name] = (deployment.max_ongoing_requests, gpus)
     ingress = serve.deployment(
         Ingress,
         name=INGRESS_NAME,

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 from ..core.config import SubmitOptions
 from ..core.errors import HTTPError
 from ..core.messages import StreamRead, Submit
+from ..core.queue import ANONYMOUS
 from ..core.state import TaskState
+from ..core.usage import UsageQuery
 
 
 class Backend(Protocol):
@@ -33,6 +35,7 @@ class Backend(Protocol):
         inputs: list[dict[str, Any]],
         options: SubmitOptions,
         owner: str | None = None,
+        tenant: str = ANONYMOUS,
     ) -> list[TaskState]: ...
     async def status(
         self, task_id: str, owner: str | None = None, endpoint: str | None = None
@@ -93,6 +96,7 @@ class Backend(Protocol):
         self, task_id: str, owner: str | None = None, endpoint: str | None = None
     ) -> TaskState: ...
     async def queue(self) -> dict[str, Any]: ...
+    async def usage(self, query: UsageQuery) -> list[dict[str, Any]]: ...
     async def call(self, endpoint: str, kwargs: dict[str, Any]) -> Any: ...
     def call_stream(self, endpoint: str, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         """A generator method's chunks as it yields them (a synchronous call, no task)."""
@@ -118,6 +122,7 @@ TASK_COMMANDS = (
     "delete_many",
     "retry",
     "queue",
+    "usage",
 )
 """The :class:`Backend` methods that are :class:`TaskService` commands (the others,
 ``call``, ``ready`` and ``apps``, are the backend's own)."""

@@ -32,7 +32,9 @@ from ..core.errors import (
 )
 from ..core.messages import StreamRead, Submit, seen_by
 from ..core.names import INGRESS_NAME
+from ..core.queue import ANONYMOUS
 from ..core.state import TaskState
+from ..core.usage import UsageQuery
 from .jobs import JOB_COMMANDS
 from .manager import get_or_create_manager
 from .routes import Routes
@@ -100,8 +102,9 @@ class RayBackend:
         inputs: list[dict[str, Any]],
         options: SubmitOptions,
         owner: str | None = None,
+        tenant: str = ANONYMOUS,
     ) -> list[TaskState]:
-        call = self.manager.submit_many.remote(endpoint, inputs, options, owner)
+        call = self.manager.submit_many.remote(endpoint, inputs, options, owner, tenant)
         return unwrap(await self._ask(call))
 
     async def status(
@@ -224,6 +227,9 @@ class RayBackend:
     async def queue(self) -> dict[str, Any]:
         return await self._ask(self.manager.queue.remote())
 
+    async def usage(self, query: UsageQuery) -> list[dict[str, Any]]:
+        return unwrap(await self._ask(self.manager.usage.remote(query)))
+
     async def apps(self) -> list[tuple[str, str]]:
         """The other raytask apps on this Serve instance (each has an ingress named
         ``RaytaskIngress``), as Serve's controller lists them; kept 10 s."""
@@ -281,7 +287,7 @@ class Ingress:
 
     Args:
         models: ``(deployment name, deployment class)`` of each model deployment.
-        max_ongoing: each model deployment's ``max_ongoing_requests``.
+        max_ongoing: each model deployment's ``max_ongoing_requests`` and ``num_gpus``.
         config: app-wide settings.
         handles: the bound model deployments, which Serve turns into handles.
     """
@@ -289,7 +295,7 @@ class Ingress:
     async def __init__(
         self,
         models: list[tuple[str, type]],
-        max_ongoing: dict[str, int],
+        max_ongoing: dict[str, tuple[int, float]],
         config: AppConfig,
         *handles: Any,
     ) -> None:
@@ -299,7 +305,13 @@ class Ingress:
         ]
         routes = [
             EndpointRoute(
-                e.name, e.method, e.deployment, e.options, max_ongoing[e.deployment], e.streams
+                e.name,
+                e.method,
+                e.deployment,
+                e.options,
+                max_ongoing[e.deployment][0],
+                e.streams,
+                gpus=max_ongoing[e.deployment][1],
             )
             for e in self.endpoints
             if e.is_task

@@ -27,6 +27,7 @@ from ..core.chunks import ChunkLog
 from ..core.config import SubmitOptions
 from ..core.endpoint import Endpoint
 from ..core.errors import InvalidInputError, NotFoundError, QueueFullError, TaskConflictError
+from ..core.queue import ANONYMOUS
 from ..core.record import TaskRecord
 from ..core.status import TaskStatus
 from .files import FileStore, new_id
@@ -164,8 +165,10 @@ class Jobs:
         metadata: dict[str, str] | None = None,
         priority: int = -1,
         owner: str | None = None,
+        tenant: str = ANONYMOUS,
     ) -> dict[str, Any]:
-        """A new job on an uploaded file; it checks every line before any runs."""
+        """A new job on an uploaded file; it checks every line before any runs. Its
+        lines are ``tenant``'s tasks: its quotas hold the feed back, not the job."""
         name = endpoint.removeprefix("/")
         spec = self.endpoints.get(name)
         if not endpoint.startswith("/") or spec is None or not spec.is_task:
@@ -186,6 +189,7 @@ class Jobs:
             priority,
             metadata,
             owner,
+            tenant,
         )
         self._jobs[job.id] = job
         self._save(job)
@@ -382,7 +386,7 @@ class Jobs:
                 continue
             try:
                 record = self.service.table.submit(
-                    name, kwargs, options, owner=job.owner, job=job.id
+                    name, kwargs, options, owner=job.owner, job=job.id, tenant=job.tenant
                 )
             except QueueFullError:
                 run.held = item  # fed again once the queue has room

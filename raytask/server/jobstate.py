@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..core.errors import InvalidInputError
+from ..core.queue import ANONYMOUS
 from ..core.record import TaskRecord
 from .files import FileInfo, FileStore, Upload, write_atomically
 from .joblines import lines
@@ -62,6 +63,7 @@ class Job:
     priority: int = -1
     metadata: dict[str, str] | None = None
     owner: str | None = None
+    tenant: str = ANONYMOUS  # its lines' tenant (quotas, fair share, usage)
     status: str = "validating"
     in_progress_at: int | None = None
     finalizing_at: int | None = None

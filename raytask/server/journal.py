@@ -44,13 +44,16 @@ from ..core.chunks import ChunkLog
 from ..core.errors import ServiceUnavailableError
 from ..core.status import TaskStatus
 from ..core.table import TaskRecord
+from ..core.usage import Usage, key_of
 from .stores import (
+    EMPTY_USAGE,
     KEY_ENV,
     Group,
     RedisStore,
     Row,
     SQLiteStore,
     Store,
+    UsageChanges,
     open_store,
     private_folder,
     raytask_home,
@@ -192,6 +195,7 @@ class Journal:
         self._written = 0  # the last batch written
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._writer: asyncio.Task[None] | None = None
+        self.usage: Usage | None = None  # its dirty rows go with each write
         self.commits = 0  # for stats, tests and benchmarks
         self.rows = 0
         self.bytes = 0
@@ -205,6 +209,17 @@ class Journal:
         if result is not None:
             self._results[record.task_id] = result
         self._start()
+
+    def attach(self, usage: Usage) -> None:
+        """Journal ``usage``'s rows: changed ones with each write, sealed."""
+        self.usage = usage
+        usage.on_dirty = self._start
+
+    def _usage_changes(self) -> UsageChanges:
+        if self.usage is None or not self.usage.dirty:
+            return EMPTY_USAGE
+        puts, deletes = self.usage.take_dirty()
+        return [(key, self._seal.seal(key, b"usage", row)) for key, row in puts], deletes
 
     def _start(self) -> None:
         """Start writing now if no write is on its way (one will pick this change up)."""
@@ -244,7 +259,7 @@ class Journal:
 
     async def _write(self) -> None:
         try:
-            while self._dirty:
+            while self._dirty or (self.usage is not None and self.usage.dirty):
                 number, self._batch = self._batch, self._batch + 1
                 batch, self._dirty = self._dirty, {}
                 puts: list[Row] = []
@@ -265,10 +280,14 @@ class Journal:
                         )
                         logs.append((log, end))
                 self._writing = set(batch)
+                usage = self._usage_changes()
                 try:
-                    await asyncio.to_thread(self.store.commit, puts, deletes, groups)
+                    await asyncio.to_thread(self.store.commit, puts, deletes, groups, usage)
                 except Exception as exc:
                     logger.exception("raytask journal: a write of %d rows failed", len(batch))
+                    if self.usage is not None:  # retried with the next batch, as it is then
+                        self.usage.dirty.update(key_of(k) for k, _ in usage[0])
+                        self.usage.dirty.update(key_of(k) for k in usage[1])
                     for task_id, record in batch.items():  # retried with the next batch
                         self._dirty.setdefault(task_id, record)
                     for task_id, result in results.items():
@@ -361,6 +380,17 @@ class Journal:
                 else:
                     results[task_id] = result
         return records, results, broken
+
+    def load_usage(self) -> list[tuple[str, bytes]]:
+        """The journaled usage rows whose seal checks out (others are logged, left out)."""
+        rows = []
+        for key, sealed in self.store.load_usage():
+            row = self._seal.open(key, b"usage", sealed)
+            if row is None:
+                logger.error("raytask journal: usage row %r: %s", key, INTEGRITY_FAILED)
+            else:
+                rows.append((key, row))
+        return rows
 
     def rewrite(self, records: Iterable[TaskRecord]) -> None:
         """Mark records as changed (recovery's decisions are written with the first

@@ -62,6 +62,7 @@ COMMANDS = (
     "list_tasks",
     "report_progress",
     "queue",
+    "usage",
     "depth",
 )
 """The :class:`TaskService` commands the actor serves as they are (errors as values)."""

@@ -78,7 +78,8 @@ _ERRORS: dict[type[HTTPError], str] = {
     e.PayloadTooLargeError: "the body is larger than max_request_bytes",
     e.URLTooLongError: "the path and query are longer than max_url_bytes",
     e.InvalidInputError: "the input or the options failed validation (detail lists why)",
-    e.QueueFullError: "max_queue_size tasks are pending",
+    e.QueueFullError: "max_queue_size tasks are pending, or the tenant's max_pending "
+    "(code tenant_queue_full) or submits_per_s (code rate_limited) is used up",
     e.HeadersTooLargeError: "the headers exceed max_header_bytes or max_headers",
     e.TaskFailedError: "the task or the call failed (the error says why)",
     e.ServiceUnavailableError: "the task manager cannot be reached now",
@@ -86,6 +87,7 @@ _ERRORS: dict[type[HTTPError], str] = {
     e.UnauthorizedError: "no API token, or not one of the app's (Authorization: Bearer <token>)",
     e.OriginRefusedError: "a state change from a web page of another origin, not listed in "
     "cors_allow_origins",
+    e.ForbiddenError: "with token_isolation, another tenant's usage (admin_tokens only)",
     e.UnsupportedMediaTypeError: "a body that is not Content-Type: application/json",
 }
 

@@ -16,9 +16,9 @@ from starlette.routing import Route
 
 from ..core.config import AppConfig
 from ..core.endpoint import SERVICE_ROUTES, Endpoint
-from ..core.errors import RouteNotFoundError, ServiceUnavailableError
+from ..core.errors import ForbiddenError, RouteNotFoundError, ServiceUnavailableError
 from ..core.metrics import prometheus_text
-from .auth import PUBLIC_ROUTES, Tokens
+from .auth import OPEN, PUBLIC_ROUTES, Tokens
 from .backend import Backend
 from .dashboard import DASHBOARD, DASHBOARD_HEADERS
 from .docs import DOCS_HEADERS, docs_page, type_of
@@ -68,10 +68,20 @@ class Pages:
             return JSONResponse({"status": "ready"})
         raise ServiceUnavailableError("the task manager is not ready")
 
+    @staticmethod
+    def _admin_only(request: Request) -> None:
+        if not request.scope.get("raytask.caller", OPEN).admin:
+            raise ForbiddenError(
+                "with token_isolation, only admin_tokens read the app-wide numbers; "
+                "GET /usage answers with this token's own"
+            )
+
     async def queue(self, request: Request) -> Response:
+        self._admin_only(request)
         return JSONResponse(await self.backend.queue())
 
     async def metrics(self, request: Request) -> Response:
+        self._admin_only(request)
         return Response(
             prometheus_text(await self.backend.queue()), media_type="text/plain; version=0.0.4"
         )

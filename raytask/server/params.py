@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from ..core.bodies import ItemError
-from ..core.config import AppConfig
+from ..core.config import AppConfig, SubmitOptions
 from ..core.endpoint import MAX_BATCH
 from ..core.errors import (
     HeadersTooLargeError,
@@ -26,6 +27,8 @@ from ..core.errors import (
     validation_reasons,
 )
 from ..core.status import BENTOML_SPELLING, TaskStatus
+from ..core.usage import UsageQuery
+from ..core.webhooks import check_url
 from ..core.wire import (
     ATTEMPT,
     CURSOR,
@@ -38,6 +41,7 @@ from ..core.wire import (
     LIMIT,
     MAX_WAIT_S,
     STATUS,
+    USAGE_GROUPS,
     WAIT_S,
 )
 
@@ -140,6 +144,67 @@ class ListQuery:
             int(limit_text),
             None if cursor_text is None else int(cursor_text),
         )
+
+
+def usage_query(request: Request) -> UsageQuery:
+    """The query of ``GET /usage`` (SPEC 12): filters, time range and grouping."""
+    params = request.query_params
+    groups = [g for value in params.getlist("group_by") for g in value.split(",") if g]
+    wrong = [g for g in groups if g not in USAGE_GROUPS]
+    if wrong:
+        raise InvalidInputError(
+            f"unknown group_by {wrong[0][:40]!r}: use {', '.join(USAGE_GROUPS)}"
+        )
+    return UsageQuery(
+        params.get("tenant"),
+        params.get("endpoint"),
+        _instant(params, "since"),
+        _instant(params, "until"),
+        tuple(dict.fromkeys(groups)) or USAGE_GROUPS,
+    )
+
+
+def _instant(params: Any, name: str) -> float | None:
+    """An ISO-8601 query parameter as epoch seconds (no zone: UTC)."""
+    text = params.get(name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            f"{name} must be an ISO-8601 time, like 2026-12-01T00:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def submit_options(request: Request, config: AppConfig) -> SubmitOptions:
+    """The per-submit options of a submit's query string, checked against the app's
+    caps (and a webhook URL against its network rules and secret)."""
+    params = {k: v for k, v in request.query_params.items()}
+    try:
+        options = SubmitOptions.model_validate(params)
+    except ValidationError as exc:
+        detail = exc.errors(include_url=False, include_context=False, include_input=False)
+        reasons = validation_reasons(detail, "query")
+        raise InvalidInputError(
+            f"invalid task options in the query string: {reasons}", detail
+        ) from None
+    config.check_submit(options)
+    if options.webhook_url is not None:
+        check_url(options.webhook_url, config.webhook_allow_private_networks)
+        try:
+            secret = config.resolved_webhook_secret()
+        except ValueError as exc:
+            raise InvalidInputError(f"the app's webhook secret is unusable: {exc}") from None
+        if secret is None:
+            raise InvalidInputError(
+                "this app has no webhook secret to sign webhooks with: set webhook_secret "
+                "in its config or RAYTASK_WEBHOOK_SECRET"
+            )
+    return options
 
 
 def check_limits(request: Request, config: AppConfig) -> None:

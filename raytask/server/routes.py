@@ -9,12 +9,13 @@ one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,8 +28,8 @@ from ..core.config import AppConfig, SubmitOptions
 from ..core.endpoint import Endpoint, encode_result
 from ..core.errors import (
     EndpointNotFoundError,
+    ForbiddenError,
     HTTPError,
-    InvalidInputError,
     MalformedRequestError,
     QueueFullError,
     ResultEncodingError,
@@ -36,12 +37,10 @@ from ..core.errors import (
     TaskFailedError,
     TaskNotCompletedError,
     UnauthorizedError,
-    validation_reasons,
 )
 from ..core.messages import Submit
 from ..core.state import ANY_CASE_TASK_ID_PATTERN, TaskState
 from ..core.status import BENTOML_SPELLING, TaskStatus
-from ..core.webhooks import check_url
 from ..core.wire import (
     APP_OPERATIONS,
     ATTEMPT_HEADER,
@@ -51,7 +50,7 @@ from ..core.wire import (
     TASK_OPERATIONS,
     Operation,
 )
-from .auth import Tokens
+from .auth import OPEN, Caller, Tokens
 from .backend import Backend
 from .events import PING_S, Reads, call_events
 from .guard import middleware
@@ -66,6 +65,8 @@ from .params import (
     read_body,
     stream_attempt,
     stream_start,
+    submit_options,
+    usage_query,
     wait_s_of,
 )
 from .v1 import V1Routes
@@ -103,18 +104,22 @@ class Routes:
         self.endpoints = {e.name: e for e in endpoints}
         self.backend = backend
         self.config = config
-        self.tokens = Tokens(config.resolved_api_tokens(), config.token_isolation)
+        self.tokens = Tokens(config.named_api_tokens(), config.token_isolation, config.admin_tokens)
         self.pages = Pages(self.endpoints, backend, config, self.tokens)
         jobs = getattr(backend, "jobs", None)  # batch jobs (SPEC 11), where the backend has them
-        self.v1 = None if jobs is None else V1Routes(jobs, config, self._guarded, self._owner)
+        self.v1 = None if jobs is None else V1Routes(jobs, config, self._guarded, self._caller)
         self._fixed = self._concrete()  # built once: the routes and the misses share them
         self.misses = Misses(self._fixed, list(self.endpoints), lambda: neighbours(backend))
 
     # -- access ------------------------------------------------------------------
 
     @staticmethod
+    def _caller(request: Request) -> Caller:
+        return request.scope.get("raytask.caller", OPEN)
+
+    @staticmethod
     def _owner(request: Request) -> str | None:
-        return request.scope.get("raytask.owner")
+        return request.scope.get("raytask.caller", OPEN).owner
 
     # -- helpers ---------------------------------------------------------------
 
@@ -160,28 +165,7 @@ class Routes:
         return task_id.lower()
 
     def _submit_options(self, request: Request) -> SubmitOptions:
-        params = {k: v for k, v in request.query_params.items()}
-        try:
-            options = SubmitOptions.model_validate(params)
-        except ValidationError as exc:
-            detail = exc.errors(include_url=False, include_context=False, include_input=False)
-            reasons = validation_reasons(detail, "query")
-            raise InvalidInputError(
-                f"invalid task options in the query string: {reasons}", detail
-            ) from None
-        self.config.check_submit(options)
-        if options.webhook_url is not None:
-            check_url(options.webhook_url, self.config.webhook_allow_private_networks)
-            try:
-                secret = self.config.resolved_webhook_secret()
-            except ValueError as exc:
-                raise InvalidInputError(f"the app's webhook secret is unusable: {exc}") from None
-            if secret is None:
-                raise InvalidInputError(
-                    "this app has no webhook secret to sign webhooks with: set webhook_secret "
-                    "in its config or RAYTASK_WEBHOOK_SECRET"
-                )
-        return options
+        return submit_options(request, self.config)
 
     @staticmethod
     def _bentoml(request: Request) -> bool:
@@ -215,7 +199,8 @@ class Routes:
         options = self._submit_options(request)
         key = idempotency_key(request)
         kwargs = endpoint.validate_json(await self._body(request))
-        item = Submit(endpoint.name, kwargs, options, key, self._owner(request))
+        caller = self._caller(request)
+        item = Submit(endpoint.name, kwargs, options, key, caller.owner, caller.tenant)
         state = await self.backend.submit(item)
         return JSONResponse(self._view(request, state))
 
@@ -227,8 +212,9 @@ class Routes:
                 f"{IDEMPOTENCY_KEY} is for submit, one task per key; submit_many takes none"
             )
         inputs = endpoint.validate_json_many(await self._body(request))
+        caller = self._caller(request)
         states = await self.backend.submit_many(
-            endpoint.name, inputs, options, self._owner(request)
+            endpoint.name, inputs, options, caller.owner, caller.tenant
         )
         answer = bodies.SubmitManyAnswer(
             tasks=[bodies.Queued(task_id=s.task_id, status=s.status) for s in states]
@@ -353,6 +339,16 @@ class Routes:
         state = await self.backend.retry(task_id, self._owner(request), name)
         return JSONResponse(self._view(request, state))
 
+    async def usage(self, request: Request) -> Response:
+        """``GET /usage``: with isolation a tenant's token reads its own usage only."""
+        query, caller = usage_query(request), self._caller(request)
+        if not caller.admin:
+            if query.tenant not in (None, caller.tenant):
+                raise ForbiddenError("this token reads its own tenant's usage only")
+            query = dataclasses.replace(query, tenant=caller.tenant)
+        rows = await self.backend.usage(query)
+        return self._answer(request, bodies.UsageAnswer.model_validate({"usage": rows}))
+
     async def call(self, request: Request) -> Response:
         if request.path_params["name"] not in self.endpoints:  # POST /readyz, POST /nope
             raise StarletteHTTPException(404)  # Misses: 405 for a page's path, else 404
@@ -374,8 +370,8 @@ class Routes:
             try:
                 check_limits(request, self.config)
                 if not public:
-                    owner = self.tokens.check(request.headers.getlist("authorization"))
-                    request.scope["raytask.owner"] = owner
+                    caller = self.tokens.check(request.headers.getlist("authorization"))
+                    request.scope["raytask.caller"] = caller
                 return await handler(request)
             except HTTPError as exc:
                 if type(exc) is EndpointNotFoundError:  # an unknown name: say where they are

@@ -32,14 +32,17 @@ from ..core.errors import (
     HTTPError,
     TaskExpiredError,
     TaskFailedError,
+    each,
     unwrap,
 )
 from ..core.messages import StreamRead, Submit, seen_by
+from ..core.queue import ANONYMOUS
 from ..core.record import Result
 from ..core.recovery import recover
 from ..core.state import TaskState
 from ..core.status import TaskStatus
 from ..core.table import Clock, TaskRecord, TaskTable
+from ..core.usage import UsageQuery
 from ..core.webhooks import event_of
 from .journal import Journal, result_payload
 from .streams import StreamReads, log_failure
@@ -50,17 +53,6 @@ logger = logging.getLogger("raytask.manager")
 
 def _ignore(_: str) -> None:
     pass
-
-
-def each(items: list[Any], answer: Callable[[Any], Any]) -> list[Any]:
-    """``answer(item)`` for each item, an :class:`HTTPError` standing in for its answer."""
-    answers: list[Any] = []
-    for item in items:
-        try:
-            answers.append(answer(item))
-        except HTTPError as exc:
-            answers.append(exc)
-    return answers
 
 
 class TaskService:
@@ -102,9 +94,9 @@ class TaskService:
         self.on_job_line: Callable[[TaskRecord], None] = lambda record: None  # batch jobs'
         # Long-polls waiting for a task to finish: task id -> (event, waiters).
         self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
-        self.webhooks = Webhooks(
-            config, lambda r: r.state(self.table.position(r)).wire(), self._journal_held
-        )
+        self.webhooks = Webhooks(config, lambda r: self.table.answer(r).wire(), self._journal_held)
+        if journal is not None:  # usage rows go with the task rows that finish them
+            journal.attach(self.table.usage)
         self.configure(routes, config)
 
     def configure(self, routes: list[EndpointRoute], config: AppConfig) -> None:
@@ -115,6 +107,7 @@ class TaskService:
         self.table.max_tasks = config.max_tasks
         self.table.max_task_bytes = config.max_task_bytes
         self.table.retry_after_s = config.retry_after_s
+        self.table.quotas.configure(config.tenants)
         self.dispatcher.configure(routes, config.max_in_flight)
         self.webhooks.configure(config)
 
@@ -138,8 +131,7 @@ class TaskService:
         log_failure(self.app_name, record)
 
     def _journal_held(self, record: TaskRecord) -> None:
-        # A delivery may end after its task was forgotten at its TTL: journaling it then
-        # would bring the task back at the next restart.
+        # (a delivery that ends after its TTL must not bring its task back at a restart)
         if self.journal is not None and self.table.endpoint_of(record.task_id) is not None:
             self.journal.changed(record)
 
@@ -154,6 +146,7 @@ class TaskService:
             return
         started = time.monotonic()
         records, results, broken = self.journal.load()
+        self.table.usage.restore(self.journal.load_usage())
         kept: dict[str, Any] = {  # a generator task's result: its journaled chunks
             r.task_id: r.chunks for r in records if r.chunks is not None
         }
@@ -168,7 +161,11 @@ class TaskService:
                 record.result = Result(kept[record.task_id], record.result_bytes)
         self.table.restore(outcome.records)
         self.webhooks.resume(outcome.records)
-        self.journal.rewrite(self.table.get(task_id) for task_id in outcome.changed)
+        changed = [self.table.get(task_id) for task_id in outcome.changed]
+        for record in changed:  # failed at recovery: counted, as any finish
+            if record.status.finished:
+                self.table.usage.finished(record)
+        self.journal.rewrite(changed)
         logger.warning(
             "raytask manager of %s: journal %s: %d tasks back (%d requeued, %d failed) in %.2f s",
             self.app_name,
@@ -195,6 +192,7 @@ class TaskService:
             self._options(item.endpoint, item.options),
             idempotency_key=item.idempotency_key,
             owner=item.owner,
+            tenant=item.tenant,
         )
         return self.table.state(record.task_id)
 
@@ -222,9 +220,11 @@ class TaskService:
         inputs: list[dict[str, Any]],
         options: SubmitOptions,
         owner: str | None = None,
+        tenant: str = ANONYMOUS,
     ) -> list[TaskState]:
         """Queue one task per input, all or none: the status answers, in input order."""
-        records = self.table.submit_many(endpoint, inputs, self._options(endpoint, options), owner)
+        task_options = self._options(endpoint, options)
+        records = self.table.submit_many(endpoint, inputs, task_options, owner, tenant)
         self._kick()
         await self._flush()
         return [self.table.state(record.task_id) for record in records]
@@ -331,11 +331,15 @@ class TaskService:
         await self._flush()  # no state the journal does not hold yet
         wanted = None if statuses is None else [TaskStatus(s) for s in statuses]
         records, next_cursor = self.table.list(endpoint, wanted, limit, cursor, owner)
-        return [r.state(self.table.position(r)) for r in records], next_cursor
+        return [self.table.answer(r) for r in records], next_cursor
 
     async def queue(self) -> dict[str, Any]:
         """The ``GET /queue`` answer (see :meth:`Dispatcher.snapshot`)."""
         return self.dispatcher.snapshot(self.app_name)
+
+    async def usage(self, query: UsageQuery) -> list[dict[str, Any]]:
+        """The ``GET /usage`` rows (see :meth:`raytask.core.usage.Usage.query`)."""
+        return self.table.usage.query(query)
 
     async def depth(self) -> dict[str, dict[str, int]]:
         """Per model deployment: tasks pending in the queue and in flight (for autoscaling)."""
@@ -436,6 +440,7 @@ class TaskService:
 
     def sweep(self) -> list[str]:
         """Forget tasks past their TTL (their results go with them, so Ray frees them)."""
+        self.table.usage.prune(self.table.clock())
         return self.table.sweep()
 
     async def close(self) -> None:

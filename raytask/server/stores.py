@@ -31,6 +31,12 @@ Group = tuple[str, int, bytes]
 of its first chunk; the group with ``first`` 0 replaces the task's earlier ones (a new
 attempt streams)."""
 
+UsageChanges = tuple[list[tuple[str, bytes]], list[str]]
+"""``(puts, deletes)`` of usage rows (:mod:`raytask.core.usage`): ``(key, sealed row)``
+written, and keys dropped (past 400 days); committed with the task rows that finished
+those tasks."""
+EMPTY_USAGE: UsageChanges = ([], [])
+
 KEY_ENV = "RAYTASK_JOURNAL_KEY"
 
 
@@ -65,7 +71,14 @@ class Store(Protocol):
 
     def load(self) -> list[Row]: ...
     def load_groups(self) -> dict[str, list[bytes]]: ...  # by task, in order
-    def commit(self, puts: list[Row], deletes: list[str], groups: Sequence[Group] = ()) -> None: ...
+    def load_usage(self) -> list[tuple[str, bytes]]: ...  # (key, sealed row)
+    def commit(
+        self,
+        puts: list[Row],
+        deletes: list[str],
+        groups: Sequence[Group] = (),
+        usage: UsageChanges = EMPTY_USAGE,
+    ) -> None: ...
     def close(self) -> None: ...
 
 
@@ -94,6 +107,9 @@ class SQLiteStore:
             "CREATE TABLE IF NOT EXISTS chunks (task_id TEXT NOT NULL, first INTEGER NOT NULL, "
             "chunks BLOB NOT NULL, PRIMARY KEY (task_id, first))"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS usage (key TEXT PRIMARY KEY, row BLOB NOT NULL)"
+        )
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
         if "inputs" not in columns:  # a journal of an older version: its rows hold them
             self._db.execute("ALTER TABLE tasks ADD COLUMN inputs BLOB")
@@ -112,7 +128,16 @@ class SQLiteStore:
             groups.setdefault(task_id, []).append(chunks)
         return groups
 
-    def commit(self, puts: list[Row], deletes: list[str], groups: Sequence[Group] = ()) -> None:
+    def load_usage(self) -> list[tuple[str, bytes]]:
+        return list(self._db.execute("SELECT key, row FROM usage"))
+
+    def commit(
+        self,
+        puts: list[Row],
+        deletes: list[str],
+        groups: Sequence[Group] = (),
+        usage: UsageChanges = EMPTY_USAGE,
+    ) -> None:
         with self._db:  # one transaction
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -126,6 +151,8 @@ class SQLiteStore:
             self._db.executemany("DELETE FROM chunks WHERE task_id = ?", gone)
             self._db.executemany("INSERT INTO chunks VALUES (?, ?, ?)", groups)
             self._db.executemany("DELETE FROM tasks WHERE task_id = ?", ((i,) for i in deletes))
+            self._db.executemany("INSERT OR REPLACE INTO usage VALUES (?, ?)", usage[0])
+            self._db.executemany("DELETE FROM usage WHERE key = ?", ((k,) for k in usage[1]))
 
     def close(self) -> None:
         self._db.close()
@@ -192,7 +219,17 @@ class RedisStore:
             for key, groups in zip(keys, lists, strict=True)
         }
 
-    def commit(self, puts: list[Row], deletes: list[str], groups: Sequence[Group] = ()) -> None:
+    def load_usage(self) -> list[tuple[str, bytes]]:
+        rows = self._redis.hgetall(f"{self.key}:usage")
+        return [(key.decode(), value) for key, value in rows.items()]
+
+    def commit(
+        self,
+        puts: list[Row],
+        deletes: list[str],
+        groups: Sequence[Group] = (),
+        usage: UsageChanges = EMPTY_USAGE,
+    ) -> None:
         with self._redis.pipeline(transaction=True) as pipe:  # MULTI ... EXEC
             for task_id, first, chunks in groups:
                 if first == 0:
@@ -211,6 +248,10 @@ class RedisStore:
                 for suffix in ("", ":results", ":inputs"):
                     pipe.hdel(f"{self.key}{suffix}", *deletes)
                 pipe.delete(*(f"{self.key}:chunks:{task_id}" for task_id in deletes))
+            if usage[0]:
+                pipe.hset(f"{self.key}:usage", mapping=dict(usage[0]))  # type: ignore[arg-type]
+            if usage[1]:
+                pipe.hdel(f"{self.key}:usage", *usage[1])
             pipe.execute()
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ class StreamReads:
         start = min(start, count)
         end = min(count, start + MAX_CHUNKS_PER_READ)
         chunks = [] if log is None else log.slice(start, end)
-        state = record.state(self.table.position(record))
+        state = self.table.answer(record)
         return StreamRead(state, current, start, chunks, end < count)
 
     def _new(self, record: TaskRecord, start: int, attempt: int | None) -> bool:

@@ -116,7 +116,7 @@ class V1Routes:
         jobs: the job commands of :class:`~raytask.server.jobs.Jobs`.
         config: app-wide settings (the largest file).
         guarded: wraps a handler in the app's limits, token check and error answers.
-        owner: the caller's owner (token isolation), from a guarded request.
+        caller: who sent a guarded request (its owner, with token isolation, and tenant).
     """
 
     def __init__(
@@ -124,9 +124,12 @@ class V1Routes:
         jobs: Any,
         config: AppConfig,
         guarded: Callable[[Any], Any],
-        owner: Callable[[Request], str | None],
+        caller: Callable[[Request], Any],
     ) -> None:
-        self.jobs, self.config, self._guarded, self._owner = jobs, config, guarded, owner
+        self.jobs, self.config, self._guarded, self._caller = jobs, config, guarded, caller
+
+    def _owner(self, request: Request) -> str | None:
+        return self._caller(request).owner
 
     # -- files -------------------------------------------------------------------
 
@@ -225,6 +228,7 @@ class V1Routes:
             body.metadata,
             body.priority,
             self._owner(request),
+            self._caller(request).tenant,
         )
         return JSONResponse(job)
 

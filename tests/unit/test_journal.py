@@ -79,7 +79,12 @@ class SlowStore:
     def load_groups(self) -> dict[str, list[bytes]]:
         return {}
 
-    def commit(self, puts: list[Row], deletes: list[str], groups: Any = ()) -> None:
+    def load_usage(self) -> list[tuple[str, bytes]]:
+        return []
+
+    def commit(
+        self, puts: list[Row], deletes: list[str], groups: Any = (), usage: Any = ([], [])
+    ) -> None:
         self.entered.set()
         self.gate.wait(10)
         if self.fail:
@@ -166,7 +171,9 @@ class RowStore(SlowStore):
         self.rows: list[Row] = []
         self.gate.set()
 
-    def commit(self, puts: list[Row], deletes: list[str], groups: Any = ()) -> None:
+    def commit(
+        self, puts: list[Row], deletes: list[str], groups: Any = (), usage: Any = ([], [])
+    ) -> None:
         super().commit(puts, deletes)
         self.rows.extend(puts)
 

@@ -149,7 +149,7 @@ def path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 class Gone:
     """The journal as a dead process sees it: nothing it writes arrives."""
 
-    def commit(self, puts: Any, deletes: Any, groups: Any = ()) -> None:
+    def commit(self, puts: Any, deletes: Any, groups: Any = (), usage: Any = ()) -> None:
         raise OSError("the process is gone")
 
     def close(self) -> None:

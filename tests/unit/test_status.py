@@ -87,6 +87,9 @@ def test_every_time_field_can_be_formatted(seconds: float) -> None:
         None,
         None,
         None,
+        0.0,
+        0.0,
+        0.0,
         None,
     )
     body = json.loads(state.model_dump_json())

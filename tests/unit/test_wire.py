@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from starlette.routing import Route
 
-from raytask.client.protocol import RemoteEndpoint, Submission, status_many
+from raytask.client.protocol import RemoteEndpoint, Submission, status_many, usage
 from raytask.core.config import AppConfig, SubmitOptions
 from raytask.core.endpoint import discover
 from raytask.core.wire import (
@@ -120,6 +120,7 @@ def client_requests() -> list[tuple[str, Any]]:
         ("cancel", remote.cancel(TASK_ID)),
         ("retry", remote.retry(TASK_ID)),
         ("status_many", status_many([TASK_ID])),
+        ("usage", usage("alice", "e", "2026-12-01T00:00:00Z", None, ["tenant", "hour"])),
     ]
 
 
