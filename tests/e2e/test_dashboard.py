@@ -20,7 +20,8 @@ from .conftest import App, Cluster
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = os.environ.get("RAYTASK_CHROMIUM") or shutil.which("chromium")
-TOKEN = "dashboard-token-0001"
+TOKEN = "dashboard-token-0001"  # the admin's
+ALICE = "dashboard-alice-0002"
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,13 @@ def test_the_api_page_renders_every_endpoint_with_no_errors(
 
 @pytest.fixture(scope="module")
 def locked_app(cluster: Cluster) -> Iterator[App]:
-    app = App(cluster, "locked", api_tokens=[TOKEN])
+    app = App(
+        cluster,
+        "locked",
+        api_tokens={"ops": TOKEN, "alice": ALICE},
+        admin_tokens=[TOKEN],
+        token_isolation=True,
+    )
     yield app
     app.close()
 
@@ -182,3 +189,47 @@ def test_with_tokens_on_it_asks_for_one_and_sends_it(locked_app: App, page: Any)
     assert page.inner_text("#app-name") == "locked"
     # the console shows the 401s of the first tries: those are the only errors
     assert all("401" in error for error in page.errors), page.errors
+
+
+def test_usage_shows_per_tenant_and_a_tenant_sees_only_its_own(locked_app: App, page: Any) -> None:
+    # (plain httpx: Playwright's sync API runs an event loop in this thread)
+    def run(token: str, texts: list[str]) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        ids = [
+            locked_app.http.post("/wordcount/submit", json={"text": t}, headers=headers).json()[
+                "task_id"
+            ]
+            for t in texts
+        ]
+
+        def done(task_id: str) -> bool:
+            answer = locked_app.http.get(
+                "/wordcount/status", params={"task_id": task_id}, headers=headers
+            )
+            return answer.json()["status"] == "success"
+
+        for task_id in ids:
+            wait_for(lambda t=task_id: done(t), 60, "the tasks")
+
+    run(ALICE, ["a b"] * 3)
+    run(TOKEN, ["c"])
+    page.goto(f"{locked_app.url}/dashboard")
+    page.fill("#token", TOKEN)
+    page.click("#token-form button")
+    mine = '#usage tr[data-tenant="alice"][data-endpoint="wordcount"]'
+    page.wait_for_selector(mine, timeout=30_000)
+    assert page.inner_text(f"{mine} td.tasks") == "3"
+    assert page.inner_text(f"{mine} td.succeeded") == "3"
+    assert page.inner_text(f"{mine} td.running") == "0"  # the admin sees the live counts
+    assert page.is_visible('#usage tr[data-tenant="ops"]')
+    assert page.is_visible("#endpoints") and page.is_hidden("#no-overview")
+    page.evaluate("sessionStorage.clear()")
+    page.goto(f"{locked_app.url}/dashboard")
+    page.fill("#token", ALICE)
+    page.click("#token-form button")
+    page.wait_for_selector(mine)
+    page.wait_for_selector("#no-overview:not([hidden])")
+    assert page.is_hidden("#overview")
+    assert page.locator("#usage tbody tr").count() == 1  # not ops' row
+    assert page.inner_text(f"{mine} td.running") == "—"
+    assert all("401" in e or "403" in e for e in page.errors), page.errors

@@ -1,5 +1,5 @@
-// The raytask dashboard: polls /queue and /tasks, draws the queue, cancels or retries, and
-// shows a generator task's output live (GET NAME/stream).
+// The raytask dashboard: polls /queue, /tasks, /usage and /v1/batches, draws the queue,
+// cancels or retries, and shows a generator task's output live (GET NAME/stream).
 // Plain JavaScript, no dependencies: it is served by the app itself and works offline. The
 // stream is read with fetch, not EventSource, because EventSource cannot send the API token;
 // readEvents() below is the few lines of Server-Sent Events parsing that needs.
@@ -22,8 +22,17 @@ async function api(path, options = {}) {
     throw new Error("unauthorized");
   }
   const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
+  if (!response.ok) throw Object.assign(new Error(body.error || response.statusText), { status: response.status });
   return body;
+}
+
+async function appWide() {  // /queue, or null where this token may not read it (isolation)
+  try {
+    return await api("queue");
+  } catch (error) {
+    if (error.status === 403) return null;
+    throw error;
+  }
 }
 
 function askForToken(message) {
@@ -89,7 +98,36 @@ function progressBar(progress) {
   return wrap;
 }
 
+function seconds(value) {
+  return value === null || value === undefined ? "—" : value < 10 ? value.toFixed(2) : value.toFixed(0);
+}
+
+function renderUsage(usage, queue) {
+  const tbody = document.querySelector("#usage tbody");
+  tbody.replaceChildren();
+  const now = (queue && queue.tenants) || {};
+  for (const entry of usage.usage) {
+    const row = tbody.insertRow();
+    row.dataset.tenant = entry.tenant;
+    row.dataset.endpoint = entry.endpoint;
+    cell(row, entry.tenant);
+    cell(row, entry.endpoint);
+    const tenant = now[entry.tenant];
+    cell(row, tenant ? tenant.pending : "—", "pending");
+    cell(row, tenant ? tenant.running : "—", "running");
+    for (const key of ["tasks", "succeeded", "failed", "cancelled"]) cell(row, entry[key], key);
+    cell(row, seconds(entry.run_s), "run_s");
+    cell(row, seconds(entry.gpu_s), "gpu_s");
+    cell(row, seconds(entry.queue_s_p50));
+    cell(row, seconds(entry.queue_s_p99));
+  }
+  document.getElementById("no-usage").hidden = usage.usage.length > 0;
+}
+
 function renderQueue(queue) {
+  document.getElementById("overview").hidden = queue === null;
+  document.getElementById("no-overview").hidden = queue !== null;
+  if (queue === null) return;
   document.getElementById("app-name").textContent = queue.app;
   const tbody = document.querySelector("#endpoints tbody");
   tbody.replaceChildren();
@@ -359,12 +397,15 @@ async function refresh() {
   clearTimeout(timer);
   const status = document.getElementById("status-filter").value;
   try {
-    const [queue, page, batches] = await Promise.all([
-      api("queue"),
+    const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
+    const [queue, page, batches, usage] = await Promise.all([
+      appWide(),
       api("tasks?limit=50" + (status ? "&status=" + status : "")),
       api("v1/batches?limit=20"),
+      api("usage?group_by=tenant,endpoint&since=" + encodeURIComponent(since)),
     ]);
     renderQueue(queue);
+    renderUsage(usage, queue);
     renderTasks(page);
     renderBatches(batches);
     document.querySelector(".dot").classList.remove("down");
