@@ -11,14 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from ray import serve
 
 import raytask
 from tests.apps import Demo
 
-from ..support import wait_for
+from ..support import ROOT, wait_for
 from .conftest import App, Cluster
 from .test_durability import kill_manager
+from .test_readme import run_shell_blocks, shell_blocks
 
 pytestmark = pytest.mark.e2e
 
@@ -31,14 +33,24 @@ TOKENS = {
 ADMIN = "admin-e2e-tenant-00005"
 
 
+def readme_config() -> dict[str, Any]:
+    """The README's "Sharing a cluster" config."""
+    text = (ROOT / "README.md").read_text()
+    marker = "<!-- tenants-config -->\n```yaml\n"
+    start = text.index(marker) + len(marker)
+    return yaml.safe_load(text[start : text.index("```", start)])
+
+
 @pytest.fixture(scope="module")
 def tenants_app(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    """Two model replicas; alice may run two tasks at once, app-wide."""
+    """The README's config, two model replicas, and the tests' tenants (alice may run two
+    tasks at once, app-wide)."""
+    readme = readme_config()
     config = {
-        "api_tokens": TOKENS,
-        "admin_tokens": [ADMIN],
-        "token_isolation": True,
-        "tenants": {"alice": {"max_running": 2}},
+        **readme,
+        "api_tokens": {**TOKENS, **readme["api_tokens"]},
+        "admin_tokens": [ADMIN, *readme["admin_tokens"]],
+        "tenants": {**readme["tenants"], "alice": {"max_running": 2}},
         "journal": str(tmp_path_factory.mktemp("journal") / "j.db"),
         "sweep_interval_s": 0.5,
     }
@@ -175,3 +187,9 @@ def test_usage_is_each_tenants_own_and_app_wide_numbers_are_the_admins(tenants_a
     assert 'raytask_tenant_tasks_total{tenant="carol",endpoint="noop",status="success"}' in (
         metrics
     )
+
+
+def test_the_readme_curl_example_of_usage_runs_as_written(tenants_app: App) -> None:
+    (block,) = shell_blocks("<!-- tenants-curl -->\n```bash\n")
+    base, _, prefix = tenants_app.url.removeprefix("http://").partition("/")
+    run_shell_blocks([block], f"http://{base}", f"/{prefix}")

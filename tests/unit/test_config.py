@@ -1,11 +1,13 @@
 import re
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from raytask.core.config import MAX_DURATION_S, AppConfig, SubmitOptions, TaskOptions
 from raytask.core.endpoint import MAX_INT_DIGITS, MAX_JSON_DEPTH
 from raytask.core.errors import ConfigError
+from raytask.core.tenants import TenantSettings, resolve
 from raytask.server.joblines import MAX_LINES
 
 from ..support import ROOT
@@ -92,6 +94,10 @@ def test_the_readme_limits_table_is_true() -> None:
         "cors_allow_origins",
         "max_file_bytes",
     }
+    per_tenant = {name.split("`")[1]: d for _, name, d, _ in rows if name.startswith("tenants")}
+    assert set(per_tenant) == {"max_pending", "submits_per_s"}
+    assert all(getattr(TenantSettings(), n) is None for n in per_tenant)
+    assert all(d.startswith("none") for d in per_tenant.values())
     fixed = {what: default for what, name, default, _ in rows if name.startswith("fixed")}
     assert fixed["lines of a batch file"] == f"{MAX_LINES:,}"
     assert fixed["nested arrays and objects in a body, the body included"] == str(MAX_JSON_DEPTH)
@@ -122,3 +128,18 @@ def test_durations_are_finite_and_bounded_everywhere(options: dict) -> None:
     with pytest.raises(ValidationError):
         TaskOptions(**options)
     assert TaskOptions(ttl_s=MAX_DURATION_S, timeout_s=MAX_DURATION_S).ttl_s == MAX_DURATION_S
+
+
+def test_the_readme_tenants_example_is_a_config_that_does_what_it_says() -> None:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("<!-- tenants-config -->\n```yaml\n") + len(
+        "<!-- tenants-config -->\n```yaml\n"
+    )
+    config = AppConfig.parse(yaml.safe_load(text[start : text.index("```", start)]))
+    assert set(config.named_api_tokens().values()) == {"search-team", "batch-pipeline", "admin"}
+    search, pipeline = (
+        resolve(config.tenants, "search-team"),
+        resolve(config.tenants, "batch-pipeline"),
+    )
+    assert (search.weight, search.submits_per_s, search.max_pending) == (3, 50, 10000)
+    assert (pipeline.weight, pipeline.max_running, pipeline.max_pending) == (1, 8, 10000)
