@@ -25,6 +25,7 @@ from raytask.core.recovery import LOST_RESULT, LOST_RUN, recover
 from raytask.core.state import TaskState
 from raytask.core.status import TaskStatus
 from raytask.core.table import TaskRecord, TaskTable
+from raytask.core.usage import UsageQuery
 from raytask.server.batch import STREAMED, Chunks
 from raytask.server.journal import INTEGRITY_FAILED, RedisStore, SQLiteStore, Store
 from raytask.server.manager import TaskManager
@@ -693,3 +694,19 @@ async def test_a_streamed_result_survives_a_crash_without_a_pickle_and_leaves_wi
         assert task_id not in path().load_groups()  # its chunks left with it
     finally:
         await second.shutdown()
+
+
+async def test_usage_is_journaled_with_the_task_that_finished_and_survives_crashes(
+    path: Stores,
+) -> None:
+    await succeeded_then_crashed(path)  # its status read waited for the journal
+    second = manager(path, FakeCalls())
+    rows = await second.usage(UsageQuery())
+    assert [(r["tenant"], r["endpoint"], r["tasks"], r["succeeded"]) for r in rows] == [
+        ("anonymous", "work", 1, 1)
+    ]
+    await crash(second)
+    third = manager(path, FakeCalls())
+    assert await third.usage(UsageQuery()) == rows
+    assert third.service.table.usage.run_total[("anonymous", "work")] == rows[0]["run_s"]
+    await third.shutdown()
