@@ -708,5 +708,6 @@ async def test_usage_is_journaled_with_the_task_that_finished_and_survives_crash
     await crash(second)
     third = manager(path, FakeCalls())
     assert await third.usage(UsageQuery()) == rows
-    assert third.service.table.usage.run_total[("anonymous", "work")] == rows[0]["run_s"]
+    total = third.service.table.usage.run_total[("anonymous", "work")]
+    assert total == pytest.approx(rows[0]["run_s"], abs=1e-6)  # rows say microseconds
     await third.shutdown()
