@@ -130,8 +130,7 @@ class TaskService:
         self.streams.changed(record.task_id)
         log_failure(self.app_name, record)
 
-    def _journal_held(self, record: TaskRecord) -> None:
-        # (a delivery that ends after its TTL must not bring its task back at a restart)
+    def _journal_held(self, record: TaskRecord) -> None:  # a late delivery revives no task
         if self.journal is not None and self.table.endpoint_of(record.task_id) is not None:
             self.journal.changed(record)
 
@@ -155,6 +154,7 @@ class TaskService:
                 kept[task_id] = restore(cloudpickle.loads(payload))
             except Exception as exc:  # e.g. its class is gone: the task runs again
                 logger.warning("raytask: cannot restore the result of %s: %s", task_id, exc)
+        ended = {r.task_id for r in records if r.status.finished}  # counted in usage already
         outcome = recover(records, self.routes, kept, self.table.clock(), broken)
         for record in outcome.records:
             if record.status is TaskStatus.SUCCESS and record.task_id in kept:
@@ -162,8 +162,8 @@ class TaskService:
         self.table.restore(outcome.records)
         self.webhooks.resume(outcome.records)
         changed = [self.table.get(task_id) for task_id in outcome.changed]
-        for record in changed:  # failed at recovery: counted, as any finish
-            if record.status.finished:
+        for record in changed:  # failed at recovery: counted, as any finish, once
+            if record.status.finished and record.task_id not in ended:
                 self.table.usage.finished(record)
         self.journal.rewrite(changed)
         logger.warning(

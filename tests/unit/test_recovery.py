@@ -253,6 +253,8 @@ async def test_a_task_that_kills_the_manager_every_time_ends_in_failure(path: St
     await crash(m)
     m = manager(path, FakeCalls(), max_attempts=3)
     assert m.service.table.get(task_id).status is TaskStatus.FAILURE  # and it stays so
+    usage = await m.usage(UsageQuery())  # failed at a recovery: counted once, not at each
+    assert [(r["tasks"], r["failed"]) for r in usage] == [(1, 1)]
     await m.shutdown()
 
 
@@ -711,3 +713,18 @@ async def test_usage_is_journaled_with_the_task_that_finished_and_survives_crash
     total = third.service.table.usage.run_total[("anonymous", "work")]
     assert total == pytest.approx(rows[0]["run_s"], abs=1e-6)  # rows say microseconds
     await third.shutdown()
+
+
+async def test_a_finished_task_that_recovery_fails_is_not_counted_twice(path: Stores) -> None:
+    calls = FakeCalls()
+    first = manager(path, calls, rerun_lost_results=False)
+    task_id, batch = await running(first, calls)
+    batch.large(task_id, {"value": 1})  # a result the journal does not keep
+    await settle(lambda: first.service.table.get(task_id).status is TaskStatus.SUCCESS)
+    assert (await first.status(task_id)).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+    await crash(first)
+    second = manager(path, FakeCalls(), rerun_lost_results=False)
+    assert second.service.table.get(task_id).status is TaskStatus.FAILURE  # its result is gone
+    usage = await second.usage(UsageQuery())
+    assert [(r["tasks"], r["succeeded"], r["failed"]) for r in usage] == [(1, 1, 0)]
+    await second.shutdown()
