@@ -68,6 +68,9 @@ class ProgressReporter:
         loop: the replica's event loop, which times the delayed sends.
         interval_s: the least time between two sends.
         clock: monotonic seconds.
+        send_last: whether :meth:`close` sends the report still held back (False: the
+            attempt's outcome carries :attr:`last` instead, so the method's last word
+            cannot arrive after its end and be dropped).
     """
 
     def __init__(
@@ -76,8 +79,11 @@ class ProgressReporter:
         loop: asyncio.AbstractEventLoop,
         interval_s: float = PROGRESS_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        send_last: bool = True,
     ) -> None:
         self._send, self._loop, self._interval_s, self._clock = send, loop, interval_s, clock
+        self._send_last = send_last
+        self.last: tuple[float | None, str | None] | None = None  # the latest report
         self._lock = threading.Lock()  # sync methods report from their own thread
         self._last_sent = -math.inf
         self._latest: tuple[float | None, str | None] | None = None
@@ -89,7 +95,7 @@ class ProgressReporter:
         with self._lock:
             if self._closed:
                 return
-            self._latest = (fraction, message)
+            self._latest = self.last = (fraction, message)
             wait_s = self._last_sent + self._interval_s - self._clock()
             if wait_s > 0:
                 if not self._scheduled:
@@ -119,7 +125,7 @@ class ProgressReporter:
         with self._lock:
             self._closed = True
             report = self._take() if self._latest is not None else None
-        if report is not None:
+        if report is not None and self._send_last:
             self._send(*report)
 
     def activate(self) -> object:

@@ -164,11 +164,13 @@ class Attempts:
                 if isinstance(outcomes, Chunks):
                     self._streamed(batch, outcomes)
                     continue
-                for task_id, attempt_no, kind, payload in outcomes.ended:
+                for task_id, attempt_no, kind, payload, progress in outcomes.ended:
                     if kind == FOLLOWS:
                         payload = await self.calls.next_value_ref(stream)
                     attempt = batch.open.pop(task_id, None)
                     if attempt is not None and attempt.attempt_no == attempt_no:
+                        if progress is not None:  # its last word, before its end
+                            self.dispatcher.table.report_progress(task_id, attempt_no, *progress)
                         await self._settle(attempt, kind, payload)
                 self.on_end()
         except asyncio.CancelledError:

@@ -71,6 +71,7 @@ class Ended(NamedTuple):
     attempt_no: int
     kind: str
     payload: Any
+    progress: tuple[float | None, str | None] | None = None  # the method's last report
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,14 @@ async def _attempt(
     slots: asyncio.Semaphore,
     reporter: ProgressReporter | None,
     emit: Callable[[Any], None],
+    last: dict[str, Any],
 ) -> Any:
     async with slots:
-        return await run_attempt(instance, item.method, item.kwargs, reporter, emit)
+        try:
+            return await run_attempt(instance, item.method, item.kwargs, reporter, emit)
+        finally:
+            if reporter is not None and reporter.last is not None:
+                last[item.task_id] = reporter.last  # it travels with the outcome
 
 
 async def _listen(stops: Callable[[int], Any], running: dict[str, asyncio.Task[Any]]) -> None:
@@ -156,6 +162,7 @@ def _ended(
     done: list[asyncio.Task[Any]],
     of_task: dict[asyncio.Task[Any], BatchItem],
     running: dict[str, asyncio.Task[Any]],
+    last: dict[str, Any],
 ) -> tuple[Outcomes, list[Any]]:
     """The outcomes of the attempts ``done`` (forgotten as running), and the values too
     large to travel inside them, to stream after them in order."""
@@ -168,7 +175,8 @@ def _ended(
             kind = FOLLOWS
             large.append(payload)
             payload = None
-        ended.append(Ended(item.task_id, item.attempt_no, kind, payload))
+        progress = last.pop(item.task_id, None)
+        ended.append(Ended(item.task_id, item.attempt_no, kind, payload, progress))
     return Outcomes(ended), large
 
 
@@ -206,12 +214,13 @@ async def run_batch(
     events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     running: dict[str, asyncio.Task[Any]] = {}
     of_task: dict[asyncio.Task[Any], BatchItem] = {}
+    last: dict[str, Any] = {}  # each ended attempt's last progress report
     for item in items:
 
         def emit(value: Any, item: BatchItem = item) -> None:
             events.put_nowait(("chunk", (item.task_id, item.attempt_no, value)))
 
-        task = asyncio.create_task(_attempt(instance, item, slots, reporter_for(item), emit))
+        task = asyncio.create_task(_attempt(instance, item, slots, reporter_for(item), emit, last))
         task.add_done_callback(lambda task: events.put_nowait(("ended", task)))
         running[item.task_id] = task
         of_task[task] = item
@@ -234,7 +243,7 @@ async def run_batch(
                 yield _grouped(chunks)
             if done:
                 left -= len(done)
-                outcomes, large = _ended(done, of_task, running)
+                outcomes, large = _ended(done, of_task, running, last)
                 yield outcomes
                 for value in large:
                     yield value
@@ -275,7 +284,7 @@ def with_runner(cls: type) -> type:
             stops = lambda seen: manager.batch_stops.remote(batch_id, seen)  # noqa: E731
             loop = asyncio.get_running_loop()
             reporter_for = lambda item: ProgressReporter(  # noqa: E731
-                progress_sender(app_name, item.task_id, item.attempt_no), loop
+                progress_sender(app_name, item.task_id, item.attempt_no), loop, send_last=False
             )
         async for out in run_batch(self, items, limit, stops, reporter_for):
             yield out

@@ -72,7 +72,7 @@ def ended(stream_items: list[Any]) -> dict[str, tuple[str, Any]]:
         task_id: (kind, payload)
         for item in stream_items
         if isinstance(item, Outcomes)
-        for task_id, _, kind, payload in item.ended
+        for task_id, _, kind, payload, _ in item.ended
     }
 
 
@@ -107,7 +107,7 @@ async def test_failures_and_large_values_travel_apart() -> None:
     ]
     out = await collect(run_batch(worker, batch, limit=8))
     outcomes = [item for item in out if isinstance(item, Outcomes)]
-    attempt_nos = {t: n for o in outcomes for t, n, _, _ in o.ended}
+    attempt_nos = {e.task_id: e.attempt_no for o in outcomes for e in o.ended}
     assert attempt_nos == {"ok": 3, "bad": 1, "large": 2}
     seen = ended(out)
     assert seen["ok"] == (VALUE, 2)
@@ -117,7 +117,7 @@ async def test_failures_and_large_values_travel_apart() -> None:
     announced = next(
         i
         for i, o in enumerate(out)
-        if isinstance(o, Outcomes) and any(t == "large" for t, _, _, _ in o.ended)
+        if isinstance(o, Outcomes) and any(e.task_id == "large" for e in o.ended)
     )
     assert out[announced + 1] == b"x" * 100_000
 
@@ -262,3 +262,26 @@ async def test_chunks_travel_as_they_come_and_before_their_attempts_end() -> Non
     )
     assert last_chunk < end_of_a
     assert all(n == 2 for o in out if isinstance(o, Chunks) for t, n, _ in o.streamed if t == "b")
+
+
+class Reporting:
+    @raytask.task
+    async def steps(self, n: int) -> int:
+        for i in range(1, n + 1):
+            raytask.report_progress(i / n, f"{i} of {n}")
+        return n
+
+
+async def test_the_outcome_carries_the_methods_last_report_and_close_sends_nothing() -> None:
+    from raytask.core.progress import ProgressReporter
+
+    sent: list[Any] = []
+    loop = asyncio.get_running_loop()
+
+    def reporter_for(item: BatchItem) -> ProgressReporter:
+        return ProgressReporter(lambda *report: sent.append(report), loop, send_last=False)
+
+    out = await collect(run_batch(Reporting(), items("steps", {"n": 10}), 4, None, reporter_for))
+    (outcome,) = [item for item in out if isinstance(item, Outcomes)]
+    assert outcome.ended[0].progress == (1.0, "10 of 10")
+    assert sent == [(0.1, "1 of 10")]  # the first went at once; the rest were held back

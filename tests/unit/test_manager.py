@@ -34,6 +34,7 @@ from raytask.server.batch import (
     VALUE,
     BatchItem,
     Chunks,
+    Ended,
     Outcomes,
 )
 from raytask.server.calls import ReplicaCalls
@@ -66,11 +67,10 @@ class FakeBatch:
     def _attempt_no(self, task_id: str) -> int:
         return next(i.attempt_no for i in self.items if i.task_id == task_id)
 
-    def end(self, task_id: str, kind: str, payload: Any = None) -> None:
-        """The replica streams how one attempt ended."""
-        self.stream.put_nowait(
-            FakeRef(Outcomes([(task_id, self._attempt_no(task_id), kind, payload)]))
-        )
+    def end(self, task_id: str, kind: str, payload: Any = None, progress: Any = None) -> None:
+        """The replica streams how one attempt ended (with its last progress report)."""
+        ended = Ended(task_id, self._attempt_no(task_id), kind, payload, progress)
+        self.stream.put_nowait(FakeRef(Outcomes([ended])))
 
     def value(self, task_id: str, value: Any) -> FakeRef:
         """A small value, inside the outcome."""
@@ -662,3 +662,15 @@ async def test_the_manager_serves_the_job_commands(calls: FakeCalls, tmp_path: A
         assert isinstance(missing, HTTPError) and missing.status_code == 404
     finally:
         await manager.shutdown()
+
+
+async def test_the_last_progress_report_comes_with_the_end_and_is_kept(calls: FakeCalls) -> None:
+    # The report sent apart (an actor call) can arrive after the end and be dropped; the
+    # one inside the outcome cannot.
+    manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
+    task_id, batch = await running(manager, calls)
+    batch.end(task_id, VALUE, {"ok": 1}, progress=(1.0, "10 of 10"))
+    await settle(lambda: manager.service.table.get(task_id).status is TaskStatus.SUCCESS)
+    progress = manager.service.table.get(task_id).progress
+    assert progress is not None and (progress.fraction, progress.message) == (1.0, "10 of 10")
+    await manager.shutdown()
