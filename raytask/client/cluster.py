@@ -26,6 +26,7 @@ from ..core.messages import Submit
 from ..core.names import NAMESPACE, manager_name
 from ..core.queue import ANONYMOUS
 from ..core.state import TaskState
+from ..core.tokens import check_name
 from ..core.wire import DEFAULT_LIST_LIMIT
 from .handles import AsyncTask, Task
 from .jobs import AsyncJob, Job, request_lines
@@ -294,7 +295,7 @@ class ClusterClient:
     """
 
     def __init__(self, app_name: str, tenant: str = ANONYMOUS) -> None:
-        self.app_name, self.tenant = app_name, tenant
+        self.app_name, self.tenant = app_name, check_name(tenant, "tenant")
         self._manager = _find_manager(app_name)
         self._tasks = ManagerTasks(self._manager)
         self._endpoints = _task_endpoints(_models(self._manager, app_name))
@@ -316,7 +317,7 @@ class AsyncClusterClient:
         models: list[tuple[str, type]],
         tenant: str = ANONYMOUS,
     ) -> None:
-        self.app_name, self.tenant = app_name, tenant
+        self.app_name, self.tenant = app_name, check_name(tenant, "tenant")
         self._manager = manager
         self._tasks = AsyncManagerTasks(manager)
         self._submits: Coalescer[Submit, Any] = Coalescer(manager.submit_each.remote)

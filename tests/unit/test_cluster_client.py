@@ -64,3 +64,19 @@ def test_the_models_are_asked_again_before_giving_up(monkeypatch: pytest.MonkeyP
     with pytest.raises(ServiceUnavailableError, match="'demo' in 3 tries"):
         cluster._models(Manager(), "demo")
     assert answers == []
+
+
+def test_an_in_cluster_client_says_whose_tasks_it_submits() -> None:
+    import raytask
+
+    class Model:
+        @raytask.task
+        def echo(self, text: str) -> str:
+            return text
+
+    client = cluster.AsyncClusterClient("app", Manager(), [("Model", Model)], tenant="team-a")
+    item = client.echo._item((), {"text": "hi"})
+    assert (item.tenant, item.owner, item.kwargs) == ("team-a", None, {"text": "hi"})
+    assert cluster.AsyncClusterClient("app", Manager(), []).tenant == "anonymous"
+    with pytest.raises(ValueError, match="tenant name"):
+        cluster.AsyncClusterClient("app", Manager(), [], tenant='bad"name')
