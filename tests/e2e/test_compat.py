@@ -13,7 +13,7 @@ import ray
 from ray import serve
 
 from raytask.server import compat
-from raytask.server.batch import BATCH_METHOD, FOLLOWS, VALUE, BatchItem, Outcomes
+from raytask.server.batch import BATCH_METHOD, FOLLOWS, VALUE, BatchItem, Ended, Outcomes
 from tests.apps import Demo
 
 from .conftest import App
@@ -49,14 +49,14 @@ async def test_assigned_stream_gives_the_owned_refs_of_the_items(main_app: App) 
     refs = [ref async for ref in stream]
     assert all(isinstance(ref, ray.ObjectRef) for ref in refs)
     (outcomes,) = [await ref for ref in refs]
-    assert outcomes == Outcomes([("t", 1, VALUE, {"words": 3, "top": ["a", "b"]})])
+    assert outcomes == Outcomes([Ended("t", 1, VALUE, {"words": 3, "top": ["a", "b"]})])
 
 
 async def test_next_unfetched_returns_a_large_item_without_reading_it(main_app: App) -> None:
     items = [BatchItem("t", 1, "blob", {"size_mb": 1})]
     stream = await compat.assigned_stream(_batch_handle(main_app).remote(None, 1, items, 4))
     header = await compat.next_unfetched(stream)
-    assert header is not None and (await header).ended == [("t", 1, FOLLOWS, None)]
+    assert header is not None and (await header).ended == [Ended("t", 1, FOLLOWS, None)]
     value = await compat.next_unfetched(stream)
     assert value is not None and list(compat.stored_sizes([value])) == [value]
     assert compat.stored_sizes([value])[value] >= 2**20  # its size, for max_task_bytes
