@@ -14,13 +14,15 @@ idle cannot bank turns. Weights 3:1 with both backlogged start tasks 3:1.
 
 Tags are integers and fixed once given, so the lane keeps every queued task in one sorted
 list (``sortedcontainers``, made for this) and a task's position is its rank there plus the
-tasks of the lanes ahead: push, remove, pop and position are each O(log n). ``pop`` may skip
-tenants (at their ``max_running``): it walks the tenants' first tasks in tag order, so a
-held-back tenant's backlog costs one step, not one per task.
+tasks of the lanes ahead; each tenant's tasks wait in a FIFO, and its first one in a second
+sorted list: push, remove, pop and position are each O(log n). ``pop`` may skip tenants (at
+their ``max_running``): it walks the tenants' first tasks in tag order, so a held-back
+tenant's backlog costs one step, not one per task.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Container, Iterator
 
 from sortedcontainers import SortedList
@@ -46,7 +48,10 @@ class _Lane:
     def __init__(self) -> None:
         self._order: SortedList = SortedList()  # every queued task's key
         self._heads: SortedList = SortedList()  # each tenant's first task's key
-        self._tenants: dict[str, SortedList] = {}  # tenant -> its tasks' keys
+        # tenant -> its tasks' keys in arrival (= tag) order, and how many are queued; a
+        # task cancelled mid-way stays in the deque until it reaches the front (its key
+        # is no longer in _keys), so a pop and a push are O(1) there
+        self._tenants: dict[str, tuple[deque[_Key], list[int]]] = {}
         self._keys: dict[str, tuple[_Key, str]] = {}  # task id -> (key, tenant)
         self._last: dict[str, int] = {}  # tenant -> tag of its last queued task
         self._vtime = 0  # the highest tag taken so far
@@ -64,10 +69,14 @@ class _Lane:
         self._order.add(key)
         own = self._tenants.get(tenant)
         if own is None:
-            own = self._tenants[tenant] = SortedList()
-        if not own:
+            own = self._tenants[tenant] = (deque(), [0])
             self._heads.add(key)
-        own.add(key)
+        own[0].append(key)
+        own[1][0] += 1
+
+    def _live(self, key: _Key) -> bool:
+        entry = self._keys.get(key[2])
+        return entry is not None and entry[0] == key
 
     def remove(self, task_id: str, taken: bool = False) -> bool:
         entry = self._keys.pop(task_id, None)
@@ -75,14 +84,17 @@ class _Lane:
             return False
         key, tenant = entry
         self._order.remove(key)
-        own = self._tenants[tenant]
-        if own[0] == key:
-            self._heads.remove(key)
-            if len(own) > 1:
-                self._heads.add(own[1])
-        own.remove(key)
-        if not own:  # an idle tenant keeps no tag: it starts from the lane's time again
+        keys, count = self._tenants[tenant]
+        count[0] -= 1
+        if not count[0]:  # an idle tenant keeps no tag: it starts from the lane's time again
             del self._tenants[tenant], self._last[tenant]
+            self._heads.remove(key)  # (a deque's front is always a queued task)
+        elif keys[0] == key:
+            self._heads.remove(key)
+            keys.popleft()
+            while not self._live(keys[0]):  # cancelled ones that reached the front
+                keys.popleft()
+            self._heads.add(keys[0])
         if taken:
             self._vtime = max(self._vtime, key[0])
         return True

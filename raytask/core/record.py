@@ -199,7 +199,13 @@ class TaskRecord:
         """
         if not can_transition(self.status, target, recovering):
             raise InvalidTransitionError(self.task_id, self.status.value, target.value)
-        self.queue_s, self.run_s = self.spent(now)
+        if self.changed_at is not None and now > self.changed_at:  # (0.x rows: spent())
+            if self.status is TaskStatus.PENDING:
+                self.queue_s += now - self.changed_at
+            elif self.status is TaskStatus.IN_PROGRESS:
+                self.run_s += now - self.changed_at
+        elif self.changed_at is None:
+            self.queue_s, self.run_s = self.spent(now)
         self.changed_at = now
         if target is TaskStatus.PENDING:
             self.completed_at = self.expires_at = None

@@ -133,15 +133,21 @@ class Quotas:
 
     def moved(self, tenant: str, previous: TaskStatus | None, target: TaskStatus) -> None:
         """A task of ``tenant`` moved (``previous`` None: it is new)."""
-        for status, sign in ((previous, -1), (target, 1)):
-            if status is TaskStatus.PENDING:
-                self.pending[tenant] += sign
-            elif status is TaskStatus.IN_PROGRESS:
-                running = self.running[tenant] = self.running[tenant] + sign
-                if self._at_cap(tenant, running):
-                    self.capped.add(tenant)
-                else:
-                    self.capped.discard(tenant)
+        if previous is TaskStatus.PENDING:
+            self.pending[tenant] -= 1
+        elif previous is TaskStatus.IN_PROGRESS:
+            self._run(tenant, -1)
+        if target is TaskStatus.PENDING:
+            self.pending[tenant] += 1
+        elif target is TaskStatus.IN_PROGRESS:
+            self._run(tenant, 1)
+
+    def _run(self, tenant: str, change: int) -> None:
+        running = self.running[tenant] = self.running[tenant] + change
+        if self._at_cap(tenant, running):
+            self.capped.add(tenant)
+        elif self.capped:
+            self.capped.discard(tenant)
 
 
 __all__ = ["ANONYMOUS", "DEFAULT", "Quotas", "TenantSettings", "resolve"]

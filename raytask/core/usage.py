@@ -139,15 +139,14 @@ class Usage:
         self.gpu_total: Counter[tuple[str, str]] = Counter()
 
     def finished(self, record: TaskRecord) -> None:
-        """Count a task that just finished."""
-        queue_s, run_s = record.spent(record.changed_at or 0.0)
+        """Count a task that just finished (its seconds are final)."""
         self.count(
             record.tenant,
             record.endpoint,
             record.status,
             record.completed_at or 0.0,
-            queue_s,
-            run_s,
+            record.queue_s,
+            record.run_s,
             record.gpus,
         )
 
@@ -169,11 +168,17 @@ class Usage:
             row = pairs[(tenant, endpoint)] = UsageRow()
         outcome = OUTCOMES[status]
         gpu_s = run_s * gpus
-        row.add(UsageRow(1, run_s=run_s, gpu_s=gpu_s, queue=Counter({_bucket(queue_s): 1})))
+        row.tasks += 1  # (in place: this runs once per task, on the manager's loop)
         setattr(row, outcome, getattr(row, outcome) + 1)
-        self._totals(tenant, endpoint, {outcome: 1}, run_s, gpu_s)
-        self.dirty.add(key)
-        self.on_dirty()
+        row.run_s += run_s
+        row.gpu_s += gpu_s
+        row.queue[_bucket(queue_s)] += 1
+        self.tasks_total[(tenant, endpoint, outcome)] += 1
+        self.run_total[(tenant, endpoint)] += run_s
+        self.gpu_total[(tenant, endpoint)] += gpu_s
+        if key not in self.dirty:
+            self.dirty.add(key)
+            self.on_dirty()
 
     def _totals(
         self, tenant: str, endpoint: str, outcomes: dict[str, int], run_s: float, gpu_s: float
