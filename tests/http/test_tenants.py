@@ -3,7 +3,6 @@ read it, the app-wide numbers for admins only, and the Python clients' ``usage()
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from raytask.server.routes import Routes
 from ..support import FakeClock
 from .conftest import InProcessServer, ServedBackend
 from .test_routes import assert_error
+from .test_tokens import bearer
 
 ALICE, BOB, CAROL, ADMIN = "alice-token-0001", "bob-token-000002", "carol-token-0003", "a" * 20
 
@@ -37,16 +37,9 @@ def config() -> AppConfig:
 
 
 @pytest.fixture
-async def http(backend: ServedBackend, config: AppConfig) -> AsyncIterator[httpx.AsyncClient]:
-    app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://raytask"
-    ) as client:
-        yield client
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def http(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The conftest's in-process client, on this module's config."""
+    return client
 
 
 async def submit(http: httpx.AsyncClient, token: str, n: int = 1) -> list[str]:
