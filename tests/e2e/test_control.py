@@ -159,7 +159,8 @@ def test_a_long_poll_get_answers_when_the_task_finishes(main_app: App) -> None:
     response = main_app.http.get("/sleep/get", params={"task_id": task_id, "wait_s": 30})
     took = time.monotonic() - start
     assert response.status_code == 200, response.text
-    assert response.json() >= 1.0 and took < 15  # held about a second, not 30
+    # (asyncio may wake a timer up to its clock's resolution early: 0.9998 s is a second)
+    assert response.json() >= 0.99 and took < 15  # held about a second, not 30
     pending = main_app.submit("block", {"seconds": 30, "tag": "held"})
     start = time.monotonic()
     answer = main_app.http.get("/block/status", params={"task_id": pending, "wait_s": 1})
