@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,14 +61,22 @@ class Attempts:
         dispatcher: decides what starts and records how attempts end.
         calls: the I/O with Serve.
         on_end: called after attempts ended (slots are free: dispatch again).
+        progress: records an attempt's progress report as the replica's own reports are
+            (the service's ``report_progress``: its webhook event too); an outcome brings
+            the method's last one.
     """
 
     def __init__(
-        self, dispatcher: Dispatcher, calls: ReplicaCalls, on_end: Callable[[], None]
+        self,
+        dispatcher: Dispatcher,
+        calls: ReplicaCalls,
+        on_end: Callable[[], None],
+        progress: Callable[[str, int, float | None, str | None], Awaitable[None]],
     ) -> None:
         self.dispatcher = dispatcher
         self.calls = calls
         self.on_end = on_end
+        self.progress = progress
         self.batch_size = 64
         self.stream_limits = (100_000, 64 * 1024**2)  # (chunks, bytes) an attempt may stream
         self._batches: dict[int, _Batch] = {}
@@ -170,7 +178,7 @@ class Attempts:
                     attempt = batch.open.pop(task_id, None)
                     if attempt is not None and attempt.attempt_no == attempt_no:
                         if progress is not None:  # its last word, before its end
-                            self.dispatcher.table.report_progress(task_id, attempt_no, *progress)
+                            await self.progress(task_id, attempt_no, *progress)
                         await self._settle(attempt, kind, payload)
                 self.on_end()
         except asyncio.CancelledError:

@@ -113,7 +113,9 @@ class TaskManager:
         store = store or open_store(config, app_name)
         journal = Journal(store) if store is not None else None
         self.service = TaskService(app_name, routes, config, journal, self._stop, self._wake.set)
-        self.attempts = Attempts(self.service.dispatcher, self.calls, self._wake.set)
+        self.attempts = Attempts(
+            self.service.dispatcher, self.calls, self._wake.set, self.service.report_progress
+        )
         self.attempts.configure(config)
         # An actor never moves: where it started is where it runs (the options pin it).
         self.on_head_node = compat.on_head_node() if ray.is_initialized() else None

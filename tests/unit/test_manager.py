@@ -664,13 +664,28 @@ async def test_the_manager_serves_the_job_commands(calls: FakeCalls, tmp_path: A
         await manager.shutdown()
 
 
-async def test_the_last_progress_report_comes_with_the_end_and_is_kept(calls: FakeCalls) -> None:
+async def test_the_last_progress_report_comes_with_the_end_and_is_kept(
+    calls: FakeCalls, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The report sent apart (an actor call) can arrive after the end and be dropped; the
-    # one inside the outcome cannot.
-    manager = TaskManager("app", [route()], AppConfig(journal="off"), calls=calls)
-    task_id, batch = await running(manager, calls)
+    # one inside the outcome cannot, and it is recorded as any report is (webhook too).
+    config = AppConfig(
+        journal="off",
+        webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        webhook_allow_private_networks=True,
+    )
+    manager = TaskManager("app", [route()], config, calls=calls)
+    fired: list[str] = []
+    monkeypatch.setattr(manager.service.webhooks, "fire", lambda record, event: fired.append(event))
+    hook = SubmitOptions(webhook_url="http://127.0.0.1:9/hook", webhook_events="progress,completed")
+    answer = await manager.submit(Submit("work", {"seconds": 1}, hook))
+    task_id = answer.task_id  # type: ignore[union-attr]
+    await settle(lambda: len(calls.sent) == 1)
+    batch = calls.assign()
+    await settle(lambda: manager.service.dispatcher._deadlines)
     batch.end(task_id, VALUE, {"ok": 1}, progress=(1.0, "10 of 10"))
     await settle(lambda: manager.service.table.get(task_id).status is TaskStatus.SUCCESS)
     progress = manager.service.table.get(task_id).progress
     assert progress is not None and (progress.fraction, progress.message) == (1.0, "10 of 10")
+    assert fired[-2:] == ["progress", "completed"]  # its webhook event, before the end
     await manager.shutdown()
