@@ -343,23 +343,14 @@ class AppConfig(BaseModel):
             check_name(name, "tenants")
         return value
 
-    def resolved_api_tokens(self) -> frozenset[str]:
-        """Every token the app accepts: ``api_tokens``, ``api_tokens_file``, the
-        comma-separated ``RAYTASK_API_TOKENS`` and ``admin_tokens``; empty when the app is
-        open.
+    def named_api_tokens(self) -> dict[str, str]:
+        """Every token the app accepts (``api_tokens``, ``api_tokens_file``, the
+        comma-separated ``RAYTASK_API_TOKENS`` and ``admin_tokens``) and the tenant it names
+        (see :mod:`raytask.core.tokens`); empty when the app is open.
 
         Raises:
             ConfigError: a file cannot be read, or a token is malformed (the message
                 says where, never what).
-        """
-        return frozenset(self.named_api_tokens())
-
-    def named_api_tokens(self) -> dict[str, str]:
-        """Every token the app accepts and the tenant it names (see
-        :mod:`raytask.core.tokens`).
-
-        Raises:
-            ConfigError: as :meth:`resolved_api_tokens`.
         """
         listed = self.api_tokens
         given = [] if listed is None or isinstance(listed, str) else given_tokens(listed)
