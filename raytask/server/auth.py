@@ -18,6 +18,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..core.errors import UnauthorizedError
 from ..core.queue import ANONYMOUS
@@ -51,6 +52,12 @@ class Caller:
 
 
 OPEN = Caller()  # every caller of an app without tokens
+CALLER = "raytask.caller"  # where a checked request's Caller is kept in its ASGI scope
+
+
+def caller_of(request: Any) -> Caller:
+    """Who sent a request the token check passed (:data:`OPEN` for a public route)."""
+    return request.scope.get(CALLER, OPEN)
 
 
 class Tokens:

@@ -18,7 +18,7 @@ from ..core.config import AppConfig
 from ..core.endpoint import SERVICE_ROUTES, Endpoint
 from ..core.errors import ForbiddenError, RouteNotFoundError, ServiceUnavailableError
 from ..core.metrics import prometheus_text
-from .auth import OPEN, PUBLIC_ROUTES, Tokens
+from .auth import PUBLIC_ROUTES, Tokens, caller_of
 from .backend import Backend
 from .dashboard import DASHBOARD, DASHBOARD_HEADERS
 from .docs import DOCS_HEADERS, docs_page, type_of
@@ -70,7 +70,7 @@ class Pages:
 
     @staticmethod
     def _admin_only(request: Request) -> None:
-        if not request.scope.get("raytask.caller", OPEN).admin:
+        if not caller_of(request).admin:
             raise ForbiddenError(
                 "with token_isolation, only admin_tokens read the app-wide numbers; "
                 "GET /usage answers with this token's own"

@@ -50,7 +50,7 @@ from ..core.wire import (
     TASK_OPERATIONS,
     Operation,
 )
-from .auth import OPEN, Caller, Tokens
+from .auth import CALLER, Tokens, caller_of
 from .backend import Backend
 from .events import PING_S, Reads, call_events
 from .guard import middleware
@@ -107,19 +107,15 @@ class Routes:
         self.tokens = Tokens(config.named_api_tokens(), config.token_isolation, config.admin_tokens)
         self.pages = Pages(self.endpoints, backend, config, self.tokens)
         jobs = getattr(backend, "jobs", None)  # batch jobs (SPEC 11), where the backend has them
-        self.v1 = None if jobs is None else V1Routes(jobs, config, self._guarded, self._caller)
+        self.v1 = None if jobs is None else V1Routes(jobs, config, self._guarded)
         self._fixed = self._concrete()  # built once: the routes and the misses share them
         self.misses = Misses(self._fixed, list(self.endpoints), lambda: neighbours(backend))
 
     # -- access ------------------------------------------------------------------
 
     @staticmethod
-    def _caller(request: Request) -> Caller:
-        return request.scope.get("raytask.caller", OPEN)
-
-    @staticmethod
     def _owner(request: Request) -> str | None:
-        return request.scope.get("raytask.caller", OPEN).owner
+        return caller_of(request).owner
 
     # -- helpers ---------------------------------------------------------------
 
@@ -199,7 +195,7 @@ class Routes:
         options = self._submit_options(request)
         key = idempotency_key(request)
         kwargs = endpoint.validate_json(await self._body(request))
-        caller = self._caller(request)
+        caller = caller_of(request)
         item = Submit(endpoint.name, kwargs, options, key, caller.owner, caller.tenant)
         state = await self.backend.submit(item)
         return JSONResponse(self._view(request, state))
@@ -212,7 +208,7 @@ class Routes:
                 f"{IDEMPOTENCY_KEY} is for submit, one task per key; submit_many takes none"
             )
         inputs = endpoint.validate_json_many(await self._body(request))
-        caller = self._caller(request)
+        caller = caller_of(request)
         states = await self.backend.submit_many(
             endpoint.name, inputs, options, caller.owner, caller.tenant
         )
@@ -341,7 +337,7 @@ class Routes:
 
     async def usage(self, request: Request) -> Response:
         """``GET /usage``: with isolation a tenant's token reads its own usage only."""
-        query, caller = usage_query(request), self._caller(request)
+        query, caller = usage_query(request), caller_of(request)
         if not caller.admin:
             if query.tenant not in (None, caller.tenant):
                 raise ForbiddenError("this token reads its own tenant's usage only")
@@ -371,7 +367,7 @@ class Routes:
                 check_limits(request, self.config)
                 if not public:
                     caller = self.tokens.check(request.headers.getlist("authorization"))
-                    request.scope["raytask.caller"] = caller
+                    request.scope[CALLER] = caller
                 return await handler(request)
             except HTTPError as exc:
                 if type(exc) is EndpointNotFoundError:  # an unknown name: say where they are

@@ -30,6 +30,7 @@ from ..core.errors import (
     PayloadTooLargeError,
 )
 from ..core.queue import MAX_PRIORITY, MIN_PRIORITY
+from .auth import caller_of
 from .params import DIGITS, parse_body, read_body
 
 _RANGE = re.compile(r"bytes=([0-9]{1,15})-([0-9]{0,15})")
@@ -116,20 +117,14 @@ class V1Routes:
         jobs: the job commands of :class:`~raytask.server.jobs.Jobs`.
         config: app-wide settings (the largest file).
         guarded: wraps a handler in the app's limits, token check and error answers.
-        caller: who sent a guarded request (its owner, with token isolation, and tenant).
     """
 
-    def __init__(
-        self,
-        jobs: Any,
-        config: AppConfig,
-        guarded: Callable[[Any], Any],
-        caller: Callable[[Request], Any],
-    ) -> None:
-        self.jobs, self.config, self._guarded, self._caller = jobs, config, guarded, caller
+    def __init__(self, jobs: Any, config: AppConfig, guarded: Callable[[Any], Any]) -> None:
+        self.jobs, self.config, self._guarded = jobs, config, guarded
 
-    def _owner(self, request: Request) -> str | None:
-        return self._caller(request).owner
+    @staticmethod
+    def _owner(request: Request) -> str | None:
+        return caller_of(request).owner
 
     # -- files -------------------------------------------------------------------
 
@@ -228,7 +223,7 @@ class V1Routes:
             body.metadata,
             body.priority,
             self._owner(request),
-            self._caller(request).tenant,
+            caller_of(request).tenant,
         )
         return JSONResponse(job)
 
