@@ -173,17 +173,20 @@ class Usage:
         row.run_s += run_s
         row.gpu_s += gpu_s
         row.queue[_bucket(queue_s)] += 1
-        self.tasks_total[(tenant, endpoint, outcome)] += 1
-        self.run_total[(tenant, endpoint)] += run_s
-        self.gpu_total[(tenant, endpoint)] += gpu_s
+        self._totals(tenant, endpoint, ((outcome, 1),), run_s, gpu_s)
         if key not in self.dirty:
             self.dirty.add(key)
             self.on_dirty()
 
     def _totals(
-        self, tenant: str, endpoint: str, outcomes: dict[str, int], run_s: float, gpu_s: float
+        self,
+        tenant: str,
+        endpoint: str,
+        outcomes: Iterable[tuple[str, int]],
+        run_s: float,
+        gpu_s: float,
     ) -> None:
-        for outcome, number in outcomes.items():
+        for outcome, number in outcomes:
             if number:
                 self.tasks_total[(tenant, endpoint, outcome)] += number
         self.run_total[(tenant, endpoint)] += run_s
@@ -207,7 +210,7 @@ class Usage:
         for text, data in rows:
             key, row = key_of(text), UsageRow.load(data)
             self.hours.setdefault(key[2], {})[(key[0], key[1])] = row
-            outcomes = {o: getattr(row, o) for o in ("succeeded", "failed", "cancelled")}
+            outcomes = ((o, getattr(row, o)) for o in OUTCOMES.values())
             self._totals(key[0], key[1], outcomes, row.run_s, row.gpu_s)
 
     def prune(self, now: float) -> None:
