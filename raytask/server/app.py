@@ -47,7 +47,7 @@ def app(
     cfg = AppConfig.parse(config, **settings)
     if not models:
         raise ConfigError("raytask.app needs at least one bound deployment")
-    wrapped, described, max_ongoing, names = [], [], {}, set()
+    wrapped, described, sizes, names = [], [], {}, set()
     for model in models:
         deployment, cls = _model(model, cfg, names)
         options: dict[str, Any] = {"func_or_class": with_runner(cls)}
@@ -60,7 +60,7 @@ def app(
         described.append((deployment.name, cls))
         # (max_ongoing_requests, num_gpus): dispatch limits, and gpu_s in usage
         gpus = float((deployment.ray_actor_options or {}).get("num_gpus") or 0.0)
-        max_ongoing[deployment.name] = (deployment.max_ongoing_requests, gpus)
+        sizes[deployment.name] = (deployment.max_ongoing_requests, gpus)
     ingress = serve.deployment(
         Ingress,
         name=INGRESS_NAME,
@@ -74,7 +74,7 @@ def app(
         # `access_log` is on (Serve's show neither: "POST /{name}/submit 200").
         logging_config={"enable_access_log": False},
     )
-    return ingress.bind(described, max_ongoing, cfg, *wrapped)
+    return ingress.bind(described, sizes, cfg, *wrapped)
 
 
 def _model(model: Application, cfg: AppConfig, names: set[str]) -> tuple[Any, type]:

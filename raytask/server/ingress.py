@@ -287,7 +287,7 @@ class Ingress:
 
     Args:
         models: ``(deployment name, deployment class)`` of each model deployment.
-        max_ongoing: each model deployment's ``max_ongoing_requests`` and ``num_gpus``.
+        sizes: each model deployment's ``(max_ongoing_requests, num_gpus)``.
         config: app-wide settings.
         handles: the bound model deployments, which Serve turns into handles.
     """
@@ -295,7 +295,7 @@ class Ingress:
     async def __init__(
         self,
         models: list[tuple[str, type]],
-        max_ongoing: dict[str, tuple[int, float]],
+        sizes: dict[str, tuple[int, float]],
         config: AppConfig,
         *handles: Any,
     ) -> None:
@@ -309,9 +309,9 @@ class Ingress:
                 e.method,
                 e.deployment,
                 e.options,
-                max_ongoing[e.deployment][0],
+                sizes[e.deployment][0],
                 e.streams,
-                gpus=max_ongoing[e.deployment][1],
+                gpus=sizes[e.deployment][1],
             )
             for e in self.endpoints
             if e.is_task
