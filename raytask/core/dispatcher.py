@@ -261,5 +261,4 @@ class Dispatcher:
             "deployments": {
                 d: {"in_flight": self._in_flight[d], "limit": self.limit(d)} for d in self._capacity
             },
-            "tenants": self.table.tenant_stats(),
         }

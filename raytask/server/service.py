@@ -334,8 +334,8 @@ class TaskService:
         return [self.table.answer(r) for r in records], next_cursor
 
     async def queue(self) -> dict[str, Any]:
-        """The ``GET /queue`` answer (see :meth:`Dispatcher.snapshot`)."""
-        return self.dispatcher.snapshot(self.app_name)
+        """``GET /queue``: :meth:`Dispatcher.snapshot` plus the tenants, computed only here."""
+        return self.dispatcher.snapshot(self.app_name) | {"tenants": self.table.tenant_stats()}
 
     async def usage(self, query: UsageQuery) -> list[dict[str, Any]]:
         """The ``GET /usage`` rows (see :meth:`raytask.core.usage.Usage.query`)."""
