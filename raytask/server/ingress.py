@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
 from ..core.batching import Coalescer
 from ..core.config import AppConfig, SubmitOptions
+from ..core.copy import StateCopy
 from ..core.dispatcher import EndpointRoute
 from ..core.endpoint import Endpoint, discover
 from ..core.errors import (
@@ -30,6 +32,7 @@ from ..core.errors import (
     TaskFailedError,
     unwrap,
 )
+from ..core.feed import HOLD_S, LEASE_S, Group
 from ..core.messages import StreamRead, Submit, seen_by
 from ..core.names import INGRESS_NAME
 from ..core.queue import ANONYMOUS
@@ -37,6 +40,7 @@ from ..core.state import TaskState
 from ..core.usage import UsageQuery
 from .jobs import JOB_COMMANDS
 from .manager import get_or_create_manager
+from .reads import CopiedReads
 from .routes import Routes
 
 T = TypeVar("T")
@@ -77,6 +81,7 @@ class RayBackend:
             lambda ids: self._ask(manager.status_many.remote(ids))
         )
         self.jobs = RayJobs(self)
+        self._subscriber = uuid.uuid4().hex  # this replica, to the manager's change feed
 
     async def _ask(self, call: Awaitable[T], timeout_s: float | None = None) -> T:
         """A manager call's answer; 503 while the manager is down or restarting (Ray
@@ -227,6 +232,11 @@ class RayBackend:
     async def queue(self) -> dict[str, Any]:
         return await self._ask(self.manager.queue.remote())
 
+    async def changes(self, epoch: str | None, since: int) -> Group:
+        """The manager's changes past ``since`` (a long-poll of this replica's copy)."""
+        call = self.manager.changes.remote(self._subscriber, epoch, since)
+        return unwrap(await self._ask(call, timeout_s=HOLD_S + LEASE_S))
+
     async def usage(self, query: UsageQuery) -> list[dict[str, Any]]:
         return unwrap(await self._ask(self.manager.usage.remote(query)))
 
@@ -320,13 +330,18 @@ class Ingress:
         self.manager = get_or_create_manager(app_name, routes, config, models)
         # A manager left from an earlier deployment of this app takes the new settings.
         await self.manager.configure.remote(routes, config, models)
-        self.backend = RayBackend(
+        direct = RayBackend(
             self.manager,
             self.endpoints,
             {name: h for (name, _), h in zip(models, handles, strict=True)},
             timeout_s=config.manager_timeout_s,
             app_name=app_name,
         )
+        # Reads answer from this replica's copy of the task states, which follows the
+        # manager's change feed (see raytask.core.feed).
+        self.copy = StateCopy()
+        self.backend = CopiedReads(direct, self.copy)
+        self._following = asyncio.create_task(self.copy.follow(direct.changes))
 
     def __serve_build_asgi_app__(self) -> Any:
         return Routes(self.endpoints, self.backend, self.config).asgi_app()

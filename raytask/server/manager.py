@@ -23,6 +23,7 @@ import asyncio
 import functools
 import logging
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ COMMANDS = (
     "queue",
     "usage",
     "depth",
+    "changes",
 )
 """The :class:`TaskService` commands the actor serves as they are (errors as values)."""
 
@@ -108,11 +110,14 @@ class TaskManager:
             else:
                 _save(settings, (routes, config, models or []))
         self._models: list[tuple[str, type]] = models or []
+        self.served: Counter[str] = Counter()  # the calls it answered, by method (stats)
         self._wake = asyncio.Event()
         self.calls = calls or ReplicaCalls(app_name)
         store = store or open_store(config, app_name)
         journal = Journal(store) if store is not None else None
         self.service = TaskService(app_name, routes, config, journal, self._stop, self._wake.set)
+        if settings is not None:  # a manager before this one may have had copies following
+            self.service.feed.quiet()
         self.attempts = Attempts(
             self.service.dispatcher, self.calls, self._wake.set, self.service.report_progress
         )
@@ -176,6 +181,7 @@ class TaskManager:
         """``[result]`` of a successful task: a small value as it is, a large one as the
         ``ObjectRef`` the caller fetches (in a list, so Ray hands the ref over as it is);
         ``wait_s``: once it has finished, or after that long."""
+        self.served["result"] += 1
         try:
             return [await self.service.result(task_id, owner, endpoint, wait_s)]
         except HTTPError as exc:
@@ -207,6 +213,7 @@ class TaskManager:
     async def job(self, command: str, *args: Any) -> Any:
         """A batch job command (SPEC 11, :data:`~raytask.server.jobs.JOB_COMMANDS`), errors
         as values: the ``/v1`` routes of every ingress replica call this."""
+        self.served["job"] += 1
         if command not in JOB_COMMANDS:
             return HTTPError(f"no batch job command {command!r}")
         if self.jobs is None:
@@ -256,6 +263,8 @@ class TaskManager:
             "journal": None if journal is None else str(journal.store),
             "journal_commits": 0 if journal is None else journal.commits,
             "journal_bytes": 0 if journal is None else journal.bytes,
+            "calls": dict(self.served),
+            "copies": self.service.feed.subscribers,
             "env": {name: os.environ.get(name) for name in compat.ROUTER_IN_CALLER_LOOP_ENV},
         }
 
@@ -265,6 +274,7 @@ def _command(name: str) -> Callable[..., Awaitable[Any]]:
 
     @functools.wraps(getattr(TaskService, name))
     async def command(self: TaskManager, *args: Any, **kwargs: Any) -> Any:
+        self.served[name] += 1
         try:
             return await getattr(self.service, name)(*args, **kwargs)
         except HTTPError as exc:

@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ray import cloudpickle  # the pickler alone (by value: the app's own classes)
-
 from ..core.chunks import ChunkLog
 from ..core.config import AppConfig, SubmitOptions, TaskOptions
 from ..core.dispatcher import Dispatcher, EndpointRoute
@@ -35,16 +33,16 @@ from ..core.errors import (
     each,
     unwrap,
 )
+from ..core.feed import ChangeFeed, Entry, Group, copied_result
 from ..core.messages import StreamRead, Submit, seen_by
 from ..core.queue import ANONYMOUS
-from ..core.record import Result
-from ..core.recovery import recover
 from ..core.state import TaskState
 from ..core.status import TaskStatus
 from ..core.table import Clock, TaskRecord, TaskTable
 from ..core.usage import UsageQuery
 from ..core.webhooks import event_of
 from .journal import Journal, result_payload
+from .reload import reload
 from .streams import StreamReads, log_failure
 from .webhooks import Webhooks
 
@@ -82,12 +80,13 @@ class TaskService:
         self.app_name = app_name
         self.journal = journal
         self._stop, self._kick = stop, kick
+        self.feed = ChangeFeed(self._entry)  # the ingress replicas' copies follow it
         self.table = TaskTable(
             config.max_queue_size,
             config.retry_after_s,
             clock=clock,
             on_change=self._changed,
-            on_forget=journal.forgotten if journal is not None else _ignore,
+            on_forget=self._forget,
         )
         self.dispatcher = Dispatcher(self.table)
         self.streams = StreamReads(self.table)
@@ -123,16 +122,40 @@ class TaskService:
         if record.job is not None:  # a batch job's line: its job's files record it
             if record.status.finished:
                 self.on_job_line(record)
-        elif self.journal is not None:
-            self.journal.changed(record, result_payload(record, self.config.journal_result_bytes))
+        else:  # (a batch line's state is read from the manager, never from a copy)
+            self.feed.changed(record.task_id)
+            if self.journal is not None:
+                payload = result_payload(record, self.config.journal_result_bytes)
+                self.journal.changed(record, payload)
         if record.status.finished and record.task_id in self._finish_waits:
             self._finish_waits[record.task_id][0].set()
         self.streams.changed(record.task_id)
         log_failure(self.app_name, record)
 
     def _journal_held(self, record: TaskRecord) -> None:  # a late delivery revives no task
-        if self.journal is not None and self.table.endpoint_of(record.task_id) is not None:
-            self.journal.changed(record)
+        if self.table.endpoint_of(record.task_id) is not None:
+            self.feed.changed(record.task_id)
+            if self.journal is not None:
+                self.journal.changed(record)
+
+    def _forget(self, task_id: str) -> None:
+        self.feed.changed(task_id)  # copies drop it
+        if self.journal is not None:
+            self.journal.forgotten(task_id)
+
+    def _entry(self, task_id: str) -> Entry | None:
+        """A task as the ingress replicas' copies hold it (see :mod:`raytask.core.feed`)."""
+        try:
+            record = self.table.get(task_id)
+        except HTTPError:  # forgotten since
+            return None
+        now = self.table.clock()
+        return Entry(record.state(None, now), now, record.gpus, copied_result(record))
+
+    async def changes(self, subscriber: str, epoch: str | None, since: int) -> Group:
+        """The changes an ingress replica's copy has not seen (a long-poll; see
+        :meth:`ChangeFeed.poll`)."""
+        return await self.feed.poll(subscriber, epoch, since)
 
     async def _flush(self) -> None:
         if self.journal is not None:
@@ -141,40 +164,8 @@ class TaskService:
     def recover(self, restore: Callable[[Any], Any] = lambda value: value) -> None:
         """Rebuild the table from the journal, before anything else runs; ``restore``
         puts a journaled result back where results live (the actor: the object store)."""
-        if self.journal is None:
-            return
-        started = time.monotonic()
-        records, results, broken = self.journal.load()
-        self.table.usage.restore(self.journal.load_usage())
-        kept: dict[str, Any] = {  # a generator task's result: its journaled chunks
-            r.task_id: r.chunks for r in records if r.chunks is not None
-        }
-        for task_id, payload in results.items():
-            try:  # small results come back, owned by this process
-                kept[task_id] = restore(cloudpickle.loads(payload))
-            except Exception as exc:  # e.g. its class is gone: the task runs again
-                logger.warning("raytask: cannot restore the result of %s: %s", task_id, exc)
-        ended = {r.task_id for r in records if r.status.finished}  # counted in usage already
-        outcome = recover(records, self.routes, kept, self.table.clock(), broken)
-        for record in outcome.records:
-            if record.status is TaskStatus.SUCCESS and record.task_id in kept:
-                record.result = Result(kept[record.task_id], record.result_bytes)
-        self.table.restore(outcome.records)
-        self.webhooks.resume(outcome.records)
-        changed = [self.table.get(task_id) for task_id in outcome.changed]
-        for record in changed:  # failed at recovery: counted, as any finish, once
-            if record.status.finished and record.task_id not in ended:
-                self.table.usage.finished(record)
-        self.journal.rewrite(changed)
-        logger.warning(
-            "raytask manager of %s: journal %s: %d tasks back (%d requeued, %d failed) in %.2f s",
-            self.app_name,
-            self.journal.store,
-            len(outcome.records),
-            outcome.requeued,
-            outcome.failed,
-            time.monotonic() - started,
-        )
+        if self.journal is not None:
+            reload(self, self.journal, restore)
 
     # -- submitting ----------------------------------------------------------------
 
@@ -359,6 +350,7 @@ class TaskService:
         self._visible(task_id, owner, endpoint)
         self._cancel_one(task_id)
         await self._flush()
+        await self.feed.synced()  # every replica's copy holds it before the answer
         return self.table.state(task_id)
 
     async def cancel_many(
@@ -380,6 +372,7 @@ class TaskService:
             task_ids = [t for t in task_ids if self.table.owner_of(t) == owner]
         answers = each(task_ids, self._cancel_one)
         await self._flush()  # one journal write for them all
+        await self.feed.synced()
         return sum(1 for answer in answers if isinstance(answer, TaskState))
 
     async def delete_many(
@@ -407,6 +400,7 @@ class TaskService:
             ]
         deleted = len(self.table.delete(wanted))
         await self._flush()  # the rows are gone before the answer says so
+        await self.feed.synced()  # and from every replica's copy
         return deleted, given - deleted
 
     def _deletable(
@@ -433,6 +427,7 @@ class TaskService:
     ) -> None:
         """A running attempt's progress (from :func:`raytask.report_progress`)."""
         if self.table.report_progress(task_id, attempt_no, fraction, message):
+            self.feed.changed(task_id)
             record = self.table.get(task_id)
             if record.options.webhook_url is not None:
                 self.webhooks.fire(record, "progress")

@@ -1,0 +1,192 @@
+"""An ingress replica's copy of task states, fed by the manager's change feed.
+
+:class:`StateCopy` applies the groups of :class:`~raytask.core.feed.ChangeFeed` and answers
+what it can: the status of a running or finished task, a success's small result, and
+whether a task a long-poll waits on has finished. It answers None when it cannot, and the
+caller asks the manager:
+
+- past its lease (see :mod:`raytask.core.feed`): the manager may have dropped it;
+- a task it does not hold (submitted before the copy started, a batch job's line, or not
+  yet in a group);
+- a pending task: its queue position lives in the manager and moves with every start;
+- a finished task past its ``expires_at`` (the manager answers "expired");
+- a task the manager answered directly since the copy's last group was asked for: a group
+  on its way may hold an older state of it than the one the caller has just seen.
+
+A running task's ``run_s`` and ``gpu_s`` grow from the group's time, as the manager's own
+answer would. Plain asyncio and no Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .feed import LEASE_S, Entry, Group
+from .state import TaskState
+from .status import TaskStatus
+
+_RUN_S = tuple(TaskState.model_fields).index("run_s")
+
+
+class StateCopy:
+    """The task states one ingress replica holds.
+
+    Args:
+        clock: monotonic seconds (the lease).
+        wall: epoch seconds (running tasks' seconds, expiry), as the manager's clock.
+        lease_s: how long it trusts itself after sending its last answered poll.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        lease_s: float = LEASE_S,
+    ) -> None:
+        self._clock, self._wall, self.lease_s = clock, wall, lease_s
+        self.epoch: str | None = None
+        self.version = 0
+        self._entries: dict[str, Entry] = {}
+        self._trusted_until = float("-inf")
+        self._sent = 0  # polls sent so far
+        self._applied = 0  # the number of the latest poll whose group is applied
+        self._fenced: dict[str, int] = {}  # task id -> the poll whose group may be used
+        # Long-polls waiting for a task to finish: task id -> (event, waiters).
+        self._waiters: dict[str, tuple[asyncio.Event, list[int]]] = {}
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def current(self) -> bool:
+        """Within its lease: it may answer."""
+        return self._clock() < self._trusted_until
+
+    # -- following the feed ---------------------------------------------------------
+
+    def sent(self) -> tuple[int, float]:
+        """Note a poll on its way: its number and when it was sent (for :meth:`apply`)."""
+        self._sent += 1
+        return self._sent, self._clock()
+
+    def apply(self, group: Group, poll: tuple[int, float]) -> None:
+        """Take the answer of poll ``poll`` (from :meth:`sent`)."""
+        number, sent_at = poll
+        if group.reset or group.epoch != self.epoch:
+            self._entries.clear()
+            self._fenced.clear()
+            self.epoch = group.epoch
+        for task_id, entry in group.entries.items():
+            if entry is None:
+                self._entries.pop(task_id, None)
+            else:
+                self._entries[task_id] = entry
+        self.version = group.version
+        self._applied = number
+        self._trusted_until = sent_at + self.lease_s
+        if len(self._fenced) > 4096:
+            self._fenced = {t: n for t, n in self._fenced.items() if n > number}
+        self._wake(group.entries if not group.reset else list(self._waiters))
+
+    def lost(self) -> None:
+        """A poll failed (the manager is down or restarting): trust nothing until one
+        gets through, and let waiters ask the manager."""
+        self._trusted_until = float("-inf")
+        self._wake(list(self._waiters))
+
+    async def follow(
+        self,
+        poll: Callable[[str | None, int], Awaitable[Group]],
+        retry_s: float = 0.2,
+    ) -> None:
+        """Poll and apply forever (``poll(epoch, since)``); a failed poll is retried after
+        ``retry_s`` (the copy is :meth:`lost` meanwhile)."""
+        while True:
+            sent = self.sent()
+            try:
+                group = await poll(self.epoch, self.version)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.lost()
+                await asyncio.sleep(retry_s)
+                continue
+            self.apply(group, sent)
+
+    # -- answering ------------------------------------------------------------------
+
+    def held(self, task_id: str) -> Entry | None:
+        """The entry of a task, if the copy may answer for it in any status."""
+        entry = self._entries.get(task_id)
+        if entry is None or not self.current:
+            return None
+        fence = self._fenced.get(task_id)
+        if fence is not None:
+            if fence > self._applied:
+                return None
+            del self._fenced[task_id]
+        state = entry.state
+        if state.status.finished and (state.expires_at or 0.0) <= self._wall():
+            return None
+        return entry
+
+    def state(self, task_id: str) -> TaskState | None:
+        """The status answer of a running or finished task, or None (ask the manager)."""
+        entry = self.held(task_id)
+        if entry is None or entry.state.status is TaskStatus.PENDING:
+            self.misses += 1
+            return None
+        self.hits += 1
+        if entry.state.status is not TaskStatus.IN_PROGRESS:
+            return entry.state
+        grown = max(0.0, self._wall() - entry.at)
+        values = [entry.state.__dict__[name] for name in TaskState.model_fields]
+        values[_RUN_S] = round(values[_RUN_S] + grown, 6)
+        values[_RUN_S + 1] = round(values[_RUN_S] * entry.gpus, 6)
+        return TaskState.of(*values)
+
+    def result(self, task_id: str) -> tuple[TaskState, Any] | None:
+        """``(state, value)`` of a success whose small result the copy holds, or None."""
+        entry = self.held(task_id)
+        if entry is None or entry.result is None:
+            return None
+        return entry.state, entry.result[0]
+
+    def answered(self, task_id: str) -> None:
+        """The manager answered for this task directly: the copy's entry of it waits for
+        the group of a poll sent after now (one already on its way may be older)."""
+        self._fenced[task_id] = self._sent + 1
+
+    async def finished(self, task_id: str, wait_s: float) -> bool | None:
+        """Wait up to ``wait_s`` for a held task to finish: True once it has, False after
+        ``wait_s``; None as soon as the copy cannot tell (ask the manager)."""
+        deadline = self._clock() + wait_s
+        while True:
+            entry = self.held(task_id)
+            if entry is None:
+                return None
+            if entry.state.status.finished:
+                return True
+            left = min(deadline, self._trusted_until) - self._clock()
+            if left <= 0:
+                return None if not self.current else False
+            event, waiters = self._waiters.setdefault(task_id, (asyncio.Event(), [0]))
+            waiters[0] += 1
+            try:
+                await asyncio.wait_for(event.wait(), left)
+            except TimeoutError:
+                pass
+            finally:
+                waiters[0] -= 1
+                if not waiters[0] and self._waiters.get(task_id, (None,))[0] is event:
+                    del self._waiters[task_id]
+
+    def _wake(self, task_ids: Any) -> None:
+        for task_id in task_ids:
+            waiting = self._waiters.pop(task_id, None) if self._waiters else None
+            if waiting is not None:
+                waiting[0].set()
