@@ -28,6 +28,10 @@ from .feed import LEASE_S, Entry, Group
 from .state import TaskState
 from .status import TaskStatus
 
+MAX_ENTRIES = 200_000
+MAX_RESULT_BYTES = 64 * 2**20
+"""What one copy holds at most: past either, its least recently changed tasks are dropped
+(their reads go to the manager)."""
 _RUN_S = tuple(TaskState.model_fields).index("run_s")
 
 
@@ -38,6 +42,7 @@ class StateCopy:
         clock: monotonic seconds (the lease).
         wall: epoch seconds (running tasks' seconds, expiry), as the manager's clock.
         lease_s: how long it trusts itself after sending its last answered poll.
+        max_entries, max_result_bytes: what it holds at most (see :data:`MAX_ENTRIES`).
     """
 
     def __init__(
@@ -45,8 +50,12 @@ class StateCopy:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         lease_s: float = LEASE_S,
+        max_entries: int = MAX_ENTRIES,
+        max_result_bytes: int = MAX_RESULT_BYTES,
     ) -> None:
         self._clock, self._wall, self.lease_s = clock, wall, lease_s
+        self.max_entries, self.max_result_bytes = max_entries, max_result_bytes
+        self.result_bytes = 0
         self.epoch: str | None = None
         self.version = 0
         self._entries: dict[str, Entry] = {}
@@ -79,18 +88,27 @@ class StateCopy:
         if group.reset or group.epoch != self.epoch:
             self._entries.clear()
             self._fenced.clear()
-            self.epoch = group.epoch
+            self.epoch, self.result_bytes = group.epoch, 0
         for task_id, entry in group.entries.items():
-            if entry is None:
-                self._entries.pop(task_id, None)
-            else:
+            self._drop(task_id)
+            if entry is not None:  # (at the end: the oldest change is dropped first)
                 self._entries[task_id] = entry
+                self.result_bytes += entry.result[1] if entry.result else 0
+        while self._entries and (
+            len(self._entries) > self.max_entries or self.result_bytes > self.max_result_bytes
+        ):
+            self._drop(next(iter(self._entries)))
         self.version = group.version
         self._applied = number
         self._trusted_until = sent_at + self.lease_s
         if len(self._fenced) > 4096:
             self._fenced = {t: n for t, n in self._fenced.items() if n > number}
         self._wake(group.entries if not group.reset else list(self._waiters))
+
+    def _drop(self, task_id: str) -> None:
+        entry = self._entries.pop(task_id, None)
+        if entry is not None and entry.result is not None:
+            self.result_bytes -= entry.result[1]
 
     def lost(self) -> None:
         """A poll failed (the manager is down or restarting): trust nothing until one

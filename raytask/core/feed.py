@@ -60,14 +60,14 @@ class Entry(NamedTuple):
 
     ``state``: its status answer when the group was built (``queue_position`` left out);
     ``at``: the manager's clock then (a running task's seconds grow from it); ``gpus``: its
-    deployment's GPUs (for ``gpu_s``); ``result``: ``(value,)`` for a success whose small
-    result travels with it, else None.
+    deployment's GPUs (for ``gpu_s``); ``result``: ``(value, bytes)`` for a success whose
+    small result travels with it, else None.
     """
 
     state: TaskState
     at: float
     gpus: float
-    result: tuple[Any] | None
+    result: tuple[Any, int] | None
 
 
 class Group(NamedTuple):
@@ -84,15 +84,15 @@ class Group(NamedTuple):
     reset: bool = False
 
 
-def copied_result(record: TaskRecord) -> tuple[Any] | None:
-    """``(value,)`` of a success whose result a copy may hold: kept as it is in the
+def copied_result(record: TaskRecord) -> tuple[Any, int] | None:
+    """``(value, bytes)`` of a success whose result a copy may hold: kept as it is in the
     manager (not an ``ObjectRef``, not a generator's chunks) and small."""
     result = record.result
     if record.status is not TaskStatus.SUCCESS or result is None or not result.inline:
         return None
     if isinstance(result.value, ChunkLog) or result.size > COPY_RESULT_BYTES:
         return None
-    return (result.value,)
+    return (result.value, result.size)
 
 
 @dataclass

@@ -30,7 +30,7 @@ class Tasks:
         self.built = 0
 
     def set(self, task_id: str, status: TaskStatus, result: Any = None, **fields: Any) -> None:
-        held = None if result is None else (result,)
+        held = None if result is None else (result, 100)
         self.entries[task_id] = Entry(state(task_id, status, **fields), 1000.0, 0.5, held)
 
     def entry(self, task_id: str) -> Entry | None:
@@ -55,7 +55,10 @@ async def test_a_poll_carries_each_changed_task_once_in_its_latest_state() -> No
     feed.changed(B)
     group = await feed.poll("r1", first.epoch, first.version)
     assert list(group.entries) == [B, A]  # newest first, once each
-    assert group.entries[A].state.status is TaskStatus.SUCCESS and group.entries[A].result == (7,)
+    assert group.entries[A].state.status is TaskStatus.SUCCESS and group.entries[A].result == (
+        7,
+        100,
+    )
     assert tasks.built == 2 and group.version == first.version + 4
     empty = await feed.poll("r1", group.epoch, group.version)  # nothing new: the heartbeat
     assert empty.entries == {} and not empty.reset and empty.version == group.version
@@ -125,7 +128,7 @@ def group(epoch: str, version: int, entries: dict[str, Entry | None], reset=Fals
 
 
 def entry(task_id: str, status: TaskStatus, result: Any = None, **fields: Any) -> Entry:
-    held = None if result is None else (result,)
+    held = None if result is None else (result, 100)
     return Entry(state(task_id, status, **fields), 1000.0, 0.5, held)
 
 
@@ -249,3 +252,21 @@ async def test_a_restarted_feed_holds_writes_until_older_copies_distrust_themsel
     synced.cancel()
     clock.advance(2.0)
     await asyncio.wait_for(feed.synced(), 0.1)
+
+
+def test_a_copy_holds_at_most_its_entries_and_result_bytes_dropping_the_oldest() -> None:
+    copy = StateCopy(max_entries=3, max_result_bytes=250)
+    copy.apply(group("e1", 0, {}, reset=True), copy.sent())
+    ids = [f"{i:032x}" for i in range(5)]
+    copy.apply(
+        group("e1", 1, {t: entry(t, TaskStatus.SUCCESS, i) for i, t in enumerate(ids[:2])}),
+        copy.sent(),
+    )
+    assert copy.result_bytes == 200
+    copy.apply(group("e1", 2, {ids[0]: entry(ids[0], TaskStatus.SUCCESS, 0)}), copy.sent())
+    copy.apply(group("e1", 3, {ids[2]: entry(ids[2], TaskStatus.SUCCESS, 2)}), copy.sent())
+    assert copy.state(ids[1]) is None and copy.result(ids[0])[1] == 0  # bytes: 1 went first
+    copy.apply(group("e1", 4, {t: entry(t, TaskStatus.FAILURE) for t in ids[3:]}), copy.sent())
+    assert len(copy) == 3 and copy.state(ids[0]) is None and copy.result_bytes == 100
+    copy.apply(group("e1", 5, {ids[2]: None}), copy.sent())
+    assert copy.result_bytes == 0
