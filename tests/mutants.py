@@ -216,8 +216,8 @@ M = [
     ),
     (  # line tasks are never journaled
         "raytask/server/service.py",
-        "        elif self.journal is not None:\n            self.journal.changed(",
-        "        if self.journal is not None:\n            self.journal.changed(",
+        "        else:  # (a batch line's state is read from the manager, never from a copy)",
+        "        if True:",
         "tests/http/test_batches.py",
     ),
     (  # a deleted task's expiry does not stay in the heap
@@ -268,6 +268,48 @@ M = [
         "                usage = self._usage_changes()",
         "                usage = EMPTY_USAGE",
         "tests/unit/test_recovery.py",
+    ),
+    (  # a cancel is acknowledged once every copy holds it
+        "raytask/server/service.py",
+        "        await self.feed.synced()  # every replica's copy holds it before the answer\n",
+        "",
+        "tests/http/test_copies.py",
+    ),
+    (  # a delete too
+        "raytask/server/service.py",
+        "        await self.feed.synced()  # and from every replica's copy\n",
+        "",
+        "tests/http/test_copies.py",
+    ),
+    (  # a copy answers only within its lease
+        "raytask/core/copy.py",
+        "        if entry is None or not self.current:",
+        "        if entry is None:",
+        "tests/unit/test_feed.py",
+    ),
+    (  # after a direct answer, no older group's state
+        "raytask/core/copy.py",
+        "            if fence > self._applied:",
+        "            if fence > self._applied + 1:",
+        "tests/unit/test_feed.py",
+    ),
+    (  # a silent copy is dropped, never waited for without end
+        "raytask/core/feed.py",
+        "            for name in silent:\n                del self._subscribers[name]\n",
+        "",
+        "tests/unit/test_feed.py",
+    ),
+    (  # a restarted manager waits out the copies of the one before it
+        "raytask/core/feed.py",
+        "        if quiet > 0:",
+        "        if quiet > 60:",
+        "tests/unit/test_feed.py",
+    ),
+    (  # pending tasks' answers are the manager's (their queue position)
+        "raytask/core/copy.py",
+        "        if entry is None or entry.state.status is TaskStatus.PENDING:",
+        "        if entry is None:",
+        "tests/unit/test_feed.py",
     ),
 ]
 results = []
