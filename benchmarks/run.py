@@ -291,6 +291,8 @@ def run_raytask(args: argparse.Namespace, workdir: Path, haproxy: bool = False) 
 def run_bentoml(args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
     with bentoml_system(workdir) as system:
         results = task_workloads(system, args)
+        if args.quick:
+            return results
         log("  backlog")
         results["backlog"] = asyncio.run(
             load.backlog(

@@ -157,6 +157,10 @@ class TaskService:
         :meth:`ChangeFeed.poll`)."""
         return await self.feed.poll(subscriber, epoch, since)
 
+    def _kick_after(self) -> None:
+        """Kick the dispatcher once the command has answered (dispatching shares the loop)."""
+        asyncio.get_running_loop().call_soon(self._kick)
+
     async def _flush(self) -> None:
         if self.journal is not None:
             await self.journal.flush()
@@ -198,11 +202,12 @@ class TaskService:
         in-cluster client coalesce concurrent ones): one answer or error per item, in
         order; a full queue refuses the items past its room, not the others."""
         answers = each(items, self._submit_one)
-        self._kick()
         try:
             await self._flush()  # a task id goes out only once its task is journaled
         except HTTPError as exc:  # the journal failed: no id goes out
             return [exc] * len(items)
+        finally:
+            self._kick_after()
         return answers
 
     async def submit_many(
@@ -216,7 +221,7 @@ class TaskService:
         """Queue one task per input, all or none: the status answers, in input order."""
         task_options = self._options(endpoint, options)
         records = self.table.submit_many(endpoint, inputs, task_options, owner, tenant)
-        self._kick()
+        self._kick()  # (a bulk submit: dispatching meanwhile beats a faster answer)
         await self._flush()
         return [self.table.state(record.task_id) for record in records]
 
