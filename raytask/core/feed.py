@@ -5,8 +5,9 @@ so that status reads, ``get`` and long-poll waits answer without an actor call. 
 follows this feed with a long-poll (:meth:`ChangeFeed.poll`): every change of a task bumps
 the feed's version and marks the task, and a poll answers with the current state of every
 task marked since the version it holds (a task changed ten times while the poll was on its
-way travels once). Under load a subscriber gets at most one group per ``gather_s``, so the
-feed costs the manager a bounded number of calls however many tasks change.
+way travels once). Under load each subscriber gets at most one group per ``gather_s`` times
+the number of subscribers, so the feed costs the manager at most ``1 / gather_s`` calls a
+second however many tasks change and however many ingress replicas follow it.
 
 Two rules keep the copies honest:
 
@@ -47,8 +48,8 @@ HOLD_S = 0.5
 """How long a poll waits for a change before it answers empty (the heartbeat that keeps a
 copy within its lease)."""
 GATHER_S = 0.005
-"""Under load, the least time between two answers to one subscriber: changes made
-meanwhile travel together."""
+"""Under load, the least time between two answers to one subscriber, per subscriber (so
+at most 200 answers a second in all): changes made meanwhile travel together."""
 COPY_RESULT_BYTES = 65_536
 """The largest result a copy holds (a larger one is fetched through the manager)."""
 MAX_LOG = 200_000
@@ -176,7 +177,9 @@ class ChangeFeed:
             while self.version == since and wait_s > 0:
                 await self._wait(self._changed_event(), wait_s)
                 wait_s = self.hold_s - (self._clock() - now)
-            gather = held.answered_at + self.gather_s - self._clock()
+            # every subscriber waits its turn: the manager answers at most 1 / gather_s
+            # polls a second under load, however many ingress replicas follow it
+            gather = held.answered_at + self.gather_s * len(self._subscribers) - self._clock()
             if self.version > since and gather > 0:  # under load: let changes gather
                 await asyncio.sleep(gather)
         finally:

@@ -270,3 +270,16 @@ def test_a_copy_holds_at_most_its_entries_and_result_bytes_dropping_the_oldest()
     assert len(copy) == 3 and copy.state(ids[0]) is None and copy.result_bytes == 100
     copy.apply(group("e1", 5, {ids[2]: None}), copy.sent())
     assert copy.result_bytes == 0
+
+
+async def test_under_load_answers_are_spaced_by_the_number_of_subscribers() -> None:
+    tasks = Tasks()
+    feed = feed_of(tasks, gather_s=0.05)
+    groups = {name: await feed.poll(name, None, 0) for name in ("r1", "r2")}
+    tasks.set(A, TaskStatus.PENDING)
+    feed.changed(A)
+    first = await feed.poll("r1", groups["r1"].epoch, groups["r1"].version)
+    feed.changed(A)
+    started = asyncio.get_running_loop().time()
+    await feed.poll("r1", first.epoch, first.version)
+    assert asyncio.get_running_loop().time() - started >= 0.09  # 2 subscribers x 50 ms
