@@ -211,24 +211,25 @@ class ChangeFeed:
         if quiet > 0:
             await asyncio.sleep(quiet)
         while True:
-            now = self._clock()
-            waiting = [s for s in self._subscribers.values() if s.acked < target]
-            silent = [
-                name
-                for name, s in self._subscribers.items()
-                if s.acked < target and not s.polling and now - s.answered_at >= self.lease_s
-            ]
-            for name in silent:
-                del self._subscribers[name]
-            if len(waiting) == len(silent):
+            self._drop_silent()
+            if all(s.acked >= target for s in self._subscribers.values()):
                 self._trim()
                 return
             if self._acked.is_set():
                 self._acked = asyncio.Event()
             await self._wait(self._acked, self.lease_s / 4)
 
+    def _drop_silent(self) -> None:
+        """Forget the subscribers silent for ``lease_s`` since their last answer (their
+        copies no longer trust themselves; one that comes back starts over)."""
+        now = self._clock()
+        for name, held in list(self._subscribers.items()):
+            if not held.polling and now - held.answered_at >= self.lease_s:
+                del self._subscribers[name]
+
     def _trim(self) -> None:
-        """Drop the log's changes every subscriber holds."""
+        """Drop silent subscribers, then the log's changes every subscriber holds."""
+        self._drop_silent()
         low = min((s.acked for s in self._subscribers.values()), default=self.version)
         while self._log:
             task_id = next(iter(self._log))

@@ -283,3 +283,15 @@ async def test_under_load_answers_are_spaced_by_the_number_of_subscribers() -> N
     started = asyncio.get_running_loop().time()
     await feed.poll("r1", first.epoch, first.version)
     assert asyncio.get_running_loop().time() - started >= 0.09  # 2 subscribers x 50 ms
+
+
+async def test_a_dead_copy_is_forgotten_by_the_next_poll_even_without_writes() -> None:
+    tasks = Tasks()
+    feed = feed_of(tasks, lease_s=0.1)
+    await feed.poll("dead", None, 0)
+    alive = await feed.poll("alive", None, 0)
+    await asyncio.sleep(0.15)
+    tasks.set(A, TaskStatus.PENDING)
+    feed.changed(A)
+    await feed.poll("alive", alive.epoch, alive.version)
+    assert feed.subscribers == 1 and list(feed._subscribers) == ["alive"]
