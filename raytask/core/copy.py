@@ -27,6 +27,7 @@ from typing import Any
 from .feed import LEASE_S, Entry, Group
 from .state import TaskState
 from .status import TaskStatus
+from .waits import Waits
 
 MAX_ENTRIES = 200_000
 MAX_RESULT_BYTES = 64 * 2**20
@@ -63,8 +64,7 @@ class StateCopy:
         self._sent = 0  # polls sent so far
         self._applied = 0  # the number of the latest poll whose group is applied
         self._fenced: dict[str, int] = {}  # task id -> the poll whose group may be used
-        # Long-polls waiting for a task to finish: task id -> (event, waiters).
-        self._waiters: dict[str, tuple[asyncio.Event, list[int]]] = {}
+        self._waiters = Waits()  # long-polls waiting for a task to finish
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
@@ -103,7 +103,9 @@ class StateCopy:
         self._trusted_until = sent_at + self.lease_s
         if len(self._fenced) > 4096:
             self._fenced = {t: n for t, n in self._fenced.items() if n > number}
-        self._wake(group.entries if not group.reset else list(self._waiters))
+        if group.reset:
+            self._waiters.wake_all()
+        self._wake(group.entries)
 
     def _drop(self, task_id: str) -> None:
         entry = self._entries.pop(task_id, None)
@@ -114,7 +116,7 @@ class StateCopy:
         """A poll failed (the manager is down or restarting): trust nothing until one
         gets through, and let waiters ask the manager."""
         self._trusted_until = float("-inf")
-        self._wake(list(self._waiters))
+        self._waiters.wake_all()
 
     async def follow(
         self,
@@ -192,19 +194,9 @@ class StateCopy:
             left = min(deadline, self._trusted_until) - self._clock()
             if left <= 0:
                 return None if not self.current else False
-            event, waiters = self._waiters.setdefault(task_id, (asyncio.Event(), [0]))
-            waiters[0] += 1
-            try:
-                await asyncio.wait_for(event.wait(), left)
-            except TimeoutError:
-                pass
-            finally:
-                waiters[0] -= 1
-                if not waiters[0] and self._waiters.get(task_id, (None,))[0] is event:
-                    del self._waiters[task_id]
+            await self._waiters.wait(task_id, left)
 
     def _wake(self, task_ids: Any) -> None:
-        for task_id in task_ids:
-            waiting = self._waiters.pop(task_id, None) if self._waiters else None
-            if waiting is not None:
-                waiting[0].set()
+        if self._waiters:
+            for task_id in task_ids:
+                self._waiters.wake(task_id)

@@ -40,6 +40,7 @@ from ..core.state import TaskState
 from ..core.status import TaskStatus
 from ..core.table import Clock, TaskRecord, TaskTable
 from ..core.usage import UsageQuery
+from ..core.waits import Waits
 from ..core.webhooks import event_of
 from .journal import Journal, result_payload
 from .reload import reload
@@ -91,8 +92,7 @@ class TaskService:
         self.dispatcher = Dispatcher(self.table)
         self.streams = StreamReads(self.table)
         self.on_job_line: Callable[[TaskRecord], None] = lambda record: None  # batch jobs'
-        # Long-polls waiting for a task to finish: task id -> (event, waiters).
-        self._finish_waits: dict[str, tuple[asyncio.Event, list[int]]] = {}
+        self._finish_waits = Waits()  # long-polls waiting for a task to finish
         self.webhooks = Webhooks(config, lambda r: self.table.answer(r).wire(), self._journal_held)
         if journal is not None:  # usage rows go with the task rows that finish them
             journal.attach(self.table.usage)
@@ -127,8 +127,8 @@ class TaskService:
             if self.journal is not None:
                 payload = result_payload(record, self.config.journal_result_bytes)
                 self.journal.changed(record, payload)
-        if record.status.finished and record.task_id in self._finish_waits:
-            self._finish_waits[record.task_id][0].set()
+        if record.status.finished:
+            self._finish_waits.wake(record.task_id)
         self.streams.changed(record.task_id)
         log_failure(self.app_name, record)
 
@@ -269,16 +269,7 @@ class TaskService:
         (long-poll): the call waits on the task's own notification, set by the change that
         finishes it, never by polling."""
         if not self._visible(task_id, owner, endpoint).status.finished:
-            event, waiters = self._finish_waits.setdefault(task_id, (asyncio.Event(), [0]))
-            waiters[0] += 1
-            try:
-                await asyncio.wait_for(event.wait(), wait_s)
-            except TimeoutError:
-                pass
-            finally:
-                waiters[0] -= 1
-                if not waiters[0]:
-                    self._finish_waits.pop(task_id, None)
+            await self._finish_waits.wait(task_id, wait_s)
         return await self.status(task_id, owner, endpoint)
 
     async def stream(

@@ -514,7 +514,7 @@ async def test_a_long_poll_answers_when_the_task_finishes_not_before(
     waiters = [asyncio.create_task(manager.wait(task_id, 30)) for _ in range(3)]
     await settle()
     assert not any(w.done() for w in waiters)  # held: nothing finished yet
-    assert manager.service._finish_waits[task_id][1] == [3]  # one notification for the three
+    assert manager.service._finish_waits.waiting(task_id) == 3  # one notification for the three
     batch.value(task_id, {"words": 3})
     answers = await asyncio.wait_for(asyncio.gather(*waiters), 5)
     assert {a.status for a in answers} == {TaskStatus.SUCCESS}  # type: ignore[union-attr]
