@@ -65,7 +65,6 @@ class StateCopy:
         self._applied = 0  # the number of the latest poll whose group is applied
         self._fenced: dict[str, int] = {}  # task id -> the poll whose group may be used
         self._waiters = Waits()  # long-polls waiting for a task to finish
-        self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -158,9 +157,7 @@ class StateCopy:
         """The status answer of a running or finished task, or None (ask the manager)."""
         entry = self.held(task_id)
         if entry is None or entry.state.status is TaskStatus.PENDING:
-            self.misses += 1
             return None
-        self.hits += 1
         if entry.state.status is not TaskStatus.IN_PROGRESS:
             return entry.state
         grown = max(0.0, self._wall() - entry.at)
