@@ -131,7 +131,6 @@ class ChangeFeed:
         self._subscribers: dict[str, _Subscriber] = {}
         self._changed = asyncio.Event()
         self._acked = asyncio.Event()
-        self.polls = 0  # answered so far (for stats)
         self._quiet_until = float("-inf")
 
     def quiet(self, seconds: float = LEASE_S) -> None:
@@ -187,7 +186,6 @@ class ChangeFeed:
             held.answered_at = self._clock()
         if self._subscribers.get(subscriber) is not held:  # dropped meanwhile
             return Group(self.epoch, self.version, {}, reset=True)
-        self.polls += 1
         return Group(self.epoch, self.version, self._since(since))
 
     def _since(self, since: int) -> dict[str, Entry | None]:
