@@ -145,9 +145,8 @@ class TaskService:
 
     def _entry(self, task_id: str) -> Entry | None:
         """A task as the ingress replicas' copies hold it (see :mod:`raytask.core.feed`)."""
-        try:
-            record = self.table.get(task_id)
-        except HTTPError:  # forgotten since
+        record = self.table.find(task_id)  # (not get: a feed's read must change nothing)
+        if record is None:  # forgotten since
             return None
         now = self.table.clock()
         return Entry(record.state(None, now), now, record.gpus, copied_result(record))

@@ -198,3 +198,16 @@ async def test_a_new_replica_starts_empty_and_a_dead_one_holds_writes_only_for_i
         assert answer.status_code == 404
     finally:
         await fresh.stop()
+
+
+async def test_building_a_group_changes_no_task(
+    backend: ServedBackend, clock: FakeClock, replicas: list[Replica]
+) -> None:
+    """A task past its queue deadline when its group is built is sent as it is: the feed
+    reads the table and never expires it meanwhile (which would change the log it walks)."""
+    start = await backend.changes("r9", None, 0)
+    a, _ = replicas
+    task_id = await submit(a.client, "wordcount", {"text": "late"}, max_queue_s=1)
+    clock.advance(5)
+    group = await backend.changes("r9", start.epoch, start.version)
+    assert group.entries[task_id].state.status.value == "pending"
