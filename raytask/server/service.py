@@ -422,11 +422,12 @@ class TaskService:
     ) -> None:
         """A running attempt's progress (from :func:`raytask.report_progress`)."""
         if self.table.report_progress(task_id, attempt_no, fraction, message):
-            self.feed.changed(task_id)
             record = self.table.get(task_id)
             if record.options.webhook_url is not None:
                 self.webhooks.fire(record, "progress")
-                self._journal_held(record)
+                self._journal_held(record)  # (which feeds it to the copies too)
+            else:
+                self.feed.changed(task_id)
 
     def sweep(self) -> list[str]:
         """Forget tasks past their TTL (their results go with them, so Ray frees them)."""
