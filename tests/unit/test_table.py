@@ -185,6 +185,19 @@ def test_record_round_trips_through_a_dict(table: TaskTable) -> None:
     assert copy == record
 
 
+def test_journal_rows_with_the_same_options_share_one_validated_model(table: TaskTable) -> None:
+    hooked = TaskOptions(webhook_url="http://h/x", webhook_events=("started", "failed"), priority=3)
+    rows = [table.submit("a", {}, options).to_dict() for options in (OPTS, OPTS, hooked, hooked)]
+    first, second, third, fourth = (TaskRecord.from_dict(row, {}) for row in rows)
+    assert first.options is second.options and third.options is fourth.options  # validated once
+    assert first.options == OPTS and third.options == hooked  # and each its own
+    rows[0]["options"] = {**rows[0]["options"], "webhook_events": ["failed", "started"]}
+    assert TaskRecord.from_dict(rows[0], {}).options.webhook_events == ("started", "failed")
+    rows[1]["options"] = {**rows[1]["options"], "priority": 99}  # out of range: still checked
+    with pytest.raises(ValueError, match="priority"):
+        TaskRecord.from_dict(rows[1], {})
+
+
 def test_counts_and_oldest_pending_age(table: TaskTable, clock: FakeClock) -> None:
     table.submit("a", {}, OPTS)
     clock.advance(4)
