@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,31 +87,89 @@ def recovery(base: str, manager: Any, journal: Path, queued: int) -> dict[str, f
     journal_bytes = sum(f.stat().st_size for f in files if f.exists())
     grown = stats["rss_bytes"] - before["rss_bytes"]
     os.kill(stats["pid"], signal.SIGKILL)
-    killed = time.monotonic()
-    submitted = back = None
-    while submitted is None or back is None:
-        assert time.monotonic() - killed < 120, "the manager did not come back"
-        if submitted is None:
-            try:
-                if http.post("/noop/submit", json={}, timeout=5).status_code == 200:
-                    submitted = time.monotonic() - killed
-            except httpx.HTTPError:
-                pass
-        if back is None:
-            try:
-                answer = ray.get(manager.stats.remote(), timeout=5)
-                if answer["pid"] != stats["pid"] and answer["pending"] >= queued:
-                    back = time.monotonic() - killed
-            except Exception:
-                pass
-        time.sleep(0.05)
+    killed, killed_at = time.monotonic(), time.time()
+    with ThreadPoolExecutor(2) as pool:  # two probes, so neither waits on the other
+        submitted = pool.submit(_first_submit, http, killed)
+        back = pool.submit(_all_back, manager, stats["pid"], queued + 1, killed)
+        submitted, back = submitted.result(), back.result()
+    again = ray.get(manager.stats.remote())
+    # Ray's part: the kill to the constructor (Ray restarts the actor in a worker, which
+    # imports the manager's module: ray.serve and all).
+    constructed = again["started_at"] - killed_at
     return {
         "queued": queued,
+        "constructor_began_after_kill_s": constructed,
+        "manager_constructor_s": again["ready_s"],
+        "submit_taken_after_constructor_began_s": submitted - constructed,
         "journal_bytes_per_task": journal_bytes / queued,
         "manager_rss_bytes_per_task": grown / queued,
         "submit_taken_after_kill_s": submitted,
         "all_queued_back_after_kill_s": back,
     }
+
+
+class Floor:
+    """An actor restarted as the manager is (same options), that does nothing: what a
+    restart costs before any of raytask's own work. ``imports``: its class load imports
+    what the manager's does (ray.serve and raytask)."""
+
+    def __init__(self, imports: bool) -> None:
+        if imports:
+            import raytask.server.manager  # noqa: F401
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def floor(imports: bool) -> float:
+    """Seconds from a SIGKILL of a :class:`Floor` actor to its restarted self's answer."""
+    import ray
+
+    from raytask.server.compat import ROUTER_IN_CALLER_LOOP_ENV
+
+    options = {"max_restarts": -1, "num_cpus": 0, "max_concurrency": 10_000}
+    env = {"env_vars": ROUTER_IN_CALLER_LOOP_ENV}
+    actor = ray.remote(Floor).options(runtime_env=env, **options).remote(imports)
+    pid = ray.get(actor.pid.remote())
+    time.sleep(1)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while time.monotonic() - killed < 120:
+        try:
+            if ray.get(actor.pid.remote(), timeout=5) != pid:
+                ray.kill(actor)
+                return time.monotonic() - killed
+        except Exception:  # restarting
+            time.sleep(0.02)
+    raise AssertionError("the floor actor did not come back in 120 s")
+
+
+def _first_submit(http: httpx.Client, killed: float) -> float:
+    """Seconds from the kill to the first submit taken (503s until then), tried every 20 ms."""
+    while time.monotonic() - killed < 120:
+        try:
+            if http.post("/noop/submit", json={}, timeout=5).status_code == 200:
+                return time.monotonic() - killed
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError("no submit was taken in 120 s")
+
+
+def _all_back(manager: Any, pid: int, tasks: int, killed: float) -> float:
+    """Seconds from the kill to a new manager (not ``pid``) that knows ``tasks`` tasks."""
+    import ray
+
+    while time.monotonic() - killed < 120:
+        try:
+            answer = ray.get(manager.stats.remote(), timeout=5)
+            known = sum(n for c in answer["counts"].values() for n in c.values())
+            if answer["pid"] != pid and known >= tasks:
+                return time.monotonic() - killed
+        except Exception:  # restarting
+            pass
+        time.sleep(0.02)
+    raise AssertionError("the manager did not come back in 120 s")
 
 
 def main() -> None:
@@ -119,9 +178,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queued", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--recovery-only", action="store_true", help="only the SIGKILL part (no rate rounds)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raytask-durability-"))
     runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    if args.recovery_only:
+        with local_serve(num_cpus=4) as base:
+            rec = deploy("rec", str(work / "rec.db"), max_in_flight=1)
+            back = recovery(base, rec, work / "rec.db", args.queued)
+            for imports in (False, True):
+                back[f"floor_{'imports' if imports else 'bare'}_s"] = floor(imports)
+        print(json.dumps(back, indent=2))
+        return
     with local_serve(num_cpus=4) as base:
         deploy("off", "off")
         deploy("on", str(work / "on.db"))

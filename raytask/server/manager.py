@@ -23,6 +23,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -99,7 +100,7 @@ class TaskManager:
         store: Store | None = None,
         settings: compat.SavedSettings | None = None,
     ) -> None:
-        self.app_name = app_name
+        self.started_at = time.time()  # wall clock: a benchmark compares it with a kill
         if settings is None and compat.in_actor():
             settings = compat.SavedSettings(app_name)
         self.settings = settings
@@ -144,6 +145,7 @@ class TaskManager:
             asyncio.create_task(_every(lambda: self.service.config.sweep_interval_s, self.sweep)),
             asyncio.create_task(_every(lambda: _CAPACITY_REFRESH_S, self._refresh)),
         ]
+        self.ready_s = time.time() - self.started_at
 
     def _stop(self, task_id: str) -> None:
         self.attempts.stop(task_id)
@@ -167,7 +169,7 @@ class TaskManager:
         for deployment, replicas in running.items():
             self.service.dispatcher.set_running_replicas(deployment, replicas)
         self._wake.set()
-        self.calls.export_metrics(samples(self.service.dispatcher.snapshot(self.app_name)))
+        self.calls.export_metrics(samples(self.service.dispatcher.snapshot(self.service.app_name)))
 
     # -- the calls beside the service's commands -----------------------------------
 
@@ -243,8 +245,8 @@ class TaskManager:
         return True
 
     async def stats(self) -> dict[str, Any]:
-        """Numbers for operators and tests: pid, RSS, queue depth, in-flight, counts, and
-        the batches dispatched (``dispatched``: batches and the attempts they held)."""
+        """Numbers for operators and tests: pid, RSS, queue, in-flight, counts, batches sent
+        (``dispatched``), the constructor's start (``started_at``) and seconds (``ready_s``)."""
         table, dispatcher, journal = (
             self.service.table,
             self.service.dispatcher,
@@ -252,6 +254,8 @@ class TaskManager:
         )
         return {
             "pid": os.getpid(),
+            "started_at": self.started_at,
+            "ready_s": self.ready_s,
             "rss_bytes": _rss_bytes(),
             "pending": table.pending_count,
             "in_flight": {d: dispatcher.in_flight(d) for d in dispatcher.deployments},
