@@ -79,13 +79,7 @@ class ReplicaCalls:
 
     def running_replicas(self) -> dict[str, int]:
         """RUNNING replicas per deployment of the app (blocking: call it in a thread)."""
-        app = serve.status().applications.get(self.app_name)
-        if app is None:
-            return {}
-        return {
-            name: status.replica_states.get("RUNNING", 0)
-            for name, status in app.deployments.items()
-        }
+        return compat.running_replicas(self.app_name)
 
     def export_metrics(self, samples: list[Sample]) -> None:
         """Set the queue gauges that Ray's Prometheus endpoint exports (``ray_`` prefix)."""

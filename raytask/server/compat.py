@@ -25,6 +25,9 @@ The internals, and why raytask needs each:
 - ``ray.experimental.internal_kv``: the app's latest settings (routes, config, models) live
   in the GCS key-value store, so a restarted task manager, whose constructor gets the
   arguments of its first creation, serves the latest deploy (see :class:`SavedSettings`).
+- ``ray.serve.context._get_global_client()`` and its ``get_serve_details()``: the running
+  replicas of each deployment, read from the controller's dict without ``serve.status()``'s
+  pydantic validation (see :func:`running_replicas`).
 - The ``node:__internal_head__`` resource: only the head node has it; Serve pins its
   controller with it, and raytask its task manager (see :data:`HEAD_NODE_RESOURCE`).
 """
@@ -37,6 +40,7 @@ from typing import Any
 
 import ray
 from ray.serve import Application
+from ray.serve import context as serve_context
 
 TESTED_RAY = ("2.60.",)
 """Ray versions (prefixes) whose internals the contract tests checked."""
@@ -123,7 +127,8 @@ def check_version(version: str = ray.__version__) -> bool:
         "it relies on Serve internals (DeploymentResponseGenerator._to_object_ref_gen, "
         "ObjectRefGenerator._next_sync, "
         "DeploymentHandle._init, "
-        "Application._bound_deployment, ray.experimental.get_object_locations) that may have "
+        "Application._bound_deployment, ray.experimental.get_object_locations, "
+        "_get_global_client().get_serve_details) that may have "
         "changed; run raytask's tests/e2e/test_compat.py against this Ray",
         RuntimeWarning,
         stacklevel=2,
@@ -185,6 +190,31 @@ def warm_handle(handle: Any) -> None:
     if init is None:
         raise _unsupported("DeploymentHandle._init()")
     init()
+
+
+def running_replicas(app_name: str) -> dict[str, int]:
+    """RUNNING replicas per deployment of ``app_name`` (blocking; {} without Serve).
+
+    Read from the controller's instance details as they come, a JSON-ready dict:
+    ``serve.status()`` validates the same dict into pydantic models first, which pickles
+    every deployment's request router class; the manager's capacity refresh, every 2 s,
+    spent 11 % of its CPU there under load (``benchmarks/profile.py``).
+    """
+    client = serve_context._get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return {}
+    try:
+        app = client.get_serve_details()["applications"].get(app_name)
+        if app is None:
+            return {}
+        return {
+            name: sum(1 for r in deployment["replicas"] if r["state"] == "RUNNING")
+            for name, deployment in app["deployments"].items()
+        }
+    except (KeyError, TypeError, AttributeError):
+        raise _unsupported(
+            "the controller's instance details, as serve.status() reads them"
+        ) from None
 
 
 def stored_sizes(refs: list[ray.ObjectRef]) -> dict[ray.ObjectRef, int]:

@@ -105,6 +105,14 @@ def test_autoscaling_context_has_total_num_requests() -> None:
     assert "total_num_requests" in inspect.signature(AutoscalingContext).parameters
 
 
+def test_running_replicas_agree_with_serve_status(main_app: App) -> None:
+    status = serve.status().applications[main_app.name].deployments
+    expected = {name: d.replica_states.get("RUNNING", 0) for name, d in status.items()}
+    assert compat.running_replicas(main_app.name) == expected
+    assert expected["Demo"] >= 1 and "RaytaskIngress" in expected
+    assert compat.running_replicas("no-such-app") == {}
+
+
 def test_only_the_head_node_has_the_head_resource(main_app: App) -> None:
     alive = [n for n in ray.nodes() if n["Alive"]]
     heads = [n for n in alive if compat.HEAD_NODE_RESOURCE in n["Resources"]]
