@@ -400,14 +400,25 @@ class Routes:
         return Route(op.path_for(endpoint), self._guarded(handler), methods=list(op.methods))
 
     def _concrete(self) -> list[Route]:
-        """The routes with a fixed path: the app's pages, the app-wide operations and each
-        endpoint's operations by their own path."""
-        concrete = [*self.pages.routes(self._guarded), *map(self._route, APP_OPERATIONS)]
+        """The routes with a fixed path: each endpoint's ``submit``, ``status`` and ``get``
+        first, then the app's pages, the app-wide operations and the rest of each
+        endpoint's operations.
+
+        Starlette, and Serve again for its metrics' route name, find a request's route by
+        trying each in turn: with 19 endpoints, a submit, status or get tried 90-290 µs
+        of routes before this order (about a fifth of the ingress's CPU per request). No
+        two of these paths match one request (endpoint names cannot be the pages'), so
+        the order changes only that cost.
+        """
+        tasks = [e.name for e in self.endpoints.values() if e.is_task]
+        hot = [op for op in TASK_OPERATIONS if op.name in HOT_OPERATIONS]
+        concrete = [self._route(op, name) for op in hot for name in tasks]
+        concrete += [*self.pages.routes(self._guarded), *map(self._route, APP_OPERATIONS)]
         concrete += [] if self.v1 is None else self.v1.routes()
         for e in self.endpoints.values():
             concrete.append(self._route(CALL, e.name))
             if e.is_task:
-                concrete += [self._route(op, e.name) for op in TASK_OPERATIONS]
+                concrete += [self._route(op, e.name) for op in TASK_OPERATIONS if op not in hot]
         return concrete
 
     def routes(self) -> list[Route]:
@@ -424,6 +435,10 @@ class Routes:
         )
         app.router.redirect_slashes = False  # Misses answers with JSON instead
         return app
+
+
+HOT_OPERATIONS = ("submit", "status", "get")
+"""The operations most requests are: their routes are tried first."""
 
 
 def _named(handler: Any, name: str) -> Any:

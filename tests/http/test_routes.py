@@ -634,3 +634,21 @@ async def test_integer_parameters_take_ascii_digits_only(
     for name in ("limit", "cursor"):
         response = await client.get("/tasks", params={name: value})
         assert_error(response, 422, name)
+
+
+def test_submit_status_and_get_are_the_routes_tried_first(
+    backend: ServedBackend, config: AppConfig
+) -> None:
+    app = Routes(list(backend.endpoints.values()), backend, config).asgi_app()
+    tasks = [name for name, e in backend.endpoints.items() if e.is_task]
+    first = [(route.path, sorted(route.methods)) for route in app.routes[: 3 * len(tasks)]]
+    assert first == [
+        (f"/{name}/{op}", methods)
+        for op, methods in (
+            ("submit", ["POST"]),
+            ("status", ["GET", "HEAD"]),
+            ("get", ["GET", "HEAD"]),
+        )
+        for name in tasks
+    ]
+    assert len(app.routes) == len({(r.path, tuple(sorted(r.methods))) for r in app.routes})
