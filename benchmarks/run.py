@@ -148,6 +148,7 @@ def raytask_system(workdir: Path, haproxy: bool = False) -> Iterator[dict[str, A
         wait_ready(ready.exists, process, "the raytask server")
         info = json.loads(ready.read_text())
         info["base_url"] = f"http://127.0.0.1:{port}"
+        info["pid"], info["temp_dir"] = process.pid, temp_dir  # its tree, its Ray's marker
         info["rss"] = lambda: {
             "manager": rss(info["manager_pid"]),
             "server_uss": uss(tree(process.pid)),
@@ -205,7 +206,11 @@ def bentoml_system(workdir: Path) -> Iterator[dict[str, Any]]:
 
     try:
         wait_ready(ready, process, "bentoml serve")
-        yield {"base_url": base_url, "rss": lambda: {"server_uss": uss(tree(process.pid))}}
+        yield {
+            "base_url": base_url,
+            "pid": process.pid,
+            "rss": lambda: {"server_uss": uss(tree(process.pid))},
+        }
     finally:
         stop_tree(process, marker=home)
         out.close()
