@@ -12,7 +12,10 @@ SQLite journal, in a temporary directory) and ``rec`` (SQLite, one task at a tim
 
     .venv/bin/python -m benchmarks.durability [--tasks 2000] [--queued 10000]
 
-Writes ``benchmarks/results/<date>-durability.md`` (and ``.json``).
+Writes ``benchmarks/results/<date>-durability.md`` (and ``.json``). ``--recovery-only``: only
+the SIGKILL, its time split into Ray's part (the kill to the new constructor), the
+constructor and the first submit taken, beside the restart of an actor that does nothing
+(:class:`Floor`); each run is added to ``results/<date>-restart.json``.
 """
 
 from __future__ import annotations
@@ -191,6 +194,10 @@ def main() -> None:
             for imports in (False, True):
                 back[f"floor_{'imports' if imports else 'bare'}_s"] = floor(imports)
         print(json.dumps(back, indent=2))
+        path = args.out / f"{datetime.date.today()}-restart.json"  # each run adds its own
+        kept = json.loads(path.read_text()) if path.exists() else {"runs": []}
+        kept["runs"].append(back)
+        path.write_text(json.dumps(kept, indent=2))
         return
     with local_serve(num_cpus=4) as base:
         deploy("off", "off")
