@@ -220,11 +220,14 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raytask-profile-"))
     runs: dict[str, list[dict[str, Any]]] = {"raytask": [], "bentoml": []}
-    systems = {"raytask": lambda: raytask_system(work, haproxy=True), "bentoml": bentoml_system}
+    systems = {
+        "raytask": lambda: raytask_system(work, haproxy=True),
+        "bentoml": lambda: bentoml_system(work),
+    }
     for round_ in range(args.rounds):  # one system up at a time, as run.py does
         for name in ("raytask", "bentoml") if round_ % 2 == 0 else ("bentoml", "raytask"):
             log(f"round {round_ + 1}: {name}")
-            with systems[name]() if name == "raytask" else bentoml_system(work) as system:
+            with systems[name]() as system:
                 asyncio.run(load.end_to_end(system["base_url"], "noop", {}, 200, CONCURRENCY, 8))
                 runs[name].append(measure(system, name, args.tasks, work))
             log(f"  {runs[name][-1]['tasks_per_s']:.0f} tasks/s")
