@@ -27,6 +27,7 @@ import datetime
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,10 +125,11 @@ def measure(system: dict[str, Any], name: str, tasks: int, work: Path) -> dict[s
     processes = family(system)
     roles = {p.pid: role(p) for p in processes}
     spies = []
-    if shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists():
-        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    local = Path(sys.executable).parent / "py-spy"  # the bench extra's, in this venv
+    spy = shutil.which("py-spy") or (str(local) if local.exists() else None)
+    if spy is not None and name == "raytask":  # BentoML's processes are only charged CPU
         for pid, what in roles.items():
-            if what in SAMPLED and name == "raytask":
+            if what in SAMPLED:
                 out = work / f"{name}-{what.replace(' ', '-')}-{pid}.txt"
                 command = [spy, "record", "--pid", str(pid), "--rate", str(PY_SPY_RATE)]
                 command += ["--nonblocking", "--gil", "--format", "raw", "--output", str(out)]
@@ -136,11 +138,13 @@ def measure(system: dict[str, Any], name: str, tasks: int, work: Path) -> dict[s
     me = psutil.Process()
     before, mine = cpu(processes), me.cpu_times()
     started = time.perf_counter()
-    numbers = asyncio.run(load.end_to_end(system["base_url"], "noop", {}, tasks, CONCURRENCY, 8))
+    numbers = asyncio.run(
+        load.end_to_end(system["base_url"], "noop", {}, tasks, CONCURRENCY, SPLIT_CLIENTS)
+    )
     wall = time.perf_counter() - started
     after, mine_after = cpu(processes), me.cpu_times()
     for _, _, process in spies:
-        process.send_signal(2)  # SIGINT: py-spy writes what it has
+        process.send_signal(signal.SIGINT)  # py-spy writes what it has
     for _, _, process in spies:
         process.wait(timeout=60)
     assert numbers["not_succeeded"] == 0 and numbers["http_errors"] == 0, numbers
@@ -228,7 +232,9 @@ def main() -> None:
         for name in ("raytask", "bentoml") if round_ % 2 == 0 else ("bentoml", "raytask"):
             log(f"round {round_ + 1}: {name}")
             with systems[name]() as system:
-                asyncio.run(load.end_to_end(system["base_url"], "noop", {}, 200, CONCURRENCY, 8))
+                asyncio.run(
+                    load.end_to_end(system["base_url"], "noop", {}, 200, CONCURRENCY, SPLIT_CLIENTS)
+                )
                 runs[name].append(measure(system, name, args.tasks, work))
             log(f"  {runs[name][-1]['tasks_per_s']:.0f} tasks/s")
     stem = args.out / f"{datetime.date.today()}-profile"
