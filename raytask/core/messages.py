@@ -6,6 +6,7 @@ them), never a tuple whose meaning depends on its position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -14,6 +15,7 @@ from .errors import HTTPError, TaskExpiredError, TaskNotFoundError
 from .queue import ANONYMOUS
 from .record import TaskRecord
 from .state import TaskState
+from .status import TaskStatus
 
 NO_OPTIONS = SubmitOptions()  # frozen: every default submit shares it
 
@@ -79,3 +81,38 @@ class StreamRead(NamedTuple):
     start: int
     chunks: list[bytes]
     more: bool
+
+
+MAX_CHUNKS_PER_READ = 1000
+"""Chunks in one answer to a stream reader; one that is further behind reads again at once."""
+
+
+def stream_read(
+    state: TaskState,
+    log: tuple[int, int, Callable[[int, int], list[bytes]]] | None,
+    start: int,
+    attempt: int | None,
+) -> StreamRead:
+    """The answer to a reader of chunks ``start`` on of ``attempt`` (None: whichever runs),
+    given ``log``: the task's current attempt, its chunk count and how to slice its chunks
+    (None: it streamed none). A new attempt's chunks start from the first."""
+    current, count, cut = (0, 0, None) if log is None else log
+    if attempt is not None and attempt != current and current:
+        start = 0  # a new attempt: its chunks from the first
+    start = min(start, count)
+    end = min(count, start + MAX_CHUNKS_PER_READ)
+    chunks = [] if cut is None else cut(start, end)
+    return StreamRead(state, current, start, chunks, end < count)
+
+
+def news_for(read: StreamRead, attempt: int | None) -> bool:
+    """Whether ``read`` (from :func:`stream_read`) tells the reader of ``attempt``
+    anything new: chunks past where it was, another attempt, the task's end, or (to a
+    reader of whichever attempt runs) that the task runs."""
+    status = read.state.status
+    return (
+        status.finished
+        or bool(read.chunks)
+        or (attempt is not None and read.attempt not in (0, attempt))
+        or (attempt is None and status is TaskStatus.IN_PROGRESS)
+    )

@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..core.messages import StreamRead
+from ..core.messages import StreamRead, news_for, stream_read
 from ..core.record import TaskRecord
 from ..core.status import TaskStatus
 from ..core.table import TaskTable
 
 logger = logging.getLogger("raytask.manager")
 
-MAX_CHUNKS_PER_READ = 1000
-"""Chunks in one answer; a reader that is further behind reads again at once."""
 OUTPUT_EVENT_S = 0.5
 """A task's ``output`` webhook goes at most this often (2 a second)."""
 
@@ -53,38 +51,23 @@ class StreamReads:
 
     def _answer(self, record: TaskRecord, start: int, attempt: int | None) -> StreamRead:
         log = record.chunks
-        count, current = (0, 0) if log is None else (len(log), log.attempt)
-        if attempt is not None and attempt != current and current:
-            start = 0  # a new attempt: its chunks from the first
-        start = min(start, count)
-        end = min(count, start + MAX_CHUNKS_PER_READ)
-        chunks = [] if log is None else log.slice(start, end)
-        state = self.table.answer(record)
-        return StreamRead(state, current, start, chunks, end < count)
-
-    def _new(self, record: TaskRecord, start: int, attempt: int | None) -> bool:
-        log = record.chunks
-        return (
-            record.status.finished
-            or (log is not None and attempt is not None and attempt != log.attempt)
-            or (log is not None and len(log) > start)
-            or (attempt is None and record.status is TaskStatus.IN_PROGRESS)
-        )
+        view = None if log is None else (log.attempt, len(log), log.slice)
+        return stream_read(self.table.answer(record), view, start, attempt)
 
     async def read(
         self, task_id: str, start: int, attempt: int | None, wait_s: float
     ) -> StreamRead:
         """The chunks of ``task_id`` from ``start`` (of ``attempt``; None: whichever runs),
         once there is something new or ``wait_s`` passed."""
-        record = self.table.get(task_id)
-        if not self._new(record, start, attempt):
+        read = self._answer(self.table.get(task_id), start, attempt)
+        if not news_for(read, attempt):
             event = self._waits.setdefault(task_id, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), wait_s)
             except TimeoutError:
                 pass
-            record = self.table.get(task_id)
-        return self._answer(record, start, attempt)
+            read = self._answer(self.table.get(task_id), start, attempt)
+        return read
 
 
 def log_failure(app_name: str, record: TaskRecord) -> None:
