@@ -311,6 +311,24 @@ M = [
         "        if entry is None:",
         "tests/unit/test_feed.py",
     ),
+    (  # a copy is sent nothing the journal does not hold yet
+        "raytask/server/service.py",
+        "            await self.journal.flush()  # (it fails the poll if the write fails)\n",
+        "            pass\n",
+        "tests/unit/test_copied_streams.py",
+    ),
+    (  # a lost answer's chunks are sent again
+        "raytask/core/feed.py",
+        "            held.sent.clear()\n",
+        "            pass\n",
+        "tests/unit/test_copied_streams.py",
+    ),
+    (  # a copy behind a stream reader tells it nothing older
+        "raytask/core/copy.py",
+        "            (attempt is not None and current < attempt)",
+        "            (attempt is not None and current < attempt and False)",
+        "tests/unit/test_copied_streams.py",
+    ),
 ]
 results = []
 ROOT = pathlib.Path(__file__).resolve().parents[1]

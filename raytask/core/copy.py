@@ -14,7 +14,10 @@ caller asks the manager:
   on its way may hold an older state of it than the one the caller has just seen.
 
 A running task's ``run_s`` and ``gpu_s`` grow from the group's time, as the manager's own
-answer would. Plain asyncio and no Ray.
+answer would. A streaming task's chunks come in the groups too (each once), so a stream
+reader of a running or finished task waits on the copy and reads its chunks from it; a
+reader from a chunk the copy never got (it started following the task mid-stream) asks
+the manager. Plain asyncio and no Ray.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .feed import LEASE_S, Entry, Group
+from .feed import LEASE_S, Chunks, Entry, Group
+from .messages import StreamRead, news_for, stream_read
 from .state import TaskState
 from .status import TaskStatus
 from .waits import Waits
@@ -34,6 +38,23 @@ MAX_RESULT_BYTES = 64 * 2**20
 """What one copy holds at most: past either, its least recently changed tasks are dropped
 (their reads go to the manager)."""
 _RUN_S = tuple(TaskState.model_fields).index("run_s")
+
+
+class _Stream:
+    """The chunks of one attempt a copy holds: ``data`` are chunks ``base`` on."""
+
+    __slots__ = ("attempt", "base", "data")
+
+    def __init__(self, attempt: int, base: int) -> None:
+        self.attempt, self.base = attempt, base
+        self.data: list[bytes] = []
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.data)
+
+    def slice(self, start: int, end: int) -> list[bytes]:
+        return self.data[start - self.base : end - self.base]
 
 
 class StateCopy:
@@ -60,6 +81,7 @@ class StateCopy:
         self.epoch: str | None = None
         self.version = 0
         self._entries: dict[str, Entry] = {}
+        self._streams: dict[str, _Stream] = {}  # streaming tasks' chunks
         self._trusted_until = float("-inf")
         self._sent = 0  # polls sent so far
         self._applied = 0  # the number of the latest poll whose group is applied
@@ -86,13 +108,19 @@ class StateCopy:
         number, sent_at = poll
         if group.reset or group.epoch != self.epoch:
             self._entries.clear()
+            self._streams.clear()
             self._fenced.clear()
             self.epoch, self.result_bytes = group.epoch, 0
         for task_id, entry in group.entries.items():
-            self._drop(task_id)
-            if entry is not None:  # (at the end: the oldest change is dropped first)
-                self._entries[task_id] = entry
-                self.result_bytes += entry.result[1] if entry.result else 0
+            if entry is None:
+                self._drop(task_id)
+                continue
+            old = self._entries.pop(task_id, None)
+            self.result_bytes -= old.result[1] if old is not None and old.result else 0
+            self._take(task_id, entry.chunks)
+            # (at the end: the oldest change is dropped first)
+            self._entries[task_id] = entry if entry.chunks is None else entry._replace(chunks=None)
+            self.result_bytes += entry.result[1] if entry.result else 0
         while self._entries and (
             len(self._entries) > self.max_entries or self.result_bytes > self.max_result_bytes
         ):
@@ -110,6 +138,29 @@ class StateCopy:
         entry = self._entries.pop(task_id, None)
         if entry is not None and entry.result is not None:
             self.result_bytes -= entry.result[1]
+        stream = self._streams.pop(task_id, None)
+        if stream is not None:
+            self.result_bytes -= sum(map(len, stream.data))
+
+    def _take(self, task_id: str, chunks: Chunks | None) -> None:
+        """Add a group's chunks of a task to those the copy holds (a new attempt's, or
+        ones that do not follow them, replace them)."""
+        stream = self._streams.get(task_id)
+        if (
+            chunks is None
+            or stream is None
+            or stream.attempt != chunks.attempt
+            or not (stream.base <= chunks.first <= stream.end)
+        ):
+            if stream is not None:
+                del self._streams[task_id]
+                self.result_bytes -= sum(map(len, stream.data))
+            if chunks is None:
+                return
+            stream = self._streams[task_id] = _Stream(chunks.attempt, chunks.first)
+        new = chunks.data[stream.end - chunks.first :]  # (a resend overlaps what it holds)
+        stream.data += new
+        self.result_bytes += sum(map(len, new))
 
     def lost(self) -> None:
         """A poll failed (the manager is down or restarting): trust nothing until one
@@ -138,12 +189,13 @@ class StateCopy:
 
     # -- answering ------------------------------------------------------------------
 
-    def held(self, task_id: str) -> Entry | None:
-        """The entry of a task, if the copy may answer for it in any status."""
+    def held(self, task_id: str, fenced: bool = True) -> Entry | None:
+        """The entry of a task, if the copy may answer for it in any status (``fenced``:
+        and not only from a group older than a direct answer, see :meth:`answered`)."""
         entry = self._entries.get(task_id)
         if entry is None or not self.current:
             return None
-        fence = self._fenced.get(task_id)
+        fence = self._fenced.get(task_id) if fenced else None
         if fence is not None:
             if fence > self._applied:
                 return None
@@ -155,7 +207,9 @@ class StateCopy:
 
     def state(self, task_id: str) -> TaskState | None:
         """The status answer of a running or finished task, or None (ask the manager)."""
-        entry = self.held(task_id)
+        return self._state(self.held(task_id))
+
+    def _state(self, entry: Entry | None) -> TaskState | None:
         if entry is None or entry.state.status is TaskStatus.PENDING:
             return None
         if entry.state.status is not TaskStatus.IN_PROGRESS:
@@ -172,6 +226,42 @@ class StateCopy:
         if entry is None or entry.result is None:
             return None
         return entry.state, entry.result[0]
+
+    def stream(self, task_id: str, start: int, attempt: int | None) -> StreamRead | None:
+        """A stream reader's answer (see :func:`~raytask.core.messages.stream_read`) for a
+        running or finished task, or None (ask the manager): also when the reader is
+        before the first chunk the copy holds.
+
+        No fence applies (see :meth:`answered`): the reader's place says what it has seen.
+        A copy behind it (an older attempt, fewer chunks) answers that nothing is new yet,
+        never older chunks; a finished task's chunks are all here, as in the manager.
+        """
+        state = self._state(self.held(task_id, fenced=False))
+        if state is None:
+            return None
+        stream = self._streams.get(task_id)
+        current, count = (0, 0) if stream is None else (stream.attempt, stream.end)
+        if not state.status.finished and (
+            (attempt is not None and current < attempt)
+            or (start > count and attempt in (None, current))
+        ):
+            return StreamRead(state, attempt or current, start, [], False)
+        read = stream_read(
+            state, None if stream is None else (current, count, stream.slice), start, attempt
+        )
+        return None if stream is not None and read.start < stream.base else read
+
+    async def stream_wait(
+        self, task_id: str, start: int, attempt: int | None, wait_s: float
+    ) -> StreamRead | None:
+        """:meth:`stream` once it tells the reader something new, or after ``wait_s``;
+        None as soon as the copy cannot answer (ask the manager)."""
+        deadline = self._clock() + wait_s
+        while True:
+            read = self.stream(task_id, start, attempt)
+            if read is None or news_for(read, attempt) or self._clock() >= deadline:
+                return read
+            await self._waiters.wait(task_id, min(deadline, self._trusted_until) - self._clock())
 
     def answered(self, task_id: str) -> None:
         """The manager answered for this task directly: the copy's entry of it waits for

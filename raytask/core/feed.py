@@ -22,6 +22,12 @@ Two rules keep the copies honest:
   than ``lease_s`` after its last answer, which went out after that poll was sent. A copy
   past its lease sends every read to the manager until a poll gets through.
 
+A streaming task's chunks travel too, each once to each subscriber: a group carries the
+chunks a subscriber has not been sent yet (:class:`Chunks`, from the count the feed sent it
+in its previous answer), so a copy can answer ``GET /NAME/stream`` as well. A subscriber
+that asks from another version than the one last answered (an answer was lost on its way)
+is sent every streaming task's chunks from the first again.
+
 A new feed (a restarted manager) has a new ``epoch``: copies that follow the old one start
 over empty. Plain asyncio and no Ray, so the rules are unit-tested with a fake clock.
 """
@@ -33,7 +39,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .chunks import ChunkLog
@@ -54,6 +60,18 @@ COPY_RESULT_BYTES = 65_536
 """The largest result a copy holds (a larger one is fetched through the manager)."""
 MAX_LOG = 200_000
 """Most changed tasks kept for subscribers that lag; one further behind starts over."""
+MAX_SENT_STREAMS = 65_536
+"""Streaming tasks whose sent chunk count the feed keeps per subscriber (past it, the
+oldest's next change carries its chunks from the first again)."""
+
+
+class Chunks(NamedTuple):
+    """A streaming task's chunks a copy has not been sent: ``data`` (each one's JSON) are
+    chunks ``first`` on of attempt ``attempt``; ``first + len(data)`` is the task's count."""
+
+    attempt: int
+    first: int
+    data: list[bytes]
 
 
 class Entry(NamedTuple):
@@ -62,13 +80,15 @@ class Entry(NamedTuple):
     ``state``: its status answer when the group was built (``queue_position`` left out);
     ``at``: the manager's clock then (a running task's seconds grow from it); ``gpus``: its
     deployment's GPUs (for ``gpu_s``); ``result``: ``(value, bytes)`` for a success whose
-    small result travels with it, else None.
+    small result travels with it, else None; ``chunks``: the streamed chunks this copy has
+    not been sent (None: the task streamed none).
     """
 
     state: TaskState
     at: float
     gpus: float
     result: tuple[Any, int] | None
+    chunks: Chunks | None = None
 
 
 class Group(NamedTuple):
@@ -100,14 +120,19 @@ def copied_result(record: TaskRecord) -> tuple[Any, int] | None:
 class _Subscriber:
     acked: int  # the version it asked past in its latest poll: it holds everything to it
     answered_at: float  # when its latest poll was answered (the lease runs from there)
+    answered: int = 0  # the version of that answer
     polling: bool = False  # a poll of it is held here now
+    # streaming task id -> (attempt, chunks) sent to it (when it asks past ``answered``)
+    sent: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class ChangeFeed:
     """The manager's side: versions, the changed tasks, subscribers and their acks.
 
     Args:
-        entry: the :class:`Entry` of a task now, or None if it is no longer held.
+        entry: the :class:`Entry` of a task now (its ``chunks`` left None), or None if it
+            is no longer held.
+        chunks: the chunk log of a task now, if it streamed any.
         clock: monotonic seconds (tests pass a fake).
         lease_s, hold_s, gather_s, max_log: see the module's constants.
     """
@@ -115,13 +140,14 @@ class ChangeFeed:
     def __init__(
         self,
         entry: Callable[[str], Entry | None],
+        chunks: Callable[[str], ChunkLog | None] = lambda task_id: None,
         clock: Callable[[], float] = time.monotonic,
         lease_s: float = LEASE_S,
         hold_s: float = HOLD_S,
         gather_s: float = GATHER_S,
         max_log: int = MAX_LOG,
     ) -> None:
-        self._entry = entry
+        self._entry, self._chunks = entry, chunks
         self._clock = clock
         self.lease_s, self.hold_s, self.gather_s, self.max_log = lease_s, hold_s, gather_s, max_log
         self.epoch = uuid.uuid4().hex
@@ -165,7 +191,7 @@ class ChangeFeed:
         now = self._clock()
         held = self._subscribers.get(subscriber)
         if held is None or epoch != self.epoch or since < self._floor or since > self.version:
-            self._subscribers[subscriber] = _Subscriber(self.version, now)
+            self._subscribers[subscriber] = _Subscriber(self.version, now, self.version)
             self._trim()
             return Group(self.epoch, self.version, {}, reset=True)
         held.acked, held.polling = since, True
@@ -186,15 +212,34 @@ class ChangeFeed:
             held.answered_at = self._clock()
         if self._subscribers.get(subscriber) is not held:  # dropped meanwhile
             return Group(self.epoch, self.version, {}, reset=True)
-        return Group(self.epoch, self.version, self._since(since))
+        if since != held.answered:  # its last answer was lost: it may lack those chunks
+            held.sent.clear()
+        held.answered = self.version
+        return Group(self.epoch, self.version, self._since(since, held.sent))
 
-    def _since(self, since: int) -> dict[str, Entry | None]:
+    def _since(self, since: int, sent: dict[str, tuple[int, int]]) -> dict[str, Entry | None]:
         entries: dict[str, Entry | None] = {}
         for task_id in reversed(self._log):
             if self._log[task_id] <= since:
                 break
-            entries[task_id] = self._entry(task_id)
+            entry = self._entry(task_id)
+            log = None if entry is None else self._chunks(task_id)
+            if log is None:
+                sent.pop(task_id, None)
+            else:
+                entry = entry._replace(chunks=self._unsent(task_id, log, sent))
+            entries[task_id] = entry
         return entries
+
+    @staticmethod
+    def _unsent(task_id: str, log: ChunkLog, sent: dict[str, tuple[int, int]]) -> Chunks:
+        """The chunks of ``log`` not sent to this subscriber yet (all of a new attempt's)."""
+        attempt, count = sent.pop(task_id, (log.attempt, 0))
+        first = min(count, len(log)) if attempt == log.attempt else 0
+        sent[task_id] = (log.attempt, len(log))  # (at the end: the oldest goes first)
+        if len(sent) > MAX_SENT_STREAMS:
+            del sent[next(iter(sent))]
+        return Chunks(log.attempt, first, log.slice(first, len(log)))
 
     def _changed_event(self) -> asyncio.Event:
         if self._changed.is_set():  # (one loop: no change can slip between these lines)

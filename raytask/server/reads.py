@@ -1,12 +1,12 @@
 """An ingress replica's reads: from its copy of task states when it can, else the manager.
 
 :class:`CopiedReads` wraps the backend the routes use and answers ``status``,
-``status_many``, ``wait`` and ``result`` from the replica's
+``status_many``, ``wait``, ``result`` and ``stream`` from the replica's
 :class:`~raytask.core.copy.StateCopy` when it holds the task (a running or finished one,
 within its lease); every other call, and every read the copy cannot answer, goes to the
 wrapped backend as before. Owner and endpoint rules are checked on the copy's states as
 the manager checks them. A ``get`` with ``wait_s`` waits on the copy and then answers from
-it, or makes one call to the manager at most.
+it, or makes one call to the manager at most; so does a stream reader's long-poll.
 
 After the manager answers a read directly, the copy answers for that task again only from
 a group asked for after that answer (see :meth:`StateCopy.answered`): a read never goes
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.copy import StateCopy
 from ..core.errors import HTTPError, unwrap
-from ..core.messages import seen_by
+from ..core.messages import StreamRead, seen_by
 from ..core.state import TaskState
 
 
@@ -61,6 +61,27 @@ class CopiedReads:
             next(direct) if answer is None else seen_by(owner, task_id, answer)
             for task_id, answer in zip(task_ids, answers, strict=True)
         ]
+
+    async def stream(
+        self,
+        task_id: str,
+        start: int = 0,
+        attempt: int | None = None,
+        wait_s: float = 15.0,
+        owner: str | None = None,
+        endpoint: str | None = None,
+    ) -> StreamRead:
+        entry = self.copy.held(task_id, fenced=False)  # (the copy's stream reads need none)
+        if entry is not None:
+            unwrap(seen_by(owner, task_id, entry.state, endpoint))  # another's: 404 at once
+            deadline = time.monotonic() + wait_s
+            read = await self.copy.stream_wait(task_id, start, attempt, wait_s)
+            if read is not None:
+                return read
+            wait_s = max(0.0, deadline - time.monotonic())
+        read = await self.backend.stream(task_id, start, attempt, wait_s, owner, endpoint)
+        self.copy.answered(task_id)
+        return read
 
     async def _waited(
         self, task_id: str, wait_s: float, owner: str | None, endpoint: str | None

@@ -81,7 +81,7 @@ class TaskService:
         self.app_name = app_name
         self.journal = journal
         self._stop, self._kick = stop, kick
-        self.feed = ChangeFeed(self._entry)  # the ingress replicas' copies follow it
+        self.feed = ChangeFeed(self._entry, self._chunks)  # the ingress replicas' copies
         self.table = TaskTable(
             config.max_queue_size,
             config.retry_after_s,
@@ -151,10 +151,17 @@ class TaskService:
         now = self.table.clock()
         return Entry(record.state(None, now), now, record.gpus, copied_result(record))
 
+    def _chunks(self, task_id: str) -> ChunkLog | None:
+        record = self.table.find(task_id)
+        return None if record is None else record.chunks
+
     async def changes(self, subscriber: str, epoch: str | None, since: int) -> Group:
         """The changes an ingress replica's copy has not seen (a long-poll; see
-        :meth:`ChangeFeed.poll`)."""
-        return await self.feed.poll(subscriber, epoch, since)
+        :meth:`ChangeFeed.poll`), once the journal holds them: a copy answers clients."""
+        group = await self.feed.poll(subscriber, epoch, since)
+        if self.journal is not None and any(map(self.journal.pending, group.entries)):
+            await self.journal.flush()  # (it fails the poll if the write fails)
+        return group
 
     def _kick_after(self) -> None:
         """Kick the dispatcher once the command has answered (dispatching shares the loop)."""

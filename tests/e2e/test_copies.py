@@ -1,7 +1,8 @@
 """Reads at the ingress (issue 28) on a real Ray: two ingress replicas, each with its copy
 of the task states, behind Serve's proxy (which spreads requests over both).
 
-Reads of running and finished tasks make no call to the manager; a write acknowledged
+Reads of running and finished tasks make no call to the manager, nor does a stream reader
+once the task runs; a write acknowledged
 through either replica is read through both at once; a manager SIGKILL and an ingress
 replica SIGKILL each leave no stale answer.
 """
@@ -21,6 +22,7 @@ import pytest
 from ..support import wait_for
 from .conftest import App, Cluster
 from .test_durability import kill_manager
+from .test_streams import check_live_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -90,6 +92,16 @@ def test_a_long_poll_get_wakes_when_the_task_finishes(two_ingress: App) -> None:
         took = time.monotonic() - started
         assert got.status_code == 200 and got.json() >= 0.99  # (the seconds it slept)
         assert 0.99 <= took < 2.0, took
+
+
+def test_a_live_stream_is_read_from_the_copies(two_ingress: App) -> None:
+    """Each chunk reaches the reader as it comes (check_live_stream), and of its long-polls
+    only those before the task has streamed go to the manager."""
+    app = two_ingress
+    for _ in range(2):  # (Serve's proxy spreads the readers over both replicas)
+        before = app.stats()["calls"].get("stream", 0)
+        check_live_stream(app.http)  # 8 chunks 0.4 s apart, then done
+        assert app.stats()["calls"].get("stream", 0) - before <= 3
 
 
 def cancel_and_read(app: App, task_id: str) -> list[str]:

@@ -21,7 +21,8 @@ from raytask.server.routes import Routes
 
 from ..support import FakeClock
 from .conftest import ServedBackend
-from .test_routes import submit
+from .test_routes import assert_error, submit
+from .test_streams import events
 
 WORDS = {"words": 3, "top": ["a", "b", "c"]}
 
@@ -58,7 +59,7 @@ class Replica:
 def count_calls(backend: ServedBackend) -> Counter[str]:
     """Count the service's read commands (what an actor call would be)."""
     calls: Counter[str] = Counter()
-    for name in ("status", "status_many", "wait", "result"):
+    for name in ("status", "status_many", "wait", "result", "stream"):
         method = getattr(backend, name)
 
         async def counted(*args: Any, _name: str = name, _method: Any = method, **kw: Any) -> Any:
@@ -211,3 +212,43 @@ async def test_building_a_group_changes_no_task(
     clock.advance(5)
     group = await backend.changes("r9", start.epoch, start.version)
     assert group.entries[task_id].state.status.value == "pending"
+
+
+async def test_a_stream_reader_at_a_replica_follows_the_copy_and_wakes_at_once(
+    backend: ServedBackend, replicas: list[Replica]
+) -> None:
+    a, b = replicas
+    task_id = await submit(a.client, "words", {"text": "one two", "delay_s": 0})
+    ((attempt, _, _),) = backend.dispatcher.take()
+    backend.table.add_chunks(task_id, attempt.attempt_no, [b'"one"'])
+    await held(replicas, [task_id])
+    calls = count_calls(backend)
+    reading = asyncio.create_task(b.client.get("/words/stream", params={"task_id": task_id}))
+    resumed = asyncio.create_task(
+        a.client.get("/words/stream", params={"task_id": task_id}, headers={"Last-Event-ID": "0"})
+    )
+    await asyncio.sleep(0.1)
+    assert not reading.done() and not resumed.done()  # both wait on their copy
+    backend.table.add_chunks(task_id, attempt.attempt_no, [b'"two"'])
+    await asyncio.sleep(0.05)
+    backend.dispatcher.succeed(attempt, Result(backend.table.get(task_id).chunks, 0))
+    got = events((await asyncio.wait_for(reading, 2.0)).text)
+    assert got[:-1] == [("output", "0", "one"), ("output", "1", "two")]
+    assert got[-1][0] == "done" and got[-1][2]["chunks"] == 2
+    got = events((await asyncio.wait_for(resumed, 2.0)).text)
+    assert [(e, i) for e, i, _ in got] == [("output", "1"), ("done", None)]
+    assert calls == Counter()
+    # The endpoint rule holds on the copy too; a finished stream is read from it again.
+    assert_error(await b.client.get("/noop/stream", params={"task_id": task_id}), 404, "'words'")
+    again = events((await a.client.get("/words/stream", params={"task_id": task_id})).text)
+    assert [d for e, _, d in again if e == "output"] == ["one", "two"] and calls == Counter()
+    # A pending task's reads go to the service (the copy holds no queue position): the
+    # first one, then the long-poll that waits for it to start.
+    queued = await submit(a.client, "words", {"text": "three", "delay_s": 0})
+    await held(replicas, [queued])
+    reading = asyncio.create_task(b.client.get("/words/stream", params={"task_id": queued}))
+    await asyncio.sleep(0.1)
+    assert calls["stream"] == 2
+    await backend.drain()
+    got = events((await asyncio.wait_for(reading, 2.0)).text)
+    assert [d for e, _, d in got if e == "output"] == ["three"] and got[-1][0] == "done"
