@@ -1,6 +1,6 @@
 """Streaming output (SPEC 10): latency, throughput and manager memory (run by hand).
 
-    .venv/bin/python benchmarks/streaming.py [--rounds 1]
+    .venv/bin/python benchmarks/streaming.py [--modes serve_proxy,haproxy] [--tag after]
 
 For each ingress (Serve's proxy, then HAProxy) it runs ``serve run`` of the demo app
 (the tests' app, for its ``ticks`` generator) under raytask's launcher and measures, over
@@ -9,8 +9,9 @@ For each ingress (Serve's proxy, then HAProxy) it runs ``serve run`` of the demo
 - latency: one idle stream of 200 chunks 20 ms apart; each chunk carries the time it was
   yielded on the replica, the reader notes when it arrived (one machine, one clock): p50, p99;
 - one stream's rate: 5,000 chunks yielded as fast as the replica can;
-- 64 streams at once, 300 chunks each 10 ms apart (100/s each): each stream's rate, and
-  that every chunk arrived, once, in order;
+- 64 streams at once, 300 chunks each 10 ms apart (100/s each): each stream's rate, that
+  every chunk arrived, once, in order, and the CPU the task manager and the ingress spent
+  on them (per chunk);
 - the manager's memory: its RSS growth per chunk while a task keeps 20,000 chunks of about
   100 bytes (journal off), for a first such task and for a second one (the first also warms
   the allocator with what dispatch allocates and frees);
@@ -23,6 +24,7 @@ Results go to ``results/<date>-streaming.json``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
 import json
@@ -75,11 +77,24 @@ def in_order(got: list[tuple[dict, float]], count: int) -> bool:
     return [chunk["i"] for chunk, _ in got] == list(range(count))
 
 
+def processes(title: str) -> list[psutil.Process]:
+    """The processes whose command line names ``title`` (Ray sets it to the actor's)."""
+    found = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(title in part for part in p.info["cmdline"] or ())
+    ]
+    if not found:
+        raise RuntimeError(f"no {title} process")
+    return found
+
+
 def manager_rss() -> int:
-    for process in psutil.process_iter(["cmdline"]):
-        if any("TaskManager" in part for part in process.info["cmdline"] or ()):
-            return int(process.memory_info().rss)
-    raise RuntimeError("no TaskManager process")
+    return int(processes("TaskManager")[0].memory_info().rss)
+
+
+def cpu_s(found: list[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in found))
 
 
 async def measure(url: str) -> dict[str, Any]:
@@ -88,9 +103,12 @@ async def measure(url: str) -> dict[str, Any]:
         idle = await read(http, {"count": 200, "interval_s": 0.02})
         latency = sorted((arrived - chunk["t"]) * 1e3 for chunk, arrived in idle)
         one = await read(http, {"count": 5000})
+        manager, ingress = processes("TaskManager"), processes("RaytaskIngress")
+        cpu = cpu_s(manager), cpu_s(ingress)
         many = await asyncio.gather(
             *(read(http, {"count": 300, "interval_s": 0.01}) for _ in range(64))
         )
+        cpu = cpu_s(manager) - cpu[0], cpu_s(ingress) - cpu[1]
         # The first kept stream also warms the allocator (what dispatching 20,000 chunks
         # allocates and frees); the second's growth is what keeping its chunks costs.
         before = manager_rss()
@@ -107,6 +125,8 @@ async def measure(url: str) -> dict[str, Any]:
         "64_streams_min_chunks_per_s": min(rates),
         "64_streams_median_chunks_per_s": statistics.median(rates),
         "64_streams_complete_in_order": all(in_order(got, 300) for got in many),
+        "64_streams_manager_cpu_us_per_chunk": 1e6 * cpu[0] / (64 * 300),
+        "64_streams_ingress_cpu_us_per_chunk": 1e6 * cpu[1] / (64 * 300),
         "manager_bytes_per_kept_chunk_first": (warm - before) / len(kept),
         "manager_bytes_per_kept_chunk": (after - warm) / len(kept),
         "kept_chunk_json_bytes": len(json.dumps(kept[0][0])),
@@ -152,10 +172,14 @@ def journal_cost(chunks: int = 20_000, writes: int = 1_000) -> dict[str, Any]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tag", default="", help="added to the results' file name")
+    parser.add_argument("--modes", default="serve_proxy,haproxy", help="ingresses to run")
+    args = parser.parse_args()
     results: dict[str, Any] = {"date": datetime.date.today().isoformat()}
     results["journal"] = journal_cost()
     print("journal", json.dumps(results["journal"], indent=2), flush=True)
-    for mode in ("serve_proxy", "haproxy"):
+    for mode in args.modes.split(","):
         env = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if mode == "haproxy" else "0"}
         with (
             tempfile.TemporaryDirectory(prefix="raytask-streaming-") as tmp,
@@ -163,7 +187,8 @@ def main() -> None:
         ):
             results[mode] = asyncio.run(measure(str(http.base_url).rstrip("/")))
             print(mode, json.dumps(results[mode], indent=2), flush=True)
-    out = HERE / "results" / f"{results['date']}-streaming.json"
+    tag = f"-{args.tag}" if args.tag else ""
+    out = HERE / "results" / f"{results['date']}-streaming{tag}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
 
 
