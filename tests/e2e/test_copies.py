@@ -96,12 +96,13 @@ def test_a_long_poll_get_wakes_when_the_task_finishes(two_ingress: App) -> None:
 
 def test_a_live_stream_is_read_from_the_copies(two_ingress: App) -> None:
     """Each chunk reaches the reader as it comes (check_live_stream), and of its long-polls
-    only those before the task has streamed go to the manager."""
+    only those before the task has streamed go to the manager (9 of them, one a chunk,
+    when every read went to the manager; 3 here, one more for a copy slow to follow)."""
     app = two_ingress
     for _ in range(2):  # (Serve's proxy spreads the readers over both replicas)
         before = app.stats()["calls"].get("stream", 0)
         check_live_stream(app.http)  # 8 chunks 0.4 s apart, then done
-        assert app.stats()["calls"].get("stream", 0) - before <= 3
+        assert app.stats()["calls"].get("stream", 0) - before <= 4
 
 
 def cancel_and_read(app: App, task_id: str) -> list[str]:
