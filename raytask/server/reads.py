@@ -10,7 +10,8 @@ it, or makes one call to the manager at most; so does a stream reader's long-pol
 
 After the manager answers a read directly, the copy answers for that task again only from
 a group asked for after that answer (see :meth:`StateCopy.answered`): a read never goes
-back to an older state than one the caller has seen from this replica.
+back to an older state than one the caller has seen from this replica. A stream reader
+needs no such fence: its own place says what it has seen (see :meth:`StateCopy.stream`).
 """
 
 from __future__ import annotations
