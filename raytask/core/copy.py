@@ -41,7 +41,8 @@ _RUN_S = tuple(TaskState.model_fields).index("run_s")
 
 
 class _Stream:
-    """The chunks of one attempt a copy holds: ``data`` are chunks ``base`` on."""
+    """The chunks of one attempt a copy holds: ``data`` are chunks ``base`` on, of the
+    attempt's ``len()`` (a :class:`~raytask.core.messages.Chunked`)."""
 
     __slots__ = ("attempt", "base", "data")
 
@@ -49,8 +50,7 @@ class _Stream:
         self.attempt, self.base = attempt, base
         self.data: list[bytes] = []
 
-    @property
-    def end(self) -> int:
+    def __len__(self) -> int:
         return self.base + len(self.data)
 
     def slice(self, start: int, end: int) -> list[bytes]:
@@ -115,8 +115,7 @@ class StateCopy:
             if entry is None:
                 self._drop(task_id)
                 continue
-            old = self._entries.pop(task_id, None)
-            self.result_bytes -= old.result[1] if old is not None and old.result else 0
+            self._drop_entry(task_id)
             self._take(task_id, entry.chunks)
             # (at the end: the oldest change is dropped first)
             self._entries[task_id] = entry if entry.chunks is None else entry._replace(chunks=None)
@@ -135,9 +134,15 @@ class StateCopy:
         self._wake(group.entries)
 
     def _drop(self, task_id: str) -> None:
+        self._drop_entry(task_id)
+        self._drop_stream(task_id)
+
+    def _drop_entry(self, task_id: str) -> None:
         entry = self._entries.pop(task_id, None)
         if entry is not None and entry.result is not None:
             self.result_bytes -= entry.result[1]
+
+    def _drop_stream(self, task_id: str) -> None:
         stream = self._streams.pop(task_id, None)
         if stream is not None:
             self.result_bytes -= sum(map(len, stream.data))
@@ -150,15 +155,13 @@ class StateCopy:
             chunks is None
             or stream is None
             or stream.attempt != chunks.attempt
-            or not (stream.base <= chunks.first <= stream.end)
+            or not (stream.base <= chunks.first <= len(stream))
         ):
-            if stream is not None:
-                del self._streams[task_id]
-                self.result_bytes -= sum(map(len, stream.data))
+            self._drop_stream(task_id)
             if chunks is None:
                 return
             stream = self._streams[task_id] = _Stream(chunks.attempt, chunks.first)
-        new = chunks.data[stream.end - chunks.first :]  # (a resend overlaps what it holds)
+        new = chunks.data[len(stream) - chunks.first :]  # (a resend overlaps what it holds)
         stream.data += new
         self.result_bytes += sum(map(len, new))
 
@@ -240,15 +243,13 @@ class StateCopy:
         if state is None:
             return None
         stream = self._streams.get(task_id)
-        current, count = (0, 0) if stream is None else (stream.attempt, stream.end)
+        current, count = (0, 0) if stream is None else (stream.attempt, len(stream))
         if not state.status.finished and (
             (attempt is not None and current < attempt)
             or (start > count and attempt in (None, current))
         ):
             return StreamRead(state, attempt or current, start, [], False)
-        read = stream_read(
-            state, None if stream is None else (current, count, stream.slice), start, attempt
-        )
+        read = stream_read(state, stream, start, attempt)
         return None if stream is not None and read.start < stream.base else read
 
     async def stream_wait(

@@ -6,9 +6,8 @@ them), never a tuple whose meaning depends on its position.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .config import SubmitOptions
 from .errors import HTTPError, TaskExpiredError, TaskNotFoundError
@@ -87,21 +86,33 @@ MAX_CHUNKS_PER_READ = 1000
 """Chunks in one answer to a stream reader; one that is further behind reads again at once."""
 
 
+class Chunked(Protocol):
+    """An attempt's chunks as a stream reader reads them: the manager's
+    :class:`~raytask.core.chunks.ChunkLog`, or the part of it an ingress copy holds."""
+
+    attempt: int
+
+    def __len__(self) -> int:
+        """How many chunks the attempt has streamed."""
+        ...
+
+    def slice(self, start: int, end: int) -> list[bytes]:
+        """The JSON of chunks ``start`` to ``end`` (excluded)."""
+        ...
+
+
 def stream_read(
-    state: TaskState,
-    log: tuple[int, int, Callable[[int, int], list[bytes]]] | None,
-    start: int,
-    attempt: int | None,
+    state: TaskState, log: Chunked | None, start: int, attempt: int | None
 ) -> StreamRead:
     """The answer to a reader of chunks ``start`` on of ``attempt`` (None: whichever runs),
-    given ``log``: the task's current attempt, its chunk count and how to slice its chunks
-    (None: it streamed none). A new attempt's chunks start from the first."""
-    current, count, cut = (0, 0, None) if log is None else log
+    given the task's current ``log`` (None: it streamed none). A new attempt's chunks
+    start from the first."""
+    current, count = (0, 0) if log is None else (log.attempt, len(log))
     if attempt is not None and attempt != current and current:
         start = 0  # a new attempt: its chunks from the first
     start = min(start, count)
     end = min(count, start + MAX_CHUNKS_PER_READ)
-    chunks = [] if cut is None else cut(start, end)
+    chunks = [] if log is None else log.slice(start, end)
     return StreamRead(state, current, start, chunks, end < count)
 
 

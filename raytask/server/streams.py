@@ -50,9 +50,7 @@ class StreamReads:
             event.set()
 
     def _answer(self, record: TaskRecord, start: int, attempt: int | None) -> StreamRead:
-        log = record.chunks
-        view = None if log is None else (log.attempt, len(log), log.slice)
-        return stream_read(self.table.answer(record), view, start, attempt)
+        return stream_read(self.table.answer(record), record.chunks, start, attempt)
 
     async def read(
         self, task_id: str, start: int, attempt: int | None, wait_s: float
